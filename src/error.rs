@@ -1,0 +1,45 @@
+//! One error type for the whole crate. Every variant names the op (or file) it
+//! came from, so a failure deep in a training step still says where it happened.
+
+use crate::tensor::{DType, Device};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Shapes that do not fit together. `msg` names the shapes involved.
+    #[error("{op}: shape mismatch: {msg}")]
+    Shape { op: &'static str, msg: String },
+
+    /// A tensor of a dtype the op does not take.
+    #[error("{op}: {what} has dtype {got:?}, expected {expected}")]
+    DType { op: &'static str, what: &'static str, got: DType, expected: &'static str },
+
+    /// Operands on different devices; ops never copy implicitly.
+    #[error("{op}: operands live on different devices ({a} and {b}); copy explicitly with to_device")]
+    DeviceMismatch { op: &'static str, a: Device, b: Device },
+
+    /// An argument out of its valid range (an index past the end, a bad scale...).
+    #[error("{op}: {msg}")]
+    Arg { op: &'static str, msg: String },
+
+    /// A device this build or machine cannot provide.
+    #[error("device {device} is not available: {why}")]
+    DeviceUnavailable { device: Device, why: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `shape_err!("op", "fmt", args..)` builds an `Error::Shape`.
+#[macro_export]
+macro_rules! shape_err {
+    ($op:expr, $($fmt:tt)*) => {
+        $crate::error::Error::Shape { op: $op, msg: format!($($fmt)*) }
+    };
+}
+
+/// `arg_err!("op", "fmt", args..)` builds an `Error::Arg`.
+#[macro_export]
+macro_rules! arg_err {
+    ($op:expr, $($fmt:tt)*) => {
+        $crate::error::Error::Arg { op: $op, msg: format!($($fmt)*) }
+    };
+}

@@ -1,0 +1,108 @@
+//! Variable-length attention over `cu_seqlens` segments (see `cpu::attention`).
+
+use super::{common_device, cpu_f32, expect_dims, expect_rank};
+use crate::cpu::attention::{self as k, AttnShape};
+use crate::error::Result;
+use crate::tensor::{Device, Tensor};
+use crate::{arg_err, shape_err};
+
+/// What an attention call computes besides its tensors.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnSpec {
+    /// Multiplies `q·k` before the softmax (Qwen2.5-VL: head_dim^-0.5).
+    pub scale: f32,
+    /// Text (causal) or vision segments / windows (bidirectional).
+    pub causal: bool,
+}
+
+/// Forward output: `out: [T, Hq, D]` and the per-row log-sum-exp `lse: [T, Hq]`
+/// the backward needs.
+pub struct AttnOut {
+    pub out: Tensor,
+    pub lse: Tensor,
+}
+
+/// Checks q/k/v and cu_seqlens; returns the kernel shape and host offsets.
+fn attn_dims(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu: &Tensor,
+    spec: &AttnSpec,
+) -> Result<(AttnShape, Vec<usize>)> {
+    expect_rank(op, "q", q, 3)?;
+    expect_rank(op, "k", k, 3)?;
+    let (t, hq, d) = (q.dims()[0], q.dims()[1], q.dims()[2]);
+    let hkv = k.dims()[1];
+    if k.dims()[0] != t || k.dims()[2] != d {
+        return Err(shape_err!(op, "q {} and k {} disagree on tokens or head dim", q.shape(), k.shape()));
+    }
+    expect_dims(op, "v", v, k.dims())?;
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(shape_err!(op, "q heads ({hq}) must be a multiple of kv heads ({hkv}) for GQA"));
+    }
+    let cu = cu_seqlens(op, cu, t)?;
+    let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: d, scale: spec.scale, causal: spec.causal };
+    Ok((shape, cu))
+}
+
+/// Reads and validates `cu_seqlens` (i32 `[S+1]`): starts at 0, never decreases,
+/// ends at the token count.
+pub fn cu_seqlens(op: &'static str, cu: &Tensor, tokens: usize) -> Result<Vec<usize>> {
+    expect_rank(op, "cu_seqlens", cu, 1)?;
+    let v = cu.i32_slice(op, "cu_seqlens")?;
+    let ok =
+        v.first() == Some(&0) && v.windows(2).all(|w| w[0] <= w[1]) && v.last().map(|&l| l as usize) == Some(tokens);
+    if !ok {
+        return Err(arg_err!(op, "cu_seqlens {v:?} must start at 0, not decrease, and end at {tokens} tokens"));
+    }
+    Ok(v.iter().map(|&x| x as usize).collect())
+}
+
+/// `softmax(scale·q·kᵀ + mask)·v` inside each segment, GQA over kv heads.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &Tensor, spec: AttnSpec) -> Result<AttnOut> {
+    const OP: &str = "attention";
+    let (shape, cu) = attn_dims(OP, q, k, v, cu, &spec)?;
+    match common_device(OP, &[q, k, v])? {
+        Device::Cpu => {
+            let (out, lse) =
+                k::attention_forward(&q.f32_cow(OP, "q")?, &k.f32_cow(OP, "k")?, &v.f32_cow(OP, "v")?, &cu, &shape);
+            Ok(AttnOut { out: cpu_f32(out, q.dims())?, lse: cpu_f32(lse, [q.dims()[0], q.dims()[1]])? })
+        }
+        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+    }
+}
+
+/// Backward of [`attention`]: `(dq, dk, dv)` from the forward's output and lse.
+pub fn attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu: &Tensor,
+    spec: AttnSpec,
+    fwd: &AttnOut,
+    dout: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "attention_backward";
+    let (shape, cu) = attn_dims(OP, q, k, v, cu, &spec)?;
+    expect_dims(OP, "out", &fwd.out, q.dims())?;
+    expect_dims(OP, "dout", dout, q.dims())?;
+    expect_dims(OP, "lse", &fwd.lse, &[q.dims()[0], q.dims()[1]])?;
+    match common_device(OP, &[q, k, v, &fwd.out, &fwd.lse, dout])? {
+        Device::Cpu => {
+            let (dq, dk, dv) = k::attention_backward(
+                &q.f32_cow(OP, "q")?,
+                &k.f32_cow(OP, "k")?,
+                &v.f32_cow(OP, "v")?,
+                &fwd.out.f32_cow(OP, "out")?,
+                &fwd.lse.f32_cow(OP, "lse")?,
+                &dout.f32_cow(OP, "dout")?,
+                &cu,
+                &shape,
+            );
+            Ok((cpu_f32(dq, q.dims())?, cpu_f32(dk, k.dims())?, cpu_f32(dv, v.dims())?))
+        }
+        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+    }
+}
