@@ -1,0 +1,109 @@
+//! Varlen attention against a naive f64 implementation: ragged cu_seqlens
+//! (including an empty segment and one of a single token), GQA, causal and
+//! bidirectional, the real head dims (80 vision, 128 text).
+
+mod common;
+use actial::ops::{self, AttnSpec};
+use common::*;
+
+/// Naive reference: for each segment, head and query, an explicit softmax in f64.
+/// Returns (out, lse).
+fn reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    cu: &[usize],
+    hq: usize,
+    hkv: usize,
+    d: usize,
+    scale: f64,
+    causal: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let t = *cu.last().unwrap();
+    let mut out = vec![0.0f64; t * hq * d];
+    let mut lse = vec![0.0f64; t * hq];
+    for w in cu.windows(2) {
+        for h in 0..hq {
+            let g = h * hkv / hq;
+            for i in w[0]..w[1] {
+                let keys: Vec<usize> = (w[0]..w[1]).filter(|&j| !causal || j <= i).collect();
+                let s: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        (0..d).map(|p| q[(i * hq + h) * d + p] as f64 * k[(j * hkv + g) * d + p] as f64).sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                lse[i * hq + h] = m + z.ln();
+                for (n, &j) in keys.iter().enumerate() {
+                    let p = (s[n] - m).exp() / z;
+                    for c in 0..d {
+                        out[(i * hq + h) * d + c] += p * v[(j * hkv + g) * d + c] as f64;
+                    }
+                }
+            }
+        }
+    }
+    (out, lse)
+}
+
+fn check(seed: u64, cu: Vec<i32>, hq: usize, hkv: usize, d: usize, causal: bool) {
+    let t = *cu.last().unwrap() as usize;
+    let (q, k, v) =
+        (randn(seed, &[t, hq, d], 1.0), randn(seed + 1, &[t, hkv, d], 1.0), randn(seed + 2, &[t, hkv, d], 1.0));
+    let scale = (d as f32).powf(-0.5);
+    let cu_host: Vec<usize> = cu.iter().map(|&x| x as usize).collect();
+    let fwd = ops::attention(&q, &k, &v, &ids(cu.clone()), AttnSpec { scale, causal }).unwrap();
+    let (ro, rl) = reference(&vec_of(&q), &vec_of(&k), &vec_of(&v), &cu_host, hq, hkv, d, scale as f64, causal);
+    let ro: Vec<f32> = ro.iter().map(|&x| x as f32).collect();
+    let rl: Vec<f32> = rl.iter().map(|&x| x as f32).collect();
+    let eo = max_rel_err(&vec_of(&fwd.out), &ro, 1e-2);
+    let el = max_rel_err(&vec_of(&fwd.lse), &rl, 1e-3);
+    assert!(eo < 1e-4 && el < 1e-5, "cu {cu:?} hq {hq} hkv {hkv} d {d} causal {causal}: out err {eo}, lse err {el}");
+}
+
+#[test]
+fn matches_naive_on_ragged_segments_with_gqa() {
+    for causal in [false, true] {
+        check(1, vec![0, 5, 5, 18, 19], 6, 2, 16, causal);
+        check(2, vec![0, 1, 2, 3], 4, 4, 8, causal);
+        check(3, vec![0, 31], 3, 1, 7, causal);
+    }
+}
+
+#[test]
+fn matches_naive_at_model_head_dims_and_long_segments() {
+    // Vision: head dim 80, bidirectional windows of 64 plus a longer full segment.
+    check(10, vec![0, 64, 128, 160, 300], 4, 4, 80, false);
+    // Text: head dim 128, causal GQA 8:2 across several 64-query blocks.
+    check(20, vec![0, 200, 203], 8, 2, 128, true);
+}
+
+#[test]
+fn naive_cpu_baseline_agrees() {
+    // The benches' naive baseline computes the same function as the fast path.
+    let (t, hq, hkv, d) = (40, 4, 2, 8);
+    let (q, k, v) = (randn(7, &[t, hq, d], 1.0), randn(8, &[t, hkv, d], 1.0), randn(9, &[t, hkv, d], 1.0));
+    let cu = vec![0usize, 17, 40];
+    let shape = actial::cpu::attention::AttnShape { q_heads: hq, kv_heads: hkv, head_dim: d, scale: 0.3, causal: true };
+    let naive = actial::cpu::attention::attention_naive(&vec_of(&q), &vec_of(&k), &vec_of(&v), &cu, &shape);
+    let (fast, _) = actial::cpu::attention::attention_forward(&vec_of(&q), &vec_of(&k), &vec_of(&v), &cu, &shape);
+    assert!(max_rel_err(&naive, &fast, 1e-3) < 1e-4);
+}
+
+#[test]
+fn rejects_bad_segments_and_head_counts() {
+    let q = randn(1, &[10, 4, 8], 1.0);
+    let k = randn(2, &[10, 3, 8], 1.0);
+    let spec = AttnSpec { scale: 1.0, causal: true };
+    let e = ops::attention(&q, &k, &k, &ids(vec![0, 10]), spec).err().expect("GQA 4:3 must fail").to_string();
+    assert!(e.contains("attention") && e.contains("multiple of kv heads"), "{e}");
+    let k = randn(2, &[10, 2, 8], 1.0);
+    for bad in [vec![0, 9], vec![1, 10], vec![0, 6, 4, 10]] {
+        let e =
+            ops::attention(&q, &k, &k, &ids(bad.clone()), spec).err().expect("bad cu_seqlens must fail").to_string();
+        assert!(e.contains("cu_seqlens"), "{bad:?}: {e}");
+    }
+}

@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests: seeded random tensors and a central
+//! finite-difference gradient checker.
+#![allow(dead_code)]
+
+use actial::rng::Philox;
+use actial::{Device, Tensor};
+
+pub fn randn(seed: u64, dims: &[usize], std: f32) -> Tensor {
+    let n = dims.iter().product();
+    Tensor::from_f32(Philox::new(seed, 0).normal_vec(n, std), dims, Device::Cpu).unwrap()
+}
+
+pub fn ids(v: Vec<i32>) -> Tensor {
+    let n = v.len();
+    Tensor::from_i32(v, [n], Device::Cpu).unwrap()
+}
+
+pub fn vec_of(t: &Tensor) -> Vec<f32> {
+    t.to_vec_f32().unwrap()
+}
+
+/// `Σ y·r` in f64: the scalar loss whose gradient w.r.t. y is `r`.
+pub fn dot(y: &[f32], r: &[f32]) -> f64 {
+    assert_eq!(y.len(), r.len());
+    y.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Largest relative disagreement between two gradients, with an absolute floor.
+pub fn max_rel_err(a: &[f32], b: &[f32], atol: f32) -> f32 {
+    assert_eq!(a.len(), b.len(), "gradient lengths differ");
+    a.iter().zip(b).map(|(&x, &y)| (x - y).abs() / (atol + x.abs().max(y.abs()))).fold(0.0, f32::max)
+}
+
+/// Compares `analytic` (the gradient of `loss` at `x`) with central differences
+/// `(loss(x + h·e_i) − loss(x − h·e_i)) / 2h` on up to `max_coords` coordinates
+/// (all of them when the tensor is small, else a seeded random subset).
+/// Returns the list of failures as text; empty means pass.
+pub fn fd_mismatches(
+    x: &[f32],
+    analytic: &[f32],
+    loss: &dyn Fn(&[f32]) -> f64,
+    h: f32,
+    max_coords: usize,
+) -> Vec<String> {
+    assert_eq!(x.len(), analytic.len(), "gradient has the wrong length");
+    let coords: Vec<usize> = if x.len() <= max_coords {
+        (0..x.len()).collect()
+    } else {
+        let mut r = Philox::new(99, x.len() as u64);
+        (0..max_coords).map(|_| (r.next_u32() as usize) % x.len()).collect()
+    };
+    let mut bad = Vec::new();
+    let mut xp = x.to_vec();
+    for i in coords {
+        let orig = xp[i];
+        xp[i] = orig + h;
+        let lp = loss(&xp);
+        xp[i] = orig - h;
+        let lm = loss(&xp);
+        xp[i] = orig;
+        let numeric = ((lp - lm) / (2.0 * h as f64)) as f32;
+        let a = analytic[i];
+        let tol = 3e-3 + 1e-2 * a.abs().max(numeric.abs());
+        if (a - numeric).abs() > tol || !a.is_finite() {
+            bad.push(format!("coord {i}: analytic {a:.6}, numeric {numeric:.6}"));
+        }
+    }
+    bad
+}
+
+/// Panics with a readable report when [`fd_mismatches`] finds any.
+pub fn assert_grad(name: &str, x: &[f32], analytic: &[f32], loss: &dyn Fn(&[f32]) -> f64) {
+    let bad = fd_mismatches(x, analytic, loss, 1e-2, 64);
+    assert!(bad.is_empty(), "{name}: gradient mismatch in {} coords:\n{}", bad.len(), bad.join("\n"));
+}
+
+/// A tensor with `x`'s shape holding `data`.
+pub fn like(x: &Tensor, data: &[f32]) -> Tensor {
+    Tensor::from_f32(data.to_vec(), x.dims(), Device::Cpu).unwrap()
+}
