@@ -161,12 +161,20 @@ fn attention(c: &mut Criterion) {
 fn rms_norm(c: &mut Criterion) {
     let mut g = c.benchmark_group("rms_norm (B = bytes moved)");
     g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    let (rows, d) = (4096, 2048);
-    let (x, w) = (randn(1, &[rows, d]), randn(2, &[d]));
-    g.throughput(Throughput::Bytes((2 * rows * d * 4) as u64)); // read x, write y
-    g.bench_function("actial ops::rms_norm 4096x2048", |b| b.iter(|| black_box(ops::rms_norm(&x, &w, 1e-6).unwrap())));
-    let (xv, wv) = (x.to_vec_f32().unwrap(), w.to_vec_f32().unwrap());
-    g.bench_function("naive loop 4096x2048", |b| b.iter(|| black_box(rms_norm_naive(&xv, &wv, 1e-6))));
+    // Both versions allocate their output. At 4096 rows that is a 32 MiB buffer, which
+    // glibc serves with a fresh mmap each call: first-touch page faults then dominate
+    // both timings (see docs/ARCHITECTURE.md, "Memory"). 1024 rows (8 MiB) shows the
+    // kernel itself.
+    for rows in [1024usize, 4096] {
+        let d = 2048;
+        let (x, w) = (randn(1, &[rows, d]), randn(2, &[d]));
+        g.throughput(Throughput::Bytes((2 * rows * d * 4) as u64)); // read x, write y
+        g.bench_function(format!("actial ops::rms_norm {rows}x{d}"), |b| {
+            b.iter(|| black_box(ops::rms_norm(&x, &w, 1e-6).unwrap()))
+        });
+        let (xv, wv) = (x.to_vec_f32().unwrap(), w.to_vec_f32().unwrap());
+        g.bench_function(format!("naive loop {rows}x{d}"), |b| b.iter(|| black_box(rms_norm_naive(&xv, &wv, 1e-6))));
+    }
     g.finish();
 }
 

@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::dot;
 use super::matmul::{MatRef, gemm_raw};
 
 /// Queries per task. 64 keeps a block's score matrix small (64 x keys) while giving
@@ -189,7 +190,7 @@ pub fn attention_backward(
                     unsafe { gemm_raw(bq, lk, d, do_rows, v_t, ds.as_mut_ptr(), lk, false, 1.0, false) };
                     for (i, (dsr, pr)) in ds.chunks_mut(lk).zip(p.chunks(lk)).enumerate() {
                         let r = ((seg0 + q0 + i) * hq + h) * d;
-                        let di: f32 = dout[r..r + d].iter().zip(&out[r..r + d]).map(|(a, b)| a * b).sum();
+                        let di = dot(&dout[r..r + d], &out[r..r + d]);
                         for (x, &pv) in dsr.iter_mut().zip(pr) {
                             *x = pv * (*x - di);
                         }

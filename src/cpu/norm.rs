@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::{dot, dot3};
+
 /// Rows per rayon task: enough work to amortise scheduling.
 const ROWS_PER_TASK: usize = 16;
 
@@ -16,7 +18,7 @@ pub fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) 
         .zip(x.par_chunks(d * ROWS_PER_TASK))
         .for_each(|((yb, rb), xb)| {
             for ((yr, r), xr) in yb.chunks_mut(d).zip(rb.iter_mut()).zip(xb.chunks(d)) {
-                let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                let ms = dot(xr, xr) / d as f32;
                 *r = 1.0 / (ms + eps).sqrt();
                 for ((o, &xv), &wv) in yr.iter_mut().zip(xr).zip(w) {
                     *o = xv * *r * wv;
@@ -39,11 +41,7 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], dw: Opt
         .map(|(((dxb, xb), dyb), rb)| {
             let mut dw_local = vec![0.0f32; if dw.is_some() { d } else { 0 }];
             for (((dxr, xr), dyr), &r) in dxb.chunks_mut(d).zip(xb.chunks(d)).zip(dyb.chunks(d)).zip(rb) {
-                let mut dot = 0.0f32;
-                for i in 0..d {
-                    dot += dyr[i] * w[i] * xr[i] * r;
-                }
-                let mean = dot / d as f32;
+                let mean = dot3(dyr, w, xr) * r / d as f32;
                 for i in 0..d {
                     let xhat = xr[i] * r;
                     dxr[i] = r * (dyr[i] * w[i] - xhat * mean);
