@@ -21,6 +21,22 @@ pub enum Error {
     #[error("{op}: {msg}")]
     Arg { op: &'static str, msg: String },
 
+    /// A config.json that is not valid or not a Qwen2.5-VL config.
+    #[error("{file}: {msg}")]
+    Config { file: String, msg: String },
+
+    /// A checkpoint (safetensors) problem: names the file and the tensors.
+    #[error("{file}: {msg}")]
+    Checkpoint { file: String, msg: String },
+
+    /// A file that could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A device this build or machine cannot provide.
     #[error("device {device} is not available: {why}")]
     DeviceUnavailable { device: Device, why: String },

@@ -11,6 +11,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod tensor;

@@ -1,0 +1,430 @@
+//! Qwen2.5-VL: config, checkpoints, the vision tower and the decoder, with explicit
+//! forward and backward passes over packed (varlen) batches.
+
+pub mod config;
+pub mod param;
+pub mod positions;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+pub use config::{Qwen25VlConfig, SpecialTokens, TextConfig, VisionConfig};
+pub use param::{Linear, Param};
+use text::{DecoderLayer, TextCache, TextModel};
+use vision::{Merger, VisionBlock, VisionCache, VisionTower};
+pub use weights::Checkpoint;
+
+use crate::error::{Error, Result};
+use crate::ops::{self, IGNORE_INDEX};
+use crate::rng::Philox;
+use crate::tensor::{DType, Device, Tensor};
+use crate::{arg_err, shape_err};
+
+/// The parts that can be frozen or trained independently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Patch embedding and vision blocks.
+    VisionTower,
+    /// The 2x2 patch merger (vision → LM projector).
+    Merger,
+    /// Embeddings, decoder layers, final norm, LM head.
+    Language,
+}
+
+impl Part {
+    fn of(name: &str) -> Part {
+        if name.starts_with("visual.merger.") {
+            Part::Merger
+        } else if name.starts_with("visual.") {
+            Part::VisionTower
+        } else {
+            Part::Language
+        }
+    }
+}
+
+pub struct Qwen25Vl {
+    pub config: Qwen25VlConfig,
+    pub vision: VisionTower,
+    pub text: TextModel,
+}
+
+/// Where weights come from while building a model: a checkpoint, or random init.
+type Source<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor> + 'a;
+
+impl Qwen25Vl {
+    fn build(config: Qwen25VlConfig, get: &mut Source) -> Result<Qwen25Vl> {
+        let (v, t) = (config.vision.clone(), config.text.clone());
+        let mut lin = |name: &str, dout: usize, din: usize, bias: bool| -> Result<Linear> {
+            let w = get(&format!("{name}.weight"), &[dout, din])?;
+            let b = if bias { Some(get(&format!("{name}.bias"), &[dout])?) } else { None };
+            Ok(Linear::new(w, b))
+        };
+        let vd = v.hidden_size;
+        let patch_embed = lin("visual.patch_embed.proj", vd, v.patch_dim(), false)?;
+        let mut blocks = Vec::new();
+        for i in 0..v.depth {
+            let p = format!("visual.blocks.{i}");
+            blocks.push(VisionBlock {
+                norm1: Param::new(Tensor::zeros([0], DType::F32, Device::Cpu)?),
+                norm2: Param::new(Tensor::zeros([0], DType::F32, Device::Cpu)?),
+                qkv: lin(&format!("{p}.attn.qkv"), 3 * vd, vd, true)?,
+                proj: lin(&format!("{p}.attn.proj"), vd, vd, true)?,
+                gate: lin(&format!("{p}.mlp.gate_proj"), v.intermediate_size, vd, true)?,
+                up: lin(&format!("{p}.mlp.up_proj"), v.intermediate_size, vd, true)?,
+                down: lin(&format!("{p}.mlp.down_proj"), vd, v.intermediate_size, true)?,
+            });
+        }
+        let md = vd * v.merge_unit();
+        let fc1 = lin("visual.merger.mlp.0", md, md, true)?;
+        let fc2 = lin("visual.merger.mlp.2", v.out_hidden_size, md, true)?;
+        let (td, hd) = (t.hidden_size, t.head_dim());
+        let mut layers = Vec::new();
+        for i in 0..t.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(DecoderLayer {
+                input_norm: Param::new(Tensor::zeros([0], DType::F32, Device::Cpu)?),
+                post_norm: Param::new(Tensor::zeros([0], DType::F32, Device::Cpu)?),
+                q: lin(&format!("{p}.self_attn.q_proj"), t.num_attention_heads * hd, td, true)?,
+                k: lin(&format!("{p}.self_attn.k_proj"), t.num_key_value_heads * hd, td, true)?,
+                v: lin(&format!("{p}.self_attn.v_proj"), t.num_key_value_heads * hd, td, true)?,
+                o: lin(&format!("{p}.self_attn.o_proj"), td, t.num_attention_heads * hd, false)?,
+                gate: lin(&format!("{p}.mlp.gate_proj"), t.intermediate_size, td, false)?,
+                up: lin(&format!("{p}.mlp.up_proj"), t.intermediate_size, td, false)?,
+                down: lin(&format!("{p}.mlp.down_proj"), td, t.intermediate_size, false)?,
+            });
+        }
+        // Norm weights (1-D) are fetched after the linears so the closure borrow ends.
+        for (i, b) in blocks.iter_mut().enumerate() {
+            b.norm1 = Param::new(get(&format!("visual.blocks.{i}.norm1.weight"), &[vd])?);
+            b.norm2 = Param::new(get(&format!("visual.blocks.{i}.norm2.weight"), &[vd])?);
+        }
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.input_norm = Param::new(get(&format!("model.layers.{i}.input_layernorm.weight"), &[td])?);
+            l.post_norm = Param::new(get(&format!("model.layers.{i}.post_attention_layernorm.weight"), &[td])?);
+        }
+        let merger = Merger { ln_q: Param::new(get("visual.merger.ln_q.weight", &[vd])?), fc1, fc2 };
+        let embed = Param::new(get("model.embed_tokens.weight", &[t.vocab_size, td])?);
+        let norm = Param::new(get("model.norm.weight", &[td])?);
+        let lm_head =
+            if t.tie_word_embeddings { None } else { Some(Param::new(get("lm_head.weight", &[t.vocab_size, td])?)) };
+        let vision = VisionTower { cfg: v, patch_embed, blocks, merger };
+        let text = TextModel { cfg: t, embed, layers, norm, lm_head };
+        Ok(Qwen25Vl { config, vision, text })
+    }
+
+    /// Loads `dir/config.json` and the safetensors weights next to it. Every missing,
+    /// mis-shaped or unexpected tensor is reported, all in one error.
+    pub fn from_dir(dir: &Path) -> Result<Qwen25Vl> {
+        let config = Qwen25VlConfig::from_file(&dir.join("config.json"))?;
+        let ckpt = Checkpoint::open(dir)?;
+        Self::from_checkpoint(config, &ckpt, &dir.display().to_string())
+    }
+
+    pub fn from_checkpoint(config: Qwen25VlConfig, ckpt: &Checkpoint, what: &str) -> Result<Qwen25Vl> {
+        let mut problems = Vec::new();
+        let mut used = BTreeSet::new();
+        let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            used.insert(name.to_string());
+            if !ckpt.contains(name) {
+                problems.push(format!("missing {name} {shape:?}"));
+                return Tensor::zeros(shape, DType::F32, Device::Cpu);
+            }
+            let t = ckpt.tensor(name)?;
+            // The patch embedding is a Conv3d [out, C, T, P, P] in files: a linear here.
+            let numel: usize = shape.iter().product();
+            let conv_as_linear = name == "visual.patch_embed.proj.weight" && t.rank() == 5 && t.numel() == numel;
+            if t.dims() != shape && !conv_as_linear {
+                problems.push(format!("{name} has shape {:?}, expected {shape:?}", t.dims()));
+                return Tensor::zeros(shape, DType::F32, Device::Cpu);
+            }
+            t.reshape(shape)
+        };
+        let model = Self::build(config.clone(), &mut get)?;
+        let tied_head = config.text.tie_word_embeddings;
+        let unexpected: Vec<String> = ckpt
+            .names()
+            .filter(|n| !(used.contains(*n) || tied_head && *n == "lm_head.weight"))
+            .map(|n| format!("unexpected {n}"))
+            .collect();
+        problems.extend(unexpected);
+        if !problems.is_empty() {
+            return Err(Error::Checkpoint {
+                file: what.to_string(),
+                msg: format!("{} tensor problem(s):\n  {}", problems.len(), problems.join("\n  ")),
+            });
+        }
+        Ok(model)
+    }
+
+    /// A randomly initialised model (weights ~ N(0, 0.02²), norms 1, biases 0, as
+    /// transformers initialises), deterministic in `seed`.
+    pub fn random(config: Qwen25VlConfig, seed: u64) -> Result<Qwen25Vl> {
+        let mut rng = Philox::new(seed, 0);
+        let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let n = shape.iter().product();
+            let data = if name.ends_with("norm.weight")
+                || name.ends_with("norm1.weight")
+                || name.ends_with("norm2.weight")
+                || name.ends_with("layernorm.weight")
+                || name.ends_with("ln_q.weight")
+            {
+                vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                rng.normal_vec(n, 0.02)
+            };
+            Tensor::from_f32(data, shape, Device::Cpu)
+        };
+        Self::build(config, &mut get)
+    }
+
+    /// Visits every parameter with its hub name.
+    pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Param)) {
+        self.vision.visit("visual", f);
+        self.text.visit("model", f);
+    }
+
+    /// Freezes or unfreezes one part (trainable parameters get f32 grads).
+    pub fn set_trainable(&mut self, part: Part, on: bool) -> Result<()> {
+        let mut result = Ok(());
+        self.visit(&mut |name, p| {
+            if Part::of(&name) == part && result.is_ok() {
+                result = p.set_trainable(on);
+            }
+        });
+        result
+    }
+
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        self.visit(&mut |_, p| {
+            if result.is_ok() {
+                result = p.zero_grad();
+            }
+        });
+        result
+    }
+
+    /// Saves the weights as one `model.safetensors` in the hub layout (plus
+    /// config.json) in `dir`; `dtype` F32 or BF16.
+    pub fn save(&mut self, dir: &Path, dtype: DType) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
+        let v = self.config.vision.clone();
+        let mut named: Vec<(String, Tensor)> = Vec::new();
+        let mut result = Ok(());
+        self.visit(&mut |name, p| {
+            if name.contains("lora_") || result.is_err() {
+                return;
+            }
+            let t = if name == "visual.patch_embed.proj.weight" {
+                p.value.reshape([v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size])
+            } else {
+                Ok(p.value.clone())
+            };
+            match t {
+                Ok(t) => named.push((name, t)),
+                Err(e) => result = Err(e),
+            }
+        });
+        result?;
+        let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        weights::save_safetensors(&dir.join("model.safetensors"), &refs, dtype, Some(meta))?;
+        let json = serde_json::to_string_pretty(&self.config.to_json()).expect("a JSON value serialises");
+        weights::write_atomic(&dir.join("config.json"), json.as_bytes())
+    }
+}
+
+/// One sample: token ids and optional labels in transformers' convention (same
+/// length as the tokens, -100 = not supervised; the model predicts `labels[i + 1]`
+/// at position `i`).
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub tokens: Vec<u32>,
+    pub labels: Option<Vec<i32>>,
+}
+
+/// Samples packed back to back (no padding): attention stays inside each sample
+/// through `cu_seqlens`, which is exactly what transformers computes on the
+/// unpadded positions of a padded batch.
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub cu_seqlens: Tensor,
+    /// `[3, T]` M-RoPE position ids.
+    pub positions: Tensor,
+    /// Next-token targets per packed position (already shifted), -100 = ignore.
+    pub targets: Option<Tensor>,
+    pub pixel_values: Option<Tensor>,
+    pub grids: Vec<[usize; 3]>,
+    /// Packed row range of each sample.
+    pub sample_ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl Batch {
+    /// Packs samples; images are consumed in order across samples (as the processor
+    /// emits them), and their token runs are checked against `grids`.
+    pub fn new(
+        samples: &[Sample],
+        pixel_values: Option<Tensor>,
+        grids: &[[usize; 3]],
+        cfg: &Qwen25VlConfig,
+    ) -> Result<Batch> {
+        const OP: &str = "Batch::new";
+        let image = cfg.tokens.image_token_id;
+        let mut ids = Vec::new();
+        let mut cu = vec![0i32];
+        let mut pos: [Vec<i32>; 3] = Default::default();
+        let mut targets = Vec::new();
+        let mut ranges = Vec::new();
+        let mut next_grid = 0;
+        let supervised = samples.iter().any(|s| s.labels.is_some());
+        for (i, s) in samples.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(arg_err!(OP, "sample {i} is empty"));
+            }
+            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.text.vocab_size) {
+                return Err(arg_err!(
+                    OP,
+                    "sample {i}: token id {bad} is outside the vocabulary of {}",
+                    cfg.text.vocab_size
+                ));
+            }
+            let p =
+                positions::rope_positions(&s.tokens, image, grids, &mut next_grid, cfg.vision.spatial_merge_size, i)?;
+            for a in 0..3 {
+                pos[a].extend(&p[a]);
+            }
+            let start = ids.len();
+            ids.extend(s.tokens.iter().map(|&t| t as i32));
+            ranges.push(start..ids.len());
+            cu.push(ids.len() as i32);
+            if supervised {
+                let labels = s.labels.clone().unwrap_or_else(|| vec![IGNORE_INDEX; s.tokens.len()]);
+                if labels.len() != s.tokens.len() {
+                    return Err(arg_err!(OP, "sample {i}: {} labels for {} tokens", labels.len(), s.tokens.len()));
+                }
+                targets.extend(&labels[1..]);
+                targets.push(IGNORE_INDEX);
+            }
+        }
+        if next_grid != grids.len() {
+            return Err(arg_err!(OP, "{} image grids given but the samples hold {next_grid} images", grids.len()));
+        }
+        let n_patches: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        match &pixel_values {
+            Some(pv) if pv.dims() != [n_patches, cfg.vision.patch_dim()] => {
+                return Err(shape_err!(
+                    OP,
+                    "pixel_values {} but the grids need [{n_patches}, {}]",
+                    pv.shape(),
+                    cfg.vision.patch_dim()
+                ));
+            }
+            None if n_patches > 0 => {
+                return Err(arg_err!(OP, "the samples hold images but no pixel_values were given"));
+            }
+            _ => {}
+        }
+        let t = ids.len();
+        let flat: Vec<i32> = pos.concat();
+        Ok(Batch {
+            input_ids: Tensor::from_i32(ids, [t], Device::Cpu)?,
+            cu_seqlens: Tensor::from_i32(cu.clone(), [cu.len()], Device::Cpu)?,
+            positions: Tensor::from_i32(flat, [3, t], Device::Cpu)?,
+            targets: if supervised { Some(Tensor::from_i32(targets, [t], Device::Cpu)?) } else { None },
+            pixel_values,
+            grids: grids.to_vec(),
+            sample_ranges: ranges,
+        })
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.input_ids.numel()
+    }
+}
+
+pub struct ModelCache {
+    vision: Option<VisionCache>,
+    image_pos: Option<Tensor>,
+    text: TextCache,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Result of a training forward + backward.
+pub struct StepOutput {
+    pub loss: f32,
+    pub loss_sum: f64,
+    pub tokens: usize,
+}
+
+impl Qwen25Vl {
+    /// Logits `[T, V]` for a packed batch, and what the backward needs.
+    pub fn forward(&self, batch: &Batch) -> Result<(Tensor, ModelCache)> {
+        let cfg = &self.config;
+        let mut x = ops::index_select(&self.text.embed.value, &batch.input_ids)?;
+        let (mut vision_cache, mut image_pos) = (None, None);
+        if let Some(pv) = &batch.pixel_values {
+            let (feats, vc) = self.vision.forward(pv, &batch.grids)?;
+            let ids = batch.input_ids.to_vec_i32()?;
+            let pos: Vec<i32> =
+                (0..ids.len() as i32).filter(|&i| ids[i as usize] as u32 == cfg.tokens.image_token_id).collect();
+            if pos.len() != feats.dims()[0] {
+                return Err(arg_err!(
+                    "forward",
+                    "{} image tokens in the text but the images give {} features",
+                    pos.len(),
+                    feats.dims()[0]
+                ));
+            }
+            let pos = Tensor::from_i32(pos.clone(), [pos.len()], Device::Cpu)?;
+            x = ops::scatter_rows(&x, &pos, &feats)?;
+            vision_cache = Some(vc);
+            image_pos = Some(pos);
+        }
+        let (cos, sin) =
+            ops::mrope_table(&batch.positions, cfg.text.head_dim(), cfg.text.rope_theta, cfg.text.mrope_section)?;
+        let (logits, text) = self.text.forward(&x, &cos, &sin, &batch.cu_seqlens)?;
+        Ok((logits, ModelCache { vision: vision_cache, image_pos, text, cos, sin }))
+    }
+
+    /// Backward from `dlogits`; accumulates into every trainable parameter's grad.
+    pub fn backward(&mut self, batch: &Batch, cache: ModelCache, dlogits: &Tensor) -> Result<()> {
+        let dx = self.text.backward(cache.text, dlogits, &cache.cos, &cache.sin, &batch.cu_seqlens)?;
+        let dx = match (&cache.image_pos, cache.vision) {
+            (Some(pos), Some(vc)) => {
+                let (dx, dfeats) = ops::scatter_rows_backward(&dx, pos)?;
+                if self.vision.needs_backward() {
+                    self.vision.backward(vc, &dfeats)?;
+                }
+                dx
+            }
+            _ => dx,
+        };
+        if let Some(g) = self.text.embed.grad.as_mut() {
+            let skip = Some(self.config.tokens.image_token_id as i32);
+            ops::index_select_backward(g, &batch.input_ids, &dx, skip)?;
+        }
+        Ok(())
+    }
+
+    /// Forward, mean cross-entropy over the batch's targets, backward. `grad_scale`
+    /// overrides the 1/tokens normalisation (for accumulation across micro-batches).
+    pub fn forward_backward(&mut self, batch: &Batch, grad_scale: Option<f32>) -> Result<StepOutput> {
+        let targets = batch.targets.as_ref().ok_or_else(|| arg_err!("forward_backward", "the batch has no labels"))?;
+        let (logits, cache) = self.forward(batch)?;
+        let ce = ops::cross_entropy(&logits, targets)?;
+        if !ce.loss.is_finite() {
+            return Err(arg_err!("forward_backward", "loss is {} (non-finite)", ce.loss));
+        }
+        let scale = grad_scale.unwrap_or(if ce.tokens > 0 { 1.0 / ce.tokens as f32 } else { 0.0 });
+        let dlogits = ops::cross_entropy_backward(&logits, targets, &ce, scale)?;
+        self.backward(batch, cache, &dlogits)?;
+        Ok(StepOutput { loss: ce.loss, loss_sum: ce.loss_sum, tokens: ce.tokens })
+    }
+}

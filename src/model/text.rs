@@ -1,0 +1,195 @@
+//! The Qwen2 decoder of Qwen2.5-VL: embeddings (with image features scattered in),
+//! GQA causal attention with M-RoPE, SwiGLU MLP, final norm and LM head.
+
+use super::config::TextConfig;
+use super::param::{Linear, LinearCache, Param};
+use crate::error::Result;
+use crate::ops::{self, AttnOut, AttnSpec};
+use crate::tensor::Tensor;
+
+pub struct DecoderLayer {
+    pub input_norm: Param,
+    pub post_norm: Param,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+pub struct LayerCache {
+    x: Tensor,
+    rstd1: Tensor,
+    q_c: LinearCache,
+    k_c: LinearCache,
+    v_c: LinearCache,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn: AttnOut,
+    o_c: LinearCache,
+    h: Tensor,
+    rstd2: Tensor,
+    gate_c: LinearCache,
+    up_c: LinearCache,
+    g: Tensor,
+    u: Tensor,
+    down_c: LinearCache,
+}
+
+/// Per-call context: M-RoPE tables and per-sample segments.
+pub struct LayerCtx<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    pub cu: &'a Tensor,
+    pub cfg: &'a TextConfig,
+}
+
+impl LayerCtx<'_> {
+    fn spec(&self) -> AttnSpec {
+        AttnSpec { scale: (self.cfg.head_dim() as f32).powf(-0.5), causal: true }
+    }
+}
+
+impl DecoderLayer {
+    pub fn forward(&self, x: &Tensor, c: &LayerCtx) -> Result<(Tensor, LayerCache)> {
+        let (t, d) = (x.dims()[0], x.dims()[1]);
+        let (hq, hkv, hd) = (c.cfg.num_attention_heads, c.cfg.num_key_value_heads, c.cfg.head_dim());
+        let (n1, rstd1) = ops::rms_norm(x, &self.input_norm.value, c.cfg.rms_norm_eps)?;
+        let (q, q_c) = self.q.forward(&n1)?;
+        let (k, k_c) = self.k.forward(&n1)?;
+        let (v, v_c) = self.v.forward(&n1)?;
+        let q = ops::rope(&q.reshape([t, hq, hd])?, c.cos, c.sin)?;
+        let k = ops::rope(&k.reshape([t, hkv, hd])?, c.cos, c.sin)?;
+        let v = v.reshape([t, hkv, hd])?;
+        let attn = ops::attention(&q, &k, &v, c.cu, c.spec())?;
+        let (o, o_c) = self.o.forward(&attn.out.reshape([t, hq * hd])?)?;
+        let h = ops::add(x, &o)?;
+        let (n2, rstd2) = ops::rms_norm(&h, &self.post_norm.value, c.cfg.rms_norm_eps)?;
+        let (g, gate_c) = self.gate.forward(&n2)?;
+        let (u, up_c) = self.up.forward(&n2)?;
+        let (m, down_c) = self.down.forward(&ops::swiglu(&g, &u)?)?;
+        let y = ops::add(&h, &m)?;
+        debug_assert_eq!(y.dims(), [t, d]);
+        let cache =
+            LayerCache { x: x.clone(), rstd1, q_c, k_c, v_c, q, k, v, attn, o_c, h, rstd2, gate_c, up_c, g, u, down_c };
+        Ok((y, cache))
+    }
+
+    pub fn backward(&mut self, cache: LayerCache, dy: &Tensor, c: &LayerCtx) -> Result<Tensor> {
+        let t = dy.dims()[0];
+        let (hq, hkv, hd) = (c.cfg.num_attention_heads, c.cfg.num_key_value_heads, c.cfg.head_dim());
+        let ds = self.down.backward(cache.down_c, dy)?;
+        let (dg, du) = ops::swiglu_backward(&cache.g, &cache.u, &ds)?;
+        let mut dn2 = self.gate.backward(cache.gate_c, &dg)?;
+        ops::add_scaled_assign(&mut dn2, &self.up.backward(cache.up_c, &du)?, 1.0)?;
+        let mut dh =
+            ops::rms_norm_backward(&cache.h, &self.post_norm.value, &cache.rstd2, &dn2, self.post_norm.grad.as_mut())?;
+        ops::add_scaled_assign(&mut dh, dy, 1.0)?;
+        let da = self.o.backward(cache.o_c, &dh)?;
+        let (dq, dk, dv) = ops::attention_backward(
+            &cache.q,
+            &cache.k,
+            &cache.v,
+            c.cu,
+            c.spec(),
+            &cache.attn,
+            &da.reshape([t, hq, hd])?,
+        )?;
+        let dq = ops::rope_backward(&dq, c.cos, c.sin)?.reshape([t, hq * hd])?;
+        let dk = ops::rope_backward(&dk, c.cos, c.sin)?.reshape([t, hkv * hd])?;
+        let mut dn1 = self.q.backward(cache.q_c, &dq)?;
+        ops::add_scaled_assign(&mut dn1, &self.k.backward(cache.k_c, &dk)?, 1.0)?;
+        ops::add_scaled_assign(&mut dn1, &self.v.backward(cache.v_c, &dv.reshape([t, hkv * hd])?)?, 1.0)?;
+        let mut dx = ops::rms_norm_backward(
+            &cache.x,
+            &self.input_norm.value,
+            &cache.rstd1,
+            &dn1,
+            self.input_norm.grad.as_mut(),
+        )?;
+        ops::add_scaled_assign(&mut dx, &dh, 1.0)?;
+        Ok(dx)
+    }
+
+    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
+        f(format!("{prefix}.input_layernorm.weight"), &mut self.input_norm);
+        f(format!("{prefix}.post_attention_layernorm.weight"), &mut self.post_norm);
+        self.q.visit(&format!("{prefix}.self_attn.q_proj"), f);
+        self.k.visit(&format!("{prefix}.self_attn.k_proj"), f);
+        self.v.visit(&format!("{prefix}.self_attn.v_proj"), f);
+        self.o.visit(&format!("{prefix}.self_attn.o_proj"), f);
+        self.gate.visit(&format!("{prefix}.mlp.gate_proj"), f);
+        self.up.visit(&format!("{prefix}.mlp.up_proj"), f);
+        self.down.visit(&format!("{prefix}.mlp.down_proj"), f);
+    }
+}
+
+pub struct TextModel {
+    pub cfg: TextConfig,
+    pub embed: Param,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: Param,
+    /// `None` when tied: the head is `embed`.
+    pub lm_head: Option<Param>,
+}
+
+pub struct TextCache {
+    pub(crate) layers: Vec<LayerCache>,
+    hidden: Tensor,
+    rstd: Tensor,
+    normed: Tensor,
+}
+
+impl TextModel {
+    /// Decoder stack over packed embeddings `x: [T, D]`; returns logits `[T, V]`.
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cu: &Tensor) -> Result<(Tensor, TextCache)> {
+        let ctx = LayerCtx { cos, sin, cu, cfg: &self.cfg };
+        let mut h = x.clone();
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let (y, c) = l.forward(&h, &ctx)?;
+            caches.push(c);
+            h = y;
+        }
+        let (normed, rstd) = ops::rms_norm(&h, &self.norm.value, self.cfg.rms_norm_eps)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let logits = ops::linear(&normed, &head.value, None)?;
+        Ok((logits, TextCache { layers: caches, hidden: h, rstd, normed }))
+    }
+
+    /// Backward from `dlogits: [T, V]` to the input embeddings' gradient `[T, D]`.
+    pub fn backward(
+        &mut self,
+        cache: TextCache,
+        dlogits: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cu: &Tensor,
+    ) -> Result<Tensor> {
+        let head = self.lm_head.as_mut().unwrap_or(&mut self.embed);
+        let head_w = head.value.clone();
+        let dnormed = ops::linear_backward(&cache.normed, &head_w, dlogits, head.grad.as_mut(), None)?;
+        let mut dh =
+            ops::rms_norm_backward(&cache.hidden, &self.norm.value, &cache.rstd, &dnormed, self.norm.grad.as_mut())?;
+        let cfg = self.cfg.clone();
+        let ctx = LayerCtx { cos, sin, cu, cfg: &cfg };
+        for (l, c) in self.layers.iter_mut().zip(cache.layers).rev() {
+            dh = l.backward(c, &dh, &ctx)?;
+        }
+        Ok(dh)
+    }
+
+    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
+        f(format!("{prefix}.embed_tokens.weight"), &mut self.embed);
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit(&format!("{prefix}.layers.{i}"), f);
+        }
+        f(format!("{prefix}.norm.weight"), &mut self.norm);
+        if let Some(h) = &mut self.lm_head {
+            f("lm_head.weight".to_string(), h);
+        }
+    }
+}

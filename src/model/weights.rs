@@ -1,0 +1,203 @@
+//! Hugging Face safetensors checkpoints: single file or sharded
+//! (`model.safetensors.index.json`), memory-mapped, f32 / bf16 / f16; and saving
+//! (atomic: write a temp file, then rename).
+//!
+//! Names are normalised to the hub layout that released checkpoints use
+//! (`visual.*`, `model.*`, `lm_head.weight`): files written by transformers >= 4.52
+//! (`model.visual.*`, `model.language_model.*`) load the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::{SafeTensors, View};
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Device, Tensor};
+
+/// Maps a tensor name from either naming style to the hub style.
+pub fn canonical_name(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("model.visual.") {
+        format!("visual.{rest}")
+    } else if let Some(rest) = name.strip_prefix("model.language_model.") {
+        format!("model.{rest}")
+    } else {
+        name.to_string()
+    }
+}
+
+fn ckpt_err(file: &Path, msg: impl Into<String>) -> Error {
+    Error::Checkpoint { file: file.display().to_string(), msg: msg.into() }
+}
+
+/// An opened checkpoint: memory maps of its shard files and where each tensor lives.
+pub struct Checkpoint {
+    shards: Vec<(PathBuf, Mmap)>,
+    /// canonical name -> (shard, name inside the file)
+    index: BTreeMap<String, (usize, String)>,
+}
+
+impl Checkpoint {
+    /// Opens `dir/model.safetensors.index.json` (sharded) or `dir/model.safetensors`,
+    /// or `dir` itself when it is a .safetensors file.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if dir.is_file() {
+            vec![dir.to_path_buf()]
+        } else if index_path.is_file() {
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|e| Error::Io { path: index_path.display().to_string(), source: e })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ckpt_err(&index_path, format!("not valid JSON: {e}")))?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ckpt_err(&index_path, "no weight_map object"))?;
+            let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+            names.sort();
+            names.dedup();
+            names.into_iter().map(|f| dir.join(f)).collect()
+        } else if dir.join("model.safetensors").is_file() {
+            vec![dir.join("model.safetensors")]
+        } else {
+            return Err(ckpt_err(dir, "no model.safetensors or model.safetensors.index.json here"));
+        };
+        let mut shards: Vec<(PathBuf, Mmap)> = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in files {
+            let file = File::open(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+            // SAFETY: the map is read-only; a checkpoint changed underneath a running
+            // process is outside what we can defend against (as with every mmap loader).
+            let mmap =
+                unsafe { Mmap::map(&file) }.map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| ckpt_err(&path, format!("corrupt or truncated safetensors file: {e}")))?;
+            for name in st.names() {
+                let canon = canonical_name(name);
+                if let Some((other, _)) = index.insert(canon.clone(), (shards.len(), name.to_string())) {
+                    let other = if other == shards.len() { &path } else { &shards[other].0 };
+                    return Err(ckpt_err(&path, format!("tensor {canon} appears twice (also in {})", other.display())));
+                }
+            }
+            shards.push((path, mmap));
+        }
+        Ok(Checkpoint { shards, index })
+    }
+
+    /// Canonical names of all tensors, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Shape of a tensor without reading it.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.view(name)?.1.shape().to_vec())
+    }
+
+    fn view(&self, name: &str) -> Result<(&Path, TensorView<'_>)> {
+        let (shard, inner) = self.index.get(name).ok_or_else(|| Error::Checkpoint {
+            file: self.shards.first().map(|s| s.0.display().to_string()).unwrap_or_default(),
+            msg: format!("no tensor named {name}"),
+        })?;
+        let (path, mmap) = &self.shards[*shard];
+        let st = SafeTensors::deserialize(mmap).map_err(|e| ckpt_err(path, e.to_string()))?;
+        let view = st.tensor(inner).map_err(|e| ckpt_err(path, format!("{inner}: {e}")))?;
+        Ok((path, view))
+    }
+
+    /// Reads a tensor: f32 stays f32, bf16 stays bf16 (ops upcast on read), f16 is
+    /// widened to f32. Other dtypes are an error naming the tensor.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let (path, view) = self.view(name)?;
+        let shape = view.shape().to_vec();
+        let bytes = view.data();
+        match view.dtype() {
+            Dtype::F32 => Tensor::from_f32(bytemuck::pod_collect_to_vec(bytes), shape, Device::Cpu),
+            Dtype::BF16 => Tensor::from_bf16(bytemuck::pod_collect_to_vec::<u8, bf16>(bytes), shape, Device::Cpu),
+            Dtype::F16 => {
+                let h: Vec<f16> = bytemuck::pod_collect_to_vec(bytes);
+                Tensor::from_f32(h.iter().map(|x| x.to_f32()).collect(), shape, Device::Cpu)
+            }
+            Dtype::I64 => {
+                let v: Vec<i64> = bytemuck::pod_collect_to_vec(bytes);
+                let v: Vec<i32> = v
+                    .iter()
+                    .map(|&x| {
+                        i32::try_from(x).map_err(|_| ckpt_err(path, format!("{name}: value {x} does not fit in i32")))
+                    })
+                    .collect::<Result<_>>()?;
+                Tensor::from_i32(v, shape, Device::Cpu)
+            }
+            Dtype::I32 => Tensor::from_i32(bytemuck::pod_collect_to_vec(bytes), shape, Device::Cpu),
+            other => {
+                Err(ckpt_err(path, format!("{name}: dtype {other:?} is not supported (f32, bf16, f16, i32, i64)")))
+            }
+        }
+    }
+}
+
+/// A tensor borrowed for writing.
+struct OutTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &OutTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Writes `tensors` to `path` as safetensors, converting float tensors to `dtype`
+/// (F32 or BF16). Atomic: a crash leaves either the old file or the new one.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, &Tensor)],
+    dtype: DType,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let (st_dtype, bytes) = match (t.dtype(), dtype) {
+            (DType::I32, _) => (Dtype::I32, bytemuck::cast_slice(&t.to_vec_i32()?).to_vec()),
+            (_, DType::BF16) => {
+                let v: Vec<bf16> =
+                    t.to_dtype(DType::BF16)?.copy()?.to_vec_f32()?.iter().map(|&x| bf16::from_f32(x)).collect();
+                (Dtype::BF16, bytemuck::cast_slice(&v).to_vec())
+            }
+            _ => (Dtype::F32, bytemuck::cast_slice(&t.to_vec_f32()?).to_vec()),
+        };
+        out.push((name.clone(), OutTensor { dtype: st_dtype, shape: t.dims().to_vec(), bytes }));
+    }
+    let views: Vec<(String, &OutTensor)> = out.iter().map(|(n, t)| (n.clone(), t)).collect();
+    let data = safetensors::serialize(views, metadata).map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &data)
+}
+
+/// Writes `data` to `path` through `path.tmp` + fsync + rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let io = |e| Error::Io { path: tmp.display().to_string(), source: e };
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
+}
