@@ -61,7 +61,8 @@ fn text_config_layout() {
 #[test]
 fn transformers5_layout_from_the_fixture() {
     // Written by transformers 5 (rope_parameters, dtype): the parity fixture.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/tied_one_image/config.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/tied_one_image/config.json");
     let c = Qwen25VlConfig::from_file(&path).unwrap();
     assert_eq!(c.text.mrope_section, [1, 1, 2]);
     assert_eq!(c.text.rope_theta, 10000.0);

@@ -183,6 +183,43 @@ impl Qwen25Vl {
         Self::build(config, &mut get)
     }
 
+    /// Attaches LoRA adapters to every linear whose module name matches one of
+    /// `spec.targets` as PEFT matches `target_modules` (the name, or its last
+    /// dotted components, equals the target: `q_proj`, `attn.qkv`, `mlp.0`...), in
+    /// the towers `spec` selects. Everything else is frozen. Returns the adapted
+    /// module names; no match is an error.
+    pub fn add_lora(&mut self, spec: &LoraSpec) -> Result<Vec<String>> {
+        for part in [Part::VisionTower, Part::Merger, Part::Language] {
+            self.set_trainable(part, false)?;
+        }
+        let mut rng = Philox::new(spec.seed, 0x10ba);
+        let mut linears: Vec<(String, &mut Linear)> = Vec::new();
+        if spec.vision {
+            for (i, b) in self.vision.blocks.iter_mut().enumerate() {
+                linears.extend(b.linears(&format!("visual.blocks.{i}")));
+            }
+            linears.push(("visual.merger.mlp.0".into(), &mut self.vision.merger.fc1));
+            linears.push(("visual.merger.mlp.2".into(), &mut self.vision.merger.fc2));
+        }
+        if spec.language {
+            for (i, l) in self.text.layers.iter_mut().enumerate() {
+                linears.extend(l.linears(&format!("model.layers.{i}")));
+            }
+        }
+        let matches = |name: &str, target: &str| name == target || name.ends_with(&format!(".{target}"));
+        let mut adapted = Vec::new();
+        for (name, lin) in linears {
+            if spec.targets.iter().any(|t| matches(&name, t)) {
+                lin.add_lora(spec.rank, spec.alpha, &mut rng)?;
+                adapted.push(name);
+            }
+        }
+        if adapted.is_empty() {
+            return Err(arg_err!("add_lora", "no linear layer matches the targets {:?}", spec.targets));
+        }
+        Ok(adapted)
+    }
+
     /// Visits every parameter with its hub name.
     pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Param)) {
         self.vision.visit("visual", f);
@@ -238,6 +275,20 @@ impl Qwen25Vl {
         let json = serde_json::to_string_pretty(&self.config.to_json()).expect("a JSON value serialises");
         weights::write_atomic(&dir.join("config.json"), json.as_bytes())
     }
+}
+
+/// Which linears get LoRA adapters, and their rank / scale.
+#[derive(Clone, Debug)]
+pub struct LoraSpec {
+    pub rank: usize,
+    pub alpha: f32,
+    /// PEFT `target_modules` names: q_proj k_proj v_proj o_proj gate_proj up_proj
+    /// down_proj (LM and vision MLP), qkv and attn.proj (vision attention).
+    pub targets: Vec<String>,
+    /// Apply in the language model / the vision tower (incl. merger).
+    pub language: bool,
+    pub vision: bool,
+    pub seed: u64,
 }
 
 /// One sample: token ids and optional labels in transformers' convention (same

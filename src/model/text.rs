@@ -114,6 +114,19 @@ impl DecoderLayer {
         Ok(dx)
     }
 
+    /// The layer's linears with their module names (PEFT matches targets on these).
+    pub fn linears(&mut self, prefix: &str) -> Vec<(String, &mut Linear)> {
+        vec![
+            (format!("{prefix}.self_attn.q_proj"), &mut self.q),
+            (format!("{prefix}.self_attn.k_proj"), &mut self.k),
+            (format!("{prefix}.self_attn.v_proj"), &mut self.v),
+            (format!("{prefix}.self_attn.o_proj"), &mut self.o),
+            (format!("{prefix}.mlp.gate_proj"), &mut self.gate),
+            (format!("{prefix}.mlp.up_proj"), &mut self.up),
+            (format!("{prefix}.mlp.down_proj"), &mut self.down),
+        ]
+    }
+
     pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
         f(format!("{prefix}.input_layernorm.weight"), &mut self.input_norm);
         f(format!("{prefix}.post_attention_layernorm.weight"), &mut self.post_norm);

@@ -143,6 +143,17 @@ impl VisionBlock {
         Ok(dx)
     }
 
+    /// The block's linears with their module names (PEFT matches targets on these).
+    pub fn linears(&mut self, prefix: &str) -> Vec<(String, &mut Linear)> {
+        vec![
+            (format!("{prefix}.attn.qkv"), &mut self.qkv),
+            (format!("{prefix}.attn.proj"), &mut self.proj),
+            (format!("{prefix}.mlp.gate_proj"), &mut self.gate),
+            (format!("{prefix}.mlp.up_proj"), &mut self.up),
+            (format!("{prefix}.mlp.down_proj"), &mut self.down),
+        ]
+    }
+
     pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
         f(format!("{prefix}.norm1.weight"), &mut self.norm1);
         f(format!("{prefix}.norm2.weight"), &mut self.norm2);
