@@ -2,6 +2,7 @@
 //! forward and backward passes over packed (varlen) batches.
 
 pub mod config;
+pub mod image;
 pub mod param;
 pub mod positions;
 pub mod text;
