@@ -12,7 +12,10 @@ use super::config::VisionConfig;
 use crate::error::{Error, Result};
 use crate::tensor::{Device, Tensor};
 
+// OpenAI CLIP's constants exactly as transformers publishes them.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 #[derive(Clone, Debug, PartialEq)]
