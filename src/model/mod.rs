@@ -6,6 +6,8 @@ pub mod image;
 pub mod param;
 pub mod positions;
 pub mod text;
+pub mod tiny;
+pub mod tokenizer;
 pub mod vision;
 pub mod weights;
 

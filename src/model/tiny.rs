@@ -1,0 +1,65 @@
+//! The built-in `tiny` preset: a Qwen2.5-VL-shaped model small enough to train on a
+//! CPU in minutes (used by tests and the embedded default), with its own
+//! byte-level BPE tokenizer under assets/tiny/.
+
+use std::path::PathBuf;
+
+use super::config::{Qwen25VlConfig, SpecialTokens, TextConfig, VisionConfig};
+use super::tokenizer::QwenTokenizer;
+use crate::error::Result;
+
+/// Vocabulary size of the tiny tokenizer (including the 14 special tokens).
+pub const TINY_VOCAB: usize = 1024;
+
+/// `assets/tiny` in the source tree.
+pub fn tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny")
+}
+
+/// The tiny tokenizer (assets/tiny/tokenizer.json).
+pub fn tiny_tokenizer() -> Result<QwenTokenizer> {
+    QwenTokenizer::from_file(&tiny_dir().join("tokenizer.json"))
+}
+
+/// The tiny config: vision depth 4 / width 128 (4 heads of 32, windows of 112 px,
+/// full attention in blocks 1 and 3), LM 4 layers / width 128 (4 query heads, 2 kv
+/// heads, head dim 32, M-RoPE sections [4, 6, 6]), tied embeddings. Special ids come
+/// from the tokenizer.
+pub fn tiny_config(tok: &QwenTokenizer) -> Qwen25VlConfig {
+    let vision = VisionConfig {
+        depth: 4,
+        hidden_size: 128,
+        num_heads: 4,
+        intermediate_size: 256,
+        out_hidden_size: 128,
+        in_channels: 3,
+        patch_size: 14,
+        temporal_patch_size: 2,
+        spatial_merge_size: 2,
+        window_size: 112,
+        fullatt_block_indexes: vec![1, 3],
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-6,
+    };
+    let text = TextConfig {
+        vocab_size: tok.vocab_size(),
+        hidden_size: 128,
+        intermediate_size: 384,
+        num_hidden_layers: 4,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        mrope_section: [4, 6, 6],
+        tie_word_embeddings: true,
+    };
+    let t = &tok.ids;
+    let tokens = SpecialTokens {
+        image_token_id: t.image_pad,
+        video_token_id: t.video_pad,
+        vision_start_token_id: t.vision_start,
+        vision_end_token_id: t.vision_end,
+        eos_token_id: vec![t.im_end],
+    };
+    Qwen25VlConfig { vision, text, tokens }
+}

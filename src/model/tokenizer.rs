@@ -1,0 +1,247 @@
+//! The tokenizer (HF `tokenizer.json` through the tokenizers crate) and the Qwen
+//! chat template, with image placeholders expanded to their token counts and an
+//! assistant-only label mask for SFT.
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use super::config::SpecialTokens;
+use crate::error::{Error, Result};
+use crate::ops::IGNORE_INDEX;
+
+/// Ids of the tokens the chat template and the model rely on, read from the
+/// tokenizer by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatTokens {
+    pub endoftext: u32,
+    pub im_start: u32,
+    pub im_end: u32,
+    pub vision_start: u32,
+    pub vision_end: u32,
+    pub image_pad: u32,
+    pub video_pad: u32,
+}
+
+pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
+
+/// The special tokens of Qwen2.5 in their id order (the tiny tokenizer keeps it).
+pub const QWEN_SPECIAL_TOKENS: [&str; 14] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+];
+
+pub struct QwenTokenizer {
+    pub tokenizer: Tokenizer,
+    pub ids: ChatTokens,
+    file: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// A piece of a message: text, or one image (expanded to its pad tokens).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Content {
+    Text(String),
+    Image,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Content>,
+}
+
+impl Message {
+    pub fn text(role: Role, text: impl Into<String>) -> Message {
+        Message { role, content: vec![Content::Text(text.into())] }
+    }
+}
+
+/// A tokenised conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    /// Same length as `ids`: the id where an assistant turn's content or its
+    /// closing `<|im_end|>` is, -100 elsewhere (transformers' label convention).
+    pub labels: Vec<i32>,
+}
+
+impl QwenTokenizer {
+    /// Loads `tokenizer.json`; every chat token must exist in it.
+    pub fn from_file(path: &Path) -> Result<QwenTokenizer> {
+        let file = path.display().to_string();
+        if !path.is_file() {
+            return Err(Error::Config { file, msg: "tokenizer.json not found".into() });
+        }
+        let tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| Error::Config { file: file.clone(), msg: format!("cannot load tokenizer: {e}") })?;
+        let id = |t: &str| {
+            tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| Error::Config { file: file.clone(), msg: format!("the tokenizer has no {t} token") })
+        };
+        let ids = ChatTokens {
+            endoftext: id("<|endoftext|>")?,
+            im_start: id("<|im_start|>")?,
+            im_end: id("<|im_end|>")?,
+            vision_start: id("<|vision_start|>")?,
+            vision_end: id("<|vision_end|>")?,
+            image_pad: id("<|image_pad|>")?,
+            video_pad: id("<|video_pad|>")?,
+        };
+        Ok(QwenTokenizer { tokenizer, ids, file })
+    }
+
+    /// Errors unless the config's special ids are the tokenizer's.
+    pub fn check_config(&self, t: &SpecialTokens) -> Result<()> {
+        let pairs = [
+            ("image_token_id", t.image_token_id, self.ids.image_pad),
+            ("video_token_id", t.video_token_id, self.ids.video_pad),
+            ("vision_start_token_id", t.vision_start_token_id, self.ids.vision_start),
+            ("vision_end_token_id", t.vision_end_token_id, self.ids.vision_end),
+        ];
+        for (key, cfg, tok) in pairs {
+            if cfg != tok {
+                return Err(Error::Config {
+                    file: self.file.clone(),
+                    msg: format!("config {key} = {cfg} but the tokenizer says {tok}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Plain text to ids (special tokens written in the text are recognised).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| crate::arg_err!("encode", "{e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.tokenizer.decode(ids, skip_special).map_err(|e| crate::arg_err!("decode", "{e}"))
+    }
+
+    /// The Qwen2-VL chat template: a default system turn when the first message is
+    /// not a system one, `<|im_start|>{role}\n{content}<|im_end|>\n` per message, each
+    /// image as `<|vision_start|>` + `image_tokens[i]` pads + `<|vision_end|>`, and
+    /// `<|im_start|>assistant\n` when `generation_prompt`.
+    pub fn encode_chat(
+        &self,
+        messages: &[Message],
+        image_tokens: &[usize],
+        generation_prompt: bool,
+    ) -> Result<Encoded> {
+        let t = &self.ids;
+        let n_images: usize = messages.iter().flat_map(|m| &m.content).filter(|c| matches!(c, Content::Image)).count();
+        if n_images != image_tokens.len() {
+            return Err(crate::arg_err!(
+                "encode_chat",
+                "the messages hold {n_images} images but {} token counts were given",
+                image_tokens.len()
+            ));
+        }
+        let mut ids = Vec::new();
+        let mut labels = Vec::new();
+        let mut push = |new: &[u32], supervised: bool, ids: &mut Vec<u32>| {
+            ids.extend_from_slice(new);
+            labels.extend(new.iter().map(|&x| if supervised { x as i32 } else { IGNORE_INDEX }));
+        };
+        let nl = self.encode("\n")?;
+        let mut image = 0;
+        let with_default = messages.first().is_none_or(|m| m.role != Role::System);
+        let system = [Message::text(Role::System, DEFAULT_SYSTEM)];
+        let all = if with_default { system.iter().chain(messages) } else { [].iter().chain(messages) };
+        for m in all {
+            let sup = m.role == Role::Assistant;
+            push(&[t.im_start], false, &mut ids);
+            push(&self.encode(&format!("{}\n", m.role.as_str()))?, false, &mut ids);
+            for c in &m.content {
+                match c {
+                    Content::Text(s) => push(&self.encode(s)?, sup, &mut ids),
+                    Content::Image => {
+                        let mut run = vec![t.vision_start];
+                        run.extend(std::iter::repeat_n(t.image_pad, image_tokens[image]));
+                        run.push(t.vision_end);
+                        push(&run, false, &mut ids);
+                        image += 1;
+                    }
+                }
+            }
+            push(&[t.im_end], sup, &mut ids);
+            push(&nl, false, &mut ids);
+        }
+        if generation_prompt {
+            push(&[t.im_start], false, &mut ids);
+            push(&self.encode("assistant\n")?, false, &mut ids);
+        }
+        Ok(Encoded { ids, labels })
+    }
+}
+
+/// Qwen2's pre-tokenizer split pattern (contractions, letters, single digits,
+/// punctuation runs, newlines, spaces).
+pub const QWEN_SPLIT_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Trains a byte-level BPE tokenizer laid out like Qwen2's (NFC, the Qwen split
+/// regex, byte-level), with Qwen's special tokens first (ids 0..14), on `lines`.
+/// Deterministic for the same input.
+pub fn train_qwen_style_bpe(lines: &[&str], vocab_size: usize) -> Result<Tokenizer> {
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+    use tokenizers::normalizers::unicode::NFC;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{AddedToken, SplitDelimiterBehavior};
+    let err = |e: tokenizers::Error| crate::arg_err!("train_qwen_style_bpe", "{e}");
+    let mut tok = Tokenizer::new(BPE::default());
+    tok.with_normalizer(Some(NFC));
+    let split = Split::new(SplitPattern::Regex(QWEN_SPLIT_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
+        .map_err(err)?;
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()])));
+    tok.with_decoder(Some(ByteLevel::new(false, false, false)));
+    let specials: Vec<AddedToken> = QWEN_SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    tok.train(&mut trainer, lines.iter()).map_err(err)?;
+    Ok(tok)
+}

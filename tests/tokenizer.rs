@@ -1,0 +1,116 @@
+//! The tiny tokenizer asset, the Qwen chat template and the SFT label mask.
+
+use actial::model::image::{ImageProcessorConfig, preprocess};
+use actial::model::tiny::{TINY_VOCAB, tiny_config, tiny_dir, tiny_tokenizer};
+use actial::model::tokenizer::{Content, Message, QWEN_SPECIAL_TOKENS, QwenTokenizer, Role, train_qwen_style_bpe};
+use actial::model::{Batch, Qwen25Vl, Sample};
+
+#[test]
+fn tiny_tokenizer_asset_is_reproducible() {
+    let corpus = std::fs::read_to_string(tiny_dir().join("corpus.txt")).unwrap();
+    let lines: Vec<&str> = corpus.lines().collect();
+    let fresh = train_qwen_style_bpe(&lines, TINY_VOCAB).unwrap().to_string(true).unwrap();
+    let committed = std::fs::read_to_string(tiny_dir().join("tokenizer.json")).unwrap();
+    assert!(
+        fresh == committed,
+        "assets/tiny/tokenizer.json is stale: run `cargo run --release --example make_tiny_tokenizer`"
+    );
+}
+
+#[test]
+fn special_tokens_keep_qwen_order_and_text_round_trips() {
+    let tok = tiny_tokenizer().unwrap();
+    for (i, s) in QWEN_SPECIAL_TOKENS.iter().enumerate() {
+        assert_eq!(tok.tokenizer.token_to_id(s), Some(i as u32), "{s}");
+    }
+    assert!(tok.vocab_size() <= TINY_VOCAB && tok.vocab_size() > 300);
+    for text in [
+        "From the camera's perspective, did the camera move? A: Move to the left",
+        "<think>turned 45 degrees</think><answer>B</answer>",
+        "Unicode too: Grüße, 東京, emoji 🙂 and tabs\tand\nnewlines",
+    ] {
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+    // Special tokens written in text are single tokens.
+    assert_eq!(tok.encode("<|im_start|>").unwrap(), vec![tok.ids.im_start]);
+}
+
+fn conversation() -> Vec<Message> {
+    vec![
+        Message {
+            role: Role::User,
+            content: vec![
+                Content::Image,
+                Content::Image,
+                Content::Text("Which way did the camera turn? A: left B: right".into()),
+            ],
+        },
+        Message::text(Role::Assistant, "<answer>A</answer>"),
+    ]
+}
+
+#[test]
+fn chat_template_matches_qwen_rendering() {
+    let tok = tiny_tokenizer().unwrap();
+    let enc = tok.encode_chat(&conversation(), &[4, 2], false).unwrap();
+    // What Qwen2-VL's chat template renders (default system turn, images inline).
+    let rendered = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n\
+        <|vision_start|><|image_pad|><|image_pad|><|image_pad|><|image_pad|><|vision_end|>\
+        <|vision_start|><|image_pad|><|image_pad|><|vision_end|>Which way did the camera turn? A: left B: right<|im_end|>\n\
+        <|im_start|>assistant\n<answer>A</answer><|im_end|>\n";
+    assert_eq!(enc.ids, tok.encode(rendered).unwrap());
+    assert_eq!(tok.decode(&enc.ids, false).unwrap(), rendered);
+    // Generation prompt; an explicit system turn replaces the default.
+    let mut msgs = vec![Message::text(Role::System, "Be brief.")];
+    msgs.push(conversation().remove(0));
+    let prompt = tok.encode_chat(&msgs, &[1, 1], true).unwrap();
+    let text = tok.decode(&prompt.ids, false).unwrap();
+    assert!(text.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"), "{text}");
+    assert!(text.ends_with("<|im_end|>\n<|im_start|>assistant\n"), "{text}");
+}
+
+#[test]
+fn labels_cover_only_assistant_content_and_its_end() {
+    let tok = tiny_tokenizer().unwrap();
+    let enc = tok.encode_chat(&conversation(), &[4, 2], false).unwrap();
+    assert_eq!(enc.labels.len(), enc.ids.len());
+    let supervised: Vec<u32> = enc.labels.iter().filter(|&&l| l >= 0).map(|&l| l as u32).collect();
+    assert_eq!(tok.decode(&supervised, false).unwrap(), "<answer>A</answer><|im_end|>");
+    for (l, &id) in enc.labels.iter().zip(&enc.ids) {
+        assert!(*l == -100 || *l == id as i32);
+    }
+}
+
+#[test]
+fn image_count_mismatch_and_missing_files_are_errors() {
+    let tok = tiny_tokenizer().unwrap();
+    let e = tok.encode_chat(&conversation(), &[4], false).unwrap_err().to_string();
+    assert!(e.contains("2 images") && e.contains("1 token counts"), "{e}");
+    let e = QwenTokenizer::from_file(std::path::Path::new("/nonexistent/tokenizer.json")).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/tokenizer.json") && e.contains("not found"), "{e}");
+}
+
+#[test]
+fn tiny_preset_runs_a_chat_sample_with_two_images() {
+    let tok = tiny_tokenizer().unwrap();
+    let cfg = tiny_config(&tok);
+    cfg.validate("tiny").unwrap();
+    tok.check_config(&cfg.tokens).unwrap();
+    let model = Qwen25Vl::random(cfg.clone(), 7).unwrap();
+    let imgs = [
+        image::RgbImage::from_pixel(112, 112, image::Rgb([200, 30, 30])),
+        image::RgbImage::from_pixel(112, 112, image::Rgb([30, 30, 200])),
+    ];
+    let px = preprocess(&imgs, &ImageProcessorConfig::for_vision(&cfg.vision)).unwrap();
+    assert_eq!(px.grids, vec![[1, 8, 8], [1, 8, 8]]);
+    let counts: Vec<usize> = px.grids.iter().map(|g| g[0] * g[1] * g[2] / 4).collect();
+    let enc = tok.encode_chat(&conversation(), &counts, false).unwrap();
+    let n = enc.ids.len();
+    let batch =
+        Batch::new(&[Sample { tokens: enc.ids, labels: Some(enc.labels) }], Some(px.pixel_values), &px.grids, &cfg)
+            .unwrap();
+    let (logits, _) = model.forward(&batch).unwrap();
+    assert_eq!(logits.dims(), &[n, tok.vocab_size()]);
+    assert!(logits.to_vec_f32().unwrap().iter().all(|x| x.is_finite()));
+}
