@@ -228,7 +228,7 @@ pub fn train_qwen_style_bpe(lines: &[&str], vocab_size: usize) -> Result<Tokeniz
     use tokenizers::{AddedToken, SplitDelimiterBehavior};
     let err = |e: tokenizers::Error| crate::arg_err!("train_qwen_style_bpe", "{e}");
     let mut tok = Tokenizer::new(BPE::default());
-    tok.with_normalizer(Some(NFC));
+    tok.with_normalizer(Some(NFC)).map_err(err)?;
     let split = Split::new(SplitPattern::Regex(QWEN_SPLIT_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
         .map_err(err)?;
     tok.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()])));
