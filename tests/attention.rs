@@ -107,3 +107,40 @@ fn rejects_bad_segments_and_head_counts() {
         assert!(e.contains("cu_seqlens"), "{bad:?}: {e}");
     }
 }
+
+#[test]
+fn kv_attention_equals_the_tail_of_full_attention() {
+    // Two sequences of 70 and 9 keys; the last 3 and 1 positions as queries.
+    let (hq, hkv, d) = (4, 2, 8);
+    let lens = [70usize, 9];
+    let tails = [3usize, 1];
+    let t: usize = lens.iter().sum();
+    let (q, k, v) = (randn(1, &[t, hq, d], 1.0), randn(2, &[t, hkv, d], 1.0), randn(3, &[t, hkv, d], 1.0));
+    let spec = AttnSpec { scale: 0.35, causal: true };
+    let full = vec_of(&ops::attention(&q, &k, &v, &ids(vec![0, 70, 79]), spec).unwrap().out);
+    let rows: Vec<usize> = vec![67, 68, 69, 78];
+    let qv = vec_of(&q);
+    let qt: Vec<f32> = rows.iter().flat_map(|&r| qv[r * hq * d..(r + 1) * hq * d].to_vec()).collect();
+    let qt = actial::Tensor::from_f32(qt, [4, hq, d], actial::Device::Cpu).unwrap();
+    let cu_q = ids(vec![0, tails[0] as i32, (tails[0] + tails[1]) as i32]);
+    let cu_k = ids(vec![0, 70, 79]);
+    let out = vec_of(&ops::attention_kv(&qt, &k, &v, &cu_q, &cu_k, spec).unwrap().out);
+    for (i, &r) in rows.iter().enumerate() {
+        let want = &full[r * hq * d..(r + 1) * hq * d];
+        let got = &out[i * hq * d..(i + 1) * hq * d];
+        let e = max_rel_err(got, want, 1e-2);
+        assert!(e < 1e-4, "row {r}: {e}");
+    }
+    // More queries than keys is an error.
+    assert!(
+        ops::attention_kv(
+            &q,
+            &qt.reshape([4, 2, 16]).unwrap(),
+            &qt.reshape([4, 2, 16]).unwrap(),
+            &ids(vec![0, 79]),
+            &ids(vec![0, 4]),
+            spec
+        )
+        .is_err()
+    );
+}

@@ -50,15 +50,25 @@ fn head_rows(buf: &[f32], first_row: usize, heads: usize, h: usize, d: usize, tr
     }
 }
 
-/// `s = scale · Q_blk · Kᵀ` for one head and query block, `[bq, lk]`.
-fn scores(q: &[f32], k: &[f32], s: &AttnShape, seg0: usize, q0: usize, bq: usize, lk: usize, h: usize) -> Vec<f32> {
+/// `s = scale · Q_blk · Kᵀ` for one head: `bq` query rows starting at buffer row
+/// `q_row0`, `lk` key rows starting at `k_row0`. Returns `[bq, lk]`.
+fn scores(
+    q: &[f32],
+    k: &[f32],
+    s: &AttnShape,
+    q_row0: usize,
+    k_row0: usize,
+    bq: usize,
+    lk: usize,
+    h: usize,
+) -> Vec<f32> {
     let d = s.head_dim;
     // Bound checks for the raw GEMM below.
-    assert!((seg0 + q0 + bq) * s.q_heads * d <= q.len());
-    assert!((seg0 + lk) * s.kv_heads * d <= k.len());
+    assert!((q_row0 + bq) * s.q_heads * d <= q.len());
+    assert!((k_row0 + lk) * s.kv_heads * d <= k.len());
     let mut out = vec![0.0f32; bq * lk];
-    let a = head_rows(q, seg0 + q0, s.q_heads, h, d, false);
-    let b = head_rows(k, seg0, s.kv_heads, s.kv_head(h), d, true);
+    let a = head_rows(q, q_row0, s.q_heads, h, d, false);
+    let b = head_rows(k, k_row0, s.kv_heads, s.kv_head(h), d, true);
     // SAFETY: bounds asserted above; `out` is local.
     unsafe { gemm_raw(bq, lk, d, a, b, out.as_mut_ptr(), lk, false, s.scale, false) };
     out
@@ -71,7 +81,7 @@ fn masked(causal: bool, qi: usize, j: usize) -> bool {
 }
 
 struct FwdBlock {
-    seg0: usize,
+    q_seg0: usize,
     q0: usize,
     h: usize,
     out: Vec<f32>,
@@ -80,25 +90,44 @@ struct FwdBlock {
 
 /// Forward. Returns `(out [T, Hq, D], lse [T, Hq])`.
 pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], cu: &[usize], s: &AttnShape) -> (Vec<f32>, Vec<f32>) {
+    attention_forward_kv(q, k, v, cu, cu, s)
+}
+
+/// Forward where queries and keys have their own segment offsets: segment `i` has
+/// queries `cu_q[i]..cu_q[i+1]` and keys `cu_k[i]..cu_k[i+1]`, and the queries are
+/// the *last* positions of the keys' sequence (causal masks align bottom-right, as
+/// in FlashAttention). This is decoding against a KV cache; with `cu_q == cu_k` it
+/// is ordinary varlen attention.
+pub fn attention_forward_kv(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    cu_q: &[usize],
+    cu_k: &[usize],
+    s: &AttnShape,
+) -> (Vec<f32>, Vec<f32>) {
     let (hq, d) = (s.q_heads, s.head_dim);
-    let t = *cu.last().unwrap_or(&0);
+    assert_eq!(cu_q.len(), cu_k.len(), "one key segment per query segment");
+    let t = *cu_q.last().unwrap_or(&0);
     let mut tasks = Vec::new();
-    for w in cu.windows(2) {
+    for (wq, wk) in cu_q.windows(2).zip(cu_k.windows(2)) {
+        assert!(wk[1] - wk[0] >= wq[1] - wq[0], "a query segment is longer than its keys");
         for h in 0..hq {
-            for q0 in (w[0]..w[1]).step_by(Q_BLOCK) {
-                tasks.push((w[0], w[1] - w[0], h, q0 - w[0]));
+            for q0 in (0..wq[1] - wq[0]).step_by(Q_BLOCK) {
+                tasks.push((wq[0], wq[1] - wq[0], wk[0], wk[1] - wk[0], h, q0));
             }
         }
     }
     let blocks: Vec<FwdBlock> = tasks
         .into_par_iter()
-        .map(|(seg0, len, h, q0)| {
-            let bq = Q_BLOCK.min(len - q0);
-            let lk = s.key_count(q0 + bq, len);
-            let mut p = scores(q, k, s, seg0, q0, bq, lk, h);
+        .map(|(q_seg0, q_len, k_seg0, k_len, h, q0)| {
+            let shift = k_len - q_len; // query i sits at key position i + shift
+            let bq = Q_BLOCK.min(q_len - q0);
+            let lk = s.key_count(q0 + bq + shift, k_len);
+            let mut p = scores(q, k, s, q_seg0 + q0, k_seg0, bq, lk, h);
             let mut lse = vec![0.0f32; bq];
             for (i, row) in p.chunks_mut(lk).enumerate() {
-                let qi = q0 + i;
+                let qi = q0 + i + shift;
                 let max = row
                     .iter()
                     .enumerate()
@@ -114,18 +143,18 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], cu: &[usize], s: &Attn
             }
             let mut out = vec![0.0f32; bq * d];
             let a = MatRef { ptr: p.as_ptr(), rs: lk as isize, cs: 1 };
-            assert!((seg0 + lk) * s.kv_heads * d <= v.len());
-            let b = head_rows(v, seg0, s.kv_heads, s.kv_head(h), d, false);
+            assert!((k_seg0 + lk) * s.kv_heads * d <= v.len());
+            let b = head_rows(v, k_seg0, s.kv_heads, s.kv_head(h), d, false);
             // SAFETY: `p` is `[bq, lk]`, V bounds asserted, `out` is local.
             unsafe { gemm_raw(bq, d, lk, a, b, out.as_mut_ptr(), d, false, 1.0, false) };
-            FwdBlock { seg0, q0, h, out, lse }
+            FwdBlock { q_seg0, q0, h, out, lse }
         })
         .collect();
     let mut out = vec![0.0f32; t * hq * d];
     let mut lse = vec![0.0f32; t * hq];
     for b in blocks {
         for (i, row) in b.out.chunks(d).enumerate() {
-            let r = b.seg0 + b.q0 + i;
+            let r = b.q_seg0 + b.q0 + i;
             out[(r * hq + b.h) * d..(r * hq + b.h + 1) * d].copy_from_slice(row);
             lse[r * hq + b.h] = b.lse[i];
         }
@@ -173,7 +202,7 @@ pub fn attention_backward(
                     let bq = Q_BLOCK.min(len - q0);
                     let lk = s.key_count(q0 + bq, len);
                     // P from the saved log-sum-exp.
-                    let mut p = scores(q, k, s, seg0, q0, bq, lk, h);
+                    let mut p = scores(q, k, s, seg0 + q0, seg0, bq, lk, h);
                     for (i, row) in p.chunks_mut(lk).enumerate() {
                         let l = lse[(seg0 + q0 + i) * hq + h];
                         for (j, x) in row.iter_mut().enumerate() {

@@ -2,6 +2,7 @@
 //! forward and backward passes over packed (varlen) batches.
 
 pub mod config;
+pub mod generate;
 pub mod image;
 pub mod param;
 pub mod positions;
@@ -418,32 +419,47 @@ pub struct StepOutput {
 }
 
 impl Qwen25Vl {
+    /// Input embeddings `[T, D]` of a packed batch: token embeddings with the vision
+    /// tower's merged features written over the image-pad positions. Also returns
+    /// the vision cache and those positions for the backward.
+    pub fn embed(&self, batch: &Batch) -> Result<(Tensor, Option<(VisionCache, Tensor)>)> {
+        let cfg = &self.config;
+        let x = ops::index_select(&self.text.embed.value, &batch.input_ids)?;
+        let Some(pv) = &batch.pixel_values else {
+            return Ok((x, None));
+        };
+        let (feats, vc) = self.vision.forward(pv, &batch.grids)?;
+        let ids = batch.input_ids.to_vec_i32()?;
+        let pos: Vec<i32> =
+            (0..ids.len() as i32).filter(|&i| ids[i as usize] as u32 == cfg.tokens.image_token_id).collect();
+        if pos.len() != feats.dims()[0] {
+            return Err(arg_err!(
+                "forward",
+                "{} image tokens in the text but the images give {} features",
+                pos.len(),
+                feats.dims()[0]
+            ));
+        }
+        let pos = Tensor::from_i32(pos.clone(), [pos.len()], Device::Cpu)?;
+        let x = ops::scatter_rows(&x, &pos, &feats)?;
+        Ok((x, Some((vc, pos))))
+    }
+
+    /// M-RoPE cos/sin tables for `[3, T]` positions.
+    pub fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = &self.config.text;
+        ops::mrope_table(positions, t.head_dim(), t.rope_theta, t.mrope_section)
+    }
+
     /// Logits `[T, V]` for a packed batch, and what the backward needs.
     pub fn forward(&self, batch: &Batch) -> Result<(Tensor, ModelCache)> {
-        let cfg = &self.config;
-        let mut x = ops::index_select(&self.text.embed.value, &batch.input_ids)?;
-        let (mut vision_cache, mut image_pos) = (None, None);
-        if let Some(pv) = &batch.pixel_values {
-            let (feats, vc) = self.vision.forward(pv, &batch.grids)?;
-            let ids = batch.input_ids.to_vec_i32()?;
-            let pos: Vec<i32> =
-                (0..ids.len() as i32).filter(|&i| ids[i as usize] as u32 == cfg.tokens.image_token_id).collect();
-            if pos.len() != feats.dims()[0] {
-                return Err(arg_err!(
-                    "forward",
-                    "{} image tokens in the text but the images give {} features",
-                    pos.len(),
-                    feats.dims()[0]
-                ));
-            }
-            let pos = Tensor::from_i32(pos.clone(), [pos.len()], Device::Cpu)?;
-            x = ops::scatter_rows(&x, &pos, &feats)?;
-            vision_cache = Some(vc);
-            image_pos = Some(pos);
-        }
-        let (cos, sin) =
-            ops::mrope_table(&batch.positions, cfg.text.head_dim(), cfg.text.rope_theta, cfg.text.mrope_section)?;
+        let (x, vision) = self.embed(batch)?;
+        let (cos, sin) = self.rope_tables(&batch.positions)?;
         let (logits, text) = self.text.forward(&x, &cos, &sin, &batch.cu_seqlens)?;
+        let (vision_cache, image_pos) = match vision {
+            Some((vc, pos)) => (Some(vc), Some(pos)),
+            None => (None, None),
+        };
         Ok((logits, ModelCache { vision: vision_cache, image_pos, text, cos, sin }))
     }
 

@@ -114,6 +114,36 @@ impl DecoderLayer {
         Ok(dx)
     }
 
+    /// Inference step over `n` new tokens `x: [n, D]` whose keys/values are appended
+    /// to this layer's cache at row `past`; attention sees all `past + n` keys.
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cfg: &TextConfig,
+        kv: &mut (Tensor, Tensor),
+        past: usize,
+    ) -> Result<Tensor> {
+        let n = x.dims()[0];
+        let (hq, hkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let (n1, _) = ops::rms_norm(x, &self.input_norm.value, cfg.rms_norm_eps)?;
+        let q = ops::rope(&self.q.forward(&n1)?.0.reshape([n, hq, hd])?, cos, sin)?;
+        let k = ops::rope(&self.k.forward(&n1)?.0.reshape([n, hkv, hd])?, cos, sin)?;
+        let v = self.v.forward(&n1)?.0.reshape([n, hkv, hd])?;
+        ops::write_rows(&mut kv.0, past, &k)?;
+        ops::write_rows(&mut kv.1, past, &v)?;
+        let total = past + n;
+        let cu_q = Tensor::from_i32(vec![0, n as i32], [2], x.device())?;
+        let cu_k = Tensor::from_i32(vec![0, total as i32], [2], x.device())?;
+        let spec = AttnSpec { scale: (hd as f32).powf(-0.5), causal: true };
+        let attn = ops::attention_kv(&q, &kv.0.narrow(0, 0, total)?, &kv.1.narrow(0, 0, total)?, &cu_q, &cu_k, spec)?;
+        let h = ops::add(x, &self.o.forward(&attn.out.reshape([n, hq * hd])?)?.0)?;
+        let (n2, _) = ops::rms_norm(&h, &self.post_norm.value, cfg.rms_norm_eps)?;
+        let m = self.down.forward(&ops::swiglu(&self.gate.forward(&n2)?.0, &self.up.forward(&n2)?.0)?)?.0;
+        ops::add(&h, &m)
+    }
+
     /// The layer's linears with their module names (PEFT matches targets on these).
     pub fn linears(&mut self, prefix: &str) -> Vec<(String, &mut Linear)> {
         vec![
@@ -149,6 +179,34 @@ pub struct TextModel {
     pub lm_head: Option<Param>,
 }
 
+/// Keys (after rotary) and values of every layer for one sequence, preallocated to
+/// `capacity` tokens: `[capacity, kv_heads, head_dim]` each.
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+    pub len: usize,
+    pub capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &TextConfig, capacity: usize, device: crate::tensor::Device) -> Result<KvCache> {
+        let shape = [capacity, cfg.num_key_value_heads, cfg.head_dim()];
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| {
+                Ok((
+                    Tensor::zeros(shape, crate::tensor::DType::F32, device)?,
+                    Tensor::zeros(shape, crate::tensor::DType::F32, device)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers, len: 0, capacity })
+    }
+
+    /// Bytes held by the cache (K and V of every layer).
+    pub fn size_in_bytes(&self) -> usize {
+        self.layers.iter().map(|(k, v)| k.size_in_bytes() + v.size_in_bytes()).sum()
+    }
+}
+
 pub struct TextCache {
     pub(crate) layers: Vec<LayerCache>,
     hidden: Tensor,
@@ -171,6 +229,26 @@ impl TextModel {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let logits = ops::linear(&normed, &head.value, None)?;
         Ok((logits, TextCache { layers: caches, hidden: h, rstd, normed }))
+    }
+
+    /// Inference over `n` new embeddings with a KV cache; returns logits `[n, V]`.
+    pub fn forward_cached(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let n = x.dims()[0];
+        if cache.len + n > cache.capacity {
+            return Err(crate::arg_err!(
+                "forward_cached",
+                "KV cache full: {} + {n} tokens > capacity {}",
+                cache.len,
+                cache.capacity
+            ));
+        }
+        let mut h = x.clone();
+        for (l, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            h = l.forward_cached(&h, cos, sin, &self.cfg, kv, cache.len)?;
+        }
+        cache.len += n;
+        let (normed, _) = ops::rms_norm(&h, &self.norm.value, self.cfg.rms_norm_eps)?;
+        ops::linear(&normed, &self.lm_head.as_ref().unwrap_or(&self.embed).value, None)
     }
 
     /// Backward from `dlogits: [T, V]` to the input embeddings' gradient `[T, D]`.

@@ -106,3 +106,54 @@ pub fn attention_backward(
         Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
     }
 }
+
+/// Forward-only attention of queries against longer key/value sequences (a KV
+/// cache): segment `i` pairs queries `cu_q[i]..cu_q[i+1]` with keys
+/// `cu_k[i]..cu_k[i+1]`, the queries being the last positions of that sequence
+/// (causal masks align bottom-right). Used for decoding.
+pub fn attention_kv(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_q: &Tensor,
+    cu_k: &Tensor,
+    spec: AttnSpec,
+) -> Result<AttnOut> {
+    const OP: &str = "attention_kv";
+    expect_rank(OP, "q", q, 3)?;
+    expect_rank(OP, "k", k, 3)?;
+    expect_dims(OP, "v", v, k.dims())?;
+    let (tq, hq, d) = (q.dims()[0], q.dims()[1], q.dims()[2]);
+    let (tk, hkv) = (k.dims()[0], k.dims()[1]);
+    if k.dims()[2] != d || hkv == 0 || hq % hkv != 0 {
+        return Err(shape_err!(
+            OP,
+            "q {} and k {} need one head dim and q heads a multiple of kv heads",
+            q.shape(),
+            k.shape()
+        ));
+    }
+    let cq = cu_seqlens(OP, cu_q, tq)?;
+    let ck = cu_seqlens(OP, cu_k, tk)?;
+    if cq.len() != ck.len() || cq.windows(2).zip(ck.windows(2)).any(|(a, b)| a[1] - a[0] > b[1] - b[0]) {
+        return Err(arg_err!(
+            OP,
+            "cu_q {cq:?} and cu_k {ck:?} must pair segments, each with at least as many keys as queries"
+        ));
+    }
+    let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: d, scale: spec.scale, causal: spec.causal };
+    match common_device(OP, &[q, k, v])? {
+        Device::Cpu => {
+            let (out, lse) = k::attention_forward_kv(
+                &q.f32_cow(OP, "q")?,
+                &k.f32_cow(OP, "k")?,
+                &v.f32_cow(OP, "v")?,
+                &cq,
+                &ck,
+                &shape,
+            );
+            Ok(AttnOut { out: cpu_f32(out, q.dims())?, lse: cpu_f32(lse, [tq, hq])? })
+        }
+        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+    }
+}

@@ -86,3 +86,22 @@ pub fn scatter_rows_backward(dy: &Tensor, pos: &Tensor) -> Result<(Tensor, Tenso
         Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
     }
 }
+
+/// Writes `src: [n, ...]` into rows `start..start + n` of the f32 `dst` in place
+/// (a KV cache append). Shapes past dim 0 must match.
+pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor) -> Result<()> {
+    const OP: &str = "write_rows";
+    let (n, rows) = (src.dims().first().copied().unwrap_or(0), dst.dims().first().copied().unwrap_or(0));
+    if src.rank() == 0 || dst.rank() != src.rank() || dst.dims()[1..] != src.dims()[1..] || start + n > rows {
+        return Err(shape_err!(OP, "cannot write {} at row {start} of {}", src.shape(), dst.shape()));
+    }
+    let inner: usize = src.dims()[1..].iter().product();
+    match common_device(OP, &[dst, src])? {
+        Device::Cpu => {
+            let s = src.f32_cow(OP, "src")?.into_owned();
+            dst.f32_slice_mut(OP, "dst")?[start * inner..(start + n) * inner].copy_from_slice(&s);
+            Ok(())
+        }
+        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+    }
+}

@@ -1,0 +1,115 @@
+//! Greedy generation with a Qwen2.5-VL model: images + a prompt in, the answer out.
+//!
+//!   actial-generate --model DIR --image A.png --image B.png --prompt "..." \
+//!       [--system TEXT] [--max-new-tokens N] [--dump-logits FILE] [--max-pixels N]
+//!
+//! DIR is a Hugging Face model directory (config.json, *.safetensors,
+//! tokenizer.json, optional preprocessor_config.json), or `tiny` for the built-in
+//! preset (random weights unless a trained tiny checkpoint directory is given).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use actial::model::image::{ImageProcessorConfig, load_image, preprocess};
+use actial::model::tiny::{tiny_config, tiny_tokenizer};
+use actial::model::tokenizer::{Content, Message, QwenTokenizer, Role};
+use actial::model::{Qwen25Vl, weights};
+use actial::{DType, Result};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Greedy generation with a Qwen2.5-VL model (CPU)")]
+struct Args {
+    /// Model directory (HF layout) or `tiny` for the built-in preset.
+    #[arg(long)]
+    model: String,
+    /// Image files (PNG or JPEG), placed before the prompt in the order given.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The user prompt.
+    #[arg(long)]
+    prompt: String,
+    /// System prompt (default: Qwen's "You are a helpful assistant.").
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Write the logits of every prompt position ([seq, vocab], f32) as safetensors.
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
+    /// Pixel budget per image (default: the processor's, 12845056).
+    #[arg(long)]
+    max_pixels: Option<usize>,
+    /// Seed of the random weights of `--model tiny`.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn run(args: Args) -> Result<()> {
+    let (model, tok, mut proc) = if args.model == "tiny" {
+        let tok = tiny_tokenizer()?;
+        let cfg = tiny_config(&tok);
+        eprintln!("note: --model tiny uses random weights (seed {}): the output is not meaningful", args.seed);
+        let proc = ImageProcessorConfig::for_vision(&cfg.vision);
+        (Qwen25Vl::random(cfg, args.seed)?, tok, proc)
+    } else {
+        let dir = PathBuf::from(&args.model);
+        let model = Qwen25Vl::from_dir(&dir)?;
+        let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        tok.check_config(&model.config.tokens)?;
+        let proc = ImageProcessorConfig::from_dir(&dir, &model.config.vision)?;
+        (model, tok, proc)
+    };
+    if let Some(m) = args.max_pixels {
+        proc.max_pixels = m;
+    }
+    let images = args.images.iter().map(|p| load_image(p)).collect::<Result<Vec<_>>>()?;
+    let px = if images.is_empty() { None } else { Some(preprocess(&images, &proc)?) };
+    let counts: Vec<usize> = px.iter().flat_map(|p| p.grids.iter().map(|g| g[0] * g[1] * g[2] / 4)).collect();
+
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(Message::text(Role::System, s.clone()));
+    }
+    let mut content: Vec<Content> = images.iter().map(|_| Content::Image).collect();
+    content.push(Content::Text(args.prompt.clone()));
+    messages.push(Message { role: Role::User, content });
+    let enc = tok.encode_chat(&messages, &counts, true)?;
+
+    let stop: Vec<u32> = [tok.ids.im_end, tok.ids.endoftext]
+        .into_iter()
+        .chain(model.config.tokens.eos_token_id.iter().copied())
+        .collect();
+    let t0 = Instant::now();
+    let (pixels, grids) = match px {
+        Some(p) => (Some(p.pixel_values), p.grids),
+        None => (None, vec![]),
+    };
+    let out =
+        model.generate_greedy(&enc.ids, pixels, &grids, args.max_new_tokens, &stop, args.dump_logits.is_some())?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!("{}", tok.decode(&out.tokens, true)?);
+    eprintln!(
+        "{} prompt tokens, {} new tokens{} in {secs:.2} s ({:.1} tokens/s incl. prefill)",
+        enc.ids.len(),
+        out.tokens.len(),
+        if out.stopped { " (stopped at end of turn)" } else { " (token limit)" },
+        out.tokens.len() as f64 / secs
+    );
+    if let (Some(path), Some(logits)) = (&args.dump_logits, &out.prompt_logits) {
+        weights::save_safetensors(path, &[("logits".to_string(), logits)], DType::F32, None)?;
+        eprintln!("wrote prompt logits {} to {}", logits.shape(), path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
