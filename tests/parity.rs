@@ -227,3 +227,28 @@ fn save_then_load_round_trips() {
     assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn batches_reject_image_token_mismatches() {
+    let c = load("tied_one_image");
+    let cfg = &c.model.config;
+    let img = cfg.tokens.image_token_id;
+    let grids = [[1usize, 10, 14]]; // 35 merged tokens
+    let px = c.fx.tensor("pixel_values").unwrap();
+    let mut tokens = vec![5u32, 6];
+    tokens.extend(std::iter::repeat_n(img, 34));
+    let s = Sample { tokens, labels: None };
+    let e = Batch::new(std::slice::from_ref(&s), Some(px.clone()), &grids, cfg).err().unwrap().to_string();
+    assert!(e.contains("34 image tokens") && e.contains("35"), "{e}");
+    let text = Sample { tokens: vec![1, 2, 3], labels: None };
+    let e = Batch::new(&[text.clone()], Some(px.clone()), &grids, cfg).err().unwrap().to_string();
+    assert!(e.contains("1 image grids given") && e.contains("0 images"), "{e}");
+    let e = Batch::new(&[Sample { tokens: vec![1, 9999], labels: None }], None, &[], cfg).err().unwrap().to_string();
+    assert!(e.contains("token id 9999"), "{e}");
+    let bad_px = px.narrow(0, 0, 10).unwrap();
+    let mut ok_tokens = vec![5u32];
+    ok_tokens.extend(std::iter::repeat_n(img, 35));
+    let e =
+        Batch::new(&[Sample { tokens: ok_tokens, labels: None }], Some(bad_px), &grids, cfg).err().unwrap().to_string();
+    assert!(e.contains("pixel_values"), "{e}");
+}
