@@ -241,7 +241,7 @@ fn batches_reject_image_token_mismatches() {
     let e = Batch::new(std::slice::from_ref(&s), Some(px.clone()), &grids, cfg).err().unwrap().to_string();
     assert!(e.contains("34 image tokens") && e.contains("35"), "{e}");
     let text = Sample { tokens: vec![1, 2, 3], labels: None };
-    let e = Batch::new(&[text.clone()], Some(px.clone()), &grids, cfg).err().unwrap().to_string();
+    let e = Batch::new(&[text], Some(px.clone()), &grids, cfg).err().unwrap().to_string();
     assert!(e.contains("1 image grids given") && e.contains("0 images"), "{e}");
     let e = Batch::new(&[Sample { tokens: vec![1, 9999], labels: None }], None, &[], cfg).err().unwrap().to_string();
     assert!(e.contains("token id 9999"), "{e}");
