@@ -10,6 +10,7 @@
 //! - [`rng`]: Philox counter-based random numbers shared by sampling and init.
 
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod ops;

@@ -1,0 +1,9 @@
+//! Data: viewpoint QA from camera poses, the procedural renderer, SAT-like
+//! questions, dataset formats and the hybrid cold-start mix.
+
+pub mod geometry;
+pub mod qa;
+pub mod render;
+pub mod sat;
+pub mod synth;
+pub mod viewpoint;

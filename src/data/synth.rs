@@ -1,0 +1,91 @@
+//! Synthetic viewpoint pairs from the procedural renderer: a random object, two
+//! cameras on its orbit, the paper's three questions (labels from the camera
+//! poses through the same geometry code real captures use) and SAT-like questions
+//! about the same scenes.
+
+use image::RgbImage;
+
+use super::geometry::{PairFilter, ViewpointTruth, sub, viewpoint_truth};
+use super::qa::McQuestion;
+use super::render::{Camera, Scene, orbit_camera, random_scene, render};
+use super::viewpoint::viewpoint_questions;
+use crate::rng::Philox;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthConfig {
+    /// Output side in pixels (square images).
+    pub size: u32,
+    /// Supersampling factor per axis (2 = 4 samples per pixel).
+    pub supersample: u32,
+    pub fov_deg: f64,
+    /// Orbit angle change between the two photos, degrees (sign random).
+    pub min_yaw_deg: f64,
+    pub max_yaw_deg: f64,
+    /// Camera elevation range and the largest change between the photos.
+    pub pitch_deg: (f64, f64),
+    pub pitch_jitter_deg: f64,
+    /// Camera distance as a multiple of the distance that just frames the object.
+    pub distance: (f64, f64),
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            size: 112,
+            supersample: 2,
+            fov_deg: 45.0,
+            min_yaw_deg: 20.0,
+            max_yaw_deg: 100.0,
+            pitch_deg: (10.0, 35.0),
+            pitch_jitter_deg: 5.0,
+            distance: (1.05, 1.35),
+        }
+    }
+}
+
+/// One rendered pair with everything known about it.
+pub struct SynthPair {
+    pub seed: u64,
+    pub scene: Scene,
+    pub cameras: [Camera; 2],
+    pub images: [RgbImage; 2],
+    pub truth: ViewpointTruth,
+    /// The paper's three questions, options shuffled.
+    pub viewpoint: [McQuestion; 3],
+    /// SAT-like questions: (question, which images it shows: 1 = first only, 2 = both).
+    pub sat: Vec<(McQuestion, usize)>,
+}
+
+/// Renders pair number `index` of the stream seeded by `seed`. Deterministic; the
+/// orbit change is drawn inside the filter's yaw range, so every pair qualifies.
+pub fn synth_pair(seed: u64, index: u64, c: &SynthConfig) -> SynthPair {
+    let mut rng = Philox::new(seed, index);
+    let scene = random_scene(&mut rng);
+    let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
+    let target = [0.0, 0.3, 0.0];
+    let frame = scene.radius / (c.fov_deg.to_radians() / 2.0).tan();
+    let orbit1 = u(0.0, 360.0);
+    let delta = u(c.min_yaw_deg, c.max_yaw_deg) * if u(0.0, 1.0) < 0.5 { -1.0 } else { 1.0 };
+    let pitch1 = u(c.pitch_deg.0, c.pitch_deg.1);
+    let pitch2 = (pitch1 + u(-c.pitch_jitter_deg, c.pitch_jitter_deg)).clamp(c.pitch_deg.0, c.pitch_deg.1);
+    let cam1 = orbit_camera(orbit1, pitch1, frame * u(c.distance.0, c.distance.1), target, c.size, c.fov_deg);
+    let cam2 = orbit_camera(orbit1 + delta, pitch2, frame * u(c.distance.0, c.distance.1), target, c.size, c.fov_deg);
+    let filter = PairFilter { min_yaw_deg: 0.0, max_yaw_deg: 180.0, ..PairFilter::default() };
+    let truth = viewpoint_truth(&cam1.pose, &cam2.pose, &filter).expect("orbit pairs always move sideways and turn");
+    let mut qrng = Philox::new(seed ^ 0x5eed_0f_0a5e, index);
+    let viewpoint = viewpoint_questions(&truth, &mut qrng);
+    let sat = super::sat::sat_questions(&scene, &cam1, &cam2, &mut qrng);
+    let images = [render(&scene, &cam1, c.supersample), render(&scene, &cam2, c.supersample)];
+    SynthPair { seed, scene, cameras: [cam1, cam2], images, truth, viewpoint, sat }
+}
+
+/// Camera-space depth of a point: used by SAT questions and tests.
+pub fn depth(cam: &Camera, x: super::geometry::Vec3) -> f64 {
+    cam.pose.to_camera(x)[2]
+}
+
+/// Distance between two points.
+pub fn dist(a: super::geometry::Vec3, b: super::geometry::Vec3) -> f64 {
+    let d = sub(a, b);
+    (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
+}
