@@ -72,7 +72,7 @@ pub fn synth_pair(seed: u64, index: u64, c: &SynthConfig) -> SynthPair {
     let cam2 = orbit_camera(orbit1 + delta, pitch2, frame * u(c.distance.0, c.distance.1), target, c.size, c.fov_deg);
     let filter = PairFilter { min_yaw_deg: 0.0, max_yaw_deg: 180.0, ..PairFilter::default() };
     let truth = viewpoint_truth(&cam1.pose, &cam2.pose, &filter).expect("orbit pairs always move sideways and turn");
-    let mut qrng = Philox::new(seed ^ 0x5eed_0f_0a5e, index);
+    let mut qrng = Philox::new(seed ^ 0x005e_ed0f_0a5e, index);
     let viewpoint = viewpoint_questions(&truth, &mut qrng);
     let sat = super::sat::sat_questions(&scene, &cam1, &cam2, &mut qrng);
     let images = [render(&scene, &cam1, c.supersample), render(&scene, &cam2, c.supersample)];
