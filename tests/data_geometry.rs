@@ -11,6 +11,11 @@ fn cam(eye: [f64; 3], dir: [f64; 3]) -> Pose {
     Pose::look_at(eye, [eye[0] + dir[0], eye[1] + dir[1], eye[2] + dir[2]], [0.0, -1.0, 0.0])
 }
 
+fn assert_mat_eq(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) {
+    let err = a.iter().flatten().zip(b.iter().flatten()).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err < 1e-12, "{a:?} vs {b:?}");
+}
+
 fn heading(deg: f64) -> [f64; 3] {
     [deg.to_radians().sin(), 0.0, deg.to_radians().cos()]
 }
@@ -18,21 +23,11 @@ fn heading(deg: f64) -> [f64; 3] {
 #[test]
 fn identity_convention() {
     let p = cam([0.0; 3], [0.0, 0.0, 1.0]);
-    let i = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-    for r in 0..3 {
-        for c in 0..3 {
-            assert!((p.r[r][c] - i[r][c]).abs() < 1e-12);
-        }
-    }
+    assert_mat_eq(&p.r, &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
     // COLMAP quaternion (w, x, y, z) of +90 degrees about y.
     let h = std::f64::consts::FRAC_1_SQRT_2;
     let m = quat_to_mat([h, 0.0, h, 0.0]);
-    let want = [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]];
-    for r in 0..3 {
-        for c in 0..3 {
-            assert!((m[r][c] - want[r][c]).abs() < 1e-12, "{m:?}");
-        }
-    }
+    assert_mat_eq(&m, &[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]);
 }
 
 #[test]
