@@ -84,6 +84,9 @@ pub struct QaRecord {
     pub response: String,
     /// The ground truth answer (usually the option letter).
     pub answer: String,
+    /// Anything else known about the item (e.g. the pair's yaw and directions),
+    /// kept through files as a `meta` object; `Null` when nothing.
+    pub meta: serde_json::Value,
 }
 
 impl QaRecord {

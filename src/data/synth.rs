@@ -89,3 +89,53 @@ pub fn dist(a: super::geometry::Vec3, b: super::geometry::Vec3) -> f64 {
     let d = sub(a, b);
     (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
 }
+
+/// The dataset rows of one pair whose images are stored at `images`: three
+/// viewpoint records, the SAT-like records, and a manifest row with the ground
+/// truth angles.
+pub fn pair_records(
+    index: u64,
+    p: &SynthPair,
+    images: [std::path::PathBuf; 2],
+) -> (Vec<super::qa::QaRecord>, Vec<super::qa::QaRecord>, serde_json::Value) {
+    use super::qa::{ImageRef, LETTER_INSTRUCTION, QaRecord};
+    let t = &p.truth;
+    let meta = serde_json::json!({
+        "pair": index,
+        "yaw_deg": t.yaw_deg,
+        "camera_translation": t.camera_translation.word(),
+        "object_translation": t.object_translation.word(),
+        "camera_rotation": t.camera_rotation.word(),
+    });
+    let both: Vec<ImageRef> = images.iter().cloned().map(ImageRef::Path).collect();
+    let record = |q: &McQuestion, imgs: Vec<ImageRef>, meta: serde_json::Value| QaRecord {
+        id: format!("{index:06}_{}", q.kind),
+        kind: q.kind.clone(),
+        system: None,
+        prompt: format!("{}{}", "<image>".repeat(imgs.len()), q.prompt(LETTER_INSTRUCTION)),
+        images: imgs,
+        response: q.letter().to_string(),
+        answer: q.letter().to_string(),
+        meta,
+    };
+    let viewpoint = p.viewpoint.iter().map(|q| record(q, both.clone(), meta.clone())).collect();
+    let sat = p.sat.iter().map(|(q, n)| record(q, both[..*n].to_vec(), serde_json::json!({"pair": index}))).collect();
+    let [c1, c2] = &p.cameras;
+    let manifest = serde_json::json!({
+        "pair": index,
+        "seed": p.seed,
+        "images": images.iter().map(|i| i.file_name().map(|f| f.to_string_lossy().to_string())).collect::<Vec<_>>(),
+        "orbit_deg": [c1.orbit_deg, c2.orbit_deg],
+        "pitch_deg": [c1.pitch_deg, c2.pitch_deg],
+        "distance": [c1.distance, c2.distance],
+        "yaw_deg": t.yaw_deg,
+        "translation_cam1": t.translation,
+        "answers": {
+            "camera_translation": t.camera_translation.word(),
+            "object_translation": t.object_translation.word(),
+            "camera_rotation": t.camera_rotation.word(),
+        },
+        "world_to_camera": [{"R": c1.pose.r, "t": c1.pose.t}, {"R": c2.pose.r, "t": c2.pose.t}],
+    });
+    (viewpoint, sat, manifest)
+}

@@ -1,0 +1,242 @@
+//! Viewpoint data: synthesise, inspect, count and mix.
+//!
+//!   actial-data synth   --out DIR [--pairs N] [--seed S] [--size PX]
+//!   actial-data stats   FILE.jsonl
+//!   actial-data inspect FILE.jsonl --out SHEET.png [--n 12] [--start 0]
+//!   actial-data mix     --letters FILE.jsonl --out MIX.jsonl [--cot-fraction 0.1]
+//!                       [--cot-unique 1000] [--import-cots COTS.jsonl]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use actial::data::formats::{load_sharegpt, write_sharegpt};
+use actial::data::mix::{MixConfig, mix};
+use actial::data::qa::{ImageRef, QaRecord};
+use actial::data::sheet::contact_sheet;
+use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+use actial::{Error, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+#[derive(Parser)]
+#[command(version, about = "Viewpoint data for the Actial recipe")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Render synthetic viewpoint pairs: images, viewpoint.jsonl (3 questions per
+    /// pair), sat.jsonl (SAT-like questions), manifest.jsonl (ground truth).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        pairs: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 112)]
+        size: u32,
+        /// Supersampling per axis (anti-aliasing).
+        #[arg(long, default_value_t = 2)]
+        supersample: u32,
+    },
+    /// Counts by kind and answer, image checks, prompt lengths.
+    Stats { file: PathBuf },
+    /// A contact-sheet PNG of items (images, question, answer) to check labels by eye.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 12)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        start: usize,
+    },
+    /// The hybrid cold-start mix: letter items + pseudo-CoT items, Actial system prompt.
+    Mix {
+        #[arg(long)]
+        letters: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0.1)]
+        cot_fraction: f64,
+        #[arg(long, default_value_t = 1000)]
+        cot_unique: usize,
+        /// jsonl of {"id", "response"} CoTs written elsewhere, used instead of templates.
+        #[arg(long)]
+        import_cots: Option<PathBuf>,
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn bar(n: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} [{elapsed} < {eta}]").expect("valid template"),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Io { path: path.display().to_string(), source: e }
+}
+
+fn synth(out: &Path, pairs: u64, seed: u64, size: u32, supersample: u32) -> Result<()> {
+    let cfg = SynthConfig { size, supersample, ..SynthConfig::default() };
+    let img_dir = out.join("images");
+    std::fs::create_dir_all(&img_dir).map_err(io_err(&img_dir))?;
+    let pb = bar(pairs, "rendering pairs");
+    let t0 = Instant::now();
+    let rows: Vec<(Vec<QaRecord>, Vec<QaRecord>, serde_json::Value)> = (0..pairs)
+        .into_par_iter()
+        .map(|i| {
+            let p = synth_pair(seed, i, &cfg);
+            let paths = [img_dir.join(format!("{i:06}_a.png")), img_dir.join(format!("{i:06}_b.png"))];
+            for (img, path) in p.images.iter().zip(&paths) {
+                img.save(path).map_err(|e| actial::arg_err!("synth", "{}: {e}", path.display()))?;
+            }
+            pb.inc(1);
+            Ok(pair_records(i, &p, paths))
+        })
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let (mut vp, mut sat, mut manifest) = (Vec::new(), Vec::new(), String::new());
+    for (v, s, m) in rows {
+        vp.extend(v);
+        sat.extend(s);
+        manifest.push_str(&m.to_string());
+        manifest.push('\n');
+    }
+    write_sharegpt(&out.join("viewpoint.jsonl"), &vp)?;
+    write_sharegpt(&out.join("sat.jsonl"), &sat)?;
+    actial::model::weights::write_atomic(&out.join("manifest.jsonl"), manifest.as_bytes())?;
+    eprintln!(
+        "{pairs} pairs in {secs:.1} s ({:.0} pairs/s incl. PNG writes): {} viewpoint items, {} SAT-like items -> {}",
+        pairs as f64 / secs,
+        vp.len(),
+        sat.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn stats(file: &Path) -> Result<()> {
+    let rep = load_sharegpt(file, false)?;
+    println!("{}", rep.summary());
+    for e in &rep.examples {
+        println!("  e.g. {e}");
+    }
+    let mut by_kind: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    let (mut missing, mut images, mut chars) = (0, 0, 0);
+    for r in &rep.records {
+        *by_kind.entry(&r.kind).or_default().entry(&r.answer).or_default() += 1;
+        images += r.images.len();
+        chars += r.prompt.len();
+        missing += r.images.iter().filter(|i| matches!(i, ImageRef::Path(p) if !p.is_file())).count();
+    }
+    println!("{:<28} {:>7}  answers", "kind", "items");
+    for (kind, answers) in &by_kind {
+        let n: usize = answers.values().sum();
+        let dist: Vec<String> =
+            answers.iter().map(|(a, c)| format!("{a}:{:.0}%", 100.0 * *c as f64 / n as f64)).collect();
+        println!("{kind:<28} {n:>7}  {}", dist.join(" "));
+    }
+    let n = rep.records.len().max(1) as f64;
+    println!(
+        "images per item {:.2}, prompt length {:.0} chars on average, {missing} image files missing",
+        images as f64 / n,
+        chars as f64 / n
+    );
+    if missing > 0 {
+        return Err(actial::arg_err!("stats", "{missing} image files referenced by {} are missing", file.display()));
+    }
+    Ok(())
+}
+
+fn inspect(file: &Path, out: &Path, n: usize, start: usize) -> Result<()> {
+    let rep = load_sharegpt(file, true)?;
+    let items: Vec<QaRecord> = rep.records.into_iter().skip(start).take(n).collect();
+    let max_images = items.iter().map(|r| r.images.len()).max().unwrap_or(0);
+    let sheet = contact_sheet(&items, max_images)?;
+    sheet.save(out).map_err(|e| actial::arg_err!("inspect", "{}: {e}", out.display()))?;
+    eprintln!("wrote {} items to {}", items.len(), out.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_mix(
+    letters: &Path,
+    out: &Path,
+    f: f64,
+    unique: usize,
+    import: Option<&Path>,
+    system: Option<String>,
+    seed: u64,
+) -> Result<()> {
+    if !(0.0..1.0).contains(&f) {
+        return Err(actial::arg_err!("mix", "--cot-fraction must be in [0, 1), got {f}"));
+    }
+    let rep = load_sharegpt(letters, false)?;
+    eprintln!("{}", rep.summary());
+    let mut imported = HashMap::new();
+    if let Some(p) = import {
+        let text = std::fs::read_to_string(p).map_err(io_err(p))?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| actial::arg_err!("mix", "{}:{}: {e}", p.display(), i + 1))?;
+            let (Some(id), Some(resp)) =
+                (v.get("id").and_then(|x| x.as_str()), v.get("response").and_then(|x| x.as_str()))
+            else {
+                return Err(actial::arg_err!("mix", "{}:{}: expected {{\"id\", \"response\"}}", p.display(), i + 1));
+            };
+            imported.insert(id.to_string(), resp.to_string());
+        }
+    }
+    let mut cfg = MixConfig { cot_fraction: f, cot_unique: unique, seed, ..MixConfig::default() };
+    if let Some(s) = system {
+        cfg.system = s;
+    }
+    let (items, m) = mix(&rep.records, &imported, &cfg);
+    write_sharegpt(out, &items)?;
+    eprintln!(
+        "{} items: {} letter-only + {} CoT slots from {} unique CoTs ({} imported) -> {}",
+        items.len(),
+        m.letters,
+        m.cot_slots,
+        m.cot_unique,
+        m.imported,
+        out.display()
+    );
+    for (reason, n) in &m.skipped {
+        eprintln!("  {n} skipped: {reason}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let res = match Cli::parse().cmd {
+        Cmd::Synth { out, pairs, seed, size, supersample } => synth(&out, pairs, seed, size, supersample),
+        Cmd::Stats { file } => stats(&file),
+        Cmd::Inspect { file, out, n, start } => inspect(&file, &out, n, start),
+        Cmd::Mix { letters, out, cot_fraction, cot_unique, import_cots, system, seed } => {
+            run_mix(&letters, &out, cot_fraction, cot_unique, import_cots.as_deref(), system, seed)
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
