@@ -125,7 +125,8 @@ fn parse_sharegpt(v: &Value, base: &Path, line: usize) -> std::result::Result<Qa
         match role {
             "system" => system = Some(content.to_string()),
             "user" | "human" if prompt.is_none() => prompt = Some(content.to_string()),
-            "assistant" | "gpt" if prompt.is_some() && response.is_none() => response = Some(content.to_string()),
+            "assistant" | "gpt" if prompt.is_none() => return Err("no user turn before the assistant turn".into()),
+            "assistant" | "gpt" if response.is_none() => response = Some(content.to_string()),
             "user" | "human" | "assistant" | "gpt" => return Err("multi-turn rows are not supported".into()),
             other => return Err(format!("unknown role {other:?}")),
         }

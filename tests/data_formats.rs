@@ -1,0 +1,177 @@
+//! Dataset files (ShareGPT / LLaMA-Factory layouts, generic MCQ jsonl), their
+//! errors, and the hybrid cold-start mix.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use actial::data::formats::{load_mcq, load_sharegpt, write_sharegpt};
+use actial::data::mix::{MixConfig, cot_answer, mix, pseudo_cot};
+use actial::data::qa::{ACTIAL_SYSTEM, ImageRef, QaRecord};
+use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+use actial::rng::Philox;
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("actial-data-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn synth_records(n: u64, dir: &std::path::Path) -> Vec<QaRecord> {
+    let c = SynthConfig { supersample: 1, ..SynthConfig::default() };
+    (0..n)
+        .flat_map(|i| {
+            let p = synth_pair(5, i, &c);
+            pair_records(i, &p, [dir.join(format!("{i}_a.png")), dir.join(format!("{i}_b.png"))]).0
+        })
+        .collect()
+}
+
+#[test]
+fn sharegpt_round_trip() {
+    let d = tmp("rt");
+    let mut recs = synth_records(3, &d);
+    recs[0].system = Some("sys".into());
+    recs[1].images[0] = ImageRef::Bytes(vec![1, 2, 3]);
+    let f = d.join("data.jsonl");
+    write_sharegpt(&f, &recs).unwrap();
+    let back = load_sharegpt(&f, true).unwrap();
+    assert_eq!(back.records, recs);
+    // Paths are written relative to the file.
+    assert!(std::fs::read_to_string(&f).unwrap().contains("\"0_b.png\""));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn sharegpt_variants_load() {
+    let d = tmp("variants");
+    let f = d.join("arr.json");
+    std::fs::write(
+        &f,
+        r#"[{"conversations": [{"from": "human", "value": "<image>Is it red? A: yes B: no"}, {"from": "gpt", "value": "<think>x</think><answer>A</answer>"}],
+             "images": [{"bytes": "AQID"}], "system": "be brief"},
+            {"messages": [{"role": "user", "content": "no image? A: 1 B: 2"}, {"role": "assistant", "content": "B"}], "images": []}]"#,
+    )
+    .unwrap();
+    let r = load_sharegpt(&f, true).unwrap().records;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].images, vec![ImageRef::Bytes(vec![1, 2, 3])]);
+    assert_eq!(r[0].answer, "A");
+    assert_eq!(r[0].system.as_deref(), Some("be brief"));
+    assert_eq!((r[1].answer.as_str(), r[1].id.as_str()), ("B", "line2"));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn malformed_rows_name_file_and_line_or_are_counted() {
+    let d = tmp("bad");
+    let f = d.join("bad.jsonl");
+    let good = r#"{"messages": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": "A"}], "images": ["x.png"]}"#;
+    let lines = [
+        good,
+        "{not json",
+        r#"{"messages": [{"role": "user", "content": "<image><image>q"}, {"role": "assistant", "content": "A"}], "images": ["x.png"]}"#,
+        r#"{"messages": [{"role": "assistant", "content": "A"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "<image>q"}], "images": [{"bytes": "%%%"}]}"#,
+        good,
+    ];
+    std::fs::write(&f, lines.join("\n")).unwrap();
+    let e = load_sharegpt(&f, true).unwrap_err().to_string();
+    assert!(e.contains("bad.jsonl:2") && e.contains("invalid JSON"), "{e}");
+    let rep = load_sharegpt(&f, false).unwrap();
+    assert_eq!(rep.records.len(), 2);
+    assert_eq!(rep.skipped_total(), 4);
+    let summary = rep.summary();
+    assert!(summary.contains("2 <image> placeholders but 1 images"), "{summary}");
+    assert!(summary.contains("no user turn") && summary.contains("base64"), "{summary}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn mcq_jsonl_loads_with_any_answer_style() {
+    let d = tmp("mcq");
+    let f = d.join("mcq.jsonl");
+    std::fs::write(
+        &f,
+        [
+            r#"{"id": "q1", "question": "Which is nearer?", "options": ["cube", "ball"], "answer": "B", "images": ["a.png"]}"#,
+            r#"{"question": "Left or right?", "options": ["left", "right", "neither"], "answer": 2}"#,
+            r#"{"question": "Colour?", "options": ["red", "blue"], "answer": "blue"}"#,
+            r#"{"question": "Bad", "options": ["x"], "answer": 0}"#,
+            r#"{"question": "Bad", "options": ["x", "y"], "answer": "z"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let rep = load_mcq(&f, "Answer with the letter.", false).unwrap();
+    let r = &rep.records;
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0].prompt, "<image>Which is nearer? A: cube B: ball Answer with the letter.");
+    assert_eq!((r[0].answer.as_str(), r[1].answer.as_str(), r[2].answer.as_str()), ("B", "C", "B"));
+    assert_eq!(r[0].images, vec![ImageRef::Path(d.join("a.png"))]);
+    assert_eq!(rep.skipped_total(), 2);
+    assert!(load_mcq(&f, "", true).unwrap_err().to_string().contains("mcq.jsonl:4"));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn pseudo_cots_follow_the_format_and_the_truth() {
+    let d = tmp("cot");
+    let recs = synth_records(20, &d);
+    let mut rng = Philox::new(1, 0);
+    for r in &recs {
+        let cot = pseudo_cot(r, &mut rng).unwrap();
+        assert_eq!(cot_answer(&cot).as_deref(), Some(r.answer.as_str()), "{cot}");
+        for section in
+            ["Identifying the images", "Visual analysis", "The movement in 3D", "The trajectory", "The answer is"]
+        {
+            assert!(cot.contains(section), "missing {section}: {cot}");
+        }
+        // The CoT states the correct option's text.
+        let letter = r.answer.chars().next().unwrap();
+        let opt_start = r.prompt.find(&format!(" {letter}: ")).unwrap() + 4;
+        let opt = &r.prompt[opt_start..];
+        let opt = &opt[..opt.find(" A: ").or(opt.find(" B: ")).or(opt.find(" C: ")).or(opt.find(" Select")).unwrap()];
+        assert!(cot.contains(&format!("The answer is {letter}: {opt}.")), "{cot}");
+    }
+    assert!(cot_answer("<think>a</think> <answer> B </answer>").as_deref() == Some("B"));
+    assert!(cot_answer("B").is_none());
+    assert!(cot_answer("<answer>B</answer>").is_none());
+    assert!(cot_answer("<think>a</think><answer>B</answer> extra").is_none());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn mix_interleaves_at_the_configured_fraction() {
+    let d = tmp("mix");
+    let recs = synth_records(300, &d); // 900 letter items
+    let c = MixConfig { cot_unique: 40, ..MixConfig::default() };
+    let (out, rep) = mix(&recs, &HashMap::new(), &c);
+    assert_eq!(rep.letters, 900);
+    assert_eq!(rep.cot_slots, 100); // 10% of 1000
+    assert_eq!(rep.cot_unique, 40);
+    assert_eq!(out.len(), 1000);
+    assert!(out.iter().all(|r| r.system.as_deref() == Some(ACTIAL_SYSTEM)));
+    let cot_positions: Vec<usize> =
+        out.iter().enumerate().filter(|(_, r)| r.id.ends_with("_cot")).map(|(i, _)| i).collect();
+    assert_eq!(cot_positions.len(), 100);
+    // Evenly spread: one CoT after every 9 letter items.
+    assert!(cot_positions.windows(2).all(|w| w[1] - w[0] == 10), "{:?}", &cot_positions[..5]);
+    // Letter items answer with the letter; CoT items are well formed.
+    for r in &out {
+        if r.id.ends_with("_cot") {
+            assert_eq!(cot_answer(&r.response).as_deref(), Some(r.answer.as_str()));
+        } else {
+            assert_eq!(r.response, r.answer);
+        }
+    }
+    // Imported CoTs replace templates; wrong or malformed ones are counted, not used.
+    let mut imported = HashMap::new();
+    imported.insert(recs[0].id.clone(), format!("<think>mine</think><answer>{}</answer>", recs[0].answer));
+    imported.insert(recs[1].id.clone(), "<think>x</think><answer>Z</answer>".to_string());
+    imported.insert(recs[2].id.clone(), "just text".to_string());
+    let (out, rep) = mix(&recs, &imported, &c);
+    assert_eq!(rep.imported, 1);
+    assert_eq!(rep.skipped.values().sum::<usize>(), 2);
+    assert!(out.iter().filter(|r| r.id.ends_with("_cot")).all(|r| r.response.contains("mine")));
+    std::fs::remove_dir_all(&d).unwrap();
+}
