@@ -1,6 +1,7 @@
 //! Viewpoint data: synthesise, inspect, count and mix.
 //!
 //!   actial-data synth   --out DIR [--pairs N] [--seed S] [--size PX]
+//!   actial-data build   --captures ROOT --out DIR [--max-pairs-per-capture 20]
 //!   actial-data stats   FILE.jsonl
 //!   actial-data inspect FILE.jsonl --out SHEET.png [--n 12] [--start 0]
 //!   actial-data mix     --letters FILE.jsonl --out MIX.jsonl [--cot-fraction 0.1]
@@ -44,6 +45,22 @@ enum Cmd {
         /// Supersampling per axis (anti-aliasing).
         #[arg(long, default_value_t = 2)]
         supersample: u32,
+    },
+    /// Viewpoint QA from real captures (COLMAP / MVImgNet layout): every directory
+    /// under ROOT with sparse/0 (or sparse) and images/ is one object.
+    Build {
+        #[arg(long)]
+        captures: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        max_pairs_per_capture: usize,
+        #[arg(long, default_value_t = 20.0)]
+        min_yaw: f64,
+        #[arg(long, default_value_t = 100.0)]
+        max_yaw: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Counts by kind and answer, image checks, prompt lengths.
     Stats { file: PathBuf },
@@ -127,6 +144,97 @@ fn synth(out: &Path, pairs: u64, seed: u64, size: u32, supersample: u32) -> Resu
         sat.len(),
         out.display()
     );
+    Ok(())
+}
+
+fn build(root: &Path, out: &Path, max_pairs: usize, min_yaw: f64, max_yaw: f64, seed: u64) -> Result<()> {
+    use actial::data::colmap::{choose_pairs, find_captures, read_model};
+    use actial::data::geometry::PairFilter;
+    use actial::data::qa::LETTER_INSTRUCTION;
+    use actial::data::viewpoint::viewpoint_questions;
+    let captures = find_captures(root)?;
+    if captures.is_empty() {
+        return Err(actial::arg_err!("build", "no captures (sparse/0 + images/) under {}", root.display()));
+    }
+    let filter = PairFilter { min_yaw_deg: min_yaw, max_yaw_deg: max_yaw, ..PairFilter::default() };
+    let pb = bar(captures.len() as u64, "reading captures");
+    let (mut records, mut manifest) = (Vec::new(), String::new());
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    let mut examples = Vec::new();
+    for (ci, cap) in captures.iter().enumerate() {
+        pb.inc(1);
+        let model = match read_model(&cap.model_dir) {
+            Ok(m) => m,
+            Err(e) => {
+                *skipped.entry("capture: unreadable COLMAP model".into()).or_default() += 1;
+                if examples.len() < 5 {
+                    examples.push(e.to_string());
+                }
+                continue;
+            }
+        };
+        let sel = choose_pairs(&model, &filter, max_pairs, seed ^ ci as u64);
+        for (r, n) in &sel.rejected {
+            *skipped.entry(format!("pair: {}", r.reason())).or_default() += n;
+        }
+        let mut rng = actial::rng::Philox::new(seed, 0xb11d ^ ((ci as u64) << 20));
+        for (i, j, truth) in sel.pairs {
+            let paths = [cap.images_dir.join(&model.images[i].name), cap.images_dir.join(&model.images[j].name)];
+            if let Some(p) = paths.iter().find(|p| !p.is_file()) {
+                *skipped.entry("pair: image file missing".into()).or_default() += 1;
+                if examples.len() < 5 {
+                    examples.push(format!("missing {}", p.display()));
+                }
+                continue;
+            }
+            let id = format!(
+                "{}_{}_{}",
+                cap.root.strip_prefix(root).unwrap_or(&cap.root).display().to_string().replace('/', "_"),
+                i,
+                j
+            );
+            let meta = serde_json::json!({
+                "capture": cap.root.display().to_string(),
+                "yaw_deg": truth.yaw_deg,
+                "camera_translation": truth.camera_translation.word(),
+                "object_translation": truth.object_translation.word(),
+                "camera_rotation": truth.camera_rotation.word(),
+            });
+            for q in viewpoint_questions(&truth, &mut rng) {
+                records.push(QaRecord {
+                    id: format!("{id}_{}", q.kind),
+                    kind: q.kind.clone(),
+                    system: None,
+                    prompt: format!("<image><image>{}", q.prompt(LETTER_INSTRUCTION)),
+                    images: paths.iter().cloned().map(ImageRef::Path).collect(),
+                    response: q.letter().to_string(),
+                    answer: q.letter().to_string(),
+                    meta: meta.clone(),
+                });
+            }
+            let row = serde_json::json!({"id": id, "images": paths, "yaw_deg": truth.yaw_deg,
+                "translation_cam1": truth.translation, "axis_tilt_deg": truth.axis_tilt_deg, "answers": meta});
+            manifest.push_str(&row.to_string());
+            manifest.push('\n');
+        }
+    }
+    pb.finish_and_clear();
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    write_sharegpt(&out.join("viewpoint.jsonl"), &records)?;
+    actial::model::weights::write_atomic(&out.join("manifest.jsonl"), manifest.as_bytes())?;
+    eprintln!(
+        "{} captures -> {} items ({} pairs) in {}",
+        captures.len(),
+        records.len(),
+        records.len() / 3,
+        out.display()
+    );
+    for (reason, n) in &skipped {
+        eprintln!("  {n} skipped: {reason}");
+    }
+    for e in &examples {
+        eprintln!("  e.g. {e}");
+    }
     Ok(())
 }
 
@@ -226,6 +334,9 @@ fn run_mix(
 fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::Synth { out, pairs, seed, size, supersample } => synth(&out, pairs, seed, size, supersample),
+        Cmd::Build { captures, out, max_pairs_per_capture, min_yaw, max_yaw, seed } => {
+            build(&captures, &out, max_pairs_per_capture, min_yaw, max_yaw, seed)
+        }
         Cmd::Stats { file } => stats(&file),
         Cmd::Inspect { file, out, n, start } => inspect(&file, &out, n, start),
         Cmd::Mix { letters, out, cot_fraction, cot_unique, import_cots, system, seed } => {

@@ -259,7 +259,13 @@ pub fn sharegpt_row(r: &QaRecord, base: &Path) -> Value {
         .images
         .iter()
         .map(|i| match i {
-            ImageRef::Path(p) => Value::String(p.strip_prefix(base).unwrap_or(p).display().to_string()),
+            ImageRef::Path(p) => {
+                // Relative to the file when under its folder, else absolute: paths
+                // are resolved against the file's folder when read back.
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+                Value::String(abs.strip_prefix(&base).map(Path::to_path_buf).unwrap_or(abs).display().to_string())
+            }
             ImageRef::Bytes(b) => json!({"bytes": base64::engine::general_purpose::STANDARD.encode(b)}),
         })
         .collect();
