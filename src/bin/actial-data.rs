@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use actial::data::formats::{load_sharegpt, write_sharegpt};
+use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::qa::{ImageRef, QaRecord};
 use actial::data::sheet::contact_sheet;
@@ -62,7 +62,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Counts by kind and answer, image checks, prompt lengths.
+    /// Counts by kind and answer, image checks, prompt lengths (jsonl, json or parquet).
     Stats { file: PathBuf },
     /// A contact-sheet PNG of items (images, question, answer) to check labels by eye.
     Inspect {
@@ -239,7 +239,7 @@ fn build(root: &Path, out: &Path, max_pairs: usize, min_yaw: f64, max_yaw: f64, 
 }
 
 fn stats(file: &Path) -> Result<()> {
-    let rep = load_sharegpt(file, false)?;
+    let rep = load_any(file, false)?;
     println!("{}", rep.summary());
     for e in &rep.examples {
         println!("  e.g. {e}");
@@ -272,7 +272,7 @@ fn stats(file: &Path) -> Result<()> {
 }
 
 fn inspect(file: &Path, out: &Path, n: usize, start: usize) -> Result<()> {
-    let rep = load_sharegpt(file, true)?;
+    let rep = load_any(file, true)?;
     let items: Vec<QaRecord> = rep.records.into_iter().skip(start).take(n).collect();
     let max_images = items.iter().map(|r| r.images.len()).max().unwrap_or(0);
     let sheet = contact_sheet(&items, max_images)?;
@@ -294,7 +294,7 @@ fn run_mix(
     if !(0.0..1.0).contains(&f) {
         return Err(actial::arg_err!("mix", "--cot-fraction must be in [0, 1), got {f}"));
     }
-    let rep = load_sharegpt(letters, false)?;
+    let rep = load_any(letters, false)?;
     eprintln!("{}", rep.summary());
     let mut imported = HashMap::new();
     if let Some(p) = import {

@@ -140,7 +140,7 @@ fn parse_sharegpt(v: &Value, base: &Path, line: usize) -> std::result::Result<Qa
     };
     let n = prompt.matches("<image>").count();
     if n != images.len() {
-        return Err(format!("{n} <image> placeholders but {} images", images.len()));
+        return Err(format!("<image> placeholders do not match the images: {n} vs {}", images.len()));
     }
     let answer = v.get("answer").and_then(Value::as_str).map(String::from).unwrap_or_else(|| answer_of(&response));
     Ok(QaRecord {
@@ -286,4 +286,20 @@ pub fn write_sharegpt(path: &Path, records: &[QaRecord]) -> Result<()> {
     }
     let data = buf.into_inner().expect("flushing memory");
     crate::model::weights::write_atomic(path, &data)
+}
+
+/// Loads any supported dataset file: `.parquet` (spatial QA columns), or
+/// json/jsonl in the ShareGPT layout or the generic multiple-choice layout
+/// (decided by the first row's keys).
+pub fn load_any(path: &Path, strict: bool) -> Result<LoadReport> {
+    if path.extension().and_then(|e| e.to_str()) == Some("parquet") {
+        return super::parquet::load_parquet_qa(path, super::qa::LETTER_INSTRUCTION, strict);
+    }
+    let first = read_rows(path)?.into_iter().find_map(|(_, r)| r.ok());
+    match first {
+        Some(v) if v.get("question").is_some() && v.get("options").is_some() => {
+            load_mcq(path, super::qa::LETTER_INSTRUCTION, strict)
+        }
+        _ => load_sharegpt(path, strict),
+    }
 }

@@ -5,6 +5,7 @@ pub mod colmap;
 pub mod formats;
 pub mod geometry;
 pub mod mix;
+pub mod parquet;
 pub mod qa;
 pub mod render;
 pub mod sat;
