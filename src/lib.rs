@@ -16,6 +16,7 @@ pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Shape, Tensor};

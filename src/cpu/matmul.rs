@@ -172,13 +172,13 @@ pub fn column_sums_into(m: &[f32], cols: usize, acc: &mut [f32]) {
             }
             s
         })
-        .reduce(
-            || vec![0.0f32; cols],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+        // Chunk order, summed sequentially: deterministic (see cpu::norm).
+        .collect::<Vec<Vec<f32>>>()
+        .into_iter()
+        .fold(vec![0.0f32; cols], |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        });
     acc.iter_mut().zip(&sums).for_each(|(a, s)| *a += s);
 }
 

@@ -52,12 +52,11 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], dw: Opt
             }
             dw_local
         })
-        .reduce(Vec::new, |a, b| {
-            if a.is_empty() {
-                return b;
-            }
-            a.iter().zip(&b).map(|(x, y)| x + y).collect()
-        });
+        // Collected in chunk order and summed sequentially: the same bits on every
+        // run, whatever rayon's work stealing did (exact resume needs this).
+        .collect::<Vec<Vec<f32>>>()
+        .into_iter()
+        .fold(Vec::new(), |a, b| if a.is_empty() { b } else { a.iter().zip(&b).map(|(x, y)| x + y).collect() });
     if let Some(dw) = dw {
         dw.iter_mut().zip(&dw_partial).for_each(|(a, b)| *a += b);
     }

@@ -1,0 +1,304 @@
+//! The SFT run configuration: a TOML file (every key optional, unknown keys are
+//! errors), overridden by `--set section.key=value` on the command line.
+//!
+//! ```toml
+//! [model]
+//! path = "tiny"            # or a Hugging Face Qwen2.5-VL directory
+//! [data]
+//! train = ["data/synth/mix.jsonl"]
+//! [lora]
+//! enabled = true
+//! rank = 16
+//! [optim]
+//! lr = 1e-4
+//! [run]
+//! steps = 300
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// A model directory, or `tiny` for the built-in preset.
+    pub path: String,
+    /// Random-init seed when `path = "tiny"` and no checkpoint is given.
+    pub init_seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Dataset files (ShareGPT json/jsonl, MCQ jsonl or parquet), concatenated.
+    pub train: Vec<String>,
+    /// When set, build the hybrid cold-start mix on load with this CoT fraction
+    /// (files already mixed by `actial-data mix` leave it unset).
+    pub cot_fraction: Option<f64>,
+    pub cot_unique: usize,
+    /// System prompt for rows without one (None: the chat template's default).
+    pub system: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub enabled: bool,
+    pub rank: usize,
+    pub alpha: f32,
+    /// PEFT target_modules.
+    pub targets: Vec<String>,
+    pub language: bool,
+    pub vision: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Full fine-tuning: which parts train (ignored with LoRA).
+    pub vision_tower: bool,
+    pub merger: bool,
+    pub language: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    pub lr: f32,
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    /// The schedule's final lr as a fraction of `lr` (cosine / linear).
+    pub min_lr_ratio: f32,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Global gradient-norm clip; 0 disables.
+    pub max_grad_norm: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Passes over the data (ignored when `steps` is set).
+    pub epochs: usize,
+    /// Optimizer steps; 0 = derive from `epochs`.
+    pub steps: usize,
+    /// Samples per optimizer step.
+    pub global_batch: usize,
+    /// Samples per forward/backward; global_batch must be a multiple.
+    pub micro_batch: usize,
+    /// Longest sample in tokens; longer samples are skipped and counted (images
+    /// cannot be cut in half, and a cut answer would teach the wrong thing).
+    pub max_length: usize,
+    /// Pixel budget per image.
+    pub max_pixels: usize,
+    pub seed: u64,
+    /// `cpu` or `cuda[:N]`.
+    pub device: String,
+    pub out_dir: String,
+    /// Checkpoint every N steps (0: only at the end).
+    pub save_every: usize,
+    /// Checkpoints kept (oldest deleted first).
+    pub keep_last: usize,
+    pub log_every: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub lora: LoraSection,
+    pub train: TrainSection,
+    pub optim: OptimSection,
+    pub run: RunSection,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection { path: "tiny".into(), init_seed: 0 }
+    }
+}
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection { train: vec![], cot_fraction: None, cot_unique: 1000, system: None }
+    }
+}
+impl Default for LoraSection {
+    fn default() -> Self {
+        LoraSection {
+            enabled: false,
+            rank: 16,
+            alpha: 32.0,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+            language: true,
+            vision: false,
+        }
+    }
+}
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection { vision_tower: false, merger: true, language: true }
+    }
+}
+impl Default for OptimSection {
+    /// The paper's SFT stage (LLaMA-Factory): lr 5e-6, 50 warm-up steps; cosine
+    /// (LLaMA-Factory's default scheduler; the paper does not say).
+    fn default() -> Self {
+        OptimSection {
+            lr: 5e-6,
+            warmup_steps: 50,
+            schedule: Schedule::Cosine,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+impl Default for RunSection {
+    /// The paper's SFT stage: 2 epochs, global batch 128.
+    fn default() -> Self {
+        RunSection {
+            epochs: 2,
+            steps: 0,
+            global_batch: 128,
+            micro_batch: 4,
+            max_length: 4096,
+            max_pixels: 12_845_056,
+            seed: 42,
+            device: "cpu".into(),
+            out_dir: "runs/sft".into(),
+            save_every: 0,
+            keep_last: 2,
+            log_every: 1,
+        }
+    }
+}
+
+impl SftConfig {
+    /// Small defaults sized for the tiny preset on a CPU.
+    pub fn tiny_defaults() -> SftConfig {
+        let mut c = SftConfig::default();
+        c.optim.lr = 1e-3;
+        c.optim.warmup_steps = 20;
+        c.optim.weight_decay = 0.01;
+        c.train.vision_tower = true;
+        c.run.global_batch = 16;
+        c.run.micro_batch = 8;
+        c.run.max_length = 1024;
+        c.run.epochs = 1;
+        c
+    }
+
+    /// Parses TOML text on top of `base` (keys not given keep `base`'s values),
+    /// then applies `overrides` (`section.key=value`, value in TOML syntax or a
+    /// bare string). Unknown sections or keys are errors naming them.
+    pub fn from_toml(text: &str, base: &SftConfig, overrides: &[String], file: &str) -> Result<SftConfig> {
+        let err = |msg: String| Error::Config { file: file.to_string(), msg };
+        let mut doc: toml::Table = toml::Table::try_from(base).map_err(|e| err(e.to_string()))?;
+        let given: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        merge(&mut doc, given, "").map_err(err)?;
+        for o in overrides {
+            let (key, value) =
+                o.split_once('=').ok_or_else(|| err(format!("override {o:?} is not section.key=value")))?;
+            let (section, field) =
+                key.trim().split_once('.').ok_or_else(|| err(format!("override key {key:?} is not section.key")))?;
+            let v: toml::Value = format!("v = {}", value.trim())
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
+            let mut patch = toml::Table::new();
+            let mut inner = toml::Table::new();
+            inner.insert(field.to_string(), v);
+            patch.insert(section.to_string(), toml::Value::Table(inner));
+            merge(&mut doc, patch, "").map_err(err)?;
+        }
+        let cfg: SftConfig = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path, base: &SftConfig, overrides: &[String]) -> Result<SftConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        Self::from_toml(&text, base, overrides, &path.display().to_string())
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let r = &self.run;
+        if r.micro_batch == 0 || r.global_batch == 0 || !r.global_batch.is_multiple_of(r.micro_batch) {
+            return Err(format!(
+                "run.global_batch ({}) must be a positive multiple of run.micro_batch ({})",
+                r.global_batch, r.micro_batch
+            ));
+        }
+        if r.steps == 0 && r.epochs == 0 {
+            return Err("set run.steps or run.epochs".into());
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return Err(format!("optim.lr must be positive, got {}", self.optim.lr));
+        }
+        if let Some(f) = self.data.cot_fraction
+            && !(0.0..1.0).contains(&f)
+        {
+            return Err(format!("data.cot_fraction must be in [0, 1), got {f}"));
+        }
+        if self.lora.enabled && self.lora.rank == 0 {
+            return Err("lora.rank must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up
+    /// to `lr`, then the schedule down to `lr·min_lr_ratio`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f32 {
+        let o = &self.optim;
+        if step < o.warmup_steps {
+            return o.lr * (step + 1) as f32 / o.warmup_steps as f32;
+        }
+        let span = total.saturating_sub(o.warmup_steps).max(1) as f32;
+        let p = ((step - o.warmup_steps) as f32 / span).min(1.0);
+        let floor = o.lr * o.min_lr_ratio;
+        match o.schedule {
+            Schedule::Constant => o.lr,
+            Schedule::Linear => floor + (o.lr - floor) * (1.0 - p),
+            Schedule::Cosine => floor + (o.lr - floor) * 0.5 * (1.0 + (std::f32::consts::PI * p).cos()),
+        }
+    }
+}
+
+/// Deep-merges `patch` into `base`; keys absent from `base` are unknown.
+fn merge(base: &mut toml::Table, patch: toml::Table, path: &str) -> std::result::Result<(), String> {
+    for (k, v) in patch {
+        let full = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(p)) => merge(b, p, &full)?,
+            (Some(slot), v) => *slot = v,
+            (None, v) if path.is_empty() => return Err(format!("unknown section [{full}] = {v}")),
+            // Optional keys (None) are absent from the serialised base: accept keys
+            // the struct knows by trying them at deserialisation.
+            (None, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    Ok(())
+}

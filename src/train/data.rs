@@ -1,0 +1,120 @@
+//! Turning dataset records into training examples: images decoded and
+//! preprocessed once, the conversation tokenised with the chat template and an
+//! assistant-only label mask.
+
+use std::collections::BTreeMap;
+
+use crate::data::qa::{ImageRef, QaRecord};
+use crate::error::Result;
+use crate::model::image::{ImageProcessorConfig, decode_image, load_image, preprocess};
+use crate::model::tokenizer::{Content, Message, QwenTokenizer, Role};
+use crate::model::{Batch, Qwen25VlConfig, Sample};
+use crate::tensor::Tensor;
+
+/// One encoded sample.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub id: String,
+    pub tokens: Vec<u32>,
+    pub labels: Vec<i32>,
+    /// `[N, patch_dim]` rows of this sample's images, in order (None: text only).
+    pub pixels: Option<Tensor>,
+    pub grids: Vec<[usize; 3]>,
+    /// Supervised tokens after the shift (what the loss averages over).
+    pub target_tokens: usize,
+}
+
+/// Examples built from records, and the records dropped with reasons.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub examples: Vec<Example>,
+    pub skipped: BTreeMap<String, usize>,
+}
+
+/// The user turn's contents: text pieces around the `<image>` placeholders.
+fn user_content(prompt: &str) -> Vec<Content> {
+    let mut out = Vec::new();
+    for (i, piece) in prompt.split("<image>").enumerate() {
+        if i > 0 {
+            out.push(Content::Image);
+        }
+        if !piece.is_empty() {
+            out.push(Content::Text(piece.to_string()));
+        }
+    }
+    out
+}
+
+/// Encodes `records`; samples longer than `max_length` tokens, with undecodable
+/// images or with nothing to supervise are skipped and counted by reason.
+pub fn encode_records(
+    records: &[QaRecord],
+    tok: &QwenTokenizer,
+    proc: &ImageProcessorConfig,
+    default_system: Option<&str>,
+    max_length: usize,
+) -> Result<Encoded> {
+    let mut enc = Encoded::default();
+    let mut skip = |reason: &str| *enc.skipped.entry(reason.to_string()).or_default() += 1;
+    for r in records {
+        let images: Result<Vec<_>> = r
+            .images
+            .iter()
+            .map(|i| match i {
+                ImageRef::Path(p) => load_image(p),
+                ImageRef::Bytes(b) => decode_image(b, &r.id),
+            })
+            .collect();
+        let Ok(images) = images else {
+            skip("missing or undecodable image");
+            continue;
+        };
+        let px = if images.is_empty() {
+            None
+        } else {
+            match preprocess(&images, proc) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    skip("image too small or too elongated");
+                    continue;
+                }
+            }
+        };
+        let counts: Vec<usize> = px
+            .iter()
+            .flat_map(|p| p.grids.iter().map(|g| g[0] * g[1] * g[2] / (proc.merge_size * proc.merge_size)))
+            .collect();
+        let mut messages = Vec::new();
+        if let Some(s) = r.system.as_deref().or(default_system) {
+            messages.push(Message::text(Role::System, s));
+        }
+        messages.push(Message { role: Role::User, content: user_content(&r.prompt) });
+        messages.push(Message::text(Role::Assistant, r.response.clone()));
+        let e = tok.encode_chat(&messages, &counts, false)?;
+        if e.ids.len() > max_length {
+            skip("longer than run.max_length");
+            continue;
+        }
+        let target_tokens = e.labels[1..].iter().filter(|&&l| l >= 0).count();
+        if target_tokens == 0 {
+            skip("no supervised tokens");
+            continue;
+        }
+        let (pixels, grids) = match px {
+            Some(p) => (Some(p.pixel_values), p.grids),
+            None => (None, vec![]),
+        };
+        enc.examples.push(Example { id: r.id.clone(), tokens: e.ids, labels: e.labels, pixels, grids, target_tokens });
+    }
+    Ok(enc)
+}
+
+/// Packs examples into one batch (pixel rows concatenated in order).
+pub fn make_batch(examples: &[&Example], cfg: &Qwen25VlConfig) -> Result<Batch> {
+    let samples: Vec<Sample> =
+        examples.iter().map(|e| Sample { tokens: e.tokens.clone(), labels: Some(e.labels.clone()) }).collect();
+    let pix: Vec<&Tensor> = examples.iter().filter_map(|e| e.pixels.as_ref()).collect();
+    let grids: Vec<[usize; 3]> = examples.iter().flat_map(|e| e.grids.iter().copied()).collect();
+    let pixels = if pix.is_empty() { None } else { Some(Tensor::cat(&pix, 0)?) };
+    Batch::new(&samples, pixels, &grids, cfg)
+}

@@ -1,0 +1,5 @@
+//! Training: the SFT stage (config, data encoding, the trainer loop).
+
+pub mod config;
+pub mod data;
+pub mod sft;

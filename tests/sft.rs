@@ -1,0 +1,211 @@
+//! The SFT trainer: accumulation equals one big batch, resume is bit-identical,
+//! configs reject unknown keys, checkpoints are PEFT / HF shaped, bad data is
+//! counted and non-finite losses stop the run.
+
+use std::path::{Path, PathBuf};
+
+use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+use actial::model::image::ImageProcessorConfig;
+use actial::model::tiny::{tiny_config, tiny_dir, tiny_tokenizer};
+use actial::model::{Checkpoint, Qwen25Vl};
+use actial::train::config::{Schedule, SftConfig};
+use actial::train::data::{Example, encode_records};
+use actial::train::sft::SftTrainer;
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("actial-sft-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Viewpoint examples from 56x56 renders (4 merged tokens per image).
+fn examples(n_pairs: u64, dir: &Path) -> Vec<Example> {
+    let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
+    let mut recs = Vec::new();
+    for i in 0..n_pairs {
+        let p = synth_pair(8, i, &c);
+        let paths = [dir.join(format!("{i}_a.png")), dir.join(format!("{i}_b.png"))];
+        p.images[0].save(&paths[0]).unwrap();
+        p.images[1].save(&paths[1]).unwrap();
+        recs.extend(pair_records(i, &p, paths).0);
+    }
+    let tok = tiny_tokenizer().unwrap();
+    let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
+    encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples
+}
+
+fn cfg(global: usize, micro: usize, lora: bool) -> SftConfig {
+    let mut c = SftConfig::tiny_defaults();
+    c.run.global_batch = global;
+    c.run.micro_batch = micro;
+    c.run.steps = 4;
+    c.optim.warmup_steps = 2;
+    c.lora.enabled = lora;
+    c.lora.vision = true;
+    c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "qkv".into(), "down_proj".into()];
+    c
+}
+
+fn model() -> Qwen25Vl {
+    Qwen25Vl::random(tiny_config(&tiny_tokenizer().unwrap()), 3).unwrap()
+}
+
+fn grads(t: &mut SftTrainer) -> Vec<(String, Vec<f32>)> {
+    let mut out = Vec::new();
+    t.model.visit(&mut |n, p| {
+        if let Some(g) = &p.grad {
+            out.push((n, g.to_vec_f32().unwrap()));
+        }
+    });
+    out
+}
+
+#[test]
+fn accumulated_micro_batches_equal_one_batch() {
+    let d = tmp("accum");
+    let ex = examples(2, &d); // 6 examples of different lengths
+    let mut one = SftTrainer::new(cfg(6, 6, false), model(), ex.clone()).unwrap();
+    let mut many = SftTrainer::new(cfg(6, 2, false), model(), ex).unwrap();
+    let a = one.train_step().unwrap();
+    let b = many.train_step().unwrap();
+    assert!((a.loss - b.loss).abs() < 1e-6, "{} vs {}", a.loss, b.loss);
+    assert_eq!(a.target_tokens, b.target_tokens);
+    let (ga, gb) = (grads(&mut one), grads(&mut many));
+    assert_eq!(ga.len(), gb.len());
+    for ((n, x), (_, y)) in ga.iter().zip(&gb) {
+        let scale = x.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let err = x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+        assert!(err < 1e-4, "{n}: {err}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+fn resume_case(lora: bool) {
+    let d = tmp(if lora { "resume-lora" } else { "resume-full" });
+    let ex = examples(3, &d);
+    let mut full = SftTrainer::new(cfg(4, 2, lora), model(), ex.clone()).unwrap();
+    let losses: Vec<f64> = (0..4).map(|_| full.train_step().unwrap().loss).collect();
+
+    let mut first = SftTrainer::new(cfg(4, 2, lora), model(), ex.clone()).unwrap();
+    first.train_step().unwrap();
+    first.train_step().unwrap();
+    let ckpt = first.save_checkpoint(&d.join("run"), Some(&tiny_dir().join("tokenizer.json"))).unwrap();
+    drop(first); // "killed"
+    let mut resumed = SftTrainer::new(cfg(4, 2, lora), model(), ex).unwrap();
+    resumed.load_checkpoint(&ckpt).unwrap();
+    assert_eq!(resumed.step, 2);
+    let rest: Vec<f64> = (0..2).map(|_| resumed.train_step().unwrap().loss).collect();
+    assert_eq!(rest, losses[2..].to_vec(), "resumed losses differ (lora {lora})");
+    assert!(losses[3] < losses[0], "no learning in 4 steps: {losses:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn resume_is_bit_identical_full() {
+    resume_case(false);
+}
+
+#[test]
+fn resume_is_bit_identical_lora() {
+    resume_case(true);
+}
+
+#[test]
+fn checkpoints_have_the_hub_and_peft_layouts() {
+    let d = tmp("layout");
+    let ex = examples(2, &d);
+    let tokjson = tiny_dir().join("tokenizer.json");
+    let mut c = cfg(2, 2, true);
+    c.run.keep_last = 2;
+    let mut t = SftTrainer::new(c, model(), ex.clone()).unwrap();
+    let mut last = PathBuf::new();
+    for _ in 0..3 {
+        t.train_step().unwrap();
+        last = t.save_checkpoint(&d.join("run"), Some(&tokjson)).unwrap();
+    }
+    let names: Vec<String> = std::fs::read_dir(d.join("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "keep_last: {names:?}");
+    let adapter = Checkpoint::open(&last.join("adapter_model.safetensors")).unwrap();
+    assert!(adapter.contains("base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert!(adapter.contains("base_model.model.model.visual.blocks.0.attn.qkv.lora_B.weight"));
+    let cfg_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(last.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg_json["peft_type"], "LORA");
+    assert_eq!(cfg_json["r"], 16);
+    assert!(last.join("tokenizer.json").is_file() && last.join("trainer_state.json").is_file());
+    // Full fine-tuning writes a loadable HF model directory.
+    let mut f = SftTrainer::new(cfg(2, 2, false), model(), ex).unwrap();
+    f.train_step().unwrap();
+    let dir = f.save_checkpoint(&d.join("full"), Some(&tokjson)).unwrap();
+    let reloaded = Qwen25Vl::from_dir(&dir).unwrap();
+    assert_eq!(reloaded.config, f.model.config);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn config_files_and_overrides() {
+    let base = SftConfig::tiny_defaults();
+    let c = SftConfig::from_toml(
+        "[optim]\nlr = 3e-4\nschedule = \"linear\"\n[run]\nsteps = 10\n",
+        &base,
+        &["lora.enabled=true".into(), "lora.rank=4".into()],
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.optim.lr, c.optim.schedule, c.run.steps, c.lora.enabled, c.lora.rank),
+        (3e-4, Schedule::Linear, 10, true, 4)
+    );
+    assert_eq!(c.run.global_batch, base.run.global_batch);
+    let e = SftConfig::from_toml("[optim]\nlearning_rate = 1.0\n", &base, &[], "t.toml").unwrap_err().to_string();
+    assert!(e.contains("t.toml") && e.contains("learning_rate"), "{e}");
+    let e = SftConfig::from_toml("[optimizer]\nlr = 1.0\n", &base, &[], "t.toml").unwrap_err().to_string();
+    assert!(e.contains("optimizer"), "{e}");
+    let e = SftConfig::from_toml("", &base, &["run.global_batch=10".into(), "run.micro_batch=3".into()], "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multiple"), "{e}");
+    // Paper defaults for real models.
+    let p = SftConfig::default();
+    assert_eq!((p.run.epochs, p.optim.lr, p.run.global_batch, p.optim.warmup_steps), (2, 5e-6, 128, 50));
+    // Schedules: warm-up ramps to lr, cosine ends at the floor, constant stays.
+    let mut s = SftConfig::tiny_defaults();
+    s.optim.warmup_steps = 10;
+    s.optim.lr = 1.0;
+    assert!((s.lr_at(0, 100) - 0.1).abs() < 1e-6 && (s.lr_at(9, 100) - 1.0).abs() < 1e-6);
+    assert!((s.lr_at(10, 100) - 1.0).abs() < 1e-6 && s.lr_at(99, 100) < 0.01);
+    s.optim.schedule = Schedule::Constant;
+    assert_eq!(s.lr_at(99, 100), 1.0);
+}
+
+#[test]
+fn long_rows_are_counted_and_non_finite_losses_stop() {
+    let d = tmp("bad");
+    let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
+    let p = synth_pair(1, 0, &c);
+    let paths = [d.join("a.png"), d.join("b.png")];
+    p.images[0].save(&paths[0]).unwrap();
+    p.images[1].save(&paths[1]).unwrap();
+    let mut recs = pair_records(0, &p, paths).0;
+    recs[1].images[0] = actial::data::qa::ImageRef::Path(d.join("missing.png"));
+    let tok = tiny_tokenizer().unwrap();
+    let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
+    let enc = encode_records(&recs, &tok, &proc, None, 40).unwrap();
+    assert_eq!(enc.examples.len(), 0);
+    assert_eq!(enc.skipped["longer than run.max_length"], 2);
+    assert_eq!(enc.skipped["missing or undecodable image"], 1);
+    // NaN pixels make the loss NaN: the step fails with a message, nothing is updated.
+    let mut ex = encode_records(&recs[..1], &tok, &proc, None, 1024).unwrap().examples;
+    let px = ex[0].pixels.as_ref().unwrap();
+    ex[0].pixels = Some(actial::Tensor::from_f32(vec![f32::NAN; px.numel()], px.dims(), actial::Device::Cpu).unwrap());
+    let mut t = SftTrainer::new(cfg(1, 1, false), model(), ex).unwrap();
+    let e = t.train_step().unwrap_err().to_string();
+    assert!(e.contains("non-finite") || e.contains("NaN"), "{e}");
+    assert_eq!(t.step, 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
