@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod rng;
 pub mod tensor;
 pub mod train;

@@ -224,6 +224,31 @@ impl Qwen25Vl {
         Ok(adapted)
     }
 
+    /// Folds every LoRA adapter into its base weight, `W ← W + s·B·A`, and removes
+    /// the adapters (for export as a plain checkpoint). Returns how many merged.
+    pub fn merge_lora(&mut self) -> Result<usize> {
+        let mut linears: Vec<&mut Linear> = Vec::new();
+        for b in self.vision.blocks.iter_mut() {
+            linears.extend(b.linears("").into_iter().map(|(_, l)| l));
+        }
+        linears.push(&mut self.vision.merger.fc1);
+        linears.push(&mut self.vision.merger.fc2);
+        for l in self.text.layers.iter_mut() {
+            linears.extend(l.linears("").into_iter().map(|(_, l)| l));
+        }
+        let mut merged = 0;
+        for lin in linears {
+            if let Some(lora) = lin.lora.take() {
+                let delta = ops::matmul(&lora.b.value, &lora.a.value, false, false)?;
+                let mut w = lin.weight.value.to_dtype(DType::F32)?.copy()?;
+                ops::add_scaled_assign(&mut w, &delta, lora.scale)?;
+                lin.weight.value = w;
+                merged += 1;
+            }
+        }
+        Ok(merged)
+    }
+
     /// Visits every parameter with its hub name.
     pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Param)) {
         self.vision.visit("visual", f);
