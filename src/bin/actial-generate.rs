@@ -41,6 +41,9 @@ struct Args {
     /// Pixel budget per image (default: the processor's, 12845056).
     #[arg(long)]
     max_pixels: Option<usize>,
+    /// A PEFT LoRA adapter directory to apply on top of the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Seed of the random weights of `--model tiny`.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -61,6 +64,12 @@ fn run(args: Args) -> Result<()> {
         let proc = ImageProcessorConfig::from_dir(&dir, &model.config.vision)?;
         (model, tok, proc)
     };
+    let mut model = model;
+    if let Some(a) = &args.adapter {
+        let n = model.load_peft_adapter(a)?;
+        eprintln!("applied {n} LoRA adapters from {}", a.display());
+    }
+    let model = model;
     if let Some(m) = args.max_pixels {
         proc.max_pixels = m;
     }
@@ -86,6 +95,7 @@ fn run(args: Args) -> Result<()> {
         Some(p) => (Some(p.pixel_values), p.grids),
         None => (None, vec![]),
     };
+    let inputs_for_dump = (pixels.clone(), grids.clone());
     let out =
         model.generate_greedy(&enc.ids, pixels, &grids, args.max_new_tokens, &stop, args.dump_logits.is_some())?;
     let secs = t0.elapsed().as_secs_f64();
@@ -98,7 +108,23 @@ fn run(args: Args) -> Result<()> {
         out.tokens.len() as f64 / secs
     );
     if let (Some(path), Some(logits)) = (&args.dump_logits, &out.prompt_logits) {
-        weights::save_safetensors(path, &[("logits".to_string(), logits)], DType::F32, None)?;
+        // The exact inputs too, so other tools can rerun the same prompt.
+        let ids = actial::Tensor::from_i32(
+            enc.ids.iter().map(|&t| t as i32).collect(),
+            [1, enc.ids.len()],
+            actial::Device::Cpu,
+        )?;
+        let mut tensors = vec![("logits".to_string(), logits.clone()), ("input_ids".to_string(), ids)];
+        if let (Some(px), g) = inputs_for_dump {
+            let flat: Vec<i32> = g.iter().flat_map(|x| x.iter().map(|&v| v as i32)).collect();
+            tensors.push(("pixel_values".to_string(), px));
+            tensors.push((
+                "image_grid_thw".to_string(),
+                actial::Tensor::from_i32(flat, [g.len(), 3], actial::Device::Cpu)?,
+            ));
+        }
+        let refs: Vec<(String, &actial::Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+        weights::save_safetensors(path, &refs, DType::F32, None)?;
         eprintln!("wrote prompt logits {} to {}", logits.shape(), path.display());
     }
     Ok(())

@@ -166,6 +166,13 @@ fn sft(args: &Args) -> Result<()> {
     for (reason, n) in &enc.skipped {
         eprintln!("  {n} samples skipped: {reason}");
     }
+    if cfg.model.path == "tiny" && cfg.lora.enabled {
+        // Adapters need their base: keep the tiny random init loadable by other tools.
+        let mut base = Qwen25Vl::random(model.config.clone(), cfg.model.init_seed)?;
+        base.save(&out.join("base"), DType::F32)?;
+        std::fs::copy(&tok_json, out.join("base/tokenizer.json"))
+            .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
+    }
     let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
     if let Some(r) = &args.resume {
         let ckpt = latest_checkpoint(r)?;

@@ -80,6 +80,8 @@ pub struct SpecialTokens {
     pub vision_start_token_id: u32,
     pub vision_end_token_id: u32,
     pub eos_token_id: Vec<u32>,
+    /// `<|endoftext|>` in Qwen's files; written back so other tools see a valid id.
+    pub bos_token_id: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -243,6 +245,7 @@ impl Qwen25VlConfig {
             vision_start_token_id: f.token("vision_start_token_id")?,
             vision_end_token_id: f.token("vision_end_token_id")?,
             eos_token_id: eos,
+            bos_token_id: f.text_value("bos_token_id").and_then(Value::as_u64).map(|x| x as u32),
         };
         let cfg = Qwen25VlConfig { vision, text: text_cfg, tokens };
         cfg.validate(file)?;
@@ -305,6 +308,8 @@ impl Qwen25VlConfig {
             "video_token_id": k.video_token_id,
             "vision_start_token_id": k.vision_start_token_id,
             "vision_end_token_id": k.vision_end_token_id,
+            "bos_token_id": k.bos_token_id,
+            "pad_token_id": k.bos_token_id,
             "eos_token_id": if k.eos_token_id.len() == 1 { serde_json::json!(k.eos_token_id[0]) } else { serde_json::json!(k.eos_token_id) },
             "torch_dtype": "float32",
             "vision_config": {

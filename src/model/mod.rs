@@ -224,6 +224,63 @@ impl Qwen25Vl {
         Ok(adapted)
     }
 
+    /// Loads a PEFT LoRA adapter directory (adapter_config.json +
+    /// adapter_model.safetensors, as `SftTrainer::save_adapter` or PEFT writes it)
+    /// onto this model: adapters are attached exactly where the file has them.
+    pub fn load_peft_adapter(&mut self, dir: &Path) -> Result<usize> {
+        let cfg_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| Error::Io { path: cfg_path.display().to_string(), source: e })?;
+        let file = cfg_path.display().to_string();
+        let j: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Config { file: file.clone(), msg: e.to_string() })?;
+        let r = j["r"].as_u64().ok_or_else(|| Error::Config { file: file.clone(), msg: "no r".into() })? as usize;
+        let alpha =
+            j["lora_alpha"].as_f64().ok_or_else(|| Error::Config { file: file.clone(), msg: "no lora_alpha".into() })?
+                as f32;
+        let ckpt = Checkpoint::open(&dir.join("adapter_model.safetensors"))?;
+        let mut linears: Vec<(String, &mut Linear)> = Vec::new();
+        for (i, b) in self.vision.blocks.iter_mut().enumerate() {
+            linears.extend(b.linears(&format!("visual.blocks.{i}")));
+        }
+        linears.push(("visual.merger.mlp.0".into(), &mut self.vision.merger.fc1));
+        linears.push(("visual.merger.mlp.2".into(), &mut self.vision.merger.fc2));
+        for (i, l) in self.text.layers.iter_mut().enumerate() {
+            linears.extend(l.linears(&format!("model.layers.{i}")));
+        }
+        let mut rng = Philox::new(0, 0);
+        let mut n = 0;
+        for (name, lin) in linears {
+            let key = |ab: &str| crate::train::sft::peft_key(&format!("{name}.lora_{ab}.weight"));
+            if !ckpt.contains(&key("A")) {
+                continue;
+            }
+            lin.add_lora(r, alpha, &mut rng)?;
+            let lora = lin.lora.as_mut().expect("just added");
+            for (ab, p) in [("A", &mut lora.a), ("B", &mut lora.b)] {
+                let t = ckpt.tensor(&key(ab))?;
+                if t.dims() != p.value.dims() {
+                    return Err(shape_err!(
+                        "load_peft_adapter",
+                        "{} has shape {}, expected {:?}",
+                        key(ab),
+                        t.shape(),
+                        p.value.dims()
+                    ));
+                }
+                p.value = t.to_dtype(DType::F32)?;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::Checkpoint {
+                file: dir.display().to_string(),
+                msg: "no LoRA tensors match this model's modules".into(),
+            });
+        }
+        Ok(n)
+    }
+
     /// Folds every LoRA adapter into its base weight, `W ← W + s·B·A`, and removes
     /// the adapters (for export as a plain checkpoint). Returns how many merged.
     pub fn merge_lora(&mut self) -> Result<usize> {

@@ -60,6 +60,7 @@ pub fn tiny_config(tok: &QwenTokenizer) -> Qwen25VlConfig {
         vision_start_token_id: t.vision_start,
         vision_end_token_id: t.vision_end,
         eos_token_id: vec![t.im_end],
+        bos_token_id: Some(t.endoftext),
     };
     Qwen25VlConfig { vision, text, tokens }
 }
