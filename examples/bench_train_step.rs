@@ -2,7 +2,10 @@
 //! preset, timed. tools/bench_train_step.py runs this and PyTorch eager on the same
 //! checkpoint and batch, side by side, and prints the ratio.
 //!
-//!   cargo run --release --example bench_train_step -- OUT_DIR [STEPS]
+//!   cargo run --release --example bench_train_step -- OUT_DIR [STEPS] [full|lora]
+//!
+//! `lora`: rank-16 adapters (alpha 32) on q/k/v/o/gate/up/down of the language
+//! model, everything else frozen (PyTorch side: PEFT with the same targets).
 //!
 //! Writes OUT_DIR/{config.json, model.safetensors, batch.safetensors} (the random
 //! tiny model and a batch of 16 two-image viewpoint questions), then prints one
@@ -14,7 +17,7 @@ use std::time::Instant;
 use actial::model::image::{ImageProcessorConfig, preprocess};
 use actial::model::tiny::{tiny_config, tiny_tokenizer};
 use actial::model::tokenizer::{Content, Message, Role};
-use actial::model::{Batch, Part, Qwen25Vl, Sample, weights};
+use actial::model::{Batch, LoraSpec, Part, Qwen25Vl, Sample, weights};
 use actial::rng::Philox;
 use actial::{DType, Device, Result, Tensor};
 
@@ -24,6 +27,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let out = PathBuf::from(args.next().expect("usage: bench_train_step OUT_DIR [STEPS]"));
     let steps: usize = args.next().map(|s| s.parse().expect("STEPS is a number")).unwrap_or(10);
+    let lora = args.next().as_deref() == Some("lora");
     let tok = tiny_tokenizer()?;
     let cfg = tiny_config(&tok);
     let mut model = Qwen25Vl::random(cfg.clone(), 1)?;
@@ -62,8 +66,14 @@ fn main() -> Result<()> {
     let refs: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
     weights::save_safetensors(&out.join("batch.safetensors"), &refs, DType::F32, None)?;
 
-    for part in [Part::VisionTower, Part::Merger, Part::Language] {
-        model.set_trainable(part, true)?;
+    if lora {
+        let targets =
+            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec();
+        model.add_lora(&LoraSpec { rank: 16, alpha: 32.0, targets, language: true, vision: false, seed: 0 })?;
+    } else {
+        for part in [Part::VisionTower, Part::Merger, Part::Language] {
+            model.set_trainable(part, true)?;
+        }
     }
     let mut times = Vec::new();
     let mut loss = 0.0;
@@ -78,7 +88,7 @@ fn main() -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
-        "{{\"engine\": \"actial\", \"median_s\": {median:.5}, \"min_s\": {:.5}, \"tokens\": {}, \"tokens_per_s\": {:.0}, \"loss\": {loss:.6}, \"threads\": {}}}",
+        "{{\"engine\": \"actial\", \"lora\": {lora}, \"median_s\": {median:.5}, \"min_s\": {:.5}, \"tokens\": {}, \"tokens_per_s\": {:.0}, \"loss\": {loss:.6}, \"threads\": {}}}",
         times[0],
         batch.tokens(),
         batch.tokens() as f64 / median,

@@ -12,8 +12,8 @@
 
 use rayon::prelude::*;
 
-use super::dot;
 use super::matmul::{MatRef, gemm_raw};
+use super::{dot, exp_inplace, sum};
 
 /// Queries per task. 64 keeps a block's score matrix small (64 x keys) while giving
 /// the GEMMs enough rows.
@@ -74,10 +74,11 @@ fn scores(
     out
 }
 
-/// True when query `qi` (segment-relative) may not see key `j`.
+/// How many of a row's `lk` keys query `qi` (key-sequence position) sees: all of
+/// them, or under a causal mask the first `qi + 1`.
 #[inline]
-fn masked(causal: bool, qi: usize, j: usize) -> bool {
-    causal && j > qi
+fn visible_keys(causal: bool, qi: usize, lk: usize) -> usize {
+    if causal { (qi + 1).min(lk) } else { lk }
 }
 
 struct FwdBlock {
@@ -127,19 +128,17 @@ pub fn attention_forward_kv(
             let mut p = scores(q, k, s, q_seg0 + q0, k_seg0, bq, lk, h);
             let mut lse = vec![0.0f32; bq];
             for (i, row) in p.chunks_mut(lk).enumerate() {
-                let qi = q0 + i + shift;
-                let max = row
-                    .iter()
-                    .enumerate()
-                    .filter(|&(j, _)| !masked(s.causal, qi, j))
-                    .fold(f32::NEG_INFINITY, |m, (_, &x)| m.max(x));
-                let mut sum = 0.0f32;
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x = if masked(s.causal, qi, j) { 0.0 } else { (*x - max).exp() };
-                    sum += *x;
-                }
-                row.iter_mut().for_each(|x| *x /= sum);
-                lse[i] = max + sum.ln();
+                // Causal masks hide a suffix of keys: only the first `visible` count.
+                let visible = visible_keys(s.causal, q0 + i + shift, lk);
+                let (seen, hidden) = row.split_at_mut(visible);
+                let max = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                seen.iter_mut().for_each(|x| *x -= max);
+                exp_inplace(seen);
+                let total = sum(seen);
+                let inv = 1.0 / total;
+                seen.iter_mut().for_each(|x| *x *= inv);
+                hidden.fill(0.0);
+                lse[i] = max + total.ln();
             }
             let mut out = vec![0.0f32; bq * d];
             let a = MatRef { ptr: p.as_ptr(), rs: lk as isize, cs: 1 };
@@ -205,9 +204,10 @@ pub fn attention_backward(
                     let mut p = scores(q, k, s, seg0 + q0, seg0, bq, lk, h);
                     for (i, row) in p.chunks_mut(lk).enumerate() {
                         let l = lse[(seg0 + q0 + i) * hq + h];
-                        for (j, x) in row.iter_mut().enumerate() {
-                            *x = if masked(s.causal, q0 + i, j) { 0.0 } else { (*x - l).exp() };
-                        }
+                        let (seen, hidden) = row.split_at_mut(visible_keys(s.causal, q0 + i, lk));
+                        seen.iter_mut().for_each(|x| *x -= l);
+                        exp_inplace(seen);
+                        hidden.fill(0.0);
                     }
                     let p_t = MatRef { ptr: p.as_ptr(), rs: 1, cs: lk as isize };
                     let do_rows = head_rows(dout, seg0 + q0, hq, h, d, false);

@@ -5,12 +5,7 @@ use rayon::prelude::*;
 
 pub const IGNORE_INDEX: i32 = -100;
 
-/// Log-sum-exp of one row scaled by `s`, in f32 with the max subtracted.
-#[inline]
-fn row_lse(row: &[f32], s: f32) -> f32 {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * s));
-    m + row.iter().map(|&x| (x * s - m).exp()).sum::<f32>().ln()
-}
+use super::{exp_inplace, log_sum_exp as row_lse};
 
 /// Per-row `lse` and `loss = lse − logit[label]` (0 where the label is ignored).
 /// Labels were range-checked by the caller.
@@ -40,8 +35,10 @@ pub fn cross_entropy_backward(logits: &[f32], labels: &[i32], lse: &[f32], v: us
             return;
         }
         for (o, &x) in dr.iter_mut().zip(row) {
-            *o = (x - lse[t]).exp() * grad_scale;
+            *o = x - lse[t];
         }
+        exp_inplace(dr);
+        dr.iter_mut().for_each(|o| *o *= grad_scale);
         dr[l as usize] -= grad_scale;
     });
     d
@@ -69,8 +66,10 @@ pub fn token_logprobs_backward(logits: &[f32], ids: &[i32], lse: &[f32], dlogp: 
             return;
         }
         for (o, &x) in dr.iter_mut().zip(row) {
-            *o = -g * (x * s - lse[t]).exp();
+            *o = x * s - lse[t];
         }
+        exp_inplace(dr);
+        dr.iter_mut().for_each(|o| *o *= -g);
         dr[ids[t] as usize] += g;
     });
     d
