@@ -21,6 +21,12 @@ use actial::model::{Batch, LoraSpec, Part, Qwen25Vl, Sample, weights};
 use actial::rng::Philox;
 use actial::{DType, Device, Result, Tensor};
 
+// mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
+// allocates every activation, and glibc's fresh mmaps cost page faults per step
+// (~30% of a tiny-model training step; docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 16;
 
 fn main() -> Result<()> {

@@ -22,6 +22,12 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
+// mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
+// allocates every activation, and glibc's fresh mmaps cost page faults per step
+// (~30% of a tiny-model training step; docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Viewpoint data for the Actial recipe")]
 struct Cli {

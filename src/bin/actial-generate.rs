@@ -18,6 +18,12 @@ use actial::model::{Qwen25Vl, weights};
 use actial::{DType, Result};
 use clap::Parser;
 
+// mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
+// allocates every activation, and glibc's fresh mmaps cost page faults per step
+// (~30% of a tiny-model training step; docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(version, about = "Greedy generation with a Qwen2.5-VL model (CPU)")]
 struct Args {

@@ -28,6 +28,12 @@ use actial::{DType, Device, Error, Result};
 use clap::{Parser, ValueEnum};
 use rayon::prelude::*;
 
+// mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
+// allocates every activation, and glibc's fresh mmaps cost page faults per step
+// (~30% of a tiny-model training step; docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Recipe {
     Full,
