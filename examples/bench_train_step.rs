@@ -4,6 +4,9 @@
 //!
 //!   cargo run --release --example bench_train_step -- OUT_DIR [STEPS] [full|lora]
 //!
+//! A 4th argument `recompute` turns on activation recomputation in every layer
+//! and block (peak memory is reported either way).
+//!
 //! `lora`: rank-16 adapters (alpha 32) on q/k/v/o/gate/up/down of the language
 //! model, everything else frozen (PyTorch side: PEFT with the same targets).
 //!
@@ -34,6 +37,7 @@ fn main() -> Result<()> {
     let out = PathBuf::from(args.next().expect("usage: bench_train_step OUT_DIR [STEPS]"));
     let steps: usize = args.next().map(|s| s.parse().expect("STEPS is a number")).unwrap_or(10);
     let lora = args.next().as_deref() == Some("lora");
+    let recompute = args.next().as_deref() == Some("recompute");
     let tok = tiny_tokenizer()?;
     let cfg = tiny_config(&tok);
     let mut model = Qwen25Vl::random(cfg.clone(), 1)?;
@@ -81,6 +85,10 @@ fn main() -> Result<()> {
             model.set_trainable(part, true)?;
         }
     }
+    if recompute {
+        model.text.recompute = vec![true; model.text.layers.len()];
+        model.vision.recompute = vec![true; model.vision.blocks.len()];
+    }
     let mut times = Vec::new();
     let mut loss = 0.0;
     for i in 0..steps + 2 {
@@ -94,11 +102,12 @@ fn main() -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
-        "{{\"engine\": \"actial\", \"lora\": {lora}, \"median_s\": {median:.5}, \"min_s\": {:.5}, \"tokens\": {}, \"tokens_per_s\": {:.0}, \"loss\": {loss:.6}, \"threads\": {}}}",
+        "{{\"engine\": \"actial\", \"lora\": {lora}, \"median_s\": {median:.5}, \"min_s\": {:.5}, \"tokens\": {}, \"tokens_per_s\": {:.0}, \"loss\": {loss:.6}, \"threads\": {}, \"recompute\": {recompute}, \"peak_rss_mb\": {:.0}}}",
         times[0],
         batch.tokens(),
         batch.tokens() as f64 / median,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        actial::train::sft::peak_rss_mb()
     );
     Ok(())
 }

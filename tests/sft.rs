@@ -209,3 +209,20 @@ fn long_rows_are_counted_and_non_finite_losses_stop() {
     assert_eq!(t.step, 0);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn recomputation_gives_identical_gradients() {
+    let d = tmp("recompute");
+    let ex = examples(2, &d);
+    let mut plain = SftTrainer::new(cfg(6, 3, false), model(), ex.clone()).unwrap();
+    let mut c = cfg(6, 3, false);
+    c.run.recompute_text_layers = vec![0, 2];
+    c.run.recompute_vision_blocks = vec![1];
+    let mut re = SftTrainer::new(c, model(), ex.clone()).unwrap();
+    assert_eq!(plain.train_step().unwrap().loss, re.train_step().unwrap().loss);
+    assert_eq!(grads(&mut plain), grads(&mut re));
+    let mut bad = cfg(6, 3, false);
+    bad.run.recompute_text_layers = vec![9];
+    assert!(SftTrainer::new(bad, model(), ex).err().unwrap().to_string().contains("layer 9"));
+    std::fs::remove_dir_all(&d).unwrap();
+}

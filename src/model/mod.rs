@@ -115,8 +115,10 @@ impl Qwen25Vl {
         let norm = Param::new(get("model.norm.weight", &[td])?);
         let lm_head =
             if t.tie_word_embeddings { None } else { Some(Param::new(get("lm_head.weight", &[t.vocab_size, td])?)) };
-        let vision = VisionTower { cfg: v, patch_embed, blocks, merger };
-        let text = TextModel { cfg: t, embed, layers, norm, lm_head };
+        let recompute_v = vec![false; v.depth];
+        let recompute_t = vec![false; t.num_hidden_layers];
+        let vision = VisionTower { cfg: v, patch_embed, blocks, merger, recompute: recompute_v };
+        let text = TextModel { cfg: t, embed, layers, norm, lm_head, recompute: recompute_t };
         Ok(Qwen25Vl { config, vision, text })
     }
 

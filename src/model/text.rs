@@ -177,6 +177,8 @@ pub struct TextModel {
     pub norm: Param,
     /// `None` when tied: the head is `embed`.
     pub lm_head: Option<Param>,
+    /// Layers whose activations are recomputed in the backward instead of kept.
+    pub recompute: Vec<bool>,
 }
 
 /// Keys (after rotary) and values of every layer for one sequence, preallocated to
@@ -207,8 +209,15 @@ impl KvCache {
     }
 }
 
+/// What a layer keeps for its backward: everything, or only its input (activation
+/// recomputation: the backward runs the layer's forward again first).
+pub enum Saved<C> {
+    Cache(C),
+    Input(Tensor),
+}
+
 pub struct TextCache {
-    pub(crate) layers: Vec<LayerCache>,
+    pub(crate) layers: Vec<Saved<LayerCache>>,
     hidden: Tensor,
     rstd: Tensor,
     normed: Tensor,
@@ -220,9 +229,13 @@ impl TextModel {
         let ctx = LayerCtx { cos, sin, cu, cfg: &self.cfg };
         let mut h = x.clone();
         let mut caches = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let (y, c) = l.forward(&h, &ctx)?;
-            caches.push(c);
+            caches.push(if self.recompute.get(i).copied().unwrap_or(false) {
+                Saved::Input(h.clone())
+            } else {
+                Saved::Cache(c)
+            });
             h = y;
         }
         let (normed, rstd) = ops::rms_norm(&h, &self.norm.value, self.cfg.rms_norm_eps)?;
@@ -267,7 +280,11 @@ impl TextModel {
             ops::rms_norm_backward(&cache.hidden, &self.norm.value, &cache.rstd, &dnormed, self.norm.grad.as_mut())?;
         let cfg = self.cfg.clone();
         let ctx = LayerCtx { cos, sin, cu, cfg: &cfg };
-        for (l, c) in self.layers.iter_mut().zip(cache.layers).rev() {
+        for (l, saved) in self.layers.iter_mut().zip(cache.layers).rev() {
+            let c = match saved {
+                Saved::Cache(c) => c,
+                Saved::Input(x) => l.forward(&x, &ctx)?.1,
+            };
             dh = l.backward(c, &dh, &ctx)?;
         }
         Ok(dh)

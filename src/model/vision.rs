@@ -177,12 +177,14 @@ pub struct VisionTower {
     pub patch_embed: Linear,
     pub blocks: Vec<VisionBlock>,
     pub merger: Merger,
+    /// Blocks whose activations are recomputed in the backward instead of kept.
+    pub recompute: Vec<bool>,
 }
 
 pub struct VisionCache {
     grids: Vec<[usize; 3]>,
     embed: LinearCache,
-    blocks: Vec<VisionBlockCache>,
+    blocks: Vec<super::text::Saved<VisionBlockCache>>,
     merger_in: Tensor,
     ln_rstd: Tensor,
     fc1: LinearCache,
@@ -243,7 +245,12 @@ impl VisionTower {
             let cu = if c.fullatt_block_indexes.contains(&i) { &lay.cu_full } else { &lay.cu_window };
             let ctx = BlockCtx { cos: &lay.cos, sin: &lay.sin, cu, heads: c.num_heads, eps: c.rms_norm_eps };
             let (y, cache) = b.forward(&x, &ctx)?;
-            caches.push(cache);
+            let keep_input = self.recompute.get(i).copied().unwrap_or(false);
+            caches.push(if keep_input {
+                super::text::Saved::Input(x.clone())
+            } else {
+                super::text::Saved::Cache(cache)
+            });
             x = y;
         }
         let m = &self.merger;
@@ -291,6 +298,10 @@ impl VisionTower {
         for (i, (b, bc)) in self.blocks.iter_mut().zip(cache.blocks).enumerate().rev() {
             let cu = if c.fullatt_block_indexes.contains(&i) { &lay.cu_full } else { &lay.cu_window };
             let ctx = BlockCtx { cos: &lay.cos, sin: &lay.sin, cu, heads: c.num_heads, eps: c.rms_norm_eps };
+            let bc = match bc {
+                super::text::Saved::Cache(c) => c,
+                super::text::Saved::Input(x) => b.forward(&x, &ctx)?.1,
+            };
             dx = b.backward(bc, &dx, &ctx)?;
         }
         let dx = permute_groups_backward(&dx, &lay.widx, c.merge_unit())?;

@@ -113,6 +113,12 @@ pub struct RunSection {
     /// Checkpoints kept (oldest deleted first).
     pub keep_last: usize,
     pub log_every: usize,
+    /// Activation recomputation: decoder layers and vision blocks (by index) that
+    /// keep only their input and run their forward again in the backward, trading
+    /// compute for memory. `recompute_all` selects every layer and block.
+    pub recompute_all: bool,
+    pub recompute_text_layers: Vec<usize>,
+    pub recompute_vision_blocks: Vec<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -188,6 +194,9 @@ impl Default for RunSection {
             save_every: 0,
             keep_last: 2,
             log_every: 1,
+            recompute_all: false,
+            recompute_text_layers: vec![],
+            recompute_vision_blocks: vec![],
         }
     }
 }

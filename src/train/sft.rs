@@ -91,6 +91,16 @@ impl SftTrainer {
             model.set_trainable(Part::Merger, cfg.train.merger)?;
             model.set_trainable(Part::Language, cfg.train.language)?;
         }
+        let r = &cfg.run;
+        let (nt, nv) = (model.text.layers.len(), model.vision.blocks.len());
+        if let Some(&bad) = r.recompute_text_layers.iter().find(|&&i| i >= nt) {
+            return Err(crate::arg_err!("sft", "run.recompute_text_layers names layer {bad}, the model has {nt}"));
+        }
+        if let Some(&bad) = r.recompute_vision_blocks.iter().find(|&&i| i >= nv) {
+            return Err(crate::arg_err!("sft", "run.recompute_vision_blocks names block {bad}, the model has {nv}"));
+        }
+        model.text.recompute = (0..nt).map(|i| r.recompute_all || r.recompute_text_layers.contains(&i)).collect();
+        model.vision.recompute = (0..nv).map(|i| r.recompute_all || r.recompute_vision_blocks.contains(&i)).collect();
         let g = cfg.run.global_batch;
         let total_steps = if cfg.run.steps > 0 { cfg.run.steps } else { (cfg.run.epochs * examples.len()).div_ceil(g) };
         let mut t = SftTrainer {
