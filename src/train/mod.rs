@@ -2,4 +2,6 @@
 
 pub mod config;
 pub mod data;
+pub mod grpo;
+pub mod reward;
 pub mod sft;
