@@ -144,3 +144,35 @@ fn kv_attention_equals_the_tail_of_full_attention() {
         .is_err()
     );
 }
+
+#[test]
+fn cascade_merge_equals_attention_over_all_keys() {
+    // 3 queries (the last positions of a 40-token sequence) against a 25-key prefix
+    // and a 15-key suffix, merged, equal attention over all 40 keys.
+    let (hq, hkv, d) = (4, 2, 8);
+    let (q, k, v) = (randn(1, &[3, hq, d], 1.0), randn(2, &[40, hkv, d], 1.0), randn(3, &[40, hkv, d], 1.0));
+    let spec = AttnSpec { scale: 0.3, causal: true };
+    let full = ops::attention_kv(&q, &k, &v, &ids(vec![0, 3]), &ids(vec![0, 40]), spec).unwrap();
+    let bidir = AttnSpec { causal: false, ..spec };
+    let pre = ops::attention_kv(
+        &q,
+        &k.narrow(0, 0, 25).unwrap(),
+        &v.narrow(0, 0, 25).unwrap(),
+        &ids(vec![0, 3]),
+        &ids(vec![0, 25]),
+        bidir,
+    )
+    .unwrap();
+    let suf = ops::attention_kv(
+        &q,
+        &k.narrow(0, 25, 15).unwrap(),
+        &v.narrow(0, 25, 15).unwrap(),
+        &ids(vec![0, 3]),
+        &ids(vec![0, 15]),
+        spec,
+    )
+    .unwrap();
+    let merged = ops::merge_attention(&pre, &suf).unwrap();
+    assert!(max_rel_err(&vec_of(&merged.out), &vec_of(&full.out), 1e-2) < 1e-4);
+    assert!(max_rel_err(&vec_of(&merged.lse), &vec_of(&full.lse), 1e-2) < 1e-5);
+}

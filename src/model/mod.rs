@@ -6,6 +6,7 @@ pub mod generate;
 pub mod image;
 pub mod param;
 pub mod positions;
+pub mod rollout;
 pub mod text;
 pub mod tiny;
 pub mod tokenizer;

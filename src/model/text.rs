@@ -144,6 +144,63 @@ impl DecoderLayer {
         ops::add(&h, &m)
     }
 
+    /// One decoding step for `S` samples that share prompt prefixes (cascade
+    /// attention): `x: [S, D]` holds each sample's newest token (grouped by prompt);
+    /// queries attend to their prompt's prefix keys (`prefix`, all prompts
+    /// concatenated, segments `cu_q_prefix` / `cu_k_prefix`) and to their own
+    /// suffix, whose keys/values are appended at row `lens[i]` of `suffix[i]`; the
+    /// two attentions are merged by their log-sum-exps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_cascade(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cfg: &TextConfig,
+        prefix: &(Tensor, Tensor),
+        cu_q_prefix: &Tensor,
+        cu_k_prefix: &Tensor,
+        suffix: &mut [&mut (Tensor, Tensor)],
+        lens: &[usize],
+    ) -> Result<Tensor> {
+        let n = x.dims()[0];
+        let (hq, hkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let (n1, _) = ops::rms_norm(x, &self.input_norm.value, cfg.rms_norm_eps)?;
+        let q = ops::rope(&self.q.forward(&n1)?.0.reshape([n, hq, hd])?, cos, sin)?;
+        let k = ops::rope(&self.k.forward(&n1)?.0.reshape([n, hkv, hd])?, cos, sin)?;
+        let v = self.v.forward(&n1)?.0.reshape([n, hkv, hd])?;
+        for (i, kv) in suffix.iter_mut().enumerate() {
+            ops::write_rows(&mut kv.0, lens[i], &k.narrow(0, i, 1)?)?;
+            ops::write_rows(&mut kv.1, lens[i], &v.narrow(0, i, 1)?)?;
+        }
+        let spec = AttnSpec { scale: (hd as f32).powf(-0.5), causal: true };
+        let pre =
+            ops::attention_kv(&q, &prefix.0, &prefix.1, cu_q_prefix, cu_k_prefix, AttnSpec { causal: false, ..spec })?;
+        let ks: Vec<Tensor> =
+            suffix.iter().zip(lens).map(|(kv, &l)| kv.0.narrow(0, 0, l + 1)).collect::<Result<_>>()?;
+        let vs: Vec<Tensor> =
+            suffix.iter().zip(lens).map(|(kv, &l)| kv.1.narrow(0, 0, l + 1)).collect::<Result<_>>()?;
+        let mut cu = vec![0i32];
+        for &l in lens {
+            cu.push(cu.last().expect("starts at 0") + l as i32 + 1);
+        }
+        let cu_q: Vec<i32> = (0..=n as i32).collect();
+        let dev = x.device();
+        let suf = ops::attention_kv(
+            &q,
+            &Tensor::cat(&ks.iter().collect::<Vec<_>>(), 0)?,
+            &Tensor::cat(&vs.iter().collect::<Vec<_>>(), 0)?,
+            &Tensor::from_i32(cu_q, [n + 1], dev)?,
+            &Tensor::from_i32(cu.clone(), [cu.len()], dev)?,
+            spec,
+        )?;
+        let attn = ops::merge_attention(&pre, &suf)?;
+        let h = ops::add(x, &self.o.forward(&attn.out.reshape([n, hq * hd])?)?.0)?;
+        let (n2, _) = ops::rms_norm(&h, &self.post_norm.value, cfg.rms_norm_eps)?;
+        let m = self.down.forward(&ops::swiglu(&self.gate.forward(&n2)?.0, &self.up.forward(&n2)?.0)?)?.0;
+        ops::add(&h, &m)
+    }
+
     /// The layer's linears with their module names (PEFT matches targets on these).
     pub fn linears(&mut self, prefix: &str) -> Vec<(String, &mut Linear)> {
         vec![

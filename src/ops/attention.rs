@@ -157,3 +157,34 @@ pub fn attention_kv(
         Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
     }
 }
+
+/// Merges two attentions of the same queries over disjoint key sets (cascade
+/// attention: a shared prompt prefix and each sample's own suffix) into the
+/// attention over their union: `out = (o₁·e^{l₁} + o₂·e^{l₂}) / (e^{l₁} + e^{l₂})`
+/// per query and head, `lse = log(e^{l₁} + e^{l₂})`.
+pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
+    const OP: &str = "merge_attention";
+    expect_dims(OP, "b.out", &b.out, a.out.dims())?;
+    expect_dims(OP, "b.lse", &b.lse, a.lse.dims())?;
+    expect_rank(OP, "a.out", &a.out, 3)?;
+    let (t, h, d) = (a.out.dims()[0], a.out.dims()[1], a.out.dims()[2]);
+    match common_device(OP, &[&a.out, &b.out, &a.lse, &b.lse])? {
+        Device::Cpu => {
+            let (oa, ob) = (a.out.f32_cow(OP, "a.out")?, b.out.f32_cow(OP, "b.out")?);
+            let (la, lb) = (a.lse.f32_cow(OP, "a.lse")?, b.lse.f32_cow(OP, "b.lse")?);
+            let mut out = vec![0.0f32; t * h * d];
+            let mut lse = vec![0.0f32; t * h];
+            for r in 0..t * h {
+                let m = la[r].max(lb[r]);
+                let (wa, wb) = ((la[r] - m).exp(), (lb[r] - m).exp());
+                let z = wa + wb;
+                lse[r] = m + z.ln();
+                for c in 0..d {
+                    out[r * d + c] = (oa[r * d + c] * wa + ob[r * d + c] * wb) / z;
+                }
+            }
+            Ok(AttnOut { out: cpu_f32(out, [t, h, d])?, lse: cpu_f32(lse, [t, h])? })
+        }
+        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+    }
+}

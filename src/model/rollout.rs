@@ -1,0 +1,193 @@
+//! Grouped rollouts for GRPO: every prompt (images + text) is prefilled once; its
+//! G samples share that prefix's keys and values (no recomputation, no G copies)
+//! and keep only their own generated suffix; all samples of all prompts decode
+//! together, one token per step, with cascade attention (prefix + suffix merged by
+//! log-sum-exp). Each token's log-probability under the sampling policy
+//! (temperature-scaled, full vocabulary) is recorded.
+
+use super::text::KvCache;
+use super::{Batch, Qwen25Vl, Sample};
+use crate::error::Result;
+use crate::ops::{self, SamplingParams};
+use crate::tensor::{DType, Device, Tensor};
+
+/// One prompt to roll out.
+#[derive(Clone, Debug)]
+pub struct PromptInput {
+    pub tokens: Vec<u32>,
+    pub pixels: Option<Tensor>,
+    pub grids: Vec<[usize; 3]>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RolloutConfig {
+    /// Samples per prompt (G).
+    pub group: usize,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// End-of-turn ids: a sample stops after producing one (it is kept).
+    pub stop: Vec<u32>,
+    /// Ids never drawn (the vision placeholders: a sampled `<|image_pad|>` would
+    /// make the response unreadable as text). Their mass is removed before
+    /// sampling; the recorded log-probs stay the model's own (unmasked) ones, which
+    /// is what a teacher-forced recomputation gives.
+    pub banned: Vec<u32>,
+    pub seed: u64,
+    /// Separates the random streams of different rollout calls (e.g. the step).
+    pub stream: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutSample {
+    pub prompt: usize,
+    /// Generated tokens, the stop token included when one was produced.
+    pub tokens: Vec<u32>,
+    /// log π(token) under the sampling temperature, one per token.
+    pub logprobs: Vec<f32>,
+    pub stopped: bool,
+}
+
+/// Draws `n` tokens from each row of `logits` with `c.banned` masked out, and the
+/// model's unmasked log-probs of the drawn tokens.
+fn draw(logits: &Tensor, n: usize, c: &RolloutConfig, stream0: u64) -> Result<(Vec<u32>, Vec<f32>)> {
+    if c.banned.is_empty() {
+        let (t, l) = ops::sample(logits, n, &c.sampling, c.seed, stream0)?;
+        return Ok((t.to_vec_i32()?.into_iter().map(|x| x as u32).collect(), l.to_vec_f32()?));
+    }
+    let (rows, v) = (logits.dims()[0], logits.dims()[1]);
+    let mut masked = logits.to_vec_f32()?;
+    for r in 0..rows {
+        for &b in &c.banned {
+            if (b as usize) < v {
+                masked[r * v + b as usize] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let (t, _) = ops::sample(&Tensor::from_f32(masked, [rows, v], Device::Cpu)?, n, &c.sampling, c.seed, stream0)?;
+    let tokens = t.to_vec_i32()?;
+    // One logits row per drawn token (a row repeats for its n draws).
+    let repeated: Vec<Tensor> = (0..rows * n).map(|i| logits.narrow(0, i / n, 1)).collect::<Result<_>>()?;
+    let temp = if c.sampling.temperature > 0.0 { c.sampling.temperature } else { 1.0 };
+    let (lp, _) = ops::token_logprobs(&Tensor::cat(&repeated.iter().collect::<Vec<_>>(), 0)?, &t, temp)?;
+    Ok((tokens.into_iter().map(|x| x as u32).collect(), lp.to_vec_f32()?))
+}
+
+impl Qwen25Vl {
+    /// The vision placeholder ids a rollout should never draw.
+    pub fn vision_token_ids(&self) -> Vec<u32> {
+        let t = &self.config.tokens;
+        vec![t.image_token_id, t.video_token_id, t.vision_start_token_id, t.vision_end_token_id]
+    }
+
+    /// Samples `group` responses for every prompt. Output order: prompt-major,
+    /// `prompt * group + j`.
+    pub fn rollout(&self, prompts: &[PromptInput], c: &RolloutConfig) -> Result<Vec<RolloutSample>> {
+        let cfg = &self.config.text;
+        let g = c.group;
+        let total = prompts.len() * g;
+        let stream_base = c.stream.wrapping_mul(1 << 32);
+        let n_layers = cfg.num_hidden_layers;
+        // Prefill each prompt once; sample the first token of all its G samples.
+        let mut prefix_k: Vec<Vec<Tensor>> = vec![Vec::new(); n_layers];
+        let mut prefix_v: Vec<Vec<Tensor>> = vec![Vec::new(); n_layers];
+        let mut next_pos = Vec::with_capacity(prompts.len());
+        let (mut cu_k_prefix, mut samples) = (vec![0i32], Vec::with_capacity(total));
+        for (p, prompt) in prompts.iter().enumerate() {
+            let batch = Batch::new(
+                &[Sample { tokens: prompt.tokens.clone(), labels: None }],
+                prompt.pixels.clone(),
+                &prompt.grids,
+                &self.config,
+            )?;
+            let (x, _) = self.embed(&batch)?;
+            let (cos, sin) = self.rope_tables(&batch.positions)?;
+            let len = prompt.tokens.len();
+            let mut cache = KvCache::new(cfg, len, Device::Cpu)?;
+            let logits = self.text.forward_cached(&x, &cos, &sin, &mut cache)?;
+            for (l, (k, v)) in cache.layers.into_iter().enumerate() {
+                prefix_k[l].push(k);
+                prefix_v[l].push(v);
+            }
+            cu_k_prefix.push(cu_k_prefix.last().expect("starts at 0") + len as i32);
+            next_pos.push(batch.positions.to_vec_i32()?.into_iter().max().unwrap_or(-1) + 1);
+            let last = logits.narrow(0, len - 1, 1)?;
+            let (tok, lp) = draw(&last, g, c, stream_base + (p * g) as u64)?;
+            for (t, l) in tok.into_iter().zip(lp) {
+                samples.push(RolloutSample {
+                    prompt: p,
+                    tokens: vec![t],
+                    logprobs: vec![l],
+                    stopped: c.stop.contains(&t),
+                });
+            }
+        }
+        let prefix: Vec<(Tensor, Tensor)> = (0..n_layers)
+            .map(|l| {
+                let ks: Vec<&Tensor> = prefix_k[l].iter().collect();
+                let vs: Vec<&Tensor> = prefix_v[l].iter().collect();
+                Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+            })
+            .collect::<Result<_>>()?;
+        drop((prefix_k, prefix_v));
+        let cu_k_prefix = Tensor::from_i32(cu_k_prefix.clone(), [cu_k_prefix.len()], Device::Cpu)?;
+        // Each sample's own suffix cache, per layer.
+        let shape = [c.max_new_tokens.max(1), cfg.num_key_value_heads, cfg.head_dim()];
+        let mut suffix: Vec<Vec<(Tensor, Tensor)>> = (0..total)
+            .map(|_| {
+                (0..n_layers)
+                    .map(|_| {
+                        Ok((
+                            Tensor::zeros(shape, DType::F32, Device::Cpu)?,
+                            Tensor::zeros(shape, DType::F32, Device::Cpu)?,
+                        ))
+                    })
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
+        // Decode step `step` draws row r (the r-th active sample) from stream
+        // `base + step·total + r`: reproducible from (seed, stream).
+        for step in 1..c.max_new_tokens {
+            // Active samples, in prompt order (cascade segments are per prompt).
+            let active: Vec<usize> = (0..total).filter(|&s| !samples[s].stopped).collect();
+            if active.is_empty() {
+                break;
+            }
+            let lens: Vec<usize> = active.iter().map(|&s| samples[s].tokens.len() - 1).collect();
+            let ids: Vec<i32> = active.iter().map(|&s| *samples[s].tokens.last().expect("one token") as i32).collect();
+            let n = active.len();
+            let mut pos = vec![0i32; 3 * n];
+            for (i, &s) in active.iter().enumerate() {
+                let p = next_pos[samples[s].prompt] + lens[i] as i32;
+                (pos[i], pos[n + i], pos[2 * n + i]) = (p, p, p);
+            }
+            let mut cu_q = vec![0i32];
+            for p in 0..prompts.len() {
+                let k = active.iter().filter(|&&s| samples[s].prompt == p).count() as i32;
+                cu_q.push(cu_q.last().expect("starts at 0") + k);
+            }
+            let cu_q = Tensor::from_i32(cu_q.clone(), [cu_q.len()], Device::Cpu)?;
+            let (cos, sin) = self.rope_tables(&Tensor::from_i32(pos, [3, n], Device::Cpu)?)?;
+            let mut h = ops::index_select(&self.text.embed.value, &Tensor::from_i32(ids, [n], Device::Cpu)?)?;
+            for (l, layer) in self.text.layers.iter().enumerate() {
+                let mut kv: Vec<&mut (Tensor, Tensor)> = suffix
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(s, _)| !samples[*s].stopped)
+                    .map(|(_, v)| &mut v[l])
+                    .collect();
+                h = layer.forward_cascade(&h, &cos, &sin, cfg, &prefix[l], &cu_q, &cu_k_prefix, &mut kv, &lens)?;
+            }
+            let (normed, _) = ops::rms_norm(&h, &self.text.norm.value, cfg.rms_norm_eps)?;
+            let logits = ops::linear(&normed, head, None)?;
+            let (tok, lp) = draw(&logits, 1, c, stream_base + (step * total) as u64)?;
+            for ((&s, t), l) in active.iter().zip(tok).zip(lp) {
+                let smp = &mut samples[s];
+                smp.tokens.push(t);
+                smp.logprobs.push(l);
+                smp.stopped = c.stop.contains(&t);
+            }
+        }
+        Ok(samples)
+    }
+}
