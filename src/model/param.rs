@@ -111,36 +111,29 @@ impl Linear {
         match (&mut self.lora, cache.xa) {
             (Some(l), Some(xa)) => {
                 let fwd = ops::LoraOut { y: dy.clone(), xa };
-                let (da, db) = (l.a.grad.as_mut(), l.b.grad.as_mut());
-                match (da, db) {
-                    (Some(da), Some(db)) => ops::lora_linear_backward(
-                        &cache.x,
-                        &self.weight.value,
-                        &l.a.value,
-                        &l.b.value,
-                        l.scale,
-                        &fwd,
-                        dy,
-                        da,
-                        db,
-                    ),
-                    // A frozen adapter (e.g. evaluated but not trained): plain input grad.
-                    _ => {
-                        let mut da = Tensor::zeros(l.a.value.dims(), DType::F32, dy.device())?;
-                        let mut db = Tensor::zeros(l.b.value.dims(), DType::F32, dy.device())?;
-                        ops::lora_linear_backward(
-                            &cache.x,
-                            &self.weight.value,
-                            &l.a.value,
-                            &l.b.value,
-                            l.scale,
-                            &fwd,
-                            dy,
-                            &mut da,
-                            &mut db,
-                        )
-                    }
-                }
+                // A frozen adapter (evaluated, not trained) still needs dx: its grads
+                // go to scratch tensors that are dropped.
+                let scratch = |p: &Param| Tensor::zeros(p.value.dims(), DType::F32, dy.device());
+                let (mut sa, mut sb) = (None, None);
+                let da = match l.a.grad.as_mut() {
+                    Some(g) => g,
+                    None => sa.insert(scratch(&l.a)?),
+                };
+                let db = match l.b.grad.as_mut() {
+                    Some(g) => g,
+                    None => sb.insert(scratch(&l.b)?),
+                };
+                ops::lora_linear_backward(
+                    &cache.x,
+                    &self.weight.value,
+                    &l.a.value,
+                    &l.b.value,
+                    l.scale,
+                    &fwd,
+                    dy,
+                    da,
+                    db,
+                )
             }
             _ => ops::linear_backward(
                 &cache.x,

@@ -114,6 +114,26 @@ impl DecoderLayer {
         Ok(dx)
     }
 
+    /// Inference: normed input -> rotated q, k and v, `[n, heads, head_dim]`.
+    fn infer_qkv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cfg: &TextConfig) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = x.dims()[0];
+        let (hq, hkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let (n1, _) = ops::rms_norm(x, &self.input_norm.value, cfg.rms_norm_eps)?;
+        let q = ops::rope(&self.q.forward(&n1)?.0.reshape([n, hq, hd])?, cos, sin)?;
+        let k = ops::rope(&self.k.forward(&n1)?.0.reshape([n, hkv, hd])?, cos, sin)?;
+        let v = self.v.forward(&n1)?.0.reshape([n, hkv, hd])?;
+        Ok((q, k, v))
+    }
+
+    /// Inference: `x + o_proj(attn)`, then the MLP residual.
+    fn infer_tail(&self, x: &Tensor, attn: &Tensor, cfg: &TextConfig) -> Result<Tensor> {
+        let n = x.dims()[0];
+        let h = ops::add(x, &self.o.forward(&attn.reshape([n, cfg.num_attention_heads * cfg.head_dim()])?)?.0)?;
+        let (n2, _) = ops::rms_norm(&h, &self.post_norm.value, cfg.rms_norm_eps)?;
+        let m = self.down.forward(&ops::swiglu(&self.gate.forward(&n2)?.0, &self.up.forward(&n2)?.0)?)?.0;
+        ops::add(&h, &m)
+    }
+
     /// Inference step over `n` new tokens `x: [n, D]` whose keys/values are appended
     /// to this layer's cache at row `past`; attention sees all `past + n` keys.
     pub fn forward_cached(
@@ -126,11 +146,8 @@ impl DecoderLayer {
         past: usize,
     ) -> Result<Tensor> {
         let n = x.dims()[0];
-        let (hq, hkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
-        let (n1, _) = ops::rms_norm(x, &self.input_norm.value, cfg.rms_norm_eps)?;
-        let q = ops::rope(&self.q.forward(&n1)?.0.reshape([n, hq, hd])?, cos, sin)?;
-        let k = ops::rope(&self.k.forward(&n1)?.0.reshape([n, hkv, hd])?, cos, sin)?;
-        let v = self.v.forward(&n1)?.0.reshape([n, hkv, hd])?;
+        let hd = cfg.head_dim();
+        let (q, k, v) = self.infer_qkv(x, cos, sin, cfg)?;
         ops::write_rows(&mut kv.0, past, &k)?;
         ops::write_rows(&mut kv.1, past, &v)?;
         let total = past + n;
@@ -138,10 +155,7 @@ impl DecoderLayer {
         let cu_k = Tensor::from_i32(vec![0, total as i32], [2], x.device())?;
         let spec = AttnSpec { scale: (hd as f32).powf(-0.5), causal: true };
         let attn = ops::attention_kv(&q, &kv.0.narrow(0, 0, total)?, &kv.1.narrow(0, 0, total)?, &cu_q, &cu_k, spec)?;
-        let h = ops::add(x, &self.o.forward(&attn.out.reshape([n, hq * hd])?)?.0)?;
-        let (n2, _) = ops::rms_norm(&h, &self.post_norm.value, cfg.rms_norm_eps)?;
-        let m = self.down.forward(&ops::swiglu(&self.gate.forward(&n2)?.0, &self.up.forward(&n2)?.0)?)?.0;
-        ops::add(&h, &m)
+        self.infer_tail(x, &attn.out, cfg)
     }
 
     /// One decoding step for `S` samples that share prompt prefixes (cascade
@@ -164,11 +178,8 @@ impl DecoderLayer {
         lens: &[usize],
     ) -> Result<Tensor> {
         let n = x.dims()[0];
-        let (hq, hkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
-        let (n1, _) = ops::rms_norm(x, &self.input_norm.value, cfg.rms_norm_eps)?;
-        let q = ops::rope(&self.q.forward(&n1)?.0.reshape([n, hq, hd])?, cos, sin)?;
-        let k = ops::rope(&self.k.forward(&n1)?.0.reshape([n, hkv, hd])?, cos, sin)?;
-        let v = self.v.forward(&n1)?.0.reshape([n, hkv, hd])?;
+        let hd = cfg.head_dim();
+        let (q, k, v) = self.infer_qkv(x, cos, sin, cfg)?;
         for (i, kv) in suffix.iter_mut().enumerate() {
             ops::write_rows(&mut kv.0, lens[i], &k.narrow(0, i, 1)?)?;
             ops::write_rows(&mut kv.1, lens[i], &v.narrow(0, i, 1)?)?;
@@ -195,10 +206,7 @@ impl DecoderLayer {
             spec,
         )?;
         let attn = ops::merge_attention(&pre, &suf)?;
-        let h = ops::add(x, &self.o.forward(&attn.out.reshape([n, hq * hd])?)?.0)?;
-        let (n2, _) = ops::rms_norm(&h, &self.post_norm.value, cfg.rms_norm_eps)?;
-        let m = self.down.forward(&ops::swiglu(&self.gate.forward(&n2)?.0, &self.up.forward(&n2)?.0)?)?.0;
-        ops::add(&h, &m)
+        self.infer_tail(x, &attn.out, cfg)
     }
 
     /// The layer's linears with their module names (PEFT matches targets on these).
