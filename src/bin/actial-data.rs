@@ -16,11 +16,10 @@ use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::qa::{ImageRef, QaRecord};
 use actial::data::sheet::contact_sheet;
-use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+use actial::data::synth::{SynthConfig, render_pairs};
 use actial::{Error, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
 // mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
 // allocates every activation, and glibc's fresh mmaps cost page faults per step
@@ -115,22 +114,9 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 fn synth(out: &Path, pairs: u64, seed: u64, size: u32, supersample: u32) -> Result<()> {
     let cfg = SynthConfig { size, supersample, ..SynthConfig::default() };
-    let img_dir = out.join("images");
-    std::fs::create_dir_all(&img_dir).map_err(io_err(&img_dir))?;
     let pb = bar(pairs, "rendering pairs");
     let t0 = Instant::now();
-    let rows: Vec<(Vec<QaRecord>, Vec<QaRecord>, serde_json::Value)> = (0..pairs)
-        .into_par_iter()
-        .map(|i| {
-            let p = synth_pair(seed, i, &cfg);
-            let paths = [img_dir.join(format!("{i:06}_a.png")), img_dir.join(format!("{i:06}_b.png"))];
-            for (img, path) in p.images.iter().zip(&paths) {
-                img.save(path).map_err(|e| actial::arg_err!("synth", "{}: {e}", path.display()))?;
-            }
-            pb.inc(1);
-            Ok(pair_records(i, &p, paths))
-        })
-        .collect::<Result<_>>()?;
+    let rows = render_pairs(&out.join("images"), pairs, seed, &cfg, &|| pb.inc(1))?;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let (mut vp, mut sat, mut manifest) = (Vec::new(), Vec::new(), String::new());

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
-use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
 use actial::model::tiny::{tiny_config, tiny_dir, tiny_tokenizer};
@@ -26,7 +26,6 @@ use actial::train::data::encode_records;
 use actial::train::sft::SftTrainer;
 use actial::{DType, Device, Error, Result};
 use clap::{Parser, ValueEnum};
-use rayon::prelude::*;
 
 // mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
 // allocates every activation, and glibc's fresh mmaps cost page faults per step
@@ -86,21 +85,8 @@ fn load_config(args: &Args) -> Result<SftConfig> {
 
 /// Renders `pairs` synthetic viewpoint pairs into `dir` and returns the records.
 fn synthesize(dir: &Path, pairs: u64, seed: u64) -> Result<Vec<QaRecord>> {
-    let img = dir.join("images");
-    std::fs::create_dir_all(&img).map_err(|e| Error::Io { path: img.display().to_string(), source: e })?;
-    let c = SynthConfig::default();
-    let rows: Vec<Vec<QaRecord>> = (0..pairs)
-        .into_par_iter()
-        .map(|i| {
-            let p = synth_pair(seed, i, &c);
-            let paths = [img.join(format!("{i:06}_a.png")), img.join(format!("{i:06}_b.png"))];
-            for (im, path) in p.images.iter().zip(&paths) {
-                im.save(path).map_err(|e| actial::arg_err!("synth", "{}: {e}", path.display()))?;
-            }
-            Ok(pair_records(i, &p, paths).0)
-        })
-        .collect::<Result<_>>()?;
-    let recs: Vec<QaRecord> = rows.into_iter().flatten().collect();
+    let rows = render_pairs(&dir.join("images"), pairs, seed, &SynthConfig::default(), &|| {})?;
+    let recs: Vec<QaRecord> = rows.into_iter().flat_map(|(viewpoint, _, _)| viewpoint).collect();
     write_sharegpt(&dir.join("viewpoint.jsonl"), &recs)?;
     Ok(recs)
 }

@@ -139,3 +139,33 @@ pub fn pair_records(
     });
     (viewpoint, sat, manifest)
 }
+
+/// One pair's rows: viewpoint records, SAT-like records, manifest row.
+pub type PairRows = (Vec<super::qa::QaRecord>, Vec<super::qa::QaRecord>, serde_json::Value);
+
+/// Renders pairs `0..pairs` of stream `seed` in parallel, saves their PNGs as
+/// `img_dir/NNNNNN_{a,b}.png`, and returns each pair's [`pair_records`] in order.
+/// `on_pair` is called once per finished pair (progress bars).
+pub fn render_pairs(
+    img_dir: &std::path::Path,
+    pairs: u64,
+    seed: u64,
+    c: &SynthConfig,
+    on_pair: &(dyn Fn() + Sync),
+) -> crate::error::Result<Vec<PairRows>> {
+    use rayon::prelude::*;
+    std::fs::create_dir_all(img_dir)
+        .map_err(|e| crate::error::Error::Io { path: img_dir.display().to_string(), source: e })?;
+    (0..pairs)
+        .into_par_iter()
+        .map(|i| {
+            let p = synth_pair(seed, i, c);
+            let paths = [img_dir.join(format!("{i:06}_a.png")), img_dir.join(format!("{i:06}_b.png"))];
+            for (img, path) in p.images.iter().zip(&paths) {
+                img.save(path).map_err(|e| crate::arg_err!("synth", "{}: {e}", path.display()))?;
+            }
+            on_pair();
+            Ok(pair_records(i, &p, paths))
+        })
+        .collect()
+}
