@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
+use actial::data::pretrain::{PretrainMix, pretrain_records};
 use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
@@ -23,6 +24,7 @@ use actial::model::tokenizer::QwenTokenizer;
 use actial::plot::line_chart;
 use actial::train::config::SftConfig;
 use actial::train::data::encode_records;
+use actial::train::eval::{EvalItem, EvalReport, encode_prompts, evaluate};
 use actial::train::sft::SftTrainer;
 use actial::{DType, Device, Error, Result};
 use clap::{Parser, ValueEnum};
@@ -38,6 +40,8 @@ enum Recipe {
     Full,
     Sft,
     Grpo,
+    /// The tiny base model: multiple-choice and single-photo skills from random init.
+    Pretrain,
 }
 
 #[derive(Parser)]
@@ -63,9 +67,24 @@ struct Args {
     /// After training, also write the model with LoRA merged into out/merged.
     #[arg(long)]
     merge_lora: bool,
+    /// Pretrain: rendered photos (each gives its questions and a description).
+    #[arg(long, default_value_t = 3000)]
+    photos: u64,
+    /// Pretrain: text-only multiple-choice items.
+    #[arg(long, default_value_t = 40000)]
+    text_items: u64,
+    /// Pretrain: evaluate a held-out sample every N steps (0: only at the end).
+    #[arg(long, default_value_t = 500)]
+    eval_every: usize,
 }
 
 fn load_config(args: &Args) -> Result<SftConfig> {
+    load_config_on(args, None)
+}
+
+/// The config from the file and overrides, on top of `defaults` (or the tiny /
+/// real-model defaults, whichever the model path asks for).
+fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig> {
     let mut overrides = args.overrides.clone();
     if let Some(o) = &args.out {
         overrides.push(format!("run.out_dir={o:?}"));
@@ -77,7 +96,11 @@ fn load_config(args: &Args) -> Result<SftConfig> {
     let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(defaults)".into());
     // The tiny preset has its own defaults: parse once to learn the model.
     let probe = SftConfig::from_toml(&text, &SftConfig::tiny_defaults(), &overrides, &file)?;
-    let base = if probe.model.path == "tiny" { SftConfig::tiny_defaults() } else { SftConfig::default() };
+    let base = match defaults {
+        Some(d) => d,
+        None if probe.model.path == "tiny" => SftConfig::tiny_defaults(),
+        None => SftConfig::default(),
+    };
     let mut cfg = SftConfig::from_toml(&text, &base, &overrides, &file)?;
     cfg.data.train.extend(args.data.iter().cloned());
     Ok(cfg)
@@ -219,10 +242,151 @@ fn sft(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{wide_bar}} {{pos}}/{{len}} [{{elapsed}} < {{eta}}]"
+        ))
+        .expect("valid template"),
+    );
+    pb
+}
+
+/// Evaluates `items` greedily with a progress bar.
+fn eval_set(model: &Qwen25Vl, tok: &QwenTokenizer, items: &[EvalItem], what: &str) -> Result<EvalReport> {
+    let pb = progress_bar(items.len() as u64, what);
+    let r = evaluate(model, tok, items, 16, 32, &mut |n| pb.set_position(n as u64))?;
+    pb.finish_and_clear();
+    Ok(r)
+}
+
+/// `--recipe pretrain`: the tiny base model (see `actial::data::pretrain`).
+fn pretrain(args: &Args) -> Result<()> {
+    let cfg = load_config_on(args, Some(SftConfig::pretrain_defaults()))?;
+    if cfg.model.path != "tiny" {
+        return Err(actial::arg_err!(
+            "pretrain",
+            "pretraining builds the tiny preset from random init; model.path must be \"tiny\""
+        ));
+    }
+    if cfg.lora.enabled {
+        return Err(actial::arg_err!(
+            "pretrain",
+            "pretraining from random init trains every weight; set lora.enabled=false"
+        ));
+    }
+    let t_start = std::time::Instant::now();
+    let out = PathBuf::from(&cfg.run.out_dir);
+    let tok = tiny_tokenizer()?;
+    let tok_json = tiny_dir().join("tokenizer.json");
+    let model = Qwen25Vl::random(tiny_config(&tok), cfg.model.init_seed)?;
+    let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
+    proc.max_pixels = cfg.run.max_pixels;
+    let synth = SynthConfig::default();
+    let seed = cfg.run.seed;
+
+    let pb = progress_bar(args.photos, "render");
+    let mix = PretrainMix { photos: args.photos, text_items: args.text_items };
+    let records = pretrain_records(&out.join("data/train"), seed, mix, &synth, &|| pb.inc(1))?;
+    pb.finish_and_clear();
+    // Held out: other seeds for photos, text items and viewpoint pairs.
+    let held = pretrain_records(
+        &out.join("data/heldout"),
+        seed + 1,
+        PretrainMix { photos: 150, text_items: 400 },
+        &synth,
+        &|| {},
+    )?;
+    let (held_text, held_photo): (Vec<QaRecord>, Vec<QaRecord>) =
+        held.into_iter().filter(|r| r.kind != "single_describe").partition(|r| r.images.is_empty());
+    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1)?;
+    eprintln!(
+        "pretrain data: {} records from {} photos and {} text items",
+        records.len(),
+        args.photos,
+        args.text_items
+    );
+
+    let enc = encode_records(&records, &tok, &proc, cfg.data.system.as_deref(), cfg.run.max_length)?;
+    for (reason, n) in &enc.skipped {
+        eprintln!("  {n} samples skipped: {reason}");
+    }
+    let encode =
+        |r: &[QaRecord]| -> Result<Vec<EvalItem>> { Ok(encode_prompts(r, &tok, &proc, None, cfg.run.max_length)?.0) };
+    let (e_text, e_photo, e_view) = (encode(&held_text)?, encode(&held_photo)?, encode(&viewpoint)?);
+    let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
+    if let Some(r) = &args.resume {
+        let ckpt = latest_checkpoint(r)?;
+        trainer.load_checkpoint(&ckpt)?;
+        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
+    }
+    eprintln!(
+        "pretrain: {} examples, {} parameters, {} steps of {} samples",
+        trainer.examples.len(),
+        trainer.trainable_params(),
+        trainer.total_steps,
+        cfg.run.global_batch
+    );
+    let every = args.eval_every;
+    let (quick_text, quick_photo) = (&e_text[..e_text.len().min(96)], &e_photo[..e_photo.len().min(96)]);
+    let evals = std::cell::RefCell::new(Vec::<serde_json::Value>::new());
+    trainer.run_with(&out, Some(&tok_json), true, &mut |t, pb| {
+        if every == 0 || !t.step.is_multiple_of(every) {
+            return Ok(());
+        }
+        let a = evaluate(&t.model, &tok, quick_text, 8, 32, &mut |_| {})?.accuracy();
+        let b = evaluate(&t.model, &tok, quick_photo, 8, 32, &mut |_| {})?.accuracy();
+        let line =
+            format!("step {:>6}: held-out accuracy text {:.1}%, single photo {:.1}%", t.step, 100.0 * a, 100.0 * b);
+        if pb.is_hidden() {
+            eprintln!("{line}")
+        } else {
+            pb.println(line)
+        }
+        evals.borrow_mut().push(serde_json::json!({"step": t.step, "text": a, "single_photo": b}));
+        Ok(())
+    })?;
+    let train_s = t_start.elapsed().as_secs_f64();
+    let model = &trainer.model;
+    let rows = [
+        ("text-only multiple choice", eval_set(model, &tok, &e_text, "eval text")?),
+        ("single photo multiple choice", eval_set(model, &tok, &e_photo, "eval photos")?),
+        ("viewpoint (two photos, not trained)", eval_set(model, &tok, &e_view, "eval viewpoint")?),
+    ];
+    println!("\n| held-out set | items | accuracy | per kind |\n|---|---|---|---|");
+    for (name, r) in &rows {
+        let kinds: Vec<String> =
+            r.per_kind().iter().map(|(k, (a, _, n))| format!("{k} {:.0}% ({n})", 100.0 * a)).collect();
+        println!("| {name} | {} | {:.1}% | {} |", r.items.len(), 100.0 * r.accuracy(), kinds.join(", "));
+    }
+    let dir = out.join("model");
+    trainer.model.save(&dir, DType::BF16)?;
+    std::fs::copy(&tok_json, dir.join("tokenizer.json"))
+        .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
+    let report = serde_json::json!({
+        "steps": trainer.step,
+        "wall_s": train_s,
+        "seed": seed,
+        "init_seed": cfg.model.init_seed,
+        "photos": args.photos,
+        "text_items": args.text_items,
+        "periodic": evals.into_inner(),
+        "final": rows.iter().map(|(n, r)| serde_json::json!({"set": n, "items": r.items.len(), "accuracy": r.accuracy(), "per_kind": r.per_kind()})).collect::<Vec<_>>(),
+    });
+    actial::model::weights::write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&report).expect("JSON").as_bytes(),
+    )?;
+    eprintln!("pretrained base (bf16) in {} after {:.0} s", dir.display(), train_s);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let res = match args.recipe {
         Recipe::Sft => sft(&args),
+        Recipe::Pretrain => pretrain(&args),
         Recipe::Full | Recipe::Grpo => Err(actial::arg_err!(
             "actial-train",
             "--recipe {:?} (GRPO, and SFT + GRPO + evaluation) is not built yet: it arrives with the GRPO issue; --recipe sft works now",

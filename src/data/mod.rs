@@ -6,6 +6,7 @@ pub mod formats;
 pub mod geometry;
 pub mod mix;
 pub mod parquet;
+pub mod pretrain;
 pub mod qa;
 pub mod render;
 pub mod sat;

@@ -169,7 +169,7 @@ pub fn render(scene: &Scene, cam: &Camera, ss: u32) -> RgbImage {
     let mut depth = vec![f64::INFINITY; (w * h) as usize];
     draw_ground_and_sky(scene, &hi, &mut colour, &mut depth);
     for part in &scene.parts {
-        draw_box(scene, part, &hi, &mut colour, &mut depth);
+        draw_box(scene, part, &hi, None, &mut colour, &mut depth);
     }
     // Box-filter down to the output size.
     let n = (ss * ss) as f32;
@@ -183,6 +183,27 @@ pub fn render(scene: &Scene, cam: &Camera, ss: u32) -> RgbImage {
         }
         image::Rgb(acc.map(|v| (v / n).round().clamp(0.0, 255.0) as u8))
     })
+}
+
+/// What each part shows in the photo `cam` takes (no supersampling): visible
+/// pixel count and the mean column of those pixels (NaN when hidden). Questions
+/// about a single photo ask only about parts that are actually visible.
+pub fn part_coverage(scene: &Scene, cam: &Camera) -> Vec<(usize, f64)> {
+    let n = (cam.width * cam.height) as usize;
+    let mut ids = vec![[0.0f32; 3]; n];
+    let mut depth = vec![f64::INFINITY; n];
+    for (i, part) in scene.parts.iter().enumerate() {
+        draw_box(scene, part, cam, Some(i as f32 + 1.0), &mut ids, &mut depth);
+    }
+    let mut acc = vec![(0usize, 0.0f64); scene.parts.len()];
+    for (px, c) in ids.iter().enumerate() {
+        if c[0] >= 1.0 {
+            let a = &mut acc[c[0] as usize - 1];
+            a.0 += 1;
+            a.1 += (px % cam.width as usize) as f64 + 0.5;
+        }
+    }
+    acc.into_iter().map(|(k, s)| (k, if k > 0 { s / k as f64 } else { f64::NAN })).collect()
 }
 
 const AMBIENT: f32 = 0.35;
@@ -224,7 +245,9 @@ fn draw_ground_and_sky(scene: &Scene, cam: &Camera, colour: &mut [[f32; 3]], dep
 /// not required: both windings are drawn, the depth buffer resolves visibility).
 const FACES: [[usize; 4]; 6] = [[0, 2, 6, 4], [1, 3, 7, 5], [0, 1, 5, 4], [2, 3, 7, 6], [0, 1, 3, 2], [4, 5, 7, 6]];
 
-fn draw_box(scene: &Scene, part: &Part, cam: &Camera, colour: &mut [[f32; 3]], depth: &mut [f64]) {
+/// Draws one part, shaded by the light, or (with `id`) flat in `[id, 0, 0]` for
+/// the id buffer of [`part_coverage`].
+fn draw_box(scene: &Scene, part: &Part, cam: &Camera, id: Option<f32>, colour: &mut [[f32; 3]], depth: &mut [f64]) {
     let corners = part.corners();
     let centre = part.center;
     for face in FACES {
@@ -237,7 +260,10 @@ fn draw_box(scene: &Scene, part: &Part, cam: &Camera, colour: &mut [[f32; 3]], d
             continue;
         }
         let shade = AMBIENT + (1.0 - AMBIENT) * dot(n, scene.light).max(0.0) as f32;
-        let c = part.colour.map(|v| v as f32 * shade);
+        let c = match id {
+            Some(id) => [id, 0.0, 0.0],
+            None => part.colour.map(|v| v as f32 * shade),
+        };
         let p = q.map(|x| cam.project(x));
         raster_triangle([p[0], p[1], p[2]], c, cam, colour, depth);
         raster_triangle([p[0], p[2], p[3]], c, cam, colour, depth);

@@ -131,7 +131,7 @@ pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage> {
 }
 
 /// Pixel rows and grids for a list of images (one sample's, or a batch's in order).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ProcessedImages {
     pub pixel_values: Tensor,
     pub grids: Vec<[usize; 3]>,

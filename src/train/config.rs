@@ -216,6 +216,22 @@ impl SftConfig {
         c
     }
 
+    /// Defaults of `actial-train --recipe pretrain` (the tiny base, from random
+    /// init, every part trained).
+    pub fn pretrain_defaults() -> SftConfig {
+        let mut c = SftConfig::tiny_defaults();
+        c.optim.lr = 1e-3;
+        c.optim.warmup_steps = 200;
+        c.optim.min_lr_ratio = 0.1;
+        c.train = TrainSection { vision_tower: true, merger: true, language: true };
+        c.run.global_batch = 32;
+        c.run.micro_batch = 32;
+        c.run.steps = 6000;
+        c.run.save_every = 1000;
+        c.run.out_dir = "runs/pretrain".into();
+        c
+    }
+
     /// Parses TOML text on top of `base` (keys not given keep `base`'s values),
     /// then applies `overrides` (`section.key=value`, value in TOML syntax or a
     /// bare string). Unknown sections or keys are errors naming them.

@@ -2,12 +2,14 @@
 //! preprocessed once, the conversation tokenised with the chat template and an
 //! assistant-only label mask.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
+use super::eval::user_content;
 use crate::data::qa::{ImageRef, QaRecord};
 use crate::error::Result;
-use crate::model::image::{ImageProcessorConfig, decode_image, load_image, preprocess};
-use crate::model::tokenizer::{Content, Message, QwenTokenizer, Role};
+use crate::model::image::{ImageProcessorConfig, ProcessedImages, decode_image, load_image, preprocess};
+use crate::model::tokenizer::{Message, QwenTokenizer, Role};
 use crate::model::{Batch, Qwen25VlConfig, Sample};
 use crate::tensor::Tensor;
 
@@ -31,20 +33,6 @@ pub struct Encoded {
     pub skipped: BTreeMap<String, usize>,
 }
 
-/// The user turn's contents: text pieces around the `<image>` placeholders.
-fn user_content(prompt: &str) -> Vec<Content> {
-    let mut out = Vec::new();
-    for (i, piece) in prompt.split("<image>").enumerate() {
-        if i > 0 {
-            out.push(Content::Image);
-        }
-        if !piece.is_empty() {
-            out.push(Content::Text(piece.to_string()));
-        }
-    }
-    out
-}
-
 /// Encodes `records`; samples longer than `max_length` tokens, with undecodable
 /// images or with nothing to supervise are skipped and counted by reason.
 pub fn encode_records(
@@ -56,28 +44,49 @@ pub fn encode_records(
 ) -> Result<Encoded> {
     let mut enc = Encoded::default();
     let mut skip = |reason: &str| *enc.skipped.entry(reason.to_string()).or_default() += 1;
+    // Records that show the same image files (a pair's three questions, a photo's
+    // questions) share one preprocessed pixel tensor.
+    let mut cache: HashMap<Vec<PathBuf>, Option<ProcessedImages>> = HashMap::new();
     for r in records {
-        let images: Result<Vec<_>> = r
+        let paths: Option<Vec<PathBuf>> = r
             .images
             .iter()
             .map(|i| match i {
-                ImageRef::Path(p) => load_image(p),
-                ImageRef::Bytes(b) => decode_image(b, &r.id),
+                ImageRef::Path(p) => Some(p.clone()),
+                ImageRef::Bytes(_) => None,
             })
             .collect();
-        let Ok(images) = images else {
-            skip("missing or undecodable image");
-            continue;
-        };
-        let px = if images.is_empty() {
-            None
-        } else {
-            match preprocess(&images, proc) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    skip("image too small or too elongated");
+        let cached = paths.as_ref().and_then(|k| cache.get(k).cloned());
+        let px = match cached {
+            Some(px) => px,
+            None => {
+                let images: Result<Vec<_>> = r
+                    .images
+                    .iter()
+                    .map(|i| match i {
+                        ImageRef::Path(p) => load_image(p),
+                        ImageRef::Bytes(b) => decode_image(b, &r.id),
+                    })
+                    .collect();
+                let Ok(images) = images else {
+                    skip("missing or undecodable image");
                     continue;
+                };
+                let px = if images.is_empty() {
+                    None
+                } else {
+                    match preprocess(&images, proc) {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            skip("image too small or too elongated");
+                            continue;
+                        }
+                    }
+                };
+                if let Some(k) = paths {
+                    cache.insert(k, px.clone());
                 }
+                px
             }
         };
         let counts: Vec<usize> = px

@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod grpo;
+pub mod optimizer;
 pub mod reward;
 pub mod sft;

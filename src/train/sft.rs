@@ -2,7 +2,6 @@
 //! the whole global batch), AdamW with warm-up and a schedule, global-norm
 //! clipping, checkpoints that resume bit-identically, metrics and plots.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,11 +10,11 @@ use serde_json::json;
 
 use super::config::SftConfig;
 use super::data::{Example, make_batch};
+pub use super::optimizer::peft_key;
+use super::optimizer::{AdamWState, CheckpointSpec, read_checkpoint, write_checkpoint};
 use crate::error::{Error, Result};
 use crate::model::{LoraSpec, Part, Qwen25Vl, weights};
-use crate::ops::{self, AdamSlot, AdamW};
 use crate::rng::Philox;
-use crate::tensor::{DType, Tensor};
 
 /// One optimizer step's figures.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -39,9 +38,7 @@ pub struct SftTrainer {
     /// Optimizer steps done.
     pub step: usize,
     pub total_steps: usize,
-    /// AdamW first and second moments by parameter name.
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
+    pub opt: AdamWState,
     pub history: Vec<StepMetrics>,
 }
 
@@ -54,19 +51,6 @@ pub fn peak_rss_mb() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
-}
-
-/// PEFT's key for a LoRA tensor of hub name `name` (transformers >= 4.52 module
-/// paths: `model.language_model.*`, `model.visual.*`).
-pub fn peft_key(name: &str) -> String {
-    let module = if let Some(rest) = name.strip_prefix("visual.") {
-        format!("model.visual.{rest}")
-    } else if let Some(rest) = name.strip_prefix("model.") {
-        format!("model.language_model.{rest}")
-    } else {
-        name.to_string()
-    };
-    format!("base_model.model.{module}")
 }
 
 impl SftTrainer {
@@ -103,35 +87,16 @@ impl SftTrainer {
         model.vision.recompute = (0..nv).map(|i| r.recompute_all || r.recompute_vision_blocks.contains(&i)).collect();
         let g = cfg.run.global_batch;
         let total_steps = if cfg.run.steps > 0 { cfg.run.steps } else { (cfg.run.epochs * examples.len()).div_ceil(g) };
-        let mut t = SftTrainer {
-            cfg,
-            model,
-            examples,
-            step: 0,
-            total_steps,
-            m: BTreeMap::new(),
-            v: BTreeMap::new(),
-            history: Vec::new(),
-        };
-        let mut moments = Vec::new();
-        t.model.visit(&mut |n, p| {
-            if p.trainable() {
-                moments.push((n, p.value.dims().to_vec()));
-            }
-        });
-        for (n, d) in moments {
-            t.m.insert(n.clone(), Tensor::zeros(d.clone(), DType::F32, crate::tensor::Device::Cpu)?);
-            t.v.insert(n, Tensor::zeros(d, DType::F32, crate::tensor::Device::Cpu)?);
-        }
-        if t.m.is_empty() {
+        let opt = AdamWState::new(&mut model)?;
+        if opt.m.is_empty() {
             return Err(crate::arg_err!("sft", "nothing to train: every part is frozen"));
         }
-        Ok(t)
+        Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new() })
     }
 
     /// Trainable parameter count.
     pub fn trainable_params(&self) -> usize {
-        self.m.values().map(Tensor::numel).sum()
+        self.opt.numel()
     }
 
     /// Example index at stream position `p`: epoch `p / N` visits a permutation
@@ -175,49 +140,8 @@ impl SftTrainer {
                 self.step + 1
             ));
         }
-        // Global norm and clipping over all trainable grads.
-        let mut grads = Vec::new();
-        self.model.visit(&mut |_, p| {
-            if let Some(g) = &p.grad {
-                grads.push(g.clone());
-            }
-        });
-        let refs: Vec<&Tensor> = grads.iter().collect();
-        let grad_norm = ops::grad_norm(&refs)?;
-        if !grad_norm.is_finite() {
-            return Err(crate::arg_err!(
-                "sft",
-                "step {}: gradient norm is {grad_norm}; stopping (the last checkpoint is intact)",
-                self.step + 1
-            ));
-        }
-        drop(grads);
-        let max = self.cfg.optim.max_grad_norm;
-        let clip = if max > 0.0 { crate::cpu::optim::clip_coef(grad_norm, max) } else { 1.0 };
         let lr = self.cfg.lr_at(self.step, self.total_steps);
-        let o = &self.cfg.optim;
-        let h = AdamW { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay };
-        let (m, v) = (&mut self.m, &mut self.v);
-        let mut result = Ok(());
-        let step = self.step as u64 + 1;
-        self.model.visit(&mut |name, p| {
-            let Some(grad) = p.grad.as_mut() else { return };
-            if result.is_err() {
-                return;
-            }
-            if clip < 1.0 {
-                result = ops::scale_assign(grad, clip);
-            }
-            let (Some(mt), Some(vt)) = (m.get_mut(&name), v.get_mut(&name)) else {
-                result = Err(crate::arg_err!("sft", "no optimizer state for {name}"));
-                return;
-            };
-            let grad = p.grad.as_ref().expect("checked above").clone();
-            if result.is_ok() {
-                result = ops::adamw_step(&mut [AdamSlot { param: &mut p.value, grad: &grad, m: mt, v: vt }], &h, step);
-            }
-        });
-        result?;
+        let grad_norm = self.opt.step(&mut self.model, &self.cfg.optim, lr, self.step as u64 + 1, "sft")?;
         self.step += 1;
         let secs = t0.elapsed().as_secs_f64();
         let metrics = StepMetrics {
@@ -236,37 +160,9 @@ impl SftTrainer {
         Ok(metrics)
     }
 
-    /// Writes a checkpoint of step `self.step` into `out/checkpoint-NNNNNN` through a
-    /// temporary directory and a rename (a crash never leaves a half checkpoint),
-    /// then deletes the oldest beyond `run.keep_last`. Returns its path.
+    /// Writes `out/checkpoint-NNNNNN` for the current step (see
+    /// [`write_checkpoint`]). Returns its path.
     pub fn save_checkpoint(&mut self, out: &Path, tokenizer_json: Option<&Path>) -> Result<PathBuf> {
-        let io = |p: &Path| {
-            let p = p.display().to_string();
-            move |e| Error::Io { path: p.clone(), source: e }
-        };
-        let final_dir = out.join(format!("checkpoint-{:06}", self.step));
-        let tmp = out.join(format!(".checkpoint-{:06}.tmp", self.step));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        if self.cfg.lora.enabled {
-            self.save_adapter(&tmp)?;
-        } else {
-            self.model.save(&tmp, DType::F32)?;
-        }
-        if let Some(t) = tokenizer_json {
-            std::fs::copy(t, tmp.join("tokenizer.json")).map_err(io(t))?;
-        }
-        let mut named: Vec<(String, Tensor)> = Vec::new();
-        for (k, t) in &self.m {
-            named.push((format!("m.{k}"), t.clone()));
-        }
-        for (k, t) in &self.v {
-            named.push((format!("v.{k}"), t.clone()));
-        }
-        let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
-        weights::save_safetensors(&tmp.join("optimizer.safetensors"), &refs, DType::F32, None)?;
         let state = json!({
             "step": self.step,
             "total_steps": self.total_steps,
@@ -274,96 +170,21 @@ impl SftTrainer {
             "config": self.cfg,
             "history": self.history,
         });
-        weights::write_atomic(
-            &tmp.join("trainer_state.json"),
-            serde_json::to_string_pretty(&state).expect("JSON").as_bytes(),
-        )?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-        // keep_last
-        let mut ckpts: Vec<PathBuf> = std::fs::read_dir(out)
-            .map_err(io(out))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("checkpoint-")))
-            .collect();
-        ckpts.sort();
-        let keep = self.cfg.run.keep_last.max(1);
-        for old in ckpts.iter().take(ckpts.len().saturating_sub(keep)) {
-            std::fs::remove_dir_all(old).map_err(io(old))?;
-        }
-        Ok(final_dir)
-    }
-
-    /// A PEFT adapter: adapter_model.safetensors + adapter_config.json.
-    pub fn save_adapter(&mut self, dir: &Path) -> Result<()> {
-        let mut named = Vec::new();
-        let mut modules = std::collections::BTreeSet::new();
-        self.model.visit(&mut |n, p| {
-            if n.contains(".lora_") {
-                modules.insert(
-                    n.rsplit_once(".lora_")
-                        .map(|(m, _)| m.rsplit('.').next().unwrap_or(m).to_string())
-                        .unwrap_or_default(),
-                );
-                named.push((peft_key(&n), p.value.clone()));
-            }
-        });
-        let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
-        weights::save_safetensors(&dir.join("adapter_model.safetensors"), &refs, DType::F32, None)?;
-        let l = &self.cfg.lora;
-        let config = json!({
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": self.cfg.model.path,
-            "r": l.rank,
-            "lora_alpha": l.alpha,
-            "lora_dropout": 0.0,
-            "bias": "none",
-            "fan_in_fan_out": false,
-            "inference_mode": true,
-            "target_modules": modules,
-        });
-        weights::write_atomic(
-            &dir.join("adapter_config.json"),
-            serde_json::to_string_pretty(&config).expect("JSON").as_bytes(),
-        )
+        let spec = CheckpointSpec {
+            lora: self.cfg.lora.enabled.then_some(&self.cfg.lora),
+            base_model: &self.cfg.model.path,
+            tokenizer_json,
+            keep_last: self.cfg.run.keep_last,
+        };
+        write_checkpoint(out, self.step, &mut self.model, &self.opt, &spec, &state)
     }
 
     /// Restores weights (full or adapter), optimizer moments and the step from a
     /// checkpoint written by [`Self::save_checkpoint`].
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        let state_path = dir.join("trainer_state.json");
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|e| Error::Io { path: state_path.display().to_string(), source: e })?;
-        let state: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config { file: state_path.display().to_string(), msg: e.to_string() })?;
-        let ckpt_name = if self.cfg.lora.enabled { "adapter_model.safetensors" } else { "model.safetensors" };
-        let ckpt = weights::Checkpoint::open(&dir.join(ckpt_name))?;
-        let opt = weights::Checkpoint::open(&dir.join("optimizer.safetensors"))?;
-        let lora = self.cfg.lora.enabled;
-        let mut result = Ok(());
-        let (m, v) = (&mut self.m, &mut self.v);
-        self.model.visit(&mut |name, p| {
-            if result.is_err() || !p.trainable() {
-                return;
-            }
-            let key = if lora { peft_key(&name) } else { name.clone() };
-            result = (|| -> Result<()> {
-                let t = ckpt.tensor(&key)?;
-                p.value = if t.dims() == p.value.dims() { t } else { t.reshape(p.value.dims())? };
-                m.insert(name.clone(), opt.tensor(&format!("m.{name}"))?);
-                v.insert(name.clone(), opt.tensor(&format!("v.{name}"))?);
-                Ok(())
-            })();
-        });
-        result?;
-        self.step = state["step"]
-            .as_u64()
-            .ok_or_else(|| Error::Config { file: state_path.display().to_string(), msg: "no step".into() })?
-            as usize;
+        let state = read_checkpoint(dir, &mut self.model, &mut self.opt, self.cfg.lora.enabled)?;
+        let file = dir.join("trainer_state.json").display().to_string();
+        self.step = state["step"].as_u64().ok_or_else(|| Error::Config { file, msg: "no step".into() })? as usize;
         if let Ok(h) = serde_json::from_value::<Vec<StepMetrics>>(state["history"].clone()) {
             self.history = h;
         }
@@ -373,6 +194,18 @@ impl SftTrainer {
     /// Trains to `total_steps`, logging to `out/metrics.jsonl`, checkpointing every
     /// `run.save_every` steps and at the end, with a progress bar.
     pub fn run(&mut self, out: &Path, tokenizer_json: Option<&Path>, progress: bool) -> Result<()> {
+        self.run_with(out, tokenizer_json, progress, &mut |_, _| Ok(()))
+    }
+
+    /// [`SftTrainer::run`] with `after_step` called after every optimizer step
+    /// (periodic evaluations; print through the progress bar).
+    pub fn run_with(
+        &mut self,
+        out: &Path,
+        tokenizer_json: Option<&Path>,
+        progress: bool,
+        after_step: &mut dyn FnMut(&SftTrainer, &indicatif::ProgressBar) -> Result<()>,
+    ) -> Result<()> {
         std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
         let metrics_path = out.join("metrics.jsonl");
         // Keep the lines up to the resumed step (a killed run may have logged more).
@@ -403,6 +236,7 @@ impl SftTrainer {
                 .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
             pb.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
             pb.inc(1);
+            after_step(self, &pb)?;
             let every = self.cfg.run.save_every;
             if every > 0 && self.step.is_multiple_of(every) && self.step < self.total_steps {
                 self.save_checkpoint(out, tokenizer_json)?;

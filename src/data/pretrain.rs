@@ -1,0 +1,301 @@
+//! Pretraining data for the tiny base model: the general skills a real
+//! Qwen2.5-VL already has before Actial starts, and nothing about how a camera
+//! moved between two photos.
+//!
+//! - text-only multiple choice with shuffled options (copy the letter of the option
+//!   whose text matches; word categories; opposites; counting order),
+//! - single-photo questions about a rendered object with shuffled options (which
+//!   colours are visible, which part is furthest left / right, nearest, how many
+//!   parts, the colour of the leftmost part),
+//! - short descriptions of a photo (parts from left to right).
+//!
+//! Every answer comes from the scene geometry and the id buffer of the photo
+//! (`render::part_coverage`), so questions only ask about parts that are visible and
+//! separated by a clear margin.
+
+use std::path::Path;
+
+use super::qa::{ImageRef, LETTER_INSTRUCTION, McQuestion, QaRecord};
+use super::render::{Scene, orbit_camera, part_coverage, random_scene, render};
+use super::synth::SynthConfig;
+use crate::error::{Error, Result};
+use crate::rng::Philox;
+
+/// A part counts as visible from this many pixels (of 112x112).
+const MIN_PIXELS: usize = 25;
+/// Left/right answers need the two parts' visible centroids this far apart
+/// (fraction of the width).
+const MIN_DU: f64 = 0.08;
+/// Nearest answers need this depth margin (fraction of the object radius).
+const MIN_DZ: f64 = 0.25;
+
+pub const COLOURS: [&str; 7] = ["red", "green", "blue", "yellow", "orange", "purple", "cyan"];
+const DIRECTIONS: [&str; 6] = ["left", "right", "up", "down", "front", "back"];
+const SHAPES: [&str; 6] = ["cube", "ball", "box", "cone", "ring", "block"];
+const NUMBERS: [&str; 8] = ["one", "two", "three", "four", "five", "six", "seven", "eight"];
+const ANIMALS: [&str; 6] = ["cat", "dog", "bird", "fish", "horse", "mouse"];
+const CATEGORIES: [(&str, &[&str]); 5] =
+    [("colour", &COLOURS), ("direction", &DIRECTIONS), ("shape", &SHAPES), ("number", &NUMBERS), ("animal", &ANIMALS)];
+const OPPOSITES: [(&str, &str); 8] = [
+    ("left", "right"),
+    ("up", "down"),
+    ("front", "back"),
+    ("near", "far"),
+    ("first", "second"),
+    ("clockwise", "counterclockwise"),
+    ("big", "small"),
+    ("open", "closed"),
+];
+
+fn pick<'a>(xs: &[&'a str], rng: &mut Philox) -> &'a str {
+    xs[(rng.next_u32() as usize) % xs.len()]
+}
+
+/// `k` distinct words from `pool` that are not in `avoid`.
+fn distinct<'a>(pool: &[&'a str], avoid: &[&str], k: usize, rng: &mut Philox) -> Vec<&'a str> {
+    let mut left: Vec<&str> = pool.iter().copied().filter(|w| !avoid.contains(w)).collect();
+    let mut out = Vec::new();
+    while out.len() < k && !left.is_empty() {
+        out.push(left.remove((rng.next_u32() as usize) % left.len()));
+    }
+    out
+}
+
+/// A question whose correct option is `correct` among `distractors`, shuffled.
+fn mc(kind: &str, question: String, correct: &str, distractors: &[&str], rng: &mut Philox) -> McQuestion {
+    let mut opts = vec![correct];
+    opts.extend_from_slice(distractors);
+    McQuestion::shuffled(kind, question, &opts, 0, rng)
+}
+
+/// Text-only multiple choice number `index` of stream `seed`, with 2 to 4 options.
+pub fn text_question(seed: u64, index: u64) -> McQuestion {
+    let mut rng = Philox::new(seed ^ 0x7e47_0000, index);
+    let n_opts = 2 + (rng.next_u32() as usize) % 3;
+    let all: Vec<&str> = CATEGORIES.iter().flat_map(|(_, ws)| ws.iter().copied()).collect();
+    match rng.next_u32() % 4 {
+        0 => {
+            // Pure copy: the option that says the word.
+            let w = pick(&all, &mut rng);
+            let d = distinct(&all, &[w], n_opts - 1, &mut rng);
+            mc("text_match", format!("Which option says {w}?"), w, &d, &mut rng)
+        }
+        1 => {
+            let ci = (rng.next_u32() as usize) % CATEGORIES.len();
+            let (cat, words) = CATEGORIES[ci];
+            let w = pick(words, &mut rng);
+            let others: Vec<&str> = CATEGORIES
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != ci)
+                .flat_map(|(_, (_, ws))| ws.iter().copied())
+                .collect();
+            let d = distinct(&others, &[], n_opts - 1, &mut rng);
+            mc("text_category", format!("Which of these is a {cat}?"), w, &d, &mut rng)
+        }
+        2 => {
+            let (a, b) = OPPOSITES[(rng.next_u32() as usize) % OPPOSITES.len()];
+            let (w, o) = if rng.next_u32() % 2 == 0 { (a, b) } else { (b, a) };
+            let pool: Vec<&str> = OPPOSITES.iter().flat_map(|&(x, y)| [x, y]).collect();
+            let d = distinct(&pool, &[w, o], n_opts - 1, &mut rng);
+            mc("text_opposite", format!("What is the opposite of {w}?"), o, &d, &mut rng)
+        }
+        _ => {
+            let i = (rng.next_u32() as usize) % (NUMBERS.len() - 1);
+            let d = distinct(&NUMBERS, &[NUMBERS[i], NUMBERS[i + 1]], n_opts - 1, &mut rng);
+            mc("text_next_number", format!("Which number comes after {}?", NUMBERS[i]), NUMBERS[i + 1], &d, &mut rng)
+        }
+    }
+}
+
+/// One photo of a random object with its questions and description.
+pub struct SingleView {
+    pub image: image::RgbImage,
+    pub questions: Vec<McQuestion>,
+    pub description: String,
+}
+
+fn colour_name(scene: &Scene, i: usize) -> &'static str {
+    scene.parts[i].colour_name
+}
+
+fn join_words(ws: &[&str]) -> String {
+    match ws {
+        [] => String::new(),
+        [a] => a.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Photo number `index` of stream `seed`: the camera stands anywhere on the orbit.
+pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
+    let mut rng = Philox::new(seed ^ 0x5179_1e00, index);
+    let scene = random_scene(&mut rng);
+    let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
+    let frame = scene.radius / (c.fov_deg.to_radians() / 2.0).tan();
+    let cam = orbit_camera(
+        u(0.0, 360.0),
+        u(c.pitch_deg.0, c.pitch_deg.1),
+        frame * u(c.distance.0, c.distance.1),
+        [0.0, 0.3, 0.0],
+        c.size,
+        c.fov_deg,
+    );
+    let image = render(&scene, &cam, c.supersample);
+    let cover = part_coverage(&scene, &cam);
+    let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
+    visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+    let w = c.size as f64;
+    let mut qs = Vec::new();
+    let mut qrng = Philox::new(seed ^ 0x5179_1e01, index);
+    let part = |i: usize| format!("The {} part", colour_name(&scene, i));
+
+    // A visible colour among colours the object does not have.
+    let present: Vec<&str> = scene.parts.iter().map(|p| p.colour_name).collect();
+    if !visible.is_empty() {
+        let shown = colour_name(&scene, visible[(qrng.next_u32() as usize) % visible.len()]);
+        let d = distinct(&COLOURS, &present, 2, &mut qrng);
+        if d.len() == 2 {
+            qs.push(mc("single_colour_seen", "Which colour can be seen in the photo?".into(), shown, &d, &mut qrng));
+        }
+    }
+    // Three visible parts: furthest left / right, nearest, and the leftmost's colour.
+    if visible.len() >= 3 {
+        let chosen = {
+            let mut idx = visible.clone();
+            while idx.len() > 3 {
+                idx.remove((qrng.next_u32() as usize) % idx.len());
+            }
+            idx // still sorted left to right
+        };
+        let names: Vec<String> = chosen.iter().map(|&i| part(i)).collect();
+        let (l, m, r) = (chosen[0], chosen[1], chosen[2]);
+        if (cover[m].1 - cover[l].1) / w >= MIN_DU {
+            let d = [names[1].as_str(), names[2].as_str()];
+            qs.push(mc(
+                "single_leftmost",
+                "Which part is furthest to the left in the photo?".into(),
+                &names[0],
+                &d,
+                &mut qrng,
+            ));
+            let others = distinct(&COLOURS, &[colour_name(&scene, l)], 2, &mut qrng);
+            qs.push(mc(
+                "single_leftmost_colour",
+                "What colour is the part furthest to the left in the photo?".into(),
+                colour_name(&scene, l),
+                &others,
+                &mut qrng,
+            ));
+        }
+        if (cover[r].1 - cover[m].1) / w >= MIN_DU {
+            let d = [names[0].as_str(), names[1].as_str()];
+            qs.push(mc(
+                "single_rightmost",
+                "Which part is furthest to the right in the photo?".into(),
+                &names[2],
+                &d,
+                &mut qrng,
+            ));
+        }
+        let mut by_depth: Vec<(f64, usize)> =
+            chosen.iter().map(|&i| (cam.pose.to_camera(scene.parts[i].center)[2], i)).collect();
+        by_depth.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
+            let near = part(by_depth[0].1);
+            let d = [part(by_depth[1].1), part(by_depth[2].1)];
+            qs.push(mc(
+                "single_nearest",
+                "Which part is nearest to the camera?".into(),
+                &near,
+                &[&d[0], &d[1]],
+                &mut qrng,
+            ));
+        }
+    }
+    // How many parts can be seen (options: three consecutive counts around it).
+    let n = visible.len();
+    if (1..=6).contains(&n) {
+        let lo = n.saturating_sub(1 + (qrng.next_u32() as usize) % 2).max(1);
+        let opts: Vec<String> = (lo..lo + 3).map(|k| NUMBERS[k - 1].to_string()).collect();
+        let o: Vec<&str> = opts.iter().map(String::as_str).collect();
+        let correct = n - lo;
+        qs.push(McQuestion::shuffled(
+            "single_count",
+            "How many coloured parts can be seen in the photo?".into(),
+            &o,
+            correct,
+            &mut qrng,
+        ));
+    }
+    let names: Vec<&str> = visible.iter().map(|&i| colour_name(&scene, i)).collect();
+    let description = format!(
+        "The object has {} visible {}. From left to right: {}.",
+        NUMBERS[n.clamp(1, NUMBERS.len()) - 1],
+        if n == 1 { "part" } else { "parts" },
+        join_words(&names)
+    );
+    SingleView { image, questions: qs, description }
+}
+
+/// The counts of a pretraining set.
+#[derive(Clone, Copy, Debug)]
+pub struct PretrainMix {
+    /// Rendered photos (each gives its questions and a description).
+    pub photos: u64,
+    pub text_items: u64,
+}
+
+fn record(id: String, kind: &str, prompt: String, images: Vec<ImageRef>, response: String, answer: String) -> QaRecord {
+    QaRecord { id, kind: kind.into(), system: None, prompt, images, response, answer, meta: serde_json::Value::Null }
+}
+
+fn mc_record(id: String, q: &McQuestion, images: Vec<ImageRef>) -> QaRecord {
+    let prefix = "<image>".repeat(images.len());
+    record(
+        id,
+        &q.kind,
+        format!("{prefix}{}", q.prompt(LETTER_INSTRUCTION)),
+        images,
+        q.letter().into(),
+        q.letter().into(),
+    )
+}
+
+/// Renders the photos into `img_dir` (in parallel; `on_photo` ticks progress) and
+/// returns the records: every photo's questions and description, then the text
+/// items.
+pub fn pretrain_records(
+    img_dir: &Path,
+    seed: u64,
+    m: PretrainMix,
+    c: &SynthConfig,
+    on_photo: &(dyn Fn() + Sync),
+) -> Result<Vec<QaRecord>> {
+    use rayon::prelude::*;
+    std::fs::create_dir_all(img_dir).map_err(|e| Error::Io { path: img_dir.display().to_string(), source: e })?;
+    let per_photo: Vec<Vec<QaRecord>> = (0..m.photos)
+        .into_par_iter()
+        .map(|i| {
+            let v = single_view(seed, i, c);
+            let path = img_dir.join(format!("{i:06}.png"));
+            v.image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
+            let img = vec![ImageRef::Path(path)];
+            let mut out: Vec<QaRecord> =
+                v.questions.iter().map(|q| mc_record(format!("photo{i:06}_{}", q.kind), q, img.clone())).collect();
+            out.push(record(
+                format!("photo{i:06}_describe"),
+                "single_describe",
+                "<image>Describe the object in the photo.".into(),
+                img,
+                v.description.clone(),
+                v.description,
+            ));
+            on_photo();
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut recs: Vec<QaRecord> = per_photo.into_iter().flatten().collect();
+    recs.extend((0..m.text_items).map(|i| mc_record(format!("text{i:07}"), &text_question(seed, i), vec![])));
+    Ok(recs)
+}

@@ -1,0 +1,240 @@
+//! Accuracy and format rate of a model on multiple-choice records, by batched
+//! greedy decoding (a rollout with one sample per prompt at temperature 0).
+//!
+//! Answer extraction, in order (the rule that fired is recorded):
+//! 1. `answer_tag`: the stripped content of the single `<answer>…</answer>` block;
+//! 2. `bare_letter`: the whole response is one option letter (a trailing `.` or `)`
+//!    allowed);
+//! 3. `letter_in_text`: the first standalone capital letter A–H in the text;
+//! 4. `none`: nothing found (scored wrong).
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use super::reward::{AccuracyReward, FormatReward, Reward};
+use crate::data::qa::{ImageRef, QaRecord};
+use crate::error::Result;
+use crate::model::Qwen25Vl;
+use crate::model::image::{ImageProcessorConfig, decode_image, load_image, preprocess};
+use crate::model::rollout::{PromptInput, RolloutConfig};
+use crate::model::tokenizer::{Content, Message, QwenTokenizer, Role};
+use crate::ops::SamplingParams;
+
+/// One encoded prompt with its ground truth.
+#[derive(Clone, Debug)]
+pub struct EvalItem {
+    pub id: String,
+    pub kind: String,
+    pub prompt: PromptInput,
+    pub answer: String,
+}
+
+/// The user turn's contents: text pieces around the `<image>` placeholders.
+pub fn user_content(prompt: &str) -> Vec<Content> {
+    let mut out = Vec::new();
+    for (i, piece) in prompt.split("<image>").enumerate() {
+        if i > 0 {
+            out.push(Content::Image);
+        }
+        if !piece.is_empty() {
+            out.push(Content::Text(piece.to_string()));
+        }
+    }
+    out
+}
+
+/// Encodes records as generation prompts (system, user turn, assistant header).
+/// `system` overrides each record's own. Records whose images cannot be read or
+/// whose prompt exceeds `max_prompt_tokens` are skipped and counted by reason.
+pub fn encode_prompts(
+    records: &[QaRecord],
+    tok: &QwenTokenizer,
+    proc: &ImageProcessorConfig,
+    system: Option<&str>,
+    max_prompt_tokens: usize,
+) -> Result<(Vec<EvalItem>, BTreeMap<String, usize>)> {
+    let mut items = Vec::new();
+    let mut skipped = BTreeMap::<String, usize>::new();
+    for r in records {
+        let images: Result<Vec<_>> = r
+            .images
+            .iter()
+            .map(|i| match i {
+                ImageRef::Path(p) => load_image(p),
+                ImageRef::Bytes(b) => decode_image(b, &r.id),
+            })
+            .collect();
+        let Ok(images) = images else {
+            *skipped.entry("missing or undecodable image".into()).or_default() += 1;
+            continue;
+        };
+        let px = if images.is_empty() {
+            None
+        } else {
+            match preprocess(&images, proc) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    *skipped.entry("image too small or too elongated".into()).or_default() += 1;
+                    continue;
+                }
+            }
+        };
+        let counts: Vec<usize> = px
+            .iter()
+            .flat_map(|p| p.grids.iter().map(|g| g[0] * g[1] * g[2] / (proc.merge_size * proc.merge_size)))
+            .collect();
+        let mut messages = Vec::new();
+        if let Some(s) = system.or(r.system.as_deref()) {
+            messages.push(Message::text(Role::System, s));
+        }
+        messages.push(Message { role: Role::User, content: user_content(&r.prompt) });
+        let e = tok.encode_chat(&messages, &counts, true)?;
+        if e.ids.len() > max_prompt_tokens {
+            *skipped.entry("prompt longer than the limit".into()).or_default() += 1;
+            continue;
+        }
+        let (pixels, grids) = match px {
+            Some(p) => (Some(p.pixel_values), p.grids),
+            None => (None, vec![]),
+        };
+        items.push(EvalItem {
+            id: r.id.clone(),
+            kind: r.kind.clone(),
+            prompt: PromptInput { tokens: e.ids, pixels, grids },
+            answer: r.answer.clone(),
+        });
+    }
+    Ok((items, skipped))
+}
+
+/// Which extraction rule produced the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Extraction {
+    AnswerTag,
+    BareLetter,
+    LetterInText,
+    None,
+}
+
+/// The answer extractor (see the module docs for the rules).
+pub struct AnswerExtractor {
+    tag: AccuracyReward,
+    bare: Regex,
+    in_text: Regex,
+}
+
+impl Default for AnswerExtractor {
+    fn default() -> Self {
+        AnswerExtractor {
+            tag: AccuracyReward::default(),
+            bare: Regex::new(r"^\s*\(?([A-H])[.)]?\s*$").expect("valid pattern"),
+            in_text: Regex::new(r"\b([A-H])\b").expect("valid pattern"),
+        }
+    }
+}
+
+impl AnswerExtractor {
+    pub fn extract(&self, response: &str) -> (Option<String>, Extraction) {
+        if let Some(a) = self.tag.extract(response) {
+            let a = self.bare.captures(a).map(|c| c[1].to_string()).unwrap_or_else(|| a.to_string());
+            return (Some(a), Extraction::AnswerTag);
+        }
+        if let Some(c) = self.bare.captures(response) {
+            return (Some(c[1].to_string()), Extraction::BareLetter);
+        }
+        if let Some(c) = self.in_text.captures(response) {
+            return (Some(c[1].to_string()), Extraction::LetterInText);
+        }
+        (None, Extraction::None)
+    }
+}
+
+/// One item's outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ItemResult {
+    pub id: String,
+    pub kind: String,
+    pub response: String,
+    pub extracted: Option<String>,
+    pub rule: Extraction,
+    pub answer: String,
+    pub correct: bool,
+    pub format_ok: bool,
+}
+
+/// Accuracy and format rate overall and per kind.
+#[derive(Clone, Debug, Default)]
+pub struct EvalReport {
+    pub items: Vec<ItemResult>,
+}
+
+impl EvalReport {
+    pub fn accuracy(&self) -> f64 {
+        frac(self.items.iter().filter(|r| r.correct).count(), self.items.len())
+    }
+    pub fn format_rate(&self) -> f64 {
+        frac(self.items.iter().filter(|r| r.format_ok).count(), self.items.len())
+    }
+    /// kind → (accuracy, format rate, count).
+    pub fn per_kind(&self) -> BTreeMap<String, (f64, f64, usize)> {
+        let mut m: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+        for r in &self.items {
+            let e = m.entry(r.kind.clone()).or_default();
+            e.0 += usize::from(r.correct);
+            e.1 += usize::from(r.format_ok);
+            e.2 += 1;
+        }
+        m.into_iter().map(|(k, (c, f, n))| (k, (frac(c, n), frac(f, n), n))).collect()
+    }
+}
+
+fn frac(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Greedy-decodes every item (`batch` prompts per decoding batch, at most
+/// `max_new_tokens` each) and scores it. `on_batch` gets the items done so far.
+pub fn evaluate(
+    model: &Qwen25Vl,
+    tok: &QwenTokenizer,
+    items: &[EvalItem],
+    max_new_tokens: usize,
+    batch: usize,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<EvalReport> {
+    let rc = RolloutConfig {
+        group: 1,
+        max_new_tokens,
+        sampling: SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 },
+        stop: vec![tok.ids.im_end, tok.ids.endoftext],
+        banned: model.vision_token_ids(),
+        seed: 0,
+        stream: 0,
+    };
+    let (ex, fmt) = (AnswerExtractor::default(), FormatReward::default());
+    let mut report = EvalReport::default();
+    for chunk in items.chunks(batch.max(1)) {
+        let prompts: Vec<PromptInput> = chunk.iter().map(|i| i.prompt.clone()).collect();
+        let out = model.rollout(&prompts, &rc)?;
+        for (item, s) in chunk.iter().zip(out) {
+            let toks: Vec<u32> = s.tokens.iter().copied().filter(|t| !rc.stop.contains(t)).collect();
+            let response = tok.decode(&toks, false)?;
+            let (extracted, rule) = ex.extract(&response);
+            let correct = extracted.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(item.answer.trim()));
+            report.items.push(ItemResult {
+                id: item.id.clone(),
+                kind: item.kind.clone(),
+                format_ok: fmt.score(&response, &item.answer) > 0.0,
+                response,
+                extracted,
+                rule,
+                answer: item.answer.clone(),
+                correct,
+            });
+        }
+        on_batch(report.items.len());
+    }
+    Ok(report)
+}

@@ -1,0 +1,244 @@
+//! AdamW state over a model's trainable parameters, the optimizer step (global
+//! norm, clipping, update) and checkpoints (weights or PEFT adapter + moments +
+//! trainer state) shared by the SFT and GRPO trainers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::config::{LoraSection, OptimSection};
+use crate::error::{Error, Result};
+use crate::model::{Qwen25Vl, weights};
+use crate::ops::{self, AdamSlot, AdamW};
+use crate::tensor::{DType, Device, Tensor};
+
+/// The PEFT name of a parameter of this crate's model (transformers >= 4.52 module
+/// paths: `model.language_model.*`, `model.visual.*`).
+pub fn peft_key(name: &str) -> String {
+    let module = if let Some(rest) = name.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else if let Some(rest) = name.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else {
+        name.to_string()
+    };
+    format!("base_model.model.{module}")
+}
+
+/// AdamW first and second moments by parameter name.
+pub struct AdamWState {
+    pub m: BTreeMap<String, Tensor>,
+    pub v: BTreeMap<String, Tensor>,
+}
+
+impl AdamWState {
+    /// Zero moments for every trainable parameter of `model`.
+    pub fn new(model: &mut Qwen25Vl) -> Result<AdamWState> {
+        let mut shapes = Vec::new();
+        model.visit(&mut |n, p| {
+            if p.trainable() {
+                shapes.push((n, p.value.dims().to_vec()));
+            }
+        });
+        let (mut m, mut v) = (BTreeMap::new(), BTreeMap::new());
+        for (n, d) in shapes {
+            m.insert(n.clone(), Tensor::zeros(d.clone(), DType::F32, Device::Cpu)?);
+            v.insert(n, Tensor::zeros(d, DType::F32, Device::Cpu)?);
+        }
+        Ok(AdamWState { m, v })
+    }
+
+    /// Trainable parameter count.
+    pub fn numel(&self) -> usize {
+        self.m.values().map(Tensor::numel).sum()
+    }
+
+    /// Global gradient norm, clipping to `o.max_grad_norm`, then the AdamW update
+    /// number `step` (1-based) at `lr`. Returns the norm before clipping; a
+    /// non-finite norm is an error naming `what` and the step, with nothing updated.
+    pub fn step(
+        &mut self,
+        model: &mut Qwen25Vl,
+        o: &OptimSection,
+        lr: f32,
+        step: u64,
+        what: &'static str,
+    ) -> Result<f64> {
+        let mut grads = Vec::new();
+        model.visit(&mut |_, p| {
+            if let Some(g) = &p.grad {
+                grads.push(g.clone());
+            }
+        });
+        let refs: Vec<&Tensor> = grads.iter().collect();
+        let grad_norm = ops::grad_norm(&refs)?;
+        if !grad_norm.is_finite() {
+            return Err(crate::arg_err!(
+                what,
+                "step {step}: gradient norm is {grad_norm}; stopping (the last checkpoint is intact)"
+            ));
+        }
+        drop(grads);
+        let max = o.max_grad_norm;
+        let clip = if max > 0.0 { crate::cpu::optim::clip_coef(grad_norm, max) } else { 1.0 };
+        let h = AdamW { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay };
+        let (m, v) = (&mut self.m, &mut self.v);
+        let mut result = Ok(());
+        model.visit(&mut |name, p| {
+            let Some(grad) = p.grad.as_mut() else { return };
+            if result.is_err() {
+                return;
+            }
+            if clip < 1.0 {
+                result = ops::scale_assign(grad, clip);
+            }
+            let (Some(mt), Some(vt)) = (m.get_mut(&name), v.get_mut(&name)) else {
+                result = Err(crate::arg_err!(what, "no optimizer state for {name}"));
+                return;
+            };
+            let grad = p.grad.as_ref().expect("checked above").clone();
+            if result.is_ok() {
+                result = ops::adamw_step(&mut [AdamSlot { param: &mut p.value, grad: &grad, m: mt, v: vt }], &h, step);
+            }
+        });
+        result?;
+        Ok(grad_norm)
+    }
+}
+
+/// Where a checkpoint's weights go and what they are.
+pub struct CheckpointSpec<'a> {
+    /// LoRA: write a PEFT adapter (with this section's settings) instead of weights.
+    pub lora: Option<&'a LoraSection>,
+    /// The base model path recorded in adapter_config.json.
+    pub base_model: &'a str,
+    pub tokenizer_json: Option<&'a Path>,
+    pub keep_last: usize,
+}
+
+/// A PEFT adapter: adapter_model.safetensors + adapter_config.json.
+pub fn save_adapter(model: &mut Qwen25Vl, dir: &Path, l: &LoraSection, base_model: &str) -> Result<()> {
+    let mut named = Vec::new();
+    let mut modules = std::collections::BTreeSet::new();
+    model.visit(&mut |n, p| {
+        if n.contains(".lora_") {
+            modules.insert(
+                n.rsplit_once(".lora_").map(|(m, _)| m.rsplit('.').next().unwrap_or(m).to_string()).unwrap_or_default(),
+            );
+            named.push((peft_key(&n), p.value.clone()));
+        }
+    });
+    let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+    weights::save_safetensors(&dir.join("adapter_model.safetensors"), &refs, DType::F32, None)?;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": l.rank,
+        "lora_alpha": l.alpha,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "target_modules": modules,
+    });
+    weights::write_atomic(
+        &dir.join("adapter_config.json"),
+        serde_json::to_string_pretty(&config).expect("JSON").as_bytes(),
+    )
+}
+
+/// Writes `out/checkpoint-NNNNNN` (weights or adapter, tokenizer, optimizer
+/// moments, `state` as trainer_state.json) through a temporary directory and a
+/// rename, so a crash never leaves a half checkpoint; then deletes the oldest
+/// beyond `keep_last`. Returns its path.
+pub fn write_checkpoint(
+    out: &Path,
+    step: usize,
+    model: &mut Qwen25Vl,
+    opt: &AdamWState,
+    spec: &CheckpointSpec,
+    state: &serde_json::Value,
+) -> Result<PathBuf> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| Error::Io { path: p.clone(), source: e }
+    };
+    let final_dir = out.join(format!("checkpoint-{step:06}"));
+    let tmp = out.join(format!(".checkpoint-{step:06}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    match spec.lora {
+        Some(l) => save_adapter(model, &tmp, l, spec.base_model)?,
+        None => model.save(&tmp, DType::F32)?,
+    }
+    if let Some(t) = spec.tokenizer_json {
+        std::fs::copy(t, tmp.join("tokenizer.json")).map_err(io(t))?;
+    }
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (k, t) in &opt.m {
+        named.push((format!("m.{k}"), t.clone()));
+    }
+    for (k, t) in &opt.v {
+        named.push((format!("v.{k}"), t.clone()));
+    }
+    let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+    weights::save_safetensors(&tmp.join("optimizer.safetensors"), &refs, DType::F32, None)?;
+    weights::write_atomic(
+        &tmp.join("trainer_state.json"),
+        serde_json::to_string_pretty(state).expect("JSON").as_bytes(),
+    )?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    let mut ckpts: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(io(out))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("checkpoint-")))
+        .collect();
+    ckpts.sort();
+    for old in ckpts.iter().take(ckpts.len().saturating_sub(spec.keep_last.max(1))) {
+        std::fs::remove_dir_all(old).map_err(io(old))?;
+    }
+    Ok(final_dir)
+}
+
+/// Restores trainable weights (full or adapter) and optimizer moments from a
+/// checkpoint written by [`write_checkpoint`]; returns its trainer_state.json.
+pub fn read_checkpoint(
+    dir: &Path,
+    model: &mut Qwen25Vl,
+    opt: &mut AdamWState,
+    lora: bool,
+) -> Result<serde_json::Value> {
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path)
+        .map_err(|e| Error::Io { path: state_path.display().to_string(), source: e })?;
+    let state: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config { file: state_path.display().to_string(), msg: e.to_string() })?;
+    let ckpt_name = if lora { "adapter_model.safetensors" } else { "model.safetensors" };
+    let ckpt = weights::Checkpoint::open(&dir.join(ckpt_name))?;
+    let moments = weights::Checkpoint::open(&dir.join("optimizer.safetensors"))?;
+    let mut result = Ok(());
+    let (m, v) = (&mut opt.m, &mut opt.v);
+    model.visit(&mut |name, p| {
+        if result.is_err() || !p.trainable() {
+            return;
+        }
+        let key = if lora { peft_key(&name) } else { name.clone() };
+        result = (|| -> Result<()> {
+            let t = ckpt.tensor(&key)?;
+            p.value = if t.dims() == p.value.dims() { t } else { t.reshape(p.value.dims())? };
+            m.insert(name.clone(), moments.tensor(&format!("m.{name}"))?);
+            v.insert(name.clone(), moments.tensor(&format!("v.{name}"))?);
+            Ok(())
+        })();
+    });
+    result?;
+    Ok(state)
+}
