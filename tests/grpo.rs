@@ -45,7 +45,16 @@ fn advantages_by_hand() {
 }
 
 fn params(beta: f32, agg: LossAgg) -> GrpoParams {
-    GrpoParams { eps_low: 0.2, eps_high: 0.2, beta, agg, adv_eps: 1e-4, max_completion_len: 4, global_tokens: 8 }
+    GrpoParams {
+        eps_low: 0.2,
+        eps_high: 0.2,
+        beta,
+        agg,
+        adv_eps: 1e-4,
+        max_completion_len: 4,
+        global_tokens: if agg == LossAgg::Dapo { 8 } else { 0 },
+        global_seqs: 0,
+    }
 }
 
 #[test]

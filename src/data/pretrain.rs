@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use super::qa::{ImageRef, LETTER_INSTRUCTION, McQuestion, QaRecord};
+use super::qa::{ACTIAL_SYSTEM, ImageRef, LETTER_INSTRUCTION, McQuestion, QaRecord};
 use super::render::{Scene, orbit_camera, part_coverage, random_scene, render};
 use super::synth::SynthConfig;
 use crate::error::{Error, Result};
@@ -66,6 +66,45 @@ fn mc(kind: &str, question: String, correct: &str, distractors: &[&str], rng: &m
     let mut opts = vec![correct];
     opts.extend_from_slice(distractors);
     McQuestion::shuffled(kind, question, &opts, 0, rng)
+}
+
+/// A text-only item: a multiple-choice question (answered with its letter) or a
+/// copy exercise (answered with text).
+pub enum TextItem {
+    Choice(McQuestion),
+    /// (kind, prompt, response)
+    Copy(&'static str, String, String),
+}
+
+/// Text item number `index` of stream `seed`. Half are copy exercises with
+/// dense supervision (repeat a list of words; say what option X says): copying
+/// from the context is the skill a tiny model lacks, and multiple choice answers
+/// need it (find the option whose text matches, output its letter).
+pub fn text_item(seed: u64, index: u64) -> TextItem {
+    let mut rng = Philox::new(seed ^ 0x7e47_0001, index);
+    let all: Vec<&str> = CATEGORIES.iter().flat_map(|(_, ws)| ws.iter().copied()).collect();
+    match rng.next_u32() % 4 {
+        0 => {
+            let n = 3 + (rng.next_u32() as usize) % 6;
+            let words: Vec<&str> = (0..n).map(|_| pick(&all, &mut rng)).collect();
+            TextItem::Copy("text_repeat", format!("Repeat these words: {}", words.join(" ")), words.join(" "))
+        }
+        1 => {
+            let n_opts = 2 + (rng.next_u32() as usize) % 3;
+            let words = distinct(&all, &[], n_opts, &mut rng);
+            let which = (rng.next_u32() as usize) % words.len();
+            let q = McQuestion {
+                kind: String::new(),
+                question: String::new(),
+                options: words.iter().map(|w| w.to_string()).collect(),
+                answer: which,
+            };
+            let letter = q.letter();
+            let prompt = format!("What does option {letter} say?{}", q.prompt("").trim_end());
+            TextItem::Copy("text_option_text", prompt, words[which].to_string())
+        }
+        _ => TextItem::Choice(text_question(seed, index)),
+    }
 }
 
 /// Text-only multiple choice number `index` of stream `seed`, with 2 to 4 options.
@@ -296,6 +335,25 @@ pub fn pretrain_records(
         })
         .collect::<Result<_>>()?;
     let mut recs: Vec<QaRecord> = per_photo.into_iter().flatten().collect();
-    recs.extend((0..m.text_items).map(|i| mc_record(format!("text{i:07}"), &text_question(seed, i), vec![])));
+    // A quarter carry Actial's system prompt (answers unchanged), so the base reads
+    // questions the same way under the prompt the later stages use.
+    let with_system = |mut r: QaRecord, i: usize| {
+        if i % 4 == 3 {
+            r.system = Some(ACTIAL_SYSTEM.to_string());
+        }
+        r
+    };
+    recs = recs.into_iter().enumerate().map(|(i, r)| with_system(r, i)).collect();
+    recs.extend(
+        (0..m.text_items)
+            .map(|i| match text_item(seed, i) {
+                TextItem::Choice(q) => mc_record(format!("text{i:07}"), &q, vec![]),
+                TextItem::Copy(kind, prompt, response) => {
+                    record(format!("text{i:07}"), kind, prompt, vec![], response.clone(), response)
+                }
+            })
+            .enumerate()
+            .map(|(i, r)| with_system(r, i)),
+    );
     Ok(recs)
 }

@@ -51,6 +51,7 @@ impl Part {
     }
 }
 
+#[derive(Clone)]
 pub struct Qwen25Vl {
     pub config: Qwen25VlConfig,
     pub vision: VisionTower,

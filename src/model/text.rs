@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::ops::{self, AttnOut, AttnSpec};
 use crate::tensor::Tensor;
 
+#[derive(Clone)]
 pub struct DecoderLayer {
     pub input_norm: Param,
     pub post_norm: Param,
@@ -235,6 +236,7 @@ impl DecoderLayer {
     }
 }
 
+#[derive(Clone)]
 pub struct TextModel {
     pub cfg: TextConfig,
     pub embed: Param,

@@ -16,6 +16,12 @@ pub fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny")
 }
 
+/// `assets/tiny-base`: the pretrained tiny base (`actial-train --recipe pretrain`,
+/// docs/TINY_BASE.md), the start of the embedded default.
+pub fn tiny_base_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-base")
+}
+
 /// The tiny tokenizer (assets/tiny/tokenizer.json).
 pub fn tiny_tokenizer() -> Result<QwenTokenizer> {
     QwenTokenizer::from_file(&tiny_dir().join("tokenizer.json"))
@@ -23,7 +29,7 @@ pub fn tiny_tokenizer() -> Result<QwenTokenizer> {
 
 /// The tiny config: vision depth 4 / width 128 (4 heads of 32, windows of 112 px,
 /// full attention in blocks 1 and 3), LM 4 layers / width 128 (4 query heads, 2 kv
-/// heads, head dim 32, M-RoPE sections [4, 6, 6]), tied embeddings. Special ids come
+/// heads, head dim 32, M-RoPE sections [4, 6, 6], rope theta 1e4), tied embeddings. Special ids come
 /// from the tokenizer.
 pub fn tiny_config(tok: &QwenTokenizer) -> Qwen25VlConfig {
     let vision = VisionConfig {
@@ -49,7 +55,9 @@ pub fn tiny_config(tok: &QwenTokenizer) -> Qwen25VlConfig {
         num_attention_heads: 4,
         num_key_value_heads: 2,
         rms_norm_eps: 1e-6,
-        rope_theta: 1_000_000.0,
+        // Qwen2.5-VL uses 1e6 for 128k contexts; with head dim 32 and prompts of
+        // ~100 tokens that leaves almost no rotation to tell neighbours apart.
+        rope_theta: 10_000.0,
         mrope_section: [4, 6, 6],
         tie_word_embeddings: true,
     };

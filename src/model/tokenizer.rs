@@ -43,6 +43,7 @@ pub const QWEN_SPECIAL_TOKENS: [&str; 14] = [
     "<|video_pad|>",
 ];
 
+#[derive(Clone)]
 pub struct QwenTokenizer {
     pub tokenizer: Tokenizer,
     pub ids: ChatTokens,

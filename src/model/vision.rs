@@ -34,6 +34,7 @@ pub(crate) fn split_last(x: &Tensor, parts: usize) -> Result<Vec<Tensor>> {
     (0..parts).map(|p| x3.narrow(1, p, 1)?.reshape([n, w])).collect()
 }
 
+#[derive(Clone)]
 pub struct VisionBlock {
     pub norm1: Param,
     pub norm2: Param,
@@ -166,12 +167,14 @@ impl VisionBlock {
 }
 
 /// RMSNorm per patch, then `[N/4, 4·D]` → Linear → GELU → Linear.
+#[derive(Clone)]
 pub struct Merger {
     pub ln_q: Param,
     pub fc1: Linear,
     pub fc2: Linear,
 }
 
+#[derive(Clone)]
 pub struct VisionTower {
     pub cfg: VisionConfig,
     pub patch_embed: Linear,

@@ -20,6 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::train::grpo::LossAgg;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +42,9 @@ pub struct DataSection {
     pub cot_unique: usize,
     /// System prompt for rows without one (None: the chat template's default).
     pub system: Option<String>,
+    /// Tiny preset without data files: rendered training pairs and held-out pairs.
+    pub synth_pairs: usize,
+    pub synth_heldout_pairs: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +125,78 @@ pub struct RunSection {
     pub recompute_vision_blocks: Vec<usize>,
 }
 
+/// Stage 2 (GRPO). Optimizer betas, weight decay and clipping come from `[optim]`,
+/// LoRA and freeze flags from `[lora]` / `[train]`, devices and output from `[run]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoSection {
+    /// Prompt files (any format `actial-data` reads; each record's `answer` is the
+    /// ground truth the accuracy reward compares).
+    pub data: Vec<String>,
+    pub steps: usize,
+    pub lr: f32,
+    pub warmup_steps: usize,
+    pub prompts_per_step: usize,
+    /// Samples per prompt (G).
+    pub group: usize,
+    /// Prompts per PPO mini-batch (one optimizer update each).
+    pub mini_batch_prompts: usize,
+    pub ppo_epochs: usize,
+    /// Sequences per forward/backward in the update.
+    pub micro_batch: usize,
+    pub max_new_tokens: usize,
+    /// Longer prompts (text + image tokens) are skipped and counted.
+    pub max_prompt_tokens: usize,
+    /// Images are downscaled to at most this many pixels (960x540).
+    pub max_image_pixels: usize,
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub beta: f32,
+    pub eps_low: f32,
+    pub eps_high: f32,
+    pub loss_agg: LossAgg,
+    pub accuracy_weight: f32,
+    pub format_weight: f32,
+    /// System prompt of every GRPO prompt (None: the records' own).
+    pub system: Option<String>,
+    /// Checkpoint every N steps (0: only at the end).
+    pub save_every: usize,
+}
+
+impl Default for GrpoSection {
+    /// PAPER.md, stage 2.
+    fn default() -> Self {
+        GrpoSection {
+            data: vec![],
+            steps: 150,
+            lr: 1e-6,
+            warmup_steps: 0,
+            prompts_per_step: 1024,
+            group: 16,
+            mini_batch_prompts: 256,
+            ppo_epochs: 1,
+            micro_batch: 8,
+            max_new_tokens: 4096,
+            max_prompt_tokens: 16_000,
+            max_image_pixels: 960 * 540,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            beta: 0.01,
+            eps_low: 0.2,
+            eps_high: 0.2,
+            loss_agg: LossAgg::TokenMean,
+            accuracy_weight: 0.5,
+            format_weight: 0.5,
+            system: Some(crate::data::qa::ACTIAL_SYSTEM.to_string()),
+            save_every: 0,
+        }
+    }
+}
+
+/// One run's configuration: stage 1 (SFT: `[data]`, `[optim]`, `[run]`) and
+/// stage 2 (`[grpo]`), sharing `[model]`, `[lora]` and `[train]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
@@ -130,6 +206,7 @@ pub struct SftConfig {
     pub train: TrainSection,
     pub optim: OptimSection,
     pub run: RunSection,
+    pub grpo: GrpoSection,
 }
 
 impl Default for ModelSection {
@@ -139,7 +216,14 @@ impl Default for ModelSection {
 }
 impl Default for DataSection {
     fn default() -> Self {
-        DataSection { train: vec![], cot_fraction: None, cot_unique: 1000, system: None }
+        DataSection {
+            train: vec![],
+            cot_fraction: None,
+            cot_unique: 1000,
+            system: None,
+            synth_pairs: 512,
+            synth_heldout_pairs: 50,
+        }
     }
 }
 impl Default for LoraSection {
@@ -216,6 +300,29 @@ impl SftConfig {
         c
     }
 
+    /// The embedded default (`actial-train` with no arguments): the tiny base,
+    /// rendered viewpoint pairs, a CPU budget of minutes.
+    pub fn embedded_defaults() -> SftConfig {
+        let mut c = SftConfig::tiny_defaults();
+        c.data.cot_fraction = Some(0.1);
+        c.data.cot_unique = 200;
+        c.optim.lr = 5e-4;
+        c.optim.warmup_steps = 20;
+        c.run.steps = 300;
+        c.run.out_dir = "runs/embedded".into();
+        let g = &mut c.grpo;
+        g.steps = 20;
+        g.lr = 2e-5;
+        g.warmup_steps = 2;
+        g.prompts_per_step = 8;
+        g.group = 8;
+        g.mini_batch_prompts = 8;
+        g.micro_batch = 16;
+        g.max_new_tokens = 200;
+        g.max_prompt_tokens = 1024;
+        c
+    }
+
     /// Defaults of `actial-train --recipe pretrain` (the tiny base, from random
     /// init, every part trained).
     pub fn pretrain_defaults() -> SftConfig {
@@ -289,7 +396,36 @@ impl SftConfig {
         if self.lora.enabled && self.lora.rank == 0 {
             return Err("lora.rank must be positive".into());
         }
+        let g = &self.grpo;
+        if g.group < 2 {
+            return Err(format!("grpo.group must be at least 2 (advantages compare samples), got {}", g.group));
+        }
+        if g.prompts_per_step == 0
+            || g.mini_batch_prompts == 0
+            || !g.prompts_per_step.is_multiple_of(g.mini_batch_prompts)
+        {
+            return Err(format!(
+                "grpo.prompts_per_step ({}) must be a positive multiple of grpo.mini_batch_prompts ({})",
+                g.prompts_per_step, g.mini_batch_prompts
+            ));
+        }
+        if g.micro_batch == 0 || g.ppo_epochs == 0 || g.max_new_tokens == 0 {
+            return Err("grpo.micro_batch, grpo.ppo_epochs and grpo.max_new_tokens must be positive".into());
+        }
+        if !(g.lr > 0.0 && g.lr.is_finite()) || !(g.temperature > 0.0) || g.beta < 0.0 {
+            return Err(format!(
+                "grpo.lr and grpo.temperature must be positive and grpo.beta non-negative (lr {}, temperature {}, beta {})",
+                g.lr, g.temperature, g.beta
+            ));
+        }
         Ok(())
+    }
+
+    /// GRPO learning rate at step `step` (0-based): linear warm-up, then constant
+    /// (verl's default).
+    pub fn grpo_lr_at(&self, step: usize) -> f32 {
+        let g = &self.grpo;
+        if step < g.warmup_steps { g.lr * (step + 1) as f32 / g.warmup_steps as f32 } else { g.lr }
     }
 
     /// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up

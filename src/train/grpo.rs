@@ -35,8 +35,12 @@ pub struct GrpoParams {
     pub adv_eps: f32,
     /// For `DrGrpo`: the completion length budget.
     pub max_completion_len: usize,
-    /// For `Dapo`: response tokens in the whole global batch.
+    /// Response tokens of the whole (mini-)batch when it is split over several
+    /// calls (micro-batches); the `TokenMean` and `Dapo` denominator. 0 = this
+    /// call's tokens (`Dapo` then needs it).
     pub global_tokens: usize,
+    /// Sequences of the whole (mini-)batch, for `Grpo` and `DrGrpo`; 0 = this call's.
+    pub global_seqs: usize,
 }
 
 impl Default for GrpoParams {
@@ -50,6 +54,7 @@ impl Default for GrpoParams {
             adv_eps: 1e-4,
             max_completion_len: 4096,
             global_tokens: 0,
+            global_seqs: 0,
         }
     }
 }
@@ -105,14 +110,15 @@ pub fn grpo_loss(seqs: &[SeqTokens], p: &GrpoParams) -> GrpoOutput {
         return out;
     }
     let (mut kl_sum, mut clipped) = (0.0f64, 0usize);
+    let all_tokens = if p.global_tokens > 0 { p.global_tokens } else { tokens };
+    let all_seqs = if p.global_seqs > 0 { p.global_seqs } else { seqs.len() };
     for s in seqs {
         let n = s.logp.len();
         // Weight of each token loss in the aggregate.
         let w = match p.agg {
-            LossAgg::TokenMean => 1.0 / tokens as f64,
-            LossAgg::Grpo => 1.0 / (seqs.len() as f64 * n.max(1) as f64),
-            LossAgg::DrGrpo => 1.0 / (seqs.len() as f64 * p.max_completion_len as f64),
-            LossAgg::Dapo => 1.0 / p.global_tokens.max(1) as f64,
+            LossAgg::TokenMean | LossAgg::Dapo => 1.0 / all_tokens as f64,
+            LossAgg::Grpo => 1.0 / (all_seqs as f64 * n.max(1) as f64),
+            LossAgg::DrGrpo => 1.0 / (all_seqs as f64 * p.max_completion_len as f64),
         };
         let a = s.advantage as f64;
         let mut d = Vec::with_capacity(n);

@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod grpo;
+pub mod grpo_trainer;
 pub mod optimizer;
 pub mod reward;
 pub mod sft;

@@ -53,38 +53,45 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Applies `cfg`'s LoRA (adapters on the named targets) or freeze flags and its
+/// activation-recomputation choices to `model`.
+pub fn prepare_model(cfg: &SftConfig, model: &mut Qwen25Vl, what: &'static str) -> Result<()> {
+    if cfg.lora.enabled {
+        let l = &cfg.lora;
+        let spec = LoraSpec {
+            rank: l.rank,
+            alpha: l.alpha,
+            targets: l.targets.clone(),
+            language: l.language,
+            vision: l.vision,
+            seed: cfg.run.seed,
+        };
+        model.add_lora(&spec)?;
+    } else {
+        model.set_trainable(Part::VisionTower, cfg.train.vision_tower)?;
+        model.set_trainable(Part::Merger, cfg.train.merger)?;
+        model.set_trainable(Part::Language, cfg.train.language)?;
+    }
+    let r = &cfg.run;
+    let (nt, nv) = (model.text.layers.len(), model.vision.blocks.len());
+    if let Some(&bad) = r.recompute_text_layers.iter().find(|&&i| i >= nt) {
+        return Err(crate::arg_err!(what, "run.recompute_text_layers names layer {bad}, the model has {nt}"));
+    }
+    if let Some(&bad) = r.recompute_vision_blocks.iter().find(|&&i| i >= nv) {
+        return Err(crate::arg_err!(what, "run.recompute_vision_blocks names block {bad}, the model has {nv}"));
+    }
+    model.text.recompute = (0..nt).map(|i| r.recompute_all || r.recompute_text_layers.contains(&i)).collect();
+    model.vision.recompute = (0..nv).map(|i| r.recompute_all || r.recompute_vision_blocks.contains(&i)).collect();
+    Ok(())
+}
+
 impl SftTrainer {
     /// Prepares `model` for training as `cfg` says (LoRA or freeze flags).
     pub fn new(cfg: SftConfig, mut model: Qwen25Vl, examples: Vec<Example>) -> Result<SftTrainer> {
         if examples.is_empty() {
             return Err(crate::arg_err!("sft", "no training examples"));
         }
-        if cfg.lora.enabled {
-            let l = &cfg.lora;
-            let spec = LoraSpec {
-                rank: l.rank,
-                alpha: l.alpha,
-                targets: l.targets.clone(),
-                language: l.language,
-                vision: l.vision,
-                seed: cfg.run.seed,
-            };
-            model.add_lora(&spec)?;
-        } else {
-            model.set_trainable(Part::VisionTower, cfg.train.vision_tower)?;
-            model.set_trainable(Part::Merger, cfg.train.merger)?;
-            model.set_trainable(Part::Language, cfg.train.language)?;
-        }
-        let r = &cfg.run;
-        let (nt, nv) = (model.text.layers.len(), model.vision.blocks.len());
-        if let Some(&bad) = r.recompute_text_layers.iter().find(|&&i| i >= nt) {
-            return Err(crate::arg_err!("sft", "run.recompute_text_layers names layer {bad}, the model has {nt}"));
-        }
-        if let Some(&bad) = r.recompute_vision_blocks.iter().find(|&&i| i >= nv) {
-            return Err(crate::arg_err!("sft", "run.recompute_vision_blocks names block {bad}, the model has {nv}"));
-        }
-        model.text.recompute = (0..nt).map(|i| r.recompute_all || r.recompute_text_layers.contains(&i)).collect();
-        model.vision.recompute = (0..nv).map(|i| r.recompute_all || r.recompute_vision_blocks.contains(&i)).collect();
+        prepare_model(&cfg, &mut model, "sft")?;
         let g = cfg.run.global_batch;
         let total_steps = if cfg.run.steps > 0 { cfg.run.steps } else { (cfg.run.epochs * examples.len()).div_ceil(g) };
         let opt = AdamWState::new(&mut model)?;

@@ -1,0 +1,139 @@
+//! The GRPO trainer on a tiny random model: rollout log-probs equal the
+//! teacher-forced recomputation (so the first update is on-policy: ratio 1, no
+//! clipping, zero KL), flat groups give no update, and the gradient sent through
+//! token_logprobs_backward and the model matches finite differences of the loss.
+
+use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
+use actial::model::Qwen25Vl;
+use actial::model::image::ImageProcessorConfig;
+use actial::model::tiny::{tiny_config, tiny_tokenizer};
+use actial::train::config::SftConfig;
+use actial::train::eval::encode_prompts;
+use actial::train::grpo::{GrpoParams, LossAgg};
+use actial::train::grpo_trainer::{GrpoTrainer, Rollout, UpdateStats};
+
+fn trainer(beta: f32) -> GrpoTrainer {
+    let tok = tiny_tokenizer().unwrap();
+    let model = Qwen25Vl::random(tiny_config(&tok), 5).unwrap();
+    let proc = ImageProcessorConfig::for_vision(&model.config.vision);
+    let records: Vec<QaRecord> = ["red", "blue", "left"]
+        .iter()
+        .map(|w| QaRecord {
+            id: w.to_string(),
+            kind: "text".into(),
+            system: None,
+            prompt: format!("Which option says {w}? A: cube B: {w} C: two"),
+            images: vec![],
+            response: "B".into(),
+            answer: "B".into(),
+            meta: serde_json::Value::Null,
+        })
+        .collect();
+    let (items, skipped) = encode_prompts(&records, &tok, &proc, Some(ACTIAL_SYSTEM), 512).unwrap();
+    assert!(skipped.is_empty());
+    let mut cfg = SftConfig::embedded_defaults();
+    let g = &mut cfg.grpo;
+    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) = (2, 2, 4, 2, 3, 6);
+    g.beta = beta;
+    cfg.optim.weight_decay = 0.0;
+    GrpoTrainer::new(cfg, model, items, tok).unwrap()
+}
+
+fn rollouts(t: &GrpoTrainer) -> Vec<Rollout> {
+    let prompts: Vec<_> = t.prompts[..2].iter().map(|p| p.prompt.clone()).collect();
+    let samples = t.model.rollout(&prompts, &t.rollout_config()).unwrap();
+    samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Rollout {
+            prompt: s.prompt,
+            tokens: s.tokens,
+            old_logp: s.logprobs,
+            ref_logp: vec![],
+            advantage: [1.0, -0.5, 0.25, -0.75][i % 4],
+        })
+        .collect()
+}
+
+#[test]
+fn rollout_logprobs_match_teacher_forcing() {
+    let t = trainer(0.0);
+    let rolls = rollouts(&t);
+    let refs: Vec<&Rollout> = rolls.iter().collect();
+    let lp = t.logprobs(&t.model, &refs).unwrap();
+    let mut worst = 0.0f32;
+    for (r, l) in rolls.iter().zip(&lp) {
+        assert_eq!(r.old_logp.len(), l.len());
+        for (a, b) in r.old_logp.iter().zip(l) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst < 1e-4, "rollout vs recomputed log-prob differ by {worst}");
+}
+
+#[test]
+fn first_step_is_on_policy_and_flat_groups_do_not_move_the_policy() {
+    let mut t = trainer(0.01);
+    let before = t.model.text.layers[0].down.weight.value.to_vec_f32().unwrap();
+    let m = t.train_step().unwrap();
+    // Policy == rollout policy == reference before the single update.
+    assert_eq!(m.clip_frac, 0.0);
+    assert!(m.kl.abs() < 1e-6, "kl {}", m.kl);
+    assert_eq!(m.groups, 2);
+    // A random model never writes `<answer>…`: every reward is 0, every group is
+    // flat, advantages are 0, and the KL gradient is 0 at policy == reference.
+    assert_eq!(m.reward_mean, 0.0);
+    assert_eq!(m.flat_groups, 2);
+    assert_eq!(m.grad_norm, 0.0);
+    let after = t.model.text.layers[0].down.weight.value.to_vec_f32().unwrap();
+    assert_eq!(before, after);
+    assert!(m.rollout_tokens_per_s > 0.0 && m.update_tokens_per_s > 0.0);
+}
+
+#[test]
+fn gradient_matches_finite_differences() {
+    let mut t = trainer(0.05);
+    let mut rolls = rollouts(&t);
+    // Off-policy inside the clip range and a reference that differs, so every term
+    // of the loss (ratio, advantages, k3) contributes.
+    for r in &mut rolls {
+        r.ref_logp = r.old_logp.iter().map(|x| x + 0.3).collect();
+        r.old_logp = r.old_logp.iter().map(|x| x - 0.05).collect();
+    }
+    let mini: Vec<usize> = (0..rolls.len()).collect();
+    let tokens: usize = rolls.iter().map(|r| r.tokens.len()).sum();
+    for agg in [LossAgg::TokenMean, LossAgg::Grpo] {
+        let p = GrpoParams {
+            eps_low: 0.2,
+            eps_high: 0.2,
+            beta: 0.05,
+            agg,
+            adv_eps: 1e-4,
+            max_completion_len: 6,
+            global_tokens: tokens,
+            global_seqs: rolls.len(),
+        };
+        t.model.zero_grad().unwrap();
+        let mut st = UpdateStats::default();
+        t.accumulate(&rolls, &mini, &p, true, &mut st).unwrap();
+        assert_eq!(st.clip_tokens, 0.0);
+        let w = &t.model.text.layers[1].q.weight;
+        let grad = w.grad.as_ref().unwrap().to_vec_f32().unwrap();
+        // The largest-gradient element of one weight, by central differences.
+        let (k, &g) = grad.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+        assert!(g.abs() > 1e-6, "no gradient reached q_proj");
+        let h = 1e-2f32;
+        let mut loss_at = |delta: f32| {
+            let v = &mut t.model.text.layers[1].q.weight.value;
+            v.f32_slice_mut("test", "w").unwrap()[k] += delta;
+            let mut s = UpdateStats::default();
+            t.accumulate(&rolls, &mini, &p, false, &mut s).unwrap();
+            let v = &mut t.model.text.layers[1].q.weight.value;
+            v.f32_slice_mut("test", "w").unwrap()[k] -= delta;
+            s.loss
+        };
+        let fd = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
+        let rel = (fd - g as f64).abs() / g.abs().max(1e-6) as f64;
+        assert!(rel < 2e-2, "{agg:?}: analytic {g} vs finite difference {fd} (rel {rel})");
+    }
+}
