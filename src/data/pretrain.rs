@@ -149,6 +149,8 @@ pub fn text_question(seed: u64, index: u64) -> McQuestion {
 
 /// One photo of a random object with its questions and description.
 pub struct SingleView {
+    pub scene: Scene,
+    pub camera: super::render::Camera,
     pub image: image::RgbImage,
     pub questions: Vec<McQuestion>,
     pub description: String,
@@ -218,14 +220,6 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
                 &d,
                 &mut qrng,
             ));
-            let others = distinct(&COLOURS, &[colour_name(&scene, l)], 2, &mut qrng);
-            qs.push(mc(
-                "single_leftmost_colour",
-                "What colour is the part furthest to the left in the photo?".into(),
-                colour_name(&scene, l),
-                &others,
-                &mut qrng,
-            ));
         }
         if (cover[r].1 - cover[m].1) / w >= MIN_DU {
             let d = [names[0].as_str(), names[1].as_str()];
@@ -252,6 +246,18 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
             ));
         }
     }
+    // The colour of the leftmost visible part (of all of them, not of three).
+    if visible.len() >= 2 && (cover[visible[1]].1 - cover[visible[0]].1) / w >= MIN_DU {
+        let left = colour_name(&scene, visible[0]);
+        let others = distinct(&COLOURS, &[left], 2, &mut qrng);
+        qs.push(mc(
+            "single_leftmost_colour",
+            "What colour is the part furthest to the left in the photo?".into(),
+            left,
+            &others,
+            &mut qrng,
+        ));
+    }
     // How many parts can be seen (options: three consecutive counts around it).
     let n = visible.len();
     if (1..=6).contains(&n) {
@@ -274,7 +280,7 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
         if n == 1 { "part" } else { "parts" },
         join_words(&names)
     );
-    SingleView { image, questions: qs, description }
+    SingleView { scene, camera: cam, image, questions: qs, description }
 }
 
 /// The counts of a pretraining set.

@@ -1,0 +1,108 @@
+//! Pretraining data: every label follows from the scene and the photo's id buffer,
+//! options are shuffled, and nothing asks about a second view.
+
+use actial::data::pretrain::{COLOURS, TextItem, single_view, text_item, text_question};
+use actial::data::render::part_coverage;
+use actial::data::synth::SynthConfig;
+
+fn option_colour(opt: &str) -> &str {
+    opt.trim_start_matches("The ").trim_end_matches(" part")
+}
+
+#[test]
+fn single_view_labels_follow_the_geometry() {
+    let c = SynthConfig::default();
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut letters = [0usize; 3];
+    for i in 0..60 {
+        let v = single_view(7, i, &c);
+        let cover = part_coverage(&v.scene, &v.camera);
+        let visible: Vec<usize> = (0..v.scene.parts.len()).filter(|&k| cover[k].0 >= 25).collect();
+        let part_of = |colour: &str| v.scene.parts.iter().position(|p| p.colour_name == colour).unwrap();
+        for q in &v.questions {
+            *seen.entry(q.kind.clone()).or_default() += 1;
+            let correct = &q.options[q.answer];
+            if q.options.len() == 3 {
+                letters[q.answer] += 1;
+            }
+            match q.kind.as_str() {
+                "single_colour_seen" => {
+                    assert!(visible.contains(&part_of(correct)), "{correct} is not visible");
+                    for (j, o) in q.options.iter().enumerate() {
+                        if j != q.answer {
+                            assert!(v.scene.parts.iter().all(|p| p.colour_name != o), "distractor {o} is on the object");
+                        }
+                    }
+                }
+                "single_leftmost" | "single_rightmost" => {
+                    let xs: Vec<f64> = q.options.iter().map(|o| cover[part_of(option_colour(o))].1).collect();
+                    let best = if q.kind == "single_leftmost" {
+                        xs.iter().cloned().fold(f64::INFINITY, f64::min)
+                    } else {
+                        xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+                    };
+                    assert_eq!(xs[q.answer], best, "{q:?}");
+                }
+                "single_leftmost_colour" => {
+                    let left = visible.iter().min_by(|&&a, &&b| cover[a].1.total_cmp(&cover[b].1)).unwrap();
+                    assert_eq!(correct, v.scene.parts[*left].colour_name);
+                }
+                "single_nearest" => {
+                    let z = |o: &str| v.camera.pose.to_camera(v.scene.parts[part_of(option_colour(o))].center)[2];
+                    let zs: Vec<f64> = q.options.iter().map(|o| z(o)).collect();
+                    assert_eq!(zs[q.answer], zs.iter().cloned().fold(f64::INFINITY, f64::min));
+                }
+                "single_count" => {
+                    let words = ["one", "two", "three", "four", "five", "six", "seven", "eight"];
+                    assert_eq!(correct, words[visible.len() - 1]);
+                }
+                k => panic!("unexpected kind {k}"),
+            }
+        }
+        // The description names the visible parts from left to right.
+        let mut order = visible.clone();
+        order.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+        let names: Vec<&str> = order.iter().map(|&k| v.scene.parts[k].colour_name).collect();
+        let listed = v.description.split("From left to right: ").nth(1).unwrap();
+        let mut at = 0;
+        for n in names {
+            let pos = listed[at..].find(n).unwrap_or_else(|| panic!("{n} missing or out of order in {listed}"));
+            at += pos + n.len();
+        }
+    }
+    for k in ["single_colour_seen", "single_leftmost", "single_rightmost", "single_nearest", "single_count"] {
+        assert!(seen.get(k).copied().unwrap_or(0) >= 10, "too few {k}: {seen:?}");
+    }
+    // Shuffled: every letter is the answer often.
+    assert!(letters.iter().all(|&n| n > 40), "answer letters {letters:?}");
+}
+
+#[test]
+fn text_items_are_consistent() {
+    for i in 0..300 {
+        let q = text_question(3, i);
+        let correct = &q.options[q.answer];
+        assert!((2..=4).contains(&q.options.len()));
+        let distinct: std::collections::BTreeSet<_> = q.options.iter().collect();
+        assert_eq!(distinct.len(), q.options.len(), "{q:?}");
+        match q.kind.as_str() {
+            "text_match" => assert!(q.question.ends_with(&format!("says {correct}?")), "{q:?}"),
+            "text_category" if q.question.contains("colour") => assert!(COLOURS.contains(&correct.as_str())),
+            "text_opposite" => {
+                let w = q.question.trim_end_matches('?').rsplit(' ').next().unwrap();
+                assert_ne!(w, correct);
+            }
+            _ => {}
+        }
+        match text_item(3, i) {
+            TextItem::Copy(kind, prompt, response) => {
+                if kind == "text_repeat" {
+                    assert!(prompt.ends_with(&response));
+                } else {
+                    assert!(prompt.contains(&format!(": {response}")), "{prompt} / {response}");
+                }
+            }
+            TextItem::Choice(q) => assert!(!q.options.is_empty()),
+        }
+    }
+}
