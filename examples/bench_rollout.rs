@@ -68,6 +68,7 @@ fn main() -> Result<()> {
         banned: model.vision_token_ids(),
         seed: 0,
         stream: 0,
+        shards: 0,
     };
     model.rollout(&prompts, &RolloutConfig { max_new_tokens: 4, ..c.clone() })?; // warm-up
     let mut times = Vec::new();

@@ -30,7 +30,10 @@ fn single_view_labels_follow_the_geometry() {
                     assert!(visible.contains(&part_of(correct)), "{correct} is not visible");
                     for (j, o) in q.options.iter().enumerate() {
                         if j != q.answer {
-                            assert!(v.scene.parts.iter().all(|p| p.colour_name != o), "distractor {o} is on the object");
+                            assert!(
+                                v.scene.parts.iter().all(|p| p.colour_name != o),
+                                "distractor {o} is on the object"
+                            );
                         }
                     }
                 }

@@ -117,14 +117,29 @@ pub fn sample_rows(
     seed: u64,
     stream0: u64,
 ) -> (Vec<u32>, Vec<f32>) {
+    let streams: Vec<u64> = (0..logits.len() / v).map(|r| stream0 + (r * n) as u64).collect();
+    sample_rows_streams(logits, v, n, p, seed, &streams)
+}
+
+/// [`sample_rows`] with each row's first stream given: sample `j` of row `r` uses
+/// stream `streams[r] + j` (a decoding step whose rows are a subset of the samples
+/// keeps every sample on its own streams).
+pub fn sample_rows_streams(
+    logits: &[f32],
+    v: usize,
+    n: usize,
+    p: &SamplingParams,
+    seed: u64,
+    streams: &[u64],
+) -> (Vec<u32>, Vec<f32>) {
     let per_row: Vec<Vec<(u32, f32)>> = logits
         .par_chunks(v)
-        .enumerate()
-        .map(|(r, row)| {
+        .zip(streams.par_iter())
+        .map(|(row, &s0)| {
             let dist = RowDistribution::new(row, p);
             (0..n)
                 .map(|j| {
-                    let u = Philox::new(seed, stream0 + (r * n + j) as u64).uniform();
+                    let u = Philox::new(seed, s0 + j as u64).uniform();
                     let t = dist.draw(u);
                     (t as u32, dist.logprob(row, t))
                 })

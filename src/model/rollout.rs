@@ -35,6 +35,11 @@ pub struct RolloutConfig {
     pub seed: u64,
     /// Separates the random streams of different rollout calls (e.g. the step).
     pub stream: u64,
+    /// Decode the prompts in this many independent shards, one thread each, with
+    /// serial ops inside (0: automatic: one per thread for small models, where a
+    /// decoding step's ops are too small to split across threads; 1 for large
+    /// ones). Results do not depend on it.
+    pub shards: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,11 +52,12 @@ pub struct RolloutSample {
     pub stopped: bool,
 }
 
-/// Draws `n` tokens from each row of `logits` with `c.banned` masked out, and the
-/// model's unmasked log-probs of the drawn tokens.
-fn draw(logits: &Tensor, n: usize, c: &RolloutConfig, stream0: u64) -> Result<(Vec<u32>, Vec<f32>)> {
+/// Draws `n` tokens from each row of `logits` (row `r`'s draws on Philox streams
+/// `streams[r]..streams[r] + n`) with `c.banned` masked out, and the model's
+/// unmasked log-probs of the drawn tokens.
+fn draw(logits: &Tensor, n: usize, c: &RolloutConfig, streams: &[u64]) -> Result<(Vec<u32>, Vec<f32>)> {
     if c.banned.is_empty() {
-        let (t, l) = ops::sample(logits, n, &c.sampling, c.seed, stream0)?;
+        let (t, l) = ops::sample_streams(logits, n, &c.sampling, c.seed, streams)?;
         return Ok((t.to_vec_i32()?.into_iter().map(|x| x as u32).collect(), l.to_vec_f32()?));
     }
     let (rows, v) = (logits.dims()[0], logits.dims()[1]);
@@ -63,7 +69,8 @@ fn draw(logits: &Tensor, n: usize, c: &RolloutConfig, stream0: u64) -> Result<(V
             }
         }
     }
-    let (t, _) = ops::sample(&Tensor::from_f32(masked, [rows, v], Device::Cpu)?, n, &c.sampling, c.seed, stream0)?;
+    let (t, _) =
+        ops::sample_streams(&Tensor::from_f32(masked, [rows, v], Device::Cpu)?, n, &c.sampling, c.seed, streams)?;
     let tokens = t.to_vec_i32()?;
     // One logits row per drawn token (a row repeats for its n draws).
     let repeated: Vec<Tensor> = (0..rows * n).map(|i| logits.narrow(0, i / n, 1)).collect::<Result<_>>()?;
@@ -80,8 +87,56 @@ impl Qwen25Vl {
     }
 
     /// Samples `group` responses for every prompt. Output order: prompt-major,
-    /// `prompt * group + j`.
+    /// `prompt * group + j`. Sample `s`'s token `t` is drawn from Philox stream
+    /// `stream·2³² + t·total + s` (the first token: `+ s`), so results depend only
+    /// on (seed, stream), not on sharding or on which samples already stopped.
     pub fn rollout(&self, prompts: &[PromptInput], c: &RolloutConfig) -> Result<Vec<RolloutSample>> {
+        let threads = rayon::current_num_threads();
+        let shards = match c.shards {
+            0 if self.config.text.hidden_size <= 1024 => threads,
+            0 => 1,
+            n => n,
+        }
+        .min(prompts.len())
+        .max(1);
+        let total = prompts.len() * c.group;
+        if shards == 1 {
+            return self.rollout_shard(prompts, 0, total, c);
+        }
+        let per = prompts.len().div_ceil(shards);
+        let parts: Vec<Result<Vec<RolloutSample>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = prompts
+                .chunks(per)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    scope.spawn(move || {
+                        // A one-thread pool: the shard's ops run serially on it.
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(1)
+                            .build()
+                            .map_err(|e| crate::arg_err!("rollout", "thread pool: {e}"))?;
+                        pool.install(|| self.rollout_shard(chunk, i * per, total, c))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a rollout shard panicked")).collect()
+        });
+        let mut out = Vec::with_capacity(total);
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(out)
+    }
+
+    /// Rolls out `prompts`, which are prompts `first..first + len` of a call with
+    /// `total` samples (for the stream ids); prompt indices in the output are global.
+    fn rollout_shard(
+        &self,
+        prompts: &[PromptInput],
+        first: usize,
+        total_all: usize,
+        c: &RolloutConfig,
+    ) -> Result<Vec<RolloutSample>> {
         let cfg = &self.config.text;
         let g = c.group;
         let total = prompts.len() * g;
@@ -111,10 +166,10 @@ impl Qwen25Vl {
             cu_k_prefix.push(cu_k_prefix.last().expect("starts at 0") + len as i32);
             next_pos.push(batch.positions.to_vec_i32()?.into_iter().max().unwrap_or(-1) + 1);
             let last = logits.narrow(0, len - 1, 1)?;
-            let (tok, lp) = draw(&last, g, c, stream_base + (p * g) as u64)?;
+            let (tok, lp) = draw(&last, g, c, &[stream_base + ((first + p) * g) as u64])?;
             for (t, l) in tok.into_iter().zip(lp) {
                 samples.push(RolloutSample {
-                    prompt: p,
+                    prompt: first + p,
                     tokens: vec![t],
                     logprobs: vec![l],
                     stopped: c.stop.contains(&t),
@@ -145,8 +200,6 @@ impl Qwen25Vl {
             })
             .collect::<Result<_>>()?;
         let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
-        // Decode step `step` draws row r (the r-th active sample) from stream
-        // `base + step·total + r`: reproducible from (seed, stream).
         for step in 1..c.max_new_tokens {
             // Active samples, in prompt order (cascade segments are per prompt).
             let active: Vec<usize> = (0..total).filter(|&s| !samples[s].stopped).collect();
@@ -158,12 +211,12 @@ impl Qwen25Vl {
             let n = active.len();
             let mut pos = vec![0i32; 3 * n];
             for (i, &s) in active.iter().enumerate() {
-                let p = next_pos[samples[s].prompt] + lens[i] as i32;
+                let p = next_pos[samples[s].prompt - first] + lens[i] as i32;
                 (pos[i], pos[n + i], pos[2 * n + i]) = (p, p, p);
             }
             let mut cu_q = vec![0i32];
             for p in 0..prompts.len() {
-                let k = active.iter().filter(|&&s| samples[s].prompt == p).count() as i32;
+                let k = active.iter().filter(|&&s| samples[s].prompt == first + p).count() as i32;
                 cu_q.push(cu_q.last().expect("starts at 0") + k);
             }
             let cu_q = Tensor::from_i32(cu_q.clone(), [cu_q.len()], Device::Cpu)?;
@@ -180,7 +233,9 @@ impl Qwen25Vl {
             }
             let (normed, _) = ops::rms_norm(&h, &self.text.norm.value, cfg.rms_norm_eps)?;
             let logits = ops::linear(&normed, head, None)?;
-            let (tok, lp) = draw(&logits, 1, c, stream_base + (step * total) as u64)?;
+            let streams: Vec<u64> =
+                active.iter().map(|&s| stream_base + (step * total_all + first * g + s) as u64).collect();
+            let (tok, lp) = draw(&logits, 1, c, &streams)?;
             for ((&s, t), l) in active.iter().zip(tok).zip(lp) {
                 let smp = &mut samples[s];
                 smp.tokens.push(t);

@@ -212,6 +212,7 @@ pub fn evaluate(
         banned: model.vision_token_ids(),
         seed: 0,
         stream: 0,
+        shards: 0,
     };
     let (ex, fmt) = (AnswerExtractor::default(), FormatReward::default());
     let mut report = EvalReport::default();

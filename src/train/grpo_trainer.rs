@@ -193,6 +193,7 @@ impl GrpoTrainer {
             banned: self.model.vision_token_ids(),
             seed: self.cfg.run.seed,
             stream: self.step as u64,
+            shards: 0,
         }
     }
 
