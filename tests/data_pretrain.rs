@@ -109,3 +109,68 @@ fn text_items_are_consistent() {
         }
     }
 }
+
+#[test]
+fn fixed_order_lists_the_palette_and_counts() {
+    use actial::data::qa::OptionOrder;
+    let c = SynthConfig { option_order: OptionOrder::Fixed, ..SynthConfig::default() };
+    let mut kinds = std::collections::BTreeSet::new();
+    for i in 0..30 {
+        let v = single_view(9, i, &c);
+        let cover = part_coverage(&v.scene, &v.camera);
+        let mut visible: Vec<usize> = (0..v.scene.parts.len()).filter(|&k| cover[k].0 >= 25).collect();
+        visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+        for q in &v.questions {
+            kinds.insert(q.kind.clone());
+            let correct = &q.options[q.answer];
+            match q.kind.as_str() {
+                "single_count" => {
+                    assert_eq!(q.options, ["one", "two", "three", "four", "five", "six"]);
+                    assert_eq!(q.answer + 1, visible.len());
+                }
+                k => {
+                    // Colour questions: the whole palette, in order; the letter is the colour's.
+                    assert_eq!(q.options, COLOURS.map(String::from).to_vec(), "{k}");
+                    let part = match k {
+                        "single_leftmost_colour" => visible[0],
+                        "single_rightmost_colour" => *visible.last().unwrap(),
+                        "single_nearest_colour" => *visible
+                            .iter()
+                            .min_by(|&&a, &&b| {
+                                let z = |i: usize| v.camera.pose.to_camera(v.scene.parts[i].center)[2];
+                                z(a).total_cmp(&z(b))
+                            })
+                            .unwrap(),
+                        other => panic!("unexpected kind {other}"),
+                    };
+                    assert_eq!(correct, v.scene.parts[part].colour_name, "{k}");
+                }
+            }
+        }
+    }
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+}
+
+#[test]
+fn fixed_order_viewpoint_and_sat_questions() {
+    use actial::data::qa::OptionOrder;
+    use actial::data::synth::synth_pair;
+    use actial::data::viewpoint::{MOVE_OPTIONS, ROTATE_OPTIONS};
+    let fixed = SynthConfig { option_order: OptionOrder::Fixed, ..SynthConfig::default() };
+    for i in 0..20 {
+        let p = synth_pair(5, i, &fixed);
+        let shuffled = synth_pair(5, i, &SynthConfig::default());
+        for (q, s) in p.viewpoint.iter().zip(&shuffled.viewpoint) {
+            let want = if q.kind == "camera_rotation" { ROTATE_OPTIONS } else { MOVE_OPTIONS };
+            assert_eq!(q.options, want.map(String::from).to_vec());
+            // Same scene and truth: the same answer text as the shuffled version.
+            assert_eq!(q.options[q.answer], s.options[s.answer]);
+        }
+        for (q, _) in &p.sat {
+            if q.kind == "sat_nearer" {
+                let rank = |o: &str| COLOURS.iter().position(|c| o.contains(&format!(" {c} "))).unwrap();
+                assert!(rank(&q.options[0]) < rank(&q.options[1]), "{q:?}");
+            }
+        }
+    }
+}

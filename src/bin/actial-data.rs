@@ -192,7 +192,7 @@ fn build(root: &Path, out: &Path, max_pairs: usize, min_yaw: f64, max_yaw: f64, 
                 "object_translation": truth.object_translation.word(),
                 "camera_rotation": truth.camera_rotation.word(),
             });
-            for q in viewpoint_questions(&truth, &mut rng) {
+            for q in viewpoint_questions(&truth, actial::data::qa::OptionOrder::Shuffled, &mut rng) {
                 records.push(QaRecord {
                     id: format!("{id}_{}", q.kind),
                     kind: q.kind.clone(),

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::pretrain::{PretrainMix, pretrain_records};
-use actial::data::qa::{ACTIAL_SYSTEM, LETTERS, QaRecord};
+use actial::data::qa::{ACTIAL_SYSTEM, LETTERS, OptionOrder, QaRecord};
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
@@ -109,8 +109,9 @@ fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig>
 }
 
 /// Renders `pairs` synthetic viewpoint pairs into `dir` and returns the records.
-fn synthesize(dir: &Path, pairs: u64, seed: u64) -> Result<Vec<QaRecord>> {
-    let rows = render_pairs(&dir.join("images"), pairs, seed, &SynthConfig::default(), &|| {})?;
+fn synthesize(dir: &Path, pairs: u64, seed: u64, order: OptionOrder) -> Result<Vec<QaRecord>> {
+    let c = SynthConfig { option_order: order, ..SynthConfig::default() };
+    let rows = render_pairs(&dir.join("images"), pairs, seed, &c, &|| {})?;
     let recs: Vec<QaRecord> = rows.into_iter().flat_map(|(viewpoint, _, _)| viewpoint).collect();
     write_sharegpt(&dir.join("viewpoint.jsonl"), &recs)?;
     Ok(recs)
@@ -177,8 +178,12 @@ fn sft(args: &Args) -> Result<()> {
         if !is_tiny(&cfg) {
             return Err(actial::arg_err!("sft", "no training data: set data.train or pass --data FILE"));
         }
-        eprintln!("no data given: rendering 512 synthetic viewpoint pairs into {}", out.join("data").display());
-        records = synthesize(&out.join("data"), 512, cfg.run.seed)?;
+        eprintln!(
+            "no data given: rendering {} synthetic viewpoint pairs into {}",
+            cfg.data.synth_pairs,
+            out.join("data").display()
+        );
+        records = synthesize(&out.join("data"), cfg.data.synth_pairs as u64, cfg.run.seed, cfg.data.option_order)?;
         cot_fraction = cot_fraction.or(Some(0.1));
     }
     for f in &cfg.data.train {
@@ -254,8 +259,9 @@ fn sft(args: &Args) -> Result<()> {
 
 /// Synthetic SAT-like records (the out-of-domain questions) of `pairs` rendered
 /// pairs in `dir`, and their viewpoint records.
-fn synth_sets(dir: &Path, pairs: u64, seed: u64) -> Result<(Vec<QaRecord>, Vec<QaRecord>)> {
-    let rows = render_pairs(&dir.join("images"), pairs, seed, &SynthConfig::default(), &|| {})?;
+fn synth_sets(dir: &Path, pairs: u64, seed: u64, order: OptionOrder) -> Result<(Vec<QaRecord>, Vec<QaRecord>)> {
+    let c = SynthConfig { option_order: order, ..SynthConfig::default() };
+    let rows = render_pairs(&dir.join("images"), pairs, seed, &c, &|| {})?;
     let (mut view, mut sat) = (Vec::new(), Vec::new());
     for (v, s, _) in rows {
         view.extend(v);
@@ -362,7 +368,7 @@ fn grpo(args: &Args) -> Result<()> {
             return Err(actial::arg_err!("grpo", "no prompts: set grpo.data"));
         }
         eprintln!("no data given: rendering 256 synthetic pairs for SAT-like prompts");
-        records = synth_sets(&out.join("data"), 256, cfg.run.seed)?.1;
+        records = synth_sets(&out.join("data"), 256, cfg.run.seed, cfg.data.option_order)?.1;
     }
     for f in &cfg.grpo.data {
         let rep = load_any(Path::new(f), false)?;
@@ -387,8 +393,11 @@ fn full(args: &Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     let cfg = load_config_on(args, Some(SftConfig::embedded_defaults()))?;
     Device::parse(&cfg.run.device)?;
-    if !is_tiny(&cfg) && (cfg.data.train.is_empty() || cfg.grpo.data.is_empty()) {
-        return Err(actial::arg_err!("full", "a real model needs data.train (SFT) and grpo.data (GRPO) files"));
+    if cfg.data.train.is_empty() != cfg.grpo.data.is_empty() {
+        return Err(actial::arg_err!(
+            "full",
+            "give both data.train (SFT) and grpo.data (GRPO) files, or neither (rendered synthetic data)"
+        ));
     }
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
@@ -401,9 +410,14 @@ fn full(args: &Args) -> Result<()> {
     if cfg.data.train.is_empty() {
         let pairs = cfg.data.synth_pairs as u64;
         eprintln!("rendering {pairs} training pairs and {} held-out pairs", cfg.data.synth_heldout_pairs);
-        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed)?;
+        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, cfg.data.option_order)?;
         (sft_records, grpo_records) = (v, s);
-        let (hv, hs) = synth_sets(&out.join("data/heldout"), cfg.data.synth_heldout_pairs as u64, seed + 1_000_003)?;
+        let (hv, hs) = synth_sets(
+            &out.join("data/heldout"),
+            cfg.data.synth_heldout_pairs as u64,
+            seed + 1_000_003,
+            cfg.data.option_order,
+        )?;
         (held_view, held_sat) = (hv, hs);
     } else {
         (sft_records, grpo_records) = (Vec::new(), Vec::new());
@@ -601,7 +615,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let model = Qwen25Vl::random(tiny_config(&tok), cfg.model.init_seed)?;
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels;
-    let synth = SynthConfig::default();
+    let synth = SynthConfig { option_order: cfg.data.option_order, ..SynthConfig::default() };
     let seed = cfg.run.seed;
 
     let pb = progress_bar(args.photos, "render");
@@ -620,7 +634,7 @@ fn pretrain(args: &Args) -> Result<()> {
         .into_iter()
         .filter(|r| LETTERS.iter().any(|l| r.answer == l.to_string()))
         .partition(|r| r.images.is_empty());
-    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1)?;
+    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, cfg.data.option_order)?;
     eprintln!(
         "pretrain data: {} records from {} photos and {} text items",
         records.len(),

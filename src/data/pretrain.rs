@@ -15,8 +15,8 @@
 
 use std::path::Path;
 
-use super::qa::{ACTIAL_SYSTEM, ImageRef, LETTER_INSTRUCTION, McQuestion, QaRecord};
-use super::render::{Scene, orbit_camera, part_coverage, random_scene, render};
+use super::qa::{ACTIAL_SYSTEM, ImageRef, LETTER_INSTRUCTION, McQuestion, OptionOrder, QaRecord};
+use super::render::{Camera, Scene, orbit_camera, part_coverage, random_scene, render};
 use super::synth::SynthConfig;
 use crate::error::{Error, Result};
 use crate::rng::Philox;
@@ -187,92 +187,12 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
     let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
     visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
     let w = c.size as f64;
-    let mut qs = Vec::new();
     let mut qrng = Philox::new(seed ^ 0x5179_1e01, index);
-    let part = |i: usize| format!("The {} part", colour_name(&scene, i));
-
-    // A visible colour among colours the object does not have.
-    let present: Vec<&str> = scene.parts.iter().map(|p| p.colour_name).collect();
-    if !visible.is_empty() {
-        let shown = colour_name(&scene, visible[(qrng.next_u32() as usize) % visible.len()]);
-        let d = distinct(&COLOURS, &present, 2, &mut qrng);
-        if d.len() == 2 {
-            qs.push(mc("single_colour_seen", "Which colour can be seen in the photo?".into(), shown, &d, &mut qrng));
-        }
-    }
-    // Three visible parts: furthest left / right, nearest, and the leftmost's colour.
-    if visible.len() >= 3 {
-        let chosen = {
-            let mut idx = visible.clone();
-            while idx.len() > 3 {
-                idx.remove((qrng.next_u32() as usize) % idx.len());
-            }
-            idx // still sorted left to right
-        };
-        let names: Vec<String> = chosen.iter().map(|&i| part(i)).collect();
-        let (l, m, r) = (chosen[0], chosen[1], chosen[2]);
-        if (cover[m].1 - cover[l].1) / w >= MIN_DU {
-            let d = [names[1].as_str(), names[2].as_str()];
-            qs.push(mc(
-                "single_leftmost",
-                "Which part is furthest to the left in the photo?".into(),
-                &names[0],
-                &d,
-                &mut qrng,
-            ));
-        }
-        if (cover[r].1 - cover[m].1) / w >= MIN_DU {
-            let d = [names[0].as_str(), names[1].as_str()];
-            qs.push(mc(
-                "single_rightmost",
-                "Which part is furthest to the right in the photo?".into(),
-                &names[2],
-                &d,
-                &mut qrng,
-            ));
-        }
-        let mut by_depth: Vec<(f64, usize)> =
-            chosen.iter().map(|&i| (cam.pose.to_camera(scene.parts[i].center)[2], i)).collect();
-        by_depth.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
-            let near = part(by_depth[0].1);
-            let d = [part(by_depth[1].1), part(by_depth[2].1)];
-            qs.push(mc(
-                "single_nearest",
-                "Which part is nearest to the camera?".into(),
-                &near,
-                &[&d[0], &d[1]],
-                &mut qrng,
-            ));
-        }
-    }
-    // The colour of the leftmost visible part (of all of them, not of three).
-    if visible.len() >= 2 && (cover[visible[1]].1 - cover[visible[0]].1) / w >= MIN_DU {
-        let left = colour_name(&scene, visible[0]);
-        let others = distinct(&COLOURS, &[left], 2, &mut qrng);
-        qs.push(mc(
-            "single_leftmost_colour",
-            "What colour is the part furthest to the left in the photo?".into(),
-            left,
-            &others,
-            &mut qrng,
-        ));
-    }
-    // How many parts can be seen (options: three consecutive counts around it).
+    let qs = match c.option_order {
+        OptionOrder::Shuffled => shuffled_questions(&scene, &cam, &cover, &visible, w, &mut qrng),
+        OptionOrder::Fixed => fixed_questions(&scene, &cam, &cover, &visible, w),
+    };
     let n = visible.len();
-    if (1..=6).contains(&n) {
-        let lo = n.saturating_sub(1 + (qrng.next_u32() as usize) % 2).max(1);
-        let opts: Vec<String> = (lo..lo + 3).map(|k| NUMBERS[k - 1].to_string()).collect();
-        let o: Vec<&str> = opts.iter().map(String::as_str).collect();
-        let correct = n - lo;
-        qs.push(McQuestion::shuffled(
-            "single_count",
-            "How many coloured parts can be seen in the photo?".into(),
-            &o,
-            correct,
-            &mut qrng,
-        ));
-    }
     let names: Vec<&str> = visible.iter().map(|&i| colour_name(&scene, i)).collect();
     let description = format!(
         "The object has {} visible {}. From left to right: {}.",
@@ -362,4 +282,147 @@ pub fn pretrain_records(
             .map(|(i, r)| with_system(r, i)),
     );
     Ok(recs)
+}
+
+/// The paper-style questions: options shuffled, distractors drawn at random.
+fn shuffled_questions(
+    scene: &Scene,
+    cam: &Camera,
+    cover: &[(usize, f64)],
+    visible: &[usize],
+    w: f64,
+    qrng: &mut Philox,
+) -> Vec<McQuestion> {
+    let mut qs = Vec::new();
+    let part = |i: usize| format!("The {} part", colour_name(scene, i));
+
+    // A visible colour among colours the object does not have.
+    let present: Vec<&str> = scene.parts.iter().map(|p| p.colour_name).collect();
+    if !visible.is_empty() {
+        let shown = colour_name(scene, visible[(qrng.next_u32() as usize) % visible.len()]);
+        let d = distinct(&COLOURS, &present, 2, qrng);
+        if d.len() == 2 {
+            qs.push(mc("single_colour_seen", "Which colour can be seen in the photo?".into(), shown, &d, qrng));
+        }
+    }
+    // Three visible parts: furthest left / right, nearest, and the leftmost's colour.
+    if visible.len() >= 3 {
+        let chosen = {
+            let mut idx = visible.to_vec();
+            while idx.len() > 3 {
+                idx.remove((qrng.next_u32() as usize) % idx.len());
+            }
+            idx // still sorted left to right
+        };
+        let names: Vec<String> = chosen.iter().map(|&i| part(i)).collect();
+        let (l, m, r) = (chosen[0], chosen[1], chosen[2]);
+        if (cover[m].1 - cover[l].1) / w >= MIN_DU {
+            let d = [names[1].as_str(), names[2].as_str()];
+            qs.push(mc(
+                "single_leftmost",
+                "Which part is furthest to the left in the photo?".into(),
+                &names[0],
+                &d,
+                qrng,
+            ));
+        }
+        if (cover[r].1 - cover[m].1) / w >= MIN_DU {
+            let d = [names[0].as_str(), names[1].as_str()];
+            qs.push(mc(
+                "single_rightmost",
+                "Which part is furthest to the right in the photo?".into(),
+                &names[2],
+                &d,
+                qrng,
+            ));
+        }
+        let mut by_depth: Vec<(f64, usize)> =
+            chosen.iter().map(|&i| (cam.pose.to_camera(scene.parts[i].center)[2], i)).collect();
+        by_depth.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
+            let near = part(by_depth[0].1);
+            let d = [part(by_depth[1].1), part(by_depth[2].1)];
+            qs.push(mc("single_nearest", "Which part is nearest to the camera?".into(), &near, &[&d[0], &d[1]], qrng));
+        }
+    }
+    // The colour of the leftmost visible part (of all of them, not of three).
+    if visible.len() >= 2 && (cover[visible[1]].1 - cover[visible[0]].1) / w >= MIN_DU {
+        let left = colour_name(scene, visible[0]);
+        let others = distinct(&COLOURS, &[left], 2, qrng);
+        qs.push(mc(
+            "single_leftmost_colour",
+            "What colour is the part furthest to the left in the photo?".into(),
+            left,
+            &others,
+            qrng,
+        ));
+    }
+    // How many parts can be seen (options: three consecutive counts around it).
+    let n = visible.len();
+    if (1..=6).contains(&n) {
+        let lo = n.saturating_sub(1 + (qrng.next_u32() as usize) % 2).max(1);
+        let opts: Vec<String> = (lo..lo + 3).map(|k| NUMBERS[k - 1].to_string()).collect();
+        let o: Vec<&str> = opts.iter().map(String::as_str).collect();
+        let correct = n - lo;
+        qs.push(McQuestion::shuffled(
+            "single_count",
+            "How many coloured parts can be seen in the photo?".into(),
+            &o,
+            correct,
+            qrng,
+        ));
+    }
+    qs
+}
+
+/// The tiny preset's fixed-order questions (`OptionOrder::Fixed`): colour answers
+/// list the whole palette in palette order, counts list one to six, so the letter
+/// is a function of the answer.
+fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible: &[usize], w: f64) -> Vec<McQuestion> {
+    let mut qs = Vec::new();
+    let mut none = Philox::new(0, 0); // unused: fixed order draws nothing
+    let colour_q = |kind: &str, q: &str, i: usize, rng: &mut Philox| {
+        let correct = COLOURS.iter().position(|c| *c == colour_name(scene, i)).expect("palette colour");
+        McQuestion::with_order(kind, q.to_string(), &COLOURS, correct, OptionOrder::Fixed, rng)
+    };
+    let n = visible.len();
+    if n >= 2 && (cover[visible[1]].1 - cover[visible[0]].1) / w >= MIN_DU {
+        qs.push(colour_q(
+            "single_leftmost_colour",
+            "What colour is the part furthest to the left in the photo?",
+            visible[0],
+            &mut none,
+        ));
+    }
+    if n >= 2 && (cover[visible[n - 1]].1 - cover[visible[n - 2]].1) / w >= MIN_DU {
+        qs.push(colour_q(
+            "single_rightmost_colour",
+            "What colour is the part furthest to the right in the photo?",
+            visible[n - 1],
+            &mut none,
+        ));
+    }
+    let mut by_depth: Vec<(f64, usize)> =
+        visible.iter().map(|&i| (cam.pose.to_camera(scene.parts[i].center)[2], i)).collect();
+    by_depth.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if by_depth.len() >= 2 && by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
+        qs.push(colour_q(
+            "single_nearest_colour",
+            "What colour is the part nearest to the camera?",
+            by_depth[0].1,
+            &mut none,
+        ));
+    }
+    if (1..=6).contains(&n) {
+        let counts = &NUMBERS[..6];
+        qs.push(McQuestion::with_order(
+            "single_count",
+            "How many coloured parts can be seen in the photo?".into(),
+            counts,
+            n - 1,
+            OptionOrder::Fixed,
+            &mut none,
+        ));
+    }
+    qs
 }

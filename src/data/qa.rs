@@ -15,6 +15,22 @@ question, and you should try to solve it. You should first think about the reaso
 provides the user with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> \
 </answer> tags, respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>";
 
+/// How a question's options are laid out.
+///
+/// `Shuffled` is the paper's (and the release's) layout. `Fixed` keeps one
+/// canonical order per question type (the order the options are listed in the
+/// code, colours in palette order), so the letter is a function of the answer
+/// itself: a documented simplification for the tiny preset only, whose
+/// from-scratch base does not acquire the "find the matching option, copy its
+/// letter" skill in CPU minutes (docs/TINY_BASE.md). Real models keep `Shuffled`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionOrder {
+    #[default]
+    Shuffled,
+    Fixed,
+}
+
 /// A multiple-choice question with its options in display order.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct McQuestion {
@@ -41,6 +57,26 @@ impl McQuestion {
             question,
             options: order.iter().map(|&i| options[i].to_string()).collect(),
             answer: order.iter().position(|&i| i == correct).expect("correct is an option"),
+        }
+    }
+
+    /// `options` shuffled by `rng` or kept as listed, as `order` says.
+    pub fn with_order(
+        kind: &str,
+        question: String,
+        options: &[&str],
+        correct: usize,
+        order: OptionOrder,
+        rng: &mut Philox,
+    ) -> McQuestion {
+        match order {
+            OptionOrder::Shuffled => McQuestion::shuffled(kind, question, options, correct, rng),
+            OptionOrder::Fixed => McQuestion {
+                kind: kind.to_string(),
+                question,
+                options: options.iter().map(|o| o.to_string()).collect(),
+                answer: correct,
+            },
         }
     }
 

@@ -3,9 +3,13 @@
 //! other words, and perspective taking. Labels come from the scene geometry; pairs
 //! of parts too close to call are skipped, so every label has a clear margin.
 
-use super::qa::McQuestion;
+use super::qa::{McQuestion, OptionOrder};
 use super::render::{Camera, Part, Scene};
 use crate::rng::Philox;
+
+fn palette_rank(colour: &str) -> usize {
+    super::render::PALETTE.iter().position(|(n, _)| *n == colour).unwrap_or(usize::MAX)
+}
 
 /// Smallest horizontal separation (fraction of the image width) for left/right.
 const MIN_DU: f64 = 0.06;
@@ -28,7 +32,13 @@ fn left_of(cam: &Camera, a: &Part, b: &Part) -> Option<bool> {
 
 /// Questions about the pair (cam1, cam2) of `scene`: each with the number of
 /// images it shows (1: the first photo only, 2: both).
-pub fn sat_questions(scene: &Scene, cam1: &Camera, cam2: &Camera, rng: &mut Philox) -> Vec<(McQuestion, usize)> {
+pub fn sat_questions(
+    scene: &Scene,
+    cam1: &Camera,
+    cam2: &Camera,
+    order: OptionOrder,
+    rng: &mut Philox,
+) -> Vec<(McQuestion, usize)> {
     let mut out = Vec::new();
     let parts = &scene.parts;
     // Relative position in the first photo.
@@ -38,7 +48,10 @@ pub fn sat_questions(scene: &Scene, cam1: &Camera, cam2: &Camera, rng: &mut Phil
             "In the photo, is the {} part to the left or to the right of the {} part?",
             parts[a].colour_name, parts[b].colour_name
         );
-        out.push((McQuestion::shuffled("sat_relative_position", q, &["Left", "Right"], usize::from(!left), rng), 1));
+        out.push((
+            McQuestion::with_order("sat_relative_position", q, &["Left", "Right"], usize::from(!left), order, rng),
+            1,
+        ));
     }
     // Nearer to the camera, first photo.
     let (a, b) = pick_two(parts.len(), rng);
@@ -46,14 +59,22 @@ pub fn sat_questions(scene: &Scene, cam1: &Camera, cam2: &Camera, rng: &mut Phil
     if (za - zb).abs() >= MIN_DZ * scene.radius {
         let (ca, cb) = (parts[a].colour_name, parts[b].colour_name);
         let q = format!("Which part is nearer to the camera, the {ca} part or the {cb} part?");
-        let opts = [format!("The {ca} part"), format!("The {cb} part")];
+        // Fixed order lists the two colours in palette order.
+        let a_first = order == OptionOrder::Shuffled || palette_rank(ca) < palette_rank(cb);
+        let (first, second) = if a_first { (ca, cb) } else { (cb, ca) };
+        let opts = [format!("The {first} part"), format!("The {second} part")];
         let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
-        out.push((McQuestion::shuffled("sat_nearer", q, &opts, usize::from(zb < za), rng), 1));
+        let a_nearer = za < zb;
+        let correct = usize::from(a_nearer != a_first);
+        out.push((McQuestion::with_order("sat_nearer", q, &opts, correct, order, rng), 1));
     }
     // Ego-motion in other words: orbit direction seen from above.
     let ccw = cam2.orbit_deg > cam1.orbit_deg;
     let q = "Seen from above, did the camera circle the object clockwise or counterclockwise between the first and the second photo?".to_string();
-    out.push((McQuestion::shuffled("sat_ego_motion", q, &["Clockwise", "Counterclockwise"], usize::from(ccw), rng), 2));
+    out.push((
+        McQuestion::with_order("sat_ego_motion", q, &["Clockwise", "Counterclockwise"], usize::from(ccw), order, rng),
+        2,
+    ));
     // Perspective taking: left/right as seen from the second camera.
     let (a, b) = pick_two(parts.len(), rng);
     if let Some(left) = left_of(cam2, &parts[a], &parts[b]) {
@@ -61,7 +82,7 @@ pub fn sat_questions(scene: &Scene, cam1: &Camera, cam2: &Camera, rng: &mut Phil
             "Seen from the camera that took the second photo, is the {} part to the left or to the right of the {} part?",
             parts[a].colour_name, parts[b].colour_name
         );
-        out.push((McQuestion::shuffled("sat_perspective", q, &["Left", "Right"], usize::from(!left), rng), 2));
+        out.push((McQuestion::with_order("sat_perspective", q, &["Left", "Right"], usize::from(!left), order, rng), 2));
     }
     out
 }

@@ -6,7 +6,7 @@
 use image::RgbImage;
 
 use super::geometry::{PairFilter, ViewpointTruth, sub, viewpoint_truth};
-use super::qa::McQuestion;
+use super::qa::{McQuestion, OptionOrder};
 use super::render::{Camera, Scene, orbit_camera, random_scene, render};
 use super::viewpoint::viewpoint_questions;
 use crate::rng::Philox;
@@ -26,6 +26,8 @@ pub struct SynthConfig {
     pub pitch_jitter_deg: f64,
     /// Camera distance as a multiple of the distance that just frames the object.
     pub distance: (f64, f64),
+    /// Option layout of the questions (the paper shuffles; see `qa::OptionOrder`).
+    pub option_order: OptionOrder,
 }
 
 impl Default for SynthConfig {
@@ -39,6 +41,7 @@ impl Default for SynthConfig {
             pitch_deg: (10.0, 35.0),
             pitch_jitter_deg: 5.0,
             distance: (1.05, 1.35),
+            option_order: OptionOrder::Shuffled,
         }
     }
 }
@@ -73,8 +76,8 @@ pub fn synth_pair(seed: u64, index: u64, c: &SynthConfig) -> SynthPair {
     let filter = PairFilter { min_yaw_deg: 0.0, max_yaw_deg: 180.0, ..PairFilter::default() };
     let truth = viewpoint_truth(&cam1.pose, &cam2.pose, &filter).expect("orbit pairs always move sideways and turn");
     let mut qrng = Philox::new(seed ^ 0x005e_ed0f_0a5e, index);
-    let viewpoint = viewpoint_questions(&truth, &mut qrng);
-    let sat = super::sat::sat_questions(&scene, &cam1, &cam2, &mut qrng);
+    let viewpoint = viewpoint_questions(&truth, c.option_order, &mut qrng);
+    let sat = super::sat::sat_questions(&scene, &cam1, &cam2, c.option_order, &mut qrng);
     let images = [render(&scene, &cam1, c.supersample), render(&scene, &cam2, c.supersample)];
     SynthPair { seed, scene, cameras: [cam1, cam2], images, truth, viewpoint, sat }
 }

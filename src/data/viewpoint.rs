@@ -1,7 +1,7 @@
 //! The paper's three viewpoint questions for a pair of photos.
 
 use super::geometry::{Side, ViewpointTruth};
-use super::qa::McQuestion;
+use super::qa::{McQuestion, OptionOrder};
 use crate::rng::Philox;
 
 pub const Q_CAMERA_TRANSLATION: &str = "The object captured in these two photos did not move. From the camera's perspective, \
@@ -22,28 +22,31 @@ fn side_index(s: Side) -> usize {
 }
 
 /// The three questions (camera translation, object translation, camera rotation),
-/// options shuffled by `rng`; "No movement" / "No rotation" is always a distractor.
-pub fn viewpoint_questions(truth: &ViewpointTruth, rng: &mut Philox) -> [McQuestion; 3] {
+/// options shuffled by `rng` or in the listed order (`order`); "No movement" / "No rotation" is always a distractor.
+pub fn viewpoint_questions(truth: &ViewpointTruth, order: OptionOrder, rng: &mut Philox) -> [McQuestion; 3] {
     [
-        McQuestion::shuffled(
+        McQuestion::with_order(
             "camera_translation",
             Q_CAMERA_TRANSLATION.into(),
             &MOVE_OPTIONS,
             side_index(truth.camera_translation),
+            order,
             rng,
         ),
-        McQuestion::shuffled(
+        McQuestion::with_order(
             "object_translation",
             Q_OBJECT_TRANSLATION.into(),
             &MOVE_OPTIONS,
             side_index(truth.object_translation),
+            order,
             rng,
         ),
-        McQuestion::shuffled(
+        McQuestion::with_order(
             "camera_rotation",
             Q_CAMERA_ROTATION.into(),
             &ROTATE_OPTIONS,
             side_index(truth.camera_rotation),
+            order,
             rng,
         ),
     ]

@@ -45,6 +45,9 @@ pub struct DataSection {
     /// Tiny preset without data files: rendered training pairs and held-out pairs.
     pub synth_pairs: usize,
     pub synth_heldout_pairs: usize,
+    /// Option layout of rendered questions: `shuffled` (the paper) or `fixed`
+    /// (the tiny preset's documented simplification, `data::qa::OptionOrder`).
+    pub option_order: crate::data::qa::OptionOrder,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,6 +226,7 @@ impl Default for DataSection {
             system: None,
             synth_pairs: 512,
             synth_heldout_pairs: 50,
+            option_order: crate::data::qa::OptionOrder::Shuffled,
         }
     }
 }

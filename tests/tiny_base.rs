@@ -1,0 +1,52 @@
+//! The committed tiny base (assets/tiny-base, docs/TINY_BASE.md): it answers
+//! held-out single-photo multiple choice (shuffled options) at 90% or better and
+//! sits near chance on the viewpoint questions it never saw (at most 45%).
+
+use actial::data::pretrain::{PretrainMix, pretrain_records};
+use actial::data::qa::{LETTERS, QaRecord};
+use actial::data::synth::{SynthConfig, render_pairs};
+use actial::model::Qwen25Vl;
+use actial::model::image::ImageProcessorConfig;
+use actial::model::tiny::{tiny_base_dir, tiny_tokenizer};
+use actial::train::eval::{encode_prompts, evaluate};
+
+fn is_letter_item(r: &QaRecord) -> bool {
+    LETTERS.iter().any(|l| r.answer == l.to_string())
+}
+
+#[test]
+fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
+    let dir = tiny_base_dir();
+    let model = Qwen25Vl::from_dir(&dir).unwrap();
+    let tok = tiny_tokenizer().unwrap();
+    tok.check_config(&model.config.tokens).unwrap();
+    let proc = ImageProcessorConfig::for_vision(&model.config.vision);
+    let tmp = std::env::temp_dir().join(format!("actial-tiny-base-{}", std::process::id()));
+    // Seeds the base never trained on (it used seed 42 for photos and text).
+    let held = pretrain_records(
+        &tmp.join("photos"),
+        4242,
+        PretrainMix { photos: 60, text_items: 200 },
+        &SynthConfig::default(),
+        &|| {},
+    )
+    .unwrap();
+    let (text, photo): (Vec<QaRecord>, Vec<QaRecord>) =
+        held.into_iter().filter(is_letter_item).partition(|r| r.images.is_empty());
+    let rows = render_pairs(&tmp.join("pairs"), 40, 4242, &SynthConfig::default(), &|| {}).unwrap();
+    let view: Vec<QaRecord> = rows.into_iter().flat_map(|(v, _, _)| v).collect();
+    let acc = |records: &[QaRecord]| {
+        let (items, skipped) = encode_prompts(records, &tok, &proc, None, 1024).unwrap();
+        assert!(skipped.is_empty());
+        let r = evaluate(&model, &tok, &items, 4, 64, &mut |_| {}).unwrap();
+        (r.accuracy(), r.items.len())
+    };
+    let (a_photo, n_photo) = acc(&photo);
+    let (a_text, n_text) = acc(&text);
+    let (a_view, n_view) = acc(&view);
+    println!("single photo {a_photo:.3} ({n_photo}), text {a_text:.3} ({n_text}), viewpoint {a_view:.3} ({n_view})");
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(n_photo >= 150 && n_view == 120);
+    assert!(a_photo >= 0.90, "single-photo accuracy {a_photo}");
+    assert!(a_view <= 0.45, "viewpoint accuracy {a_view}");
+}
