@@ -338,7 +338,8 @@ fn run_grpo(
 fn grpo_plots(h: &[GrpoMetrics], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), source: e })?;
     let curve = |f: &dyn Fn(&GrpoMetrics) -> f64| h.iter().map(|m| (m.step as f64, f(m))).collect::<Vec<_>>();
-    let charts: [(&str, &str, Vec<(&str, Vec<(f64, f64)>)>); 5] = [
+    type Series<'a> = Vec<(&'a str, Vec<(f64, f64)>)>;
+    let charts: [(&str, &str, Series); 5] = [
         ("grpo_reward.png", "GRPO reward (mean over samples)", vec![("reward", curve(&|m| m.reward_mean))]),
         (
             "grpo_accuracy_format.png",

@@ -134,7 +134,7 @@ pub fn text_question(seed: u64, index: u64) -> McQuestion {
         }
         2 => {
             let (a, b) = OPPOSITES[(rng.next_u32() as usize) % OPPOSITES.len()];
-            let (w, o) = if rng.next_u32() % 2 == 0 { (a, b) } else { (b, a) };
+            let (w, o) = if rng.next_u32().is_multiple_of(2) { (a, b) } else { (b, a) };
             let pool: Vec<&str> = OPPOSITES.iter().flat_map(|&(x, y)| [x, y]).collect();
             let d = distinct(&pool, &[w, o], n_opts - 1, &mut rng);
             mc("text_opposite", format!("What is the opposite of {w}?"), o, &d, &mut rng)

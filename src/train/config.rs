@@ -416,7 +416,8 @@ impl SftConfig {
         if g.micro_batch == 0 || g.ppo_epochs == 0 || g.max_new_tokens == 0 {
             return Err("grpo.micro_batch, grpo.ppo_epochs and grpo.max_new_tokens must be positive".into());
         }
-        if !(g.lr > 0.0 && g.lr.is_finite()) || !(g.temperature > 0.0) || g.beta < 0.0 {
+        let positive = |x: f32| x > 0.0 && x.is_finite();
+        if !positive(g.lr) || !positive(g.temperature) || g.beta < 0.0 {
             return Err(format!(
                 "grpo.lr and grpo.temperature must be positive and grpo.beta non-negative (lr {}, temperature {}, beta {})",
                 g.lr, g.temperature, g.beta
