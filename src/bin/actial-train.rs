@@ -70,13 +70,13 @@ struct Args {
     #[arg(long)]
     merge_lora: bool,
     /// Pretrain: rendered photos (each gives its questions and a description).
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 8000)]
     photos: u64,
-    /// Pretrain: text-only multiple-choice items.
-    #[arg(long, default_value_t = 40000)]
+    /// Pretrain: text-only items (multiple choice and copy exercises).
+    #[arg(long, default_value_t = 150_000)]
     text_items: u64,
     /// Pretrain: evaluate a held-out sample every N steps (0: only at the end).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2000)]
     eval_every: usize,
 }
 
@@ -597,7 +597,7 @@ fn eval_set_n(
 /// `--recipe pretrain`: the tiny base model (see `actial::data::pretrain`).
 fn pretrain(args: &Args) -> Result<()> {
     let cfg = load_config_on(args, Some(SftConfig::pretrain_defaults()))?;
-    if cfg.model.path != "tiny" {
+    if !is_tiny(&cfg) {
         return Err(actial::arg_err!(
             "pretrain",
             "pretraining builds the tiny preset from random init; model.path must be \"tiny\""

@@ -337,8 +337,8 @@ impl SftConfig {
         c.train = TrainSection { vision_tower: true, merger: true, language: true };
         c.run.global_batch = 32;
         c.run.micro_batch = 32;
-        c.run.steps = 6000;
-        c.run.save_every = 1000;
+        c.run.steps = 24_000;
+        c.run.save_every = 2000;
         c.run.out_dir = "runs/pretrain".into();
         c
     }
