@@ -128,14 +128,21 @@ pub struct MixReport {
 }
 
 /// Interleaves `letters` (kept in order, responses = the answer letter) with CoT
-/// items built from the first records that have facts (or from `imported`, keyed
+/// items built from records spread evenly over the set that have facts (or from `imported`, keyed
 /// by record id), so that CoT items make up `cot_fraction` of the output: after
 /// every ~(1−f)/f letter items comes one CoT item, cycling through the unique ones.
 pub fn mix(letters: &[QaRecord], imported: &HashMap<String, String>, c: &MixConfig) -> (Vec<QaRecord>, MixReport) {
     let mut rep = MixReport::default();
     let mut rng = Philox::new(c.seed, 0xc07);
     let mut cots: Vec<QaRecord> = Vec::new();
-    for r in letters {
+    // Draw the CoT sources evenly across the letters (every `step`-th record first),
+    // so their images are not one corner of the set that a small model could learn
+    // to tell apart.
+    let per_letter = if c.cot_fraction >= 1.0 { 0.0 } else { c.cot_fraction / (1.0 - c.cot_fraction) };
+    let wanted = c.cot_unique.min((letters.len() as f64 * per_letter).ceil() as usize).max(1);
+    let step = (letters.len() / wanted).max(1);
+    let order = (0..step).flat_map(|off| (off..letters.len()).step_by(step));
+    for r in order.map(|i| &letters[i]) {
         if cots.len() >= c.cot_unique {
             break;
         }
@@ -168,7 +175,6 @@ pub fn mix(letters: &[QaRecord], imported: &HashMap<String, String>, c: &MixConf
         }
     }
     rep.cot_unique = cots.len();
-    let per_letter = if c.cot_fraction >= 1.0 { 0.0 } else { c.cot_fraction / (1.0 - c.cot_fraction) };
     let mut out = Vec::with_capacity(letters.len() + (letters.len() as f64 * per_letter) as usize + 1);
     let mut credit = 0.0;
     for r in letters {

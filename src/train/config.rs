@@ -308,21 +308,25 @@ impl SftConfig {
     /// rendered viewpoint pairs, a CPU budget of minutes.
     pub fn embedded_defaults() -> SftConfig {
         let mut c = SftConfig::tiny_defaults();
+        c.data.synth_pairs = 2048;
         c.data.cot_fraction = Some(0.1);
-        c.data.cot_unique = 200;
-        c.optim.lr = 5e-4;
+        // Every CoT slot its own pair: with the paper's ~1K unique CoTs repeated, a
+        // tiny model learns which few images get a CoT and never starts one elsewhere.
+        c.data.cot_unique = 100_000;
+        c.optim.lr = 3e-4;
         c.optim.warmup_steps = 20;
-        c.run.steps = 300;
+        c.run.steps = 600;
         c.run.out_dir = "runs/embedded".into();
         let g = &mut c.grpo;
-        g.steps = 20;
-        g.lr = 2e-5;
+        g.steps = 10;
+        g.lr = 1e-4;
         g.warmup_steps = 2;
         g.prompts_per_step = 8;
         g.group = 8;
         g.mini_batch_prompts = 8;
         g.micro_batch = 16;
-        g.max_new_tokens = 200;
+        // The pseudo-CoTs are ~260 tiny-tokenizer tokens.
+        g.max_new_tokens = 320;
         g.max_prompt_tokens = 1024;
         c
     }
