@@ -59,3 +59,104 @@ fn sft_runs_resumes_and_merges() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("learning_rate"));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn full_recipe_runs_end_to_end_and_grpo_alone() {
+    let d = std::env::temp_dir().join(format!("actial-cli-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let out = d.join("run");
+    let o = out.to_str().unwrap();
+    let small = [
+        "--set",
+        "model.path=tiny-random",
+        "--set",
+        "run.steps=3",
+        "--set",
+        "run.global_batch=4",
+        "--set",
+        "run.micro_batch=2",
+        "--set",
+        "data.synth_pairs=8",
+        "--set",
+        "data.synth_heldout_pairs=2",
+        "--set",
+        "grpo.steps=2",
+        "--set",
+        "grpo.max_new_tokens=8",
+        "--set",
+        "grpo.prompts_per_step=2",
+        "--set",
+        "grpo.mini_batch_prompts=1",
+        "--set",
+        "grpo.group=2",
+        "--set",
+        "grpo.micro_batch=3",
+    ];
+    let text = run(&[&["--recipe", "full", "--out", o][..], &small[..]].concat());
+    assert!(text.contains("| SFT + GRPO |") && text.contains("grpo done"), "{text}");
+    for f in [
+        "report.md",
+        "report.json",
+        "plots/sft_loss.png",
+        "plots/grpo_reward.png",
+        "plots/grpo_accuracy_format.png",
+        "plots/grpo_kl.png",
+        "plots/grpo_response_length.png",
+        "sft/checkpoint-000003/model.safetensors",
+        "sft/metrics.jsonl",
+        "grpo/checkpoint-000002/optimizer.safetensors",
+        "grpo/metrics.jsonl",
+        "eval/base_in_domain.jsonl",
+        "eval/grpo_out_of_domain.jsonl",
+        "final/model.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 3);
+    let lines = std::fs::read_to_string(out.join("grpo/metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    for key in
+        ["reward_mean", "reward_std", "accuracy", "format_rate", "kl", "clip_frac", "entropy", "rollout_tokens_per_s"]
+    {
+        assert!(lines.contains(key), "metrics lack {key}");
+    }
+    // Stage 2 alone from the stage-1 output, on a prompt file with one prompt too long.
+    let prompts = d.join("prompts.jsonl");
+    let long = "left ".repeat(3000);
+    std::fs::write(
+        &prompts,
+        format!(
+            "{{\"question\": \"Is it left?\", \"options\": [\"Left\", \"Right\"], \"answer\": \"A\"}}\n{{\"question\": \"{long}\", \"options\": [\"Left\", \"Right\"], \"answer\": \"B\"}}\n"
+        ),
+    )
+    .unwrap();
+    let g_out = d.join("grpo");
+    let model = out.join("sft/checkpoint-000003");
+    let text = run(&[
+        "--recipe",
+        "grpo",
+        "--out",
+        g_out.to_str().unwrap(),
+        "--set",
+        &format!("model.path={:?}", model.to_str().unwrap()),
+        "--set",
+        &format!("grpo.data=[{:?}]", prompts.to_str().unwrap()),
+        "--set",
+        "grpo.steps=1",
+        "--set",
+        "grpo.max_new_tokens=4",
+        "--set",
+        "grpo.prompts_per_step=1",
+        "--set",
+        "grpo.mini_batch_prompts=1",
+        "--set",
+        "grpo.group=2",
+        "--set",
+        "grpo.max_prompt_tokens=512",
+    ]);
+    assert!(text.contains("1 GRPO prompts skipped: prompt longer than the limit"), "{text}");
+    assert!(g_out.join("final/model.safetensors").is_file());
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -285,15 +285,23 @@ fn grpo_prompts(cfg: &SftConfig, records: &[QaRecord], tok: &QwenTokenizer, mode
 }
 
 /// Runs stage 2 on `model` into `out`; returns the trained policy (LoRA merged).
+/// Where a stage writes: its run directory, the plots, and what it resumes from.
+#[derive(Clone, Copy)]
+struct StageDirs<'a> {
+    out: &'a Path,
+    plots: &'a Path,
+    resume: Option<&'a Path>,
+}
+
 fn run_grpo(
     cfg: &SftConfig,
     model: Qwen25Vl,
     prompts: Vec<EvalItem>,
     tok: &QwenTokenizer,
     tok_json: &Path,
-    out: &Path,
-    resume: Option<&Path>,
+    dirs: &StageDirs,
 ) -> Result<(Qwen25Vl, Vec<GrpoMetrics>)> {
+    let StageDirs { out, plots, resume } = *dirs;
     let mut trainer = GrpoTrainer::new(cfg.clone(), model, prompts, tok.clone())?;
     if let Some(r) = resume {
         let ckpt = latest_checkpoint(r)?;
@@ -314,7 +322,7 @@ fn run_grpo(
     );
     trainer.run(out, Some(tok_json), true)?;
     let h = trainer.history.clone();
-    grpo_plots(&h, &out.join("plots"))?;
+    grpo_plots(&h, plots)?;
     if let (Some(a), Some(b)) = (h.first(), h.last()) {
         let rt: f64 = h.iter().map(|m| m.rollout_tokens_per_s).sum::<f64>() / h.len() as f64;
         eprintln!(
@@ -377,7 +385,14 @@ fn grpo(args: &Args) -> Result<()> {
         records.extend(rep.records);
     }
     let prompts = grpo_prompts(&cfg, &records, &tok, &model)?;
-    let (mut model, _) = run_grpo(&cfg, model, prompts, &tok, &tok_json, &out, args.resume.as_deref())?;
+    let (mut model, _) = run_grpo(
+        &cfg,
+        model,
+        prompts,
+        &tok,
+        &tok_json,
+        &StageDirs { out: &out, plots: &out.join("plots"), resume: args.resume.as_deref() },
+    )?;
     let dir = out.join("final");
     model.save(&dir, DType::F32)?;
     std::fs::copy(&tok_json, dir.join("tokenizer.json"))
@@ -485,7 +500,14 @@ fn full(args: &Args) -> Result<()> {
 
     // Stage 2: GRPO.
     let prompts = grpo_prompts(&cfg, &grpo_records, &tok, &model)?;
-    let (model, grpo_hist) = run_grpo(&cfg, model, prompts, &tok, &tok_json, &out.join("grpo"), None)?;
+    let (model, grpo_hist) = run_grpo(
+        &cfg,
+        model,
+        prompts,
+        &tok,
+        &tok_json,
+        &StageDirs { out: &out.join("grpo"), plots: &out.join("plots"), resume: None },
+    )?;
     let (a, b) = eval_both(&model, "SFT+GRPO")?;
     rows.push(("SFT + GRPO".into(), a, b));
     let mut model = model;
