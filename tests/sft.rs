@@ -226,3 +226,22 @@ fn recomputation_gives_identical_gradients() {
     assert!(SftTrainer::new(bad, model(), ex).err().unwrap().to_string().contains("layer 9"));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn resuming_a_different_run_is_refused() {
+    let d = tmp("resume-mismatch");
+    let ex = examples(2, &d);
+    let mut t = SftTrainer::new(cfg(2, 2, false), model(), ex.clone()).unwrap();
+    t.train_step().unwrap();
+    let ckpt = t.save_checkpoint(&d.join("run"), None).unwrap();
+    let mut other = cfg(2, 2, false);
+    other.run.seed += 1;
+    other.run.global_batch *= 2;
+    let mut u = SftTrainer::new(other, model(), ex.clone()).unwrap();
+    let err = u.load_checkpoint(&ckpt).unwrap_err().to_string();
+    assert!(err.contains("run.seed") && err.contains("run.global_batch"), "{err}");
+    // The same run resumes.
+    let mut same = SftTrainer::new(cfg(2, 2, false), model(), ex).unwrap();
+    same.load_checkpoint(&ckpt).unwrap();
+    assert_eq!(same.step, 1);
+}

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::config::SftConfig;
 use super::eval::EvalItem;
 use super::grpo::{GrpoParams, SeqTokens, group_advantages, grpo_loss};
-use super::optimizer::{AdamWState, CheckpointSpec, read_checkpoint, write_checkpoint};
+use super::optimizer::{AdamWState, CheckpointSpec, check_resume, read_checkpoint, write_checkpoint};
 use super::reward::WeightedReward;
 use super::sft::prepare_model;
 use crate::error::{Error, Result};
@@ -153,7 +153,13 @@ impl GrpoTrainer {
             return Err(crate::arg_err!("grpo", "no prompts"));
         }
         // The reference is the model as it enters stage 2, before any adapter.
-        let reference = (cfg.grpo.beta > 0.0).then(|| model.clone());
+        // Its parameters share the policy's tensors until the optimizer writes them
+        // (copy-on-write); it keeps no gradients.
+        let reference = (cfg.grpo.beta > 0.0).then(|| {
+            let mut r = model.clone();
+            r.visit(&mut |_, p| p.grad = None);
+            r
+        });
         prepare_model(&cfg, &mut model, "grpo")?;
         let opt = AdamWState::new(&mut model)?;
         if opt.m.is_empty() {
@@ -440,6 +446,10 @@ impl GrpoTrainer {
 
     /// Restores a checkpoint written by [`Self::save_checkpoint`].
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(dir.join("trainer_state.json"))
+            .map_err(|e| Error::Io { path: dir.join("trainer_state.json").display().to_string(), source: e })?;
+        let saved: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        check_resume(&saved, &self.cfg, self.prompts.len(), &dir.join("trainer_state.json"))?;
         let state = read_checkpoint(dir, &mut self.model, &mut self.opt, self.cfg.lora.enabled)?;
         let file = dir.join("trainer_state.json").display().to_string();
         self.step = state["step"].as_u64().ok_or_else(|| Error::Config { file, msg: "no step".into() })? as usize;

@@ -242,3 +242,42 @@ pub fn read_checkpoint(
     result?;
     Ok(state)
 }
+
+/// A resumed run must continue the same run: the model, adapter, freeze flags,
+/// seed, batch size and data size (the sample stream is a function of them) must
+/// match what the checkpoint recorded. Returns an error naming each difference.
+pub fn check_resume(
+    state: &serde_json::Value,
+    cfg: &super::config::SftConfig,
+    items: usize,
+    file: &Path,
+) -> Result<()> {
+    let now = serde_json::to_value(cfg).expect("config serialises");
+    let saved = &state["config"];
+    let mut diffs = Vec::new();
+    for key in ["model", "lora", "train"] {
+        if saved[key] != now[key] {
+            diffs.push(format!("[{key}] was {} and is now {}", saved[key], now[key]));
+        }
+    }
+    for key in ["seed", "global_batch"] {
+        if saved["run"][key] != now["run"][key] {
+            diffs.push(format!("run.{key} was {} and is now {}", saved["run"][key], now["run"][key]));
+        }
+    }
+    for key in ["examples", "prompts"] {
+        if let Some(n) = state[key].as_u64()
+            && n as usize != items
+        {
+            diffs.push(format!("{n} {key} then, {items} now"));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Checkpoint {
+            file: file.display().to_string(),
+            msg: format!("cannot resume a different run: {}", diffs.join("; ")),
+        })
+    }
+}
