@@ -324,8 +324,8 @@ impl SftConfig {
         g.lr = 1e-4;
         g.warmup_steps = 2;
         g.prompts_per_step = 8;
-        g.group = 8;
-        g.mini_batch_prompts = 8;
+        g.group = 16;
+        g.mini_batch_prompts = 4;
         g.micro_batch = 16;
         // The pseudo-CoTs are ~260 tiny-tokenizer tokens.
         g.max_new_tokens = 320;
