@@ -245,3 +245,19 @@ fn resuming_a_different_run_is_refused() {
     same.load_checkpoint(&ckpt).unwrap();
     assert_eq!(same.step, 1);
 }
+
+#[test]
+fn training_leaves_the_examples_untouched() {
+    // Examples share preprocessed pixel tensors (one per image set); no step may
+    // write into them.
+    let d = tmp("untouched");
+    let ex = examples(2, &d);
+    let before: Vec<Vec<f32>> = ex.iter().map(|e| e.pixels.as_ref().unwrap().to_vec_f32().unwrap()).collect();
+    let mut t = SftTrainer::new(cfg(2, 1, false), model(), ex).unwrap();
+    for _ in 0..2 {
+        t.train_step().unwrap();
+    }
+    for (e, b) in t.examples.iter().zip(&before) {
+        assert_eq!(&e.pixels.as_ref().unwrap().to_vec_f32().unwrap(), b, "{} changed", e.id);
+    }
+}

