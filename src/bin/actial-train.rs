@@ -100,7 +100,7 @@ fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig>
     let probe = SftConfig::from_toml(&text, &SftConfig::tiny_defaults(), &overrides, &file)?;
     let base = match defaults {
         Some(d) => d,
-        None if probe.model.path == "tiny" => SftConfig::tiny_defaults(),
+        None if is_tiny(&probe) => SftConfig::tiny_defaults(),
         None => SftConfig::default(),
     };
     let mut cfg = SftConfig::from_toml(&text, &base, &overrides, &file)?;
