@@ -33,6 +33,27 @@ pub struct Encoded {
     pub skipped: BTreeMap<String, usize>,
 }
 
+/// A record's images, decoded and preprocessed (None: a text-only record), or
+/// why they cannot be used.
+pub fn record_images(
+    r: &QaRecord,
+    proc: &ImageProcessorConfig,
+) -> std::result::Result<Option<ProcessedImages>, &'static str> {
+    let images: Result<Vec<_>> = r
+        .images
+        .iter()
+        .map(|i| match i {
+            ImageRef::Path(p) => load_image(p),
+            ImageRef::Bytes(b) => decode_image(b, &r.id),
+        })
+        .collect();
+    let images = images.map_err(|_| "missing or undecodable image")?;
+    if images.is_empty() {
+        return Ok(None);
+    }
+    preprocess(&images, proc).map(Some).map_err(|_| "image too small or too elongated")
+}
+
 /// Encodes `records`; samples longer than `max_length` tokens, with undecodable
 /// images or with nothing to supervise are skipped and counted by reason.
 pub fn encode_records(
@@ -60,27 +81,11 @@ pub fn encode_records(
         let px = match cached {
             Some(px) => px,
             None => {
-                let images: Result<Vec<_>> = r
-                    .images
-                    .iter()
-                    .map(|i| match i {
-                        ImageRef::Path(p) => load_image(p),
-                        ImageRef::Bytes(b) => decode_image(b, &r.id),
-                    })
-                    .collect();
-                let Ok(images) = images else {
-                    skip("missing or undecodable image");
-                    continue;
-                };
-                let px = if images.is_empty() {
-                    None
-                } else {
-                    match preprocess(&images, proc) {
-                        Ok(p) => Some(p),
-                        Err(_) => {
-                            skip("image too small or too elongated");
-                            continue;
-                        }
+                let px = match record_images(r, proc) {
+                    Ok(px) => px,
+                    Err(reason) => {
+                        skip(reason);
+                        continue;
                     }
                 };
                 if let Some(k) = paths {

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
+use super::data::record_images;
 use super::reward::{AccuracyReward, FormatReward, Reward};
-use crate::data::qa::{ImageRef, QaRecord};
+use crate::data::qa::QaRecord;
 use crate::error::Result;
 use crate::model::Qwen25Vl;
-use crate::model::image::{ImageProcessorConfig, decode_image, load_image, preprocess};
+use crate::model::image::ImageProcessorConfig;
 use crate::model::rollout::{PromptInput, RolloutConfig};
 use crate::model::tokenizer::{Content, Message, QwenTokenizer, Role};
 use crate::ops::SamplingParams;
@@ -57,27 +58,11 @@ pub fn encode_prompts(
     let mut items = Vec::new();
     let mut skipped = BTreeMap::<String, usize>::new();
     for r in records {
-        let images: Result<Vec<_>> = r
-            .images
-            .iter()
-            .map(|i| match i {
-                ImageRef::Path(p) => load_image(p),
-                ImageRef::Bytes(b) => decode_image(b, &r.id),
-            })
-            .collect();
-        let Ok(images) = images else {
-            *skipped.entry("missing or undecodable image".into()).or_default() += 1;
-            continue;
-        };
-        let px = if images.is_empty() {
-            None
-        } else {
-            match preprocess(&images, proc) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    *skipped.entry("image too small or too elongated".into()).or_default() += 1;
-                    continue;
-                }
+        let px = match record_images(r, proc) {
+            Ok(px) => px,
+            Err(reason) => {
+                *skipped.entry(reason.into()).or_default() += 1;
+                continue;
             }
         };
         let counts: Vec<usize> = px

@@ -281,3 +281,24 @@ pub fn check_resume(
         })
     }
 }
+
+/// Resumes from `dir`: checks it belongs to this run ([`check_resume`]), restores
+/// the trainable weights and moments, and returns the step and trainer_state.json.
+pub fn resume_from(
+    dir: &Path,
+    model: &mut Qwen25Vl,
+    opt: &mut AdamWState,
+    cfg: &super::config::SftConfig,
+    items: usize,
+) -> Result<(usize, serde_json::Value)> {
+    let file = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::Io { path: file.display().to_string(), source: e })?;
+    let saved: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config { file: file.display().to_string(), msg: e.to_string() })?;
+    check_resume(&saved, cfg, items, &file)?;
+    let state = read_checkpoint(dir, model, opt, cfg.lora.enabled)?;
+    let step = state["step"]
+        .as_u64()
+        .ok_or_else(|| Error::Config { file: file.display().to_string(), msg: "no step".into() })?;
+    Ok((step as usize, state))
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::config::SftConfig;
 use super::data::{Example, make_batch};
 pub use super::optimizer::peft_key;
-use super::optimizer::{AdamWState, CheckpointSpec, check_resume, read_checkpoint, write_checkpoint};
+use super::optimizer::{AdamWState, CheckpointSpec, resume_from, write_checkpoint};
 use crate::error::{Error, Result};
 use crate::model::{LoraSpec, Part, Qwen25Vl, weights};
 use crate::rng::Philox;
@@ -189,13 +189,8 @@ impl SftTrainer {
     /// Restores weights (full or adapter), optimizer moments and the step from a
     /// checkpoint written by [`Self::save_checkpoint`].
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(dir.join("trainer_state.json"))
-            .map_err(|e| Error::Io { path: dir.join("trainer_state.json").display().to_string(), source: e })?;
-        let saved: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        check_resume(&saved, &self.cfg, self.examples.len(), &dir.join("trainer_state.json"))?;
-        let state = read_checkpoint(dir, &mut self.model, &mut self.opt, self.cfg.lora.enabled)?;
-        let file = dir.join("trainer_state.json").display().to_string();
-        self.step = state["step"].as_u64().ok_or_else(|| Error::Config { file, msg: "no step".into() })? as usize;
+        let (step, state) = resume_from(dir, &mut self.model, &mut self.opt, &self.cfg, self.examples.len())?;
+        self.step = step;
         if let Ok(h) = serde_json::from_value::<Vec<StepMetrics>>(state["history"].clone()) {
             self.history = h;
         }
