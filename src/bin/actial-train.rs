@@ -182,6 +182,16 @@ fn load_model(cfg: &SftConfig) -> Result<(Qwen25Vl, QwenTokenizer, PathBuf)> {
     Ok((model, tok, dir.join("tokenizer.json")))
 }
 
+/// `--resume`: the latest checkpoint of the given run (or the checkpoint itself).
+fn resume_sft(trainer: &mut SftTrainer, args: &Args) -> Result<()> {
+    if let Some(r) = &args.resume {
+        let ckpt = latest_checkpoint(r)?;
+        trainer.load_checkpoint(&ckpt)?;
+        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
+    }
+    Ok(())
+}
+
 fn sft(args: &Args) -> Result<()> {
     let cfg = load_config(args)?;
     Device::parse(&cfg.run.device)?;
@@ -235,11 +245,7 @@ fn sft(args: &Args) -> Result<()> {
             .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
     }
     let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
-    if let Some(r) = &args.resume {
-        let ckpt = latest_checkpoint(r)?;
-        trainer.load_checkpoint(&ckpt)?;
-        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
-    }
+    resume_sft(&mut trainer, args)?;
     eprintln!(
         "sft: {} examples, {} trainable parameters ({}), {} steps of {} samples ({} per micro-batch)",
         trainer.examples.len(),
@@ -692,11 +698,7 @@ fn pretrain(args: &Args) -> Result<()> {
         |r: &[QaRecord]| -> Result<Vec<EvalItem>> { Ok(encode_prompts(r, &tok, &proc, None, cfg.run.max_length)?.0) };
     let (e_text, e_photo, e_view) = (encode(&held_text)?, encode(&held_photo)?, encode(&viewpoint)?);
     let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
-    if let Some(r) = &args.resume {
-        let ckpt = latest_checkpoint(r)?;
-        trainer.load_checkpoint(&ckpt)?;
-        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
-    }
+    resume_sft(&mut trainer, args)?;
     eprintln!(
         "pretrain: {} examples, {} parameters, {} steps of {} samples",
         trainer.examples.len(),

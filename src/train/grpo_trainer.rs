@@ -23,13 +23,13 @@ use serde_json::json;
 use super::config::SftConfig;
 use super::eval::EvalItem;
 use super::grpo::{GrpoParams, SeqTokens, group_advantages, grpo_loss};
-use super::optimizer::{AdamWState, CheckpointSpec, resume_from, write_checkpoint};
+use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use super::reward::WeightedReward;
 use super::sft::prepare_model;
 use crate::error::{Error, Result};
 use crate::model::rollout::{PromptInput, RolloutConfig, RolloutSample};
 use crate::model::tokenizer::QwenTokenizer;
-use crate::model::{Batch, Qwen25Vl, Sample, weights};
+use crate::model::{Batch, Qwen25Vl, Sample};
 use crate::ops::{self, SamplingParams};
 use crate::rng::Philox;
 use crate::tensor::{DType, Device, Tensor};
@@ -458,29 +458,7 @@ impl GrpoTrainer {
     /// steps and at the end, a progress bar. A non-finite loss or gradient stops
     /// the run with the step and the last good checkpoint named.
     pub fn run(&mut self, out: &Path, tokenizer_json: Option<&Path>, progress: bool) -> Result<()> {
-        std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
-        let metrics_path = out.join("metrics.jsonl");
-        let kept: String = std::fs::read_to_string(&metrics_path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| serde_json::from_str::<GrpoMetrics>(l).map(|m| m.step <= self.step).unwrap_or(false))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        weights::write_atomic(&metrics_path, kept.as_bytes())?;
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
-        let pb = if progress {
-            indicatif::ProgressBar::new(self.total_steps as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("grpo {wide_bar} {pos}/{len} [{elapsed} < {eta}] {msg}")
-                .expect("valid template"),
-        );
-        pb.set_position(self.step as u64);
+        let (mut log, metrics_path, pb) = start_run_log(out, self.step, self.total_steps, "grpo", progress)?;
         let mut last_good: Option<PathBuf> = None;
         while self.step < self.total_steps {
             let m = match self.train_step() {

@@ -302,3 +302,38 @@ pub fn resume_from(
         .ok_or_else(|| Error::Config { file: file.display().to_string(), msg: "no step".into() })?;
     Ok((step as usize, state))
 }
+
+/// Opens `out/metrics.jsonl` for appending after keeping only its lines up to
+/// `step` (a killed run may have logged more than its last checkpoint), and a
+/// progress bar at `step` of `total` labelled `stage`. Returns (log, its path, bar).
+pub fn start_run_log(
+    out: &Path,
+    step: usize,
+    total: usize,
+    stage: &str,
+    progress: bool,
+) -> Result<(std::fs::File, PathBuf, indicatif::ProgressBar)> {
+    std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
+    let path = out.join("metrics.jsonl");
+    let line_step = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64());
+    let kept: String = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| line_step(l).is_some_and(|s| s as usize <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    weights::write_atomic(&path, kept.as_bytes())?;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let pb = if progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{stage} {{wide_bar}} {{pos}}/{{len}} [{{elapsed}} < {{eta}}] {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    pb.set_position(step as u64);
+    Ok((log, path, pb))
+}

@@ -11,9 +11,9 @@ use serde_json::json;
 use super::config::SftConfig;
 use super::data::{Example, make_batch};
 pub use super::optimizer::peft_key;
-use super::optimizer::{AdamWState, CheckpointSpec, resume_from, write_checkpoint};
+use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use crate::error::{Error, Result};
-use crate::model::{LoraSpec, Part, Qwen25Vl, weights};
+use crate::model::{LoraSpec, Part, Qwen25Vl};
 use crate::rng::Philox;
 
 /// One optimizer step's figures.
@@ -212,30 +212,7 @@ impl SftTrainer {
         progress: bool,
         after_step: &mut dyn FnMut(&SftTrainer, &indicatif::ProgressBar) -> Result<()>,
     ) -> Result<()> {
-        std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
-        let metrics_path = out.join("metrics.jsonl");
-        // Keep the lines up to the resumed step (a killed run may have logged more).
-        let kept: String = std::fs::read_to_string(&metrics_path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| serde_json::from_str::<StepMetrics>(l).map(|m| m.step <= self.step).unwrap_or(false))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        weights::write_atomic(&metrics_path, kept.as_bytes())?;
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
-        let pb = if progress {
-            indicatif::ProgressBar::new(self.total_steps as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("sft {wide_bar} {pos}/{len} [{elapsed} < {eta}] {msg}")
-                .expect("valid template"),
-        );
-        pb.set_position(self.step as u64);
+        let (mut log, metrics_path, pb) = start_run_log(out, self.step, self.total_steps, "sft", progress)?;
         while self.step < self.total_steps {
             let m = self.train_step()?;
             writeln!(log, "{}", serde_json::to_string(&m).expect("JSON"))
