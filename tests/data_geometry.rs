@@ -159,3 +159,66 @@ fn renderer_is_deterministic_and_shows_the_object() {
         .count();
     assert!(hits > 100, "only {hits} pixels of the base colour");
 }
+
+#[test]
+fn cube_shows_exactly_the_faces_turned_to_the_camera() {
+    use actial::data::render::{SceneStyle, part_coverage, visible_parts};
+    use actial::data::synth::depth;
+    let c = SynthConfig { scene: SceneStyle::Cube, ..SynthConfig::default() };
+    let mut shown = [0usize; 4];
+    for i in 0..40 {
+        let p = synth_pair(3, i, &c);
+        assert_eq!(p.scene.noun, "face");
+        // Five distinct colours on the faces that can be seen.
+        let mut names: Vec<&str> = p.scene.parts[..5].iter().map(|f| f.colour_name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 5);
+        for cam in &p.cameras {
+            let cover = part_coverage(&p.scene, cam);
+            let eye = cam.pose.center();
+            for (k, face) in p.scene.parts.iter().enumerate() {
+                let n = face.normal.expect("cube faces are flat quads");
+                let to_eye = [eye[0] - face.center[0], eye[1] - face.center[1], eye[2] - face.center[2]];
+                let facing = n[0] * to_eye[0] + n[1] * to_eye[1] + n[2] * to_eye[2] > 0.0;
+                // A face turned away is never drawn: not one pixel of it.
+                if !facing {
+                    assert_eq!(cover[k].0, 0, "pair {i}: hidden face {k} has pixels");
+                }
+                // The top is always seen (cameras stand above the cube), the bottom never.
+                if k == 4 {
+                    assert!(cover[k].0 >= 25, "pair {i}: top shows {} pixels", cover[k].0);
+                }
+                if k == 5 {
+                    assert_eq!(cover[k].0, 0);
+                }
+            }
+            let vis = visible_parts(&p.scene, cam);
+            assert!((2..=3).contains(&vis.len()), "pair {i}: {} faces visible", vis.len());
+            shown[vis.len()] += 1;
+            // The cube fills a good part of the frame.
+            let pixels: usize = cover.iter().map(|c| c.0).sum();
+            assert!(pixels > 112 * 112 / 5, "pair {i}: cube covers only {pixels} pixels");
+        }
+        // SAT-like questions name only faces the photo they are about shows.
+        for (q, n_images) in &p.sat {
+            let cam = if q.kind == "sat_perspective" { &p.cameras[1] } else { &p.cameras[0] };
+            let vis = visible_parts(&p.scene, cam);
+            for (k, face) in p.scene.parts.iter().enumerate() {
+                if q.question.contains(&format!("the {} face", face.colour_name)) {
+                    assert!(vis.contains(&k), "pair {i}: {} names a hidden face", q.kind);
+                }
+            }
+            if q.kind == "sat_nearer" {
+                assert_eq!(*n_images, 1);
+                let named: Vec<usize> =
+                    (0..6).filter(|&k| q.options.iter().any(|o| o.contains(p.scene.parts[k].colour_name))).collect();
+                let near = (0..6).find(|&k| q.options[q.answer].contains(p.scene.parts[k].colour_name)).unwrap();
+                let far = *named.iter().find(|&&k| k != near).unwrap();
+                assert!(depth(cam, p.scene.parts[near].center) < depth(cam, p.scene.parts[far].center));
+            }
+        }
+    }
+    // Both two- and three-face views occur.
+    assert!(shown[2] > 5 && shown[3] > 5, "views by visible faces {shown:?}");
+}

@@ -2,16 +2,30 @@
 //! options are shuffled, and nothing asks about a second view.
 
 use actial::data::pretrain::{COLOURS, TextItem, single_view, text_item, text_question};
-use actial::data::render::part_coverage;
+use actial::data::render::{SceneStyle, part_coverage};
 use actial::data::synth::SynthConfig;
 
 fn option_colour(opt: &str) -> &str {
-    opt.trim_start_matches("The ").trim_end_matches(" part")
+    opt.trim_start_matches("The ").trim_end_matches(" part").trim_end_matches(" face")
 }
 
 #[test]
 fn single_view_labels_follow_the_geometry() {
-    let c = SynthConfig::default();
+    single_view_labels(
+        SceneStyle::Parts,
+        &["single_colour_seen", "single_leftmost", "single_rightmost", "single_nearest", "single_count"],
+    );
+}
+
+#[test]
+fn single_view_labels_follow_the_geometry_on_cubes() {
+    // A cube shows two or three faces: never three clearly ordered ones often
+    // enough for leftmost/rightmost among three, so only these kinds are required.
+    single_view_labels(SceneStyle::Cube, &["single_colour_seen", "single_leftmost_colour", "single_count"]);
+}
+
+fn single_view_labels(scene: SceneStyle, required: &[&str]) {
+    let c = SynthConfig { scene, ..SynthConfig::default() };
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     let mut letters = [0usize; 3];
     for i in 0..60 {
@@ -73,11 +87,11 @@ fn single_view_labels_follow_the_geometry() {
             at += pos + n.len();
         }
     }
-    for k in ["single_colour_seen", "single_leftmost", "single_rightmost", "single_nearest", "single_count"] {
-        assert!(seen.get(k).copied().unwrap_or(0) >= 10, "too few {k}: {seen:?}");
+    for k in required {
+        assert!(seen.get(*k).copied().unwrap_or(0) >= 10, "too few {k}: {seen:?}");
     }
     // Shuffled: every letter is the answer often.
-    assert!(letters.iter().all(|&n| n > 40), "answer letters {letters:?}");
+    assert!(letters.iter().all(|&n| n > 20), "answer letters {letters:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use actial::data::pretrain::{PretrainMix, pretrain_records};
 use actial::data::qa::{LETTERS, OptionOrder, QaRecord};
+use actial::data::render::SceneStyle;
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
@@ -26,17 +27,12 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("actial_pretrain.json")).unwrap()).unwrap();
     let order: OptionOrder = serde_json::from_value(info["option_order"].clone()).unwrap();
-    let synth = SynthConfig { option_order: order, ..SynthConfig::default() };
+    let scene: SceneStyle = serde_json::from_value(info["synth_scene"].clone()).unwrap();
+    let synth = SynthConfig { option_order: order, scene, ..SynthConfig::default() };
     let tmp = std::env::temp_dir().join(format!("actial-tiny-base-{}", std::process::id()));
     // Seeds the base never trained on (it used seed 42 for photos and text).
-    let held = pretrain_records(
-        &tmp.join("photos"),
-        4242,
-        PretrainMix { photos: 60, text_items: 200 },
-        &SynthConfig::default(),
-        &|| {},
-    )
-    .unwrap();
+    let held = pretrain_records(&tmp.join("photos"), 4242, PretrainMix { photos: 60, text_items: 200 }, &synth, &|| {})
+        .unwrap();
     let (text, photo): (Vec<QaRecord>, Vec<QaRecord>) =
         held.into_iter().filter(is_letter_item).partition(|r| r.images.is_empty());
     let rows = render_pairs(&tmp.join("pairs"), 40, 4242, &synth, &|| {}).unwrap();

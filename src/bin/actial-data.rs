@@ -15,6 +15,7 @@ use std::time::Instant;
 use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::qa::{ImageRef, QaRecord};
+use actial::data::render::SceneStyle;
 use actial::data::sheet::contact_sheet;
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::{Error, Result};
@@ -50,6 +51,10 @@ enum Cmd {
         /// Supersampling per axis (anti-aliasing).
         #[arg(long, default_value_t = 2)]
         supersample: u32,
+        /// What the photos show: `parts` (multi-part objects) or `cube` (one cube
+        /// with coloured faces, the tiny preset's scenes).
+        #[arg(long, default_value = "parts")]
+        scene: SceneStyle,
     },
     /// Viewpoint QA from real captures (COLMAP / MVImgNet layout): every directory
     /// under ROOT with sparse/0 (or sparse) and images/ is one object.
@@ -112,8 +117,8 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io { path: path.display().to_string(), source: e }
 }
 
-fn synth(out: &Path, pairs: u64, seed: u64, size: u32, supersample: u32) -> Result<()> {
-    let cfg = SynthConfig { size, supersample, ..SynthConfig::default() };
+fn synth(out: &Path, pairs: u64, seed: u64, size: u32, supersample: u32, scene: SceneStyle) -> Result<()> {
+    let cfg = SynthConfig { size, supersample, scene, ..SynthConfig::default() };
     let pb = bar(pairs, "rendering pairs");
     let t0 = Instant::now();
     let rows = render_pairs(&out.join("images"), pairs, seed, &cfg, &|| pb.inc(1))?;
@@ -325,7 +330,7 @@ fn run_mix(
 
 fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
-        Cmd::Synth { out, pairs, seed, size, supersample } => synth(&out, pairs, seed, size, supersample),
+        Cmd::Synth { out, pairs, seed, size, supersample, scene } => synth(&out, pairs, seed, size, supersample, scene),
         Cmd::Build { captures, out, max_pairs_per_capture, min_yaw, max_yaw, seed } => {
             build(&captures, &out, max_pairs_per_capture, min_yaw, max_yaw, seed)
         }

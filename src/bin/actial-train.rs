@@ -16,6 +16,7 @@ use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::pretrain::{PretrainMix, pretrain_records};
 use actial::data::qa::{ACTIAL_SYSTEM, LETTERS, OptionOrder, QaRecord};
+use actial::data::render::SceneStyle;
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
@@ -109,8 +110,8 @@ fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig>
 }
 
 /// Renders `pairs` synthetic viewpoint pairs into `dir` and returns the records.
-fn synthesize(dir: &Path, pairs: u64, seed: u64, order: OptionOrder) -> Result<Vec<QaRecord>> {
-    let c = SynthConfig { option_order: order, ..SynthConfig::default() };
+fn synthesize(dir: &Path, pairs: u64, seed: u64, order: OptionOrder, scene: SceneStyle) -> Result<Vec<QaRecord>> {
+    let c = SynthConfig { option_order: order, scene, ..SynthConfig::default() };
     let rows = render_pairs(&dir.join("images"), pairs, seed, &c, &|| {})?;
     let recs: Vec<QaRecord> = rows.into_iter().flat_map(|(viewpoint, _, _)| viewpoint).collect();
     write_sharegpt(&dir.join("viewpoint.jsonl"), &recs)?;
@@ -211,7 +212,13 @@ fn sft(args: &Args) -> Result<()> {
             cfg.data.synth_pairs,
             out.join("data").display()
         );
-        records = synthesize(&out.join("data"), cfg.data.synth_pairs as u64, cfg.run.seed, option_order(&cfg))?;
+        records = synthesize(
+            &out.join("data"),
+            cfg.data.synth_pairs as u64,
+            cfg.run.seed,
+            option_order(&cfg),
+            cfg.data.synth_scene,
+        )?;
         cot_fraction = cot_fraction.or(Some(0.1));
     }
     for f in &cfg.data.train {
@@ -283,8 +290,14 @@ fn sft(args: &Args) -> Result<()> {
 
 /// Synthetic SAT-like records (the out-of-domain questions) of `pairs` rendered
 /// pairs in `dir`, and their viewpoint records.
-fn synth_sets(dir: &Path, pairs: u64, seed: u64, order: OptionOrder) -> Result<(Vec<QaRecord>, Vec<QaRecord>)> {
-    let c = SynthConfig { option_order: order, ..SynthConfig::default() };
+fn synth_sets(
+    dir: &Path,
+    pairs: u64,
+    seed: u64,
+    order: OptionOrder,
+    scene: SceneStyle,
+) -> Result<(Vec<QaRecord>, Vec<QaRecord>)> {
+    let c = SynthConfig { option_order: order, scene, ..SynthConfig::default() };
     let rows = render_pairs(&dir.join("images"), pairs, seed, &c, &|| {})?;
     let (mut view, mut sat) = (Vec::new(), Vec::new());
     for (v, s, _) in rows {
@@ -401,7 +414,7 @@ fn grpo(args: &Args) -> Result<()> {
             return Err(actial::arg_err!("grpo", "no prompts: set grpo.data"));
         }
         eprintln!("no data given: rendering 256 synthetic pairs for SAT-like prompts");
-        records = synth_sets(&out.join("data"), 256, cfg.run.seed, option_order(&cfg))?.1;
+        records = synth_sets(&out.join("data"), 256, cfg.run.seed, option_order(&cfg), cfg.data.synth_scene)?.1;
     }
     for f in &cfg.grpo.data {
         let rep = load_any(Path::new(f), false)?;
@@ -450,13 +463,14 @@ fn full(args: &Args) -> Result<()> {
     if cfg.data.train.is_empty() {
         let pairs = cfg.data.synth_pairs as u64;
         eprintln!("rendering {pairs} training pairs and {} held-out pairs", cfg.data.synth_heldout_pairs);
-        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, option_order(&cfg))?;
+        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, option_order(&cfg), cfg.data.synth_scene)?;
         (sft_records, grpo_records) = (v, s);
         let (hv, hs) = synth_sets(
             &out.join("data/heldout"),
             cfg.data.synth_heldout_pairs as u64,
             seed + 1_000_003,
             option_order(&cfg),
+            cfg.data.synth_scene,
         )?;
         (held_view, held_sat) = (hv, hs);
     } else {
@@ -663,7 +677,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels;
     let order = cfg.data.option_order.unwrap_or_default();
-    let synth = SynthConfig { option_order: order, ..SynthConfig::default() };
+    let synth = SynthConfig { option_order: order, scene: cfg.data.synth_scene, ..SynthConfig::default() };
     let seed = cfg.run.seed;
 
     let pb = progress_bar(args.photos, "render");
@@ -682,7 +696,7 @@ fn pretrain(args: &Args) -> Result<()> {
         .into_iter()
         .filter(|r| LETTERS.iter().any(|l| r.answer == l.to_string()))
         .partition(|r| r.images.is_empty());
-    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, order)?;
+    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, order, cfg.data.synth_scene)?;
     eprintln!(
         "pretrain data: {} records from {} photos and {} text items",
         records.len(),
@@ -742,6 +756,7 @@ fn pretrain(args: &Args) -> Result<()> {
     trainer.model.save(&dir, DType::BF16)?;
     let info = json!({
         "option_order": order,
+        "synth_scene": cfg.data.synth_scene,
         "steps": trainer.step,
         "seed": seed,
         "init_seed": cfg.model.init_seed,

@@ -48,7 +48,7 @@ fn row_err(file: &Path, line: usize, msg: impl std::fmt::Display) -> Error {
 }
 
 /// Reads the rows of a .json (array) or .jsonl file as (line number, value).
-fn read_rows(path: &Path) -> Result<Vec<(usize, std::result::Result<Value, String>)>> {
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<(usize, std::result::Result<Value, String>)>> {
     let io = |e| Error::Io { path: path.display().to_string(), source: e };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut reader = std::io::BufReader::new(file);
@@ -74,7 +74,7 @@ fn read_rows(path: &Path) -> Result<Vec<(usize, std::result::Result<Value, Strin
     Ok(out)
 }
 
-fn image_ref(v: &Value, base: &Path) -> std::result::Result<ImageRef, String> {
+pub(crate) fn image_ref(v: &Value, base: &Path) -> std::result::Result<ImageRef, String> {
     let path = |p: &str| {
         let p = PathBuf::from(p);
         if p.is_absolute() { p } else { base.join(p) }

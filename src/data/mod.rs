@@ -1,6 +1,7 @@
 //! Data: viewpoint QA from camera poses, the procedural renderer, SAT-like
 //! questions, dataset formats and the hybrid cold-start mix.
 
+pub mod benchmarks;
 pub mod colmap;
 pub mod formats;
 pub mod geometry;

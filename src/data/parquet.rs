@@ -40,7 +40,7 @@ fn first<'a>(v: &'a Value, keys: &[&'static str]) -> Option<(&'static str, &'a V
     keys.iter().find_map(|k| v.get(*k).filter(|x| !x.is_null()).map(|x| (*k, x)))
 }
 
-fn image_of(v: &Value) -> std::result::Result<ImageRef, String> {
+pub(crate) fn image_of(v: &Value) -> std::result::Result<ImageRef, String> {
     let bytes =
         |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("bad image bytes: {e}"));
     let img = match v {
@@ -129,18 +129,28 @@ fn parse_row(v: &Value, index: usize, instruction: &str) -> std::result::Result<
     })
 }
 
+/// Every row of a parquet file as a JSON object (binary columns as base64, see
+/// `to_value`), in file order.
+pub fn parquet_rows(path: &Path) -> Result<Vec<Value>> {
+    let file = File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let bad = |msg: String| Error::Arg { op: "parquet", msg: format!("{}: {msg}", path.display()) };
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
+    let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;
+    rows.enumerate()
+        .map(|(i, row)| {
+            let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
+            Ok(Value::Object(row.get_column_iter().map(|(k, f)| (k.clone(), to_value(f, k))).collect()))
+        })
+        .collect()
+}
+
 /// Loads spatial multiple-choice QA from a parquet file. `instruction` follows the
 /// options when the file gives them as a list. `strict`: the first bad row is an
 /// error naming the file and row; otherwise bad rows are counted by reason.
 pub fn load_parquet_qa(path: &Path, instruction: &str, strict: bool) -> Result<LoadReport> {
-    let file = File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
     let bad = |msg: String| Error::Arg { op: "parquet", msg: format!("{}: {msg}", path.display()) };
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
     let mut report = LoadReport::default();
-    let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;
-    for (i, row) in rows.enumerate() {
-        let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
-        let v = Value::Object(row.get_column_iter().map(|(k, f)| (k.clone(), to_value(f, k))).collect());
+    for (i, v) in parquet_rows(path)?.into_iter().enumerate() {
         match parse_row(&v, i, instruction) {
             Ok(r) => report.records.push(r),
             Err(reason) if strict => return Err(bad(format!("row {i}: {reason}"))),

@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use super::qa::{ACTIAL_SYSTEM, ImageRef, LETTER_INSTRUCTION, McQuestion, OptionOrder, QaRecord};
-use super::render::{Camera, Scene, orbit_camera, part_coverage, random_scene, render};
+use super::render::{Camera, Scene, orbit_camera, part_coverage, random_scene_of, render};
 use super::synth::SynthConfig;
 use crate::error::{Error, Result};
 use crate::rng::Philox;
@@ -171,14 +171,14 @@ fn join_words(ws: &[&str]) -> String {
 /// Photo number `index` of stream `seed`: the camera stands anywhere on the orbit.
 pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
     let mut rng = Philox::new(seed ^ 0x5179_1e00, index);
-    let scene = random_scene(&mut rng);
+    let scene = random_scene_of(c.scene, &mut rng);
     let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
     let frame = scene.radius / (c.fov_deg.to_radians() / 2.0).tan();
     let cam = orbit_camera(
         u(0.0, 360.0),
-        u(c.pitch_deg.0, c.pitch_deg.1),
+        u(c.pitch_range().0, c.pitch_range().1),
         frame * u(c.distance.0, c.distance.1),
-        [0.0, 0.3, 0.0],
+        scene.target,
         c.size,
         c.fov_deg,
     );
@@ -197,7 +197,7 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
     let description = format!(
         "The object has {} visible {}. From left to right: {}.",
         NUMBERS[n.clamp(1, NUMBERS.len()) - 1],
-        if n == 1 { "part" } else { "parts" },
+        if n == 1 { scene.noun.to_string() } else { format!("{}s", scene.noun) },
         join_words(&names)
     );
     SingleView { scene, camera: cam, image, questions: qs, description }
@@ -284,6 +284,13 @@ pub fn pretrain_records(
     Ok(recs)
 }
 
+/// True when some part shows a sliver (fewer than four times the visibility
+/// threshold but more than none): whether it "can be seen" is then a matter of
+/// opinion, so no count question is asked about the photo.
+fn count_is_ambiguous(cover: &[(usize, f64)]) -> bool {
+    cover.iter().any(|&(k, _)| k > 0 && k < 4 * MIN_PIXELS)
+}
+
 /// The paper-style questions: options shuffled, distractors drawn at random.
 fn shuffled_questions(
     scene: &Scene,
@@ -294,7 +301,8 @@ fn shuffled_questions(
     qrng: &mut Philox,
 ) -> Vec<McQuestion> {
     let mut qs = Vec::new();
-    let part = |i: usize| format!("The {} part", colour_name(scene, i));
+    let noun = scene.noun;
+    let part = |i: usize| format!("The {} {noun}", colour_name(scene, i));
 
     // A visible colour among colours the object does not have.
     let present: Vec<&str> = scene.parts.iter().map(|p| p.colour_name).collect();
@@ -320,7 +328,7 @@ fn shuffled_questions(
             let d = [names[1].as_str(), names[2].as_str()];
             qs.push(mc(
                 "single_leftmost",
-                "Which part is furthest to the left in the photo?".into(),
+                format!("Which {noun} is furthest to the left in the photo?"),
                 &names[0],
                 &d,
                 qrng,
@@ -330,7 +338,7 @@ fn shuffled_questions(
             let d = [names[0].as_str(), names[1].as_str()];
             qs.push(mc(
                 "single_rightmost",
-                "Which part is furthest to the right in the photo?".into(),
+                format!("Which {noun} is furthest to the right in the photo?"),
                 &names[2],
                 &d,
                 qrng,
@@ -342,7 +350,8 @@ fn shuffled_questions(
         if by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
             let near = part(by_depth[0].1);
             let d = [part(by_depth[1].1), part(by_depth[2].1)];
-            qs.push(mc("single_nearest", "Which part is nearest to the camera?".into(), &near, &[&d[0], &d[1]], qrng));
+            let q = format!("Which {noun} is nearest to the camera?");
+            qs.push(mc("single_nearest", q, &near, &[&d[0], &d[1]], qrng));
         }
     }
     // The colour of the leftmost visible part (of all of them, not of three).
@@ -351,7 +360,7 @@ fn shuffled_questions(
         let others = distinct(&COLOURS, &[left], 2, qrng);
         qs.push(mc(
             "single_leftmost_colour",
-            "What colour is the part furthest to the left in the photo?".into(),
+            format!("What colour is the {noun} furthest to the left in the photo?"),
             left,
             &others,
             qrng,
@@ -359,14 +368,14 @@ fn shuffled_questions(
     }
     // How many parts can be seen (options: three consecutive counts around it).
     let n = visible.len();
-    if (1..=6).contains(&n) {
+    if (1..=6).contains(&n) && !count_is_ambiguous(cover) {
         let lo = n.saturating_sub(1 + (qrng.next_u32() as usize) % 2).max(1);
         let opts: Vec<String> = (lo..lo + 3).map(|k| NUMBERS[k - 1].to_string()).collect();
         let o: Vec<&str> = opts.iter().map(String::as_str).collect();
         let correct = n - lo;
         qs.push(McQuestion::shuffled(
             "single_count",
-            "How many coloured parts can be seen in the photo?".into(),
+            format!("How many coloured {noun}s can be seen in the photo?"),
             &o,
             correct,
             qrng,
@@ -381,15 +390,16 @@ fn shuffled_questions(
 fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible: &[usize], w: f64) -> Vec<McQuestion> {
     let mut qs = Vec::new();
     let mut none = Philox::new(0, 0); // unused: fixed order draws nothing
-    let colour_q = |kind: &str, q: &str, i: usize, rng: &mut Philox| {
+    let noun = scene.noun;
+    let colour_q = |kind: &str, q: String, i: usize, rng: &mut Philox| {
         let correct = COLOURS.iter().position(|c| *c == colour_name(scene, i)).expect("palette colour");
-        McQuestion::with_order(kind, q.to_string(), &COLOURS, correct, OptionOrder::Fixed, rng)
+        McQuestion::with_order(kind, q, &COLOURS, correct, OptionOrder::Fixed, rng)
     };
     let n = visible.len();
     if n >= 2 && (cover[visible[1]].1 - cover[visible[0]].1) / w >= MIN_DU {
         qs.push(colour_q(
             "single_leftmost_colour",
-            "What colour is the part furthest to the left in the photo?",
+            format!("What colour is the {noun} furthest to the left in the photo?"),
             visible[0],
             &mut none,
         ));
@@ -397,7 +407,7 @@ fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible:
     if n >= 2 && (cover[visible[n - 1]].1 - cover[visible[n - 2]].1) / w >= MIN_DU {
         qs.push(colour_q(
             "single_rightmost_colour",
-            "What colour is the part furthest to the right in the photo?",
+            format!("What colour is the {noun} furthest to the right in the photo?"),
             visible[n - 1],
             &mut none,
         ));
@@ -408,16 +418,16 @@ fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible:
     if by_depth.len() >= 2 && by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
         qs.push(colour_q(
             "single_nearest_colour",
-            "What colour is the part nearest to the camera?",
+            format!("What colour is the {noun} nearest to the camera?"),
             by_depth[0].1,
             &mut none,
         ));
     }
-    if (1..=6).contains(&n) {
+    if (1..=6).contains(&n) && !count_is_ambiguous(cover) {
         let counts = &NUMBERS[..6];
         qs.push(McQuestion::with_order(
             "single_count",
-            "How many coloured parts can be seen in the photo?".into(),
+            format!("How many coloured {noun}s can be seen in the photo?"),
             counts,
             n - 1,
             OptionOrder::Fixed,

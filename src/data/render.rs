@@ -33,6 +33,9 @@ pub struct Part {
     pub yaw: f64,
     pub colour: [u8; 3],
     pub colour_name: &'static str,
+    /// Set for a flat quad (one half extent zero): its outward normal, the only
+    /// side it is seen from. Boxes derive their face normals from the centre.
+    pub normal: Option<Vec3>,
 }
 
 impl Part {
@@ -58,8 +61,87 @@ pub struct Scene {
     /// Unit vector towards the light.
     pub light: Vec3,
     pub ground: [[u8; 3]; 2],
-    /// Radius of a sphere around the origin holding the object (for framing).
+    /// Radius of a sphere around `target` holding the object (for framing).
     pub radius: f64,
+    /// The point cameras look at.
+    pub target: Vec3,
+    /// What questions call one of `parts`: "part" or "face".
+    pub noun: &'static str,
+}
+
+/// Which kind of object a synthetic scene shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SceneStyle {
+    /// An asymmetric object of 4-5 coloured box parts (the default).
+    #[default]
+    Parts,
+    /// One frame-filling cube whose five visible faces have five colours (the tiny
+    /// preset: a 4-block vision tower reads big faces, not small parts).
+    Cube,
+}
+
+impl std::str::FromStr for SceneStyle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "parts" => Ok(SceneStyle::Parts),
+            "cube" => Ok(SceneStyle::Cube),
+            _ => Err(format!("unknown scene style {s:?} (expected \"parts\" or \"cube\")")),
+        }
+    }
+}
+
+/// A random scene of the given style.
+pub fn random_scene_of(style: SceneStyle, rng: &mut Philox) -> Scene {
+    match style {
+        SceneStyle::Parts => random_scene(rng),
+        SceneStyle::Cube => random_cube(rng),
+    }
+}
+
+/// A unit cube standing on the ground with a random yaw, built from six flat
+/// quads (one `Part` per face, centred on the face, outward normal set) so that
+/// every face has its own colour and its own entry in the id buffer, and a face
+/// turned away from the camera is never drawn. The four sides and the top take five
+/// distinct palette colours; the bottom, never seen from above the ground, is grey.
+pub fn random_cube(rng: &mut Philox) -> Scene {
+    let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
+    let yaw = u(0.0, std::f64::consts::TAU);
+    let mut colours: Vec<usize> = (0..PALETTE.len()).collect();
+    let mut faces = Vec::new();
+    let h = 0.5;
+    // (half extents, outward normal in the cube's frame): +x, -x, +z, -z, top, bottom.
+    let layout: [(Vec3, Vec3); 6] = [
+        ([0.0, h, h], [1.0, 0.0, 0.0]),
+        ([0.0, h, h], [-1.0, 0.0, 0.0]),
+        ([h, h, 0.0], [0.0, 0.0, 1.0]),
+        ([h, h, 0.0], [0.0, 0.0, -1.0]),
+        ([h, 0.0, h], [0.0, 1.0, 0.0]),
+        ([h, 0.0, h], [0.0, -1.0, 0.0]),
+    ];
+    let (c, s) = (yaw.cos(), yaw.sin());
+    let turn = |v: Vec3| [c * v[0] + s * v[2], v[1], -s * v[0] + c * v[2]];
+    for (k, (half, n)) in layout.into_iter().enumerate() {
+        let local = add([0.0, h, 0.0], scale(n, h));
+        let (colour, colour_name) = if k < 5 {
+            let ci = colours.remove((u(0.0, 1.0) * colours.len() as f64) as usize % colours.len());
+            (PALETTE[ci].1, PALETTE[ci].0)
+        } else {
+            ([90, 90, 90], "grey")
+        };
+        faces.push(Part { center: turn(local), half, yaw, colour, colour_name, normal: Some(turn(n)) });
+    }
+    let light = normalize([u(-0.8, 0.8), 1.0, u(-0.8, 0.8)]);
+    let g = u(110.0, 160.0) as u8;
+    Scene {
+        parts: faces,
+        light,
+        ground: [[g, g, g.saturating_sub(8)], [g.saturating_sub(45), g.saturating_sub(45), g.saturating_sub(50)]],
+        radius: 3f64.sqrt() * h,
+        target: [0.0, h, 0.0],
+        noun: "face",
+    }
 }
 
 /// A camera on an orbit around the object.
@@ -144,13 +226,12 @@ pub fn random_scene(rng: &mut Philox) -> Scene {
             yaw: base_yaw,
             colour: PALETTE[ci].1,
             colour_name: PALETTE[ci].0,
+            normal: None,
         })
         .collect();
-    let radius = parts
-        .iter()
-        .flat_map(|p| p.corners())
-        .map(|x| dot(sub(x, [0.0, 0.3, 0.0]), sub(x, [0.0, 0.3, 0.0])).sqrt())
-        .fold(0.0, f64::max);
+    let target = [0.0, 0.3, 0.0];
+    let radius =
+        parts.iter().flat_map(|p| p.corners()).map(|x| dot(sub(x, target), sub(x, target)).sqrt()).fold(0.0, f64::max);
     let light = normalize([u(-0.8, 0.8), 1.0, u(-0.8, 0.8)]);
     let g = u(110.0, 160.0) as u8;
     Scene {
@@ -158,6 +239,8 @@ pub fn random_scene(rng: &mut Philox) -> Scene {
         light,
         ground: [[g, g, g.saturating_sub(8)], [g.saturating_sub(45), g.saturating_sub(45), g.saturating_sub(50)]],
         radius,
+        target,
+        noun: "part",
     }
 }
 
@@ -204,6 +287,17 @@ pub fn part_coverage(scene: &Scene, cam: &Camera) -> Vec<(usize, f64)> {
         }
     }
     acc.into_iter().map(|(k, s)| (k, if k > 0 { s / k as f64 } else { f64::NAN })).collect()
+}
+
+/// A part counts as visible from this fraction of the photo's pixels (25 of
+/// 112x112).
+pub const MIN_VISIBLE_FRACTION: f64 = 25.0 / (112.0 * 112.0);
+
+/// Indices of the parts visible in the photo `cam` takes (see
+/// [`MIN_VISIBLE_FRACTION`]), in scene order.
+pub fn visible_parts(scene: &Scene, cam: &Camera) -> Vec<usize> {
+    let min = MIN_VISIBLE_FRACTION * (cam.width * cam.height) as f64;
+    part_coverage(scene, cam).iter().enumerate().filter(|(_, c)| c.0 as f64 >= min).map(|(i, _)| i).collect()
 }
 
 const AMBIENT: f32 = 0.35;
@@ -254,7 +348,7 @@ fn draw_box(scene: &Scene, part: &Part, cam: &Camera, id: Option<f32>, colour: &
         let q = face.map(|i| corners[i]);
         // Outward normal: from the box centre towards the face centre.
         let fc = scale(add(add(q[0], q[1]), add(q[2], q[3])), 0.25);
-        let n = normalize(sub(fc, centre));
+        let n = part.normal.unwrap_or_else(|| normalize(sub(fc, centre)));
         // Back faces (pointing away from the camera) are hidden by the box itself.
         if dot(n, sub(cam.pose.center(), fc)) <= 0.0 {
             continue;

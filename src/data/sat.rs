@@ -4,7 +4,7 @@
 //! of parts too close to call are skipped, so every label has a clear margin.
 
 use super::qa::{McQuestion, OptionOrder};
-use super::render::{Camera, Part, Scene};
+use super::render::{Camera, Part, Scene, visible_parts};
 use crate::rng::Philox;
 
 fn palette_rank(colour: &str) -> usize {
@@ -16,10 +16,15 @@ const MIN_DU: f64 = 0.06;
 /// Smallest depth difference (fraction of the object radius) for nearer/farther.
 const MIN_DZ: f64 = 0.25;
 
-fn pick_two(n: usize, rng: &mut Philox) -> (usize, usize) {
+/// Two different entries of `from` (None with fewer than two).
+fn pick_two(from: &[usize], rng: &mut Philox) -> Option<(usize, usize)> {
+    let n = from.len();
+    if n < 2 {
+        return None;
+    }
     let a = (rng.next_u32() as usize) % n;
     let b = (a + 1 + (rng.next_u32() as usize) % (n - 1)) % n;
-    (a, b)
+    Some((from[a], from[b]))
 }
 
 /// Left/right of part `a` relative to part `b` seen from `cam`, if clear.
@@ -41,11 +46,15 @@ pub fn sat_questions(
 ) -> Vec<(McQuestion, usize)> {
     let mut out = Vec::new();
     let parts = &scene.parts;
+    let noun = scene.noun;
+    // Questions name only parts the photo they are about shows.
+    let (seen1, seen2) = (visible_parts(scene, cam1), visible_parts(scene, cam2));
     // Relative position in the first photo.
-    let (a, b) = pick_two(parts.len(), rng);
-    if let Some(left) = left_of(cam1, &parts[a], &parts[b]) {
+    let pair = pick_two(&seen1, rng);
+    if let Some(left) = pair.and_then(|(a, b)| left_of(cam1, &parts[a], &parts[b])) {
+        let (a, b) = pair.expect("checked");
         let q = format!(
-            "In the photo, is the {} part to the left or to the right of the {} part?",
+            "In the photo, is the {} {noun} to the left or to the right of the {} {noun}?",
             parts[a].colour_name, parts[b].colour_name
         );
         out.push((
@@ -54,15 +63,17 @@ pub fn sat_questions(
         ));
     }
     // Nearer to the camera, first photo.
-    let (a, b) = pick_two(parts.len(), rng);
-    let (za, zb) = (cam1.pose.to_camera(parts[a].center)[2], cam1.pose.to_camera(parts[b].center)[2]);
-    if (za - zb).abs() >= MIN_DZ * scene.radius {
+    let depth =
+        |(a, b): (usize, usize)| (cam1.pose.to_camera(parts[a].center)[2], cam1.pose.to_camera(parts[b].center)[2]);
+    let pair = pick_two(&seen1, rng).filter(|&p| (depth(p).0 - depth(p).1).abs() >= MIN_DZ * scene.radius);
+    if let Some((a, b)) = pair {
+        let (za, zb) = depth((a, b));
         let (ca, cb) = (parts[a].colour_name, parts[b].colour_name);
-        let q = format!("Which part is nearer to the camera, the {ca} part or the {cb} part?");
+        let q = format!("Which {noun} is nearer to the camera, the {ca} {noun} or the {cb} {noun}?");
         // Fixed order lists the two colours in palette order.
         let a_first = order == OptionOrder::Shuffled || palette_rank(ca) < palette_rank(cb);
         let (first, second) = if a_first { (ca, cb) } else { (cb, ca) };
-        let opts = [format!("The {first} part"), format!("The {second} part")];
+        let opts = [format!("The {first} {noun}"), format!("The {second} {noun}")];
         let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
         let a_nearer = za < zb;
         let correct = usize::from(a_nearer != a_first);
@@ -76,10 +87,11 @@ pub fn sat_questions(
         2,
     ));
     // Perspective taking: left/right as seen from the second camera.
-    let (a, b) = pick_two(parts.len(), rng);
-    if let Some(left) = left_of(cam2, &parts[a], &parts[b]) {
+    let pair = pick_two(&seen2, rng);
+    if let Some(left) = pair.and_then(|(a, b)| left_of(cam2, &parts[a], &parts[b])) {
+        let (a, b) = pair.expect("checked");
         let q = format!(
-            "Seen from the camera that took the second photo, is the {} part to the left or to the right of the {} part?",
+            "Seen from the camera that took the second photo, is the {} {noun} to the left or to the right of the {} {noun}?",
             parts[a].colour_name, parts[b].colour_name
         );
         out.push((McQuestion::with_order("sat_perspective", q, &["Left", "Right"], usize::from(!left), order, rng), 2));

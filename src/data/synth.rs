@@ -7,7 +7,7 @@ use image::RgbImage;
 
 use super::geometry::{PairFilter, ViewpointTruth, sub, viewpoint_truth};
 use super::qa::{McQuestion, OptionOrder};
-use super::render::{Camera, Scene, orbit_camera, random_scene, render};
+use super::render::{Camera, Scene, SceneStyle, orbit_camera, random_scene_of, render};
 use super::viewpoint::viewpoint_questions;
 use crate::rng::Philox;
 
@@ -21,13 +21,16 @@ pub struct SynthConfig {
     /// Orbit angle change between the two photos, degrees (sign random).
     pub min_yaw_deg: f64,
     pub max_yaw_deg: f64,
-    /// Camera elevation range and the largest change between the photos.
+    /// Camera elevation range (parts scenes; see [`SynthConfig::pitch_range`]) and
+    /// the largest change between the photos.
     pub pitch_deg: (f64, f64),
     pub pitch_jitter_deg: f64,
     /// Camera distance as a multiple of the distance that just frames the object.
     pub distance: (f64, f64),
     /// Option layout of the questions (the paper shuffles; see `qa::OptionOrder`).
     pub option_order: OptionOrder,
+    /// What the photos show.
+    pub scene: SceneStyle,
 }
 
 impl Default for SynthConfig {
@@ -42,6 +45,19 @@ impl Default for SynthConfig {
             pitch_jitter_deg: 5.0,
             distance: (1.05, 1.35),
             option_order: OptionOrder::Shuffled,
+            scene: SceneStyle::Parts,
+        }
+    }
+}
+
+impl SynthConfig {
+    /// The elevation range cameras are drawn from. Cubes are seen from 20-40
+    /// degrees: lower, a camera at the framing distance stands below the top face,
+    /// and a view can show a single face (nothing to match across the photos).
+    pub fn pitch_range(&self) -> (f64, f64) {
+        match self.scene {
+            SceneStyle::Parts => self.pitch_deg,
+            SceneStyle::Cube => (20.0, 40.0),
         }
     }
 }
@@ -63,14 +79,15 @@ pub struct SynthPair {
 /// orbit change is drawn inside the filter's yaw range, so every pair qualifies.
 pub fn synth_pair(seed: u64, index: u64, c: &SynthConfig) -> SynthPair {
     let mut rng = Philox::new(seed, index);
-    let scene = random_scene(&mut rng);
+    let scene = random_scene_of(c.scene, &mut rng);
     let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
-    let target = [0.0, 0.3, 0.0];
+    let target = scene.target;
     let frame = scene.radius / (c.fov_deg.to_radians() / 2.0).tan();
     let orbit1 = u(0.0, 360.0);
     let delta = u(c.min_yaw_deg, c.max_yaw_deg) * if u(0.0, 1.0) < 0.5 { -1.0 } else { 1.0 };
-    let pitch1 = u(c.pitch_deg.0, c.pitch_deg.1);
-    let pitch2 = (pitch1 + u(-c.pitch_jitter_deg, c.pitch_jitter_deg)).clamp(c.pitch_deg.0, c.pitch_deg.1);
+    let (lo, hi) = c.pitch_range();
+    let pitch1 = u(lo, hi);
+    let pitch2 = (pitch1 + u(-c.pitch_jitter_deg, c.pitch_jitter_deg)).clamp(lo, hi);
     let cam1 = orbit_camera(orbit1, pitch1, frame * u(c.distance.0, c.distance.1), target, c.size, c.fov_deg);
     let cam2 = orbit_camera(orbit1 + delta, pitch2, frame * u(c.distance.0, c.distance.1), target, c.size, c.fov_deg);
     let filter = PairFilter { min_yaw_deg: 0.0, max_yaw_deg: 180.0, ..PairFilter::default() };

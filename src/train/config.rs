@@ -50,6 +50,10 @@ pub struct DataSection {
     /// Unset: the start model's (the tiny base records the order it learned), else
     /// shuffled.
     pub option_order: Option<crate::data::qa::OptionOrder>,
+    /// What rendered photos show: `parts` (multi-part objects) or `cube` (one
+    /// frame-filling cube with coloured faces: the tiny preset, whose 4-block
+    /// vision tower does not learn small parts' positions; docs/TINY_BASE.md).
+    pub synth_scene: crate::data::render::SceneStyle,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -229,6 +233,7 @@ impl Default for DataSection {
             synth_pairs: 512,
             synth_heldout_pairs: 50,
             option_order: None,
+            synth_scene: crate::data::render::SceneStyle::Parts,
         }
     }
 }
@@ -303,6 +308,7 @@ impl SftConfig {
         c.run.micro_batch = 8;
         c.run.max_length = 1024;
         c.run.epochs = 1;
+        c.data.synth_scene = crate::data::render::SceneStyle::Cube;
         c
     }
 
