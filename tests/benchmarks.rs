@@ -195,3 +195,18 @@ fn actial_eval_runs_resumes_and_compares() {
     assert!(table.contains("| **3dsrbench** |") && table.contains(" - |"), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_missing_image_file_names_the_row() {
+    let dir = std::env::temp_dir().join(format!("actial-bench-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("test_2d.jsonl");
+    let good = std::fs::read_to_string(fx("cvbench.jsonl")).unwrap();
+    let first = good.lines().next().unwrap().replace("images/cv_0.png", "img/2D/count/nowhere.png");
+    std::fs::write(&f, format!("{first}\n")).unwrap();
+    let e = load_benchmark(Benchmark::CvBench, &f, true).unwrap_err().to_string();
+    assert!(e.contains("test_2d.jsonl") && e.contains("row 1") && e.contains("nowhere.png"), "{e}");
+    let rep = load_benchmark(Benchmark::CvBench, &f, false).unwrap();
+    assert_eq!((rep.records.len(), rep.skipped_total()), (0, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

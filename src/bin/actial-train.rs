@@ -183,6 +183,19 @@ fn load_model(cfg: &SftConfig) -> Result<(Qwen25Vl, QwenTokenizer, PathBuf)> {
     Ok((model, tok, dir.join("tokenizer.json")))
 }
 
+/// Saves a trained model (f32) with its tokenizer and `actial_model.json`, which
+/// tells `actial-eval --system auto` to prompt it with Actial's system prompt.
+fn save_trained(model: &mut Qwen25Vl, dir: &Path, tok_json: &Path, recipe: &str) -> Result<()> {
+    model.save(dir, DType::F32)?;
+    std::fs::copy(tok_json, dir.join("tokenizer.json"))
+        .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
+    let info = serde_json::json!({ "recipe": recipe, "system": actial::data::qa::ACTIAL_SYSTEM });
+    actial::model::weights::write_atomic(
+        &dir.join("actial_model.json"),
+        serde_json::to_string_pretty(&info).expect("JSON").as_bytes(),
+    )
+}
+
 /// `--resume`: the latest checkpoint of the given run (or the checkpoint itself).
 fn resume_sft(trainer: &mut SftTrainer, args: &Args) -> Result<()> {
     if let Some(r) = &args.resume {
@@ -280,9 +293,7 @@ fn sft(args: &Args) -> Result<()> {
     if args.merge_lora {
         let n = trainer.model.merge_lora()?;
         let dir = out.join("merged");
-        trainer.model.save(&dir, DType::F32)?;
-        std::fs::copy(&tok_json, dir.join("tokenizer.json"))
-            .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
+        save_trained(&mut trainer.model, &dir, &tok_json, "sft")?;
         eprintln!("merged {n} LoRA adapters into {}", dir.display());
     }
     Ok(())
@@ -431,9 +442,7 @@ fn grpo(args: &Args) -> Result<()> {
         &StageDirs { out: &out, plots: &out.join("plots"), resume: args.resume.as_deref() },
     )?;
     let dir = out.join("final");
-    model.save(&dir, DType::F32)?;
-    std::fs::copy(&tok_json, dir.join("tokenizer.json"))
-        .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
+    save_trained(&mut model, &dir, &tok_json, "grpo")?;
     eprintln!("policy (LoRA merged) in {}", dir.display());
     Ok(())
 }
@@ -550,9 +559,7 @@ fn full(args: &Args) -> Result<()> {
     rows.push(("SFT + GRPO".into(), a, b));
     let mut model = model;
     let dir = out.join("final");
-    model.save(&dir, DType::F32)?;
-    std::fs::copy(&tok_json, dir.join("tokenizer.json"))
-        .map_err(|e| Error::Io { path: tok_json.display().to_string(), source: e })?;
+    save_trained(&mut model, &dir, &tok_json, "full")?;
 
     // Report.
     let mut md = String::from(

@@ -14,7 +14,7 @@
 //! `image` column, a Python-list string of base64 images for multi-image rows, or
 //! the `index` of another row whose image it shares). Grouped scoring
 //! (3DSRBench's CircularEval and FlipEval): rows that share a group (column
-//! `g_index`, else `index mod 1e6` when the file holds indices past 1e6, as in
+//! `g_index` or `base_qid`, else `index mod 1e6` when the file holds indices past 1e6, as in
 //! VLMEvalKit's circular files) count as one question, right only when every row
 //! of the group is right.
 //!
@@ -128,12 +128,22 @@ fn map_rows(b: Benchmark, path: &Path, rows: Rows, strict: bool) -> Result<LoadR
     let ctx = Ctx { base: &base, by_index: &by_index, circular };
     let mut report = LoadReport::default();
     for (row, v) in rows {
-        let parsed = v.and_then(|v| match b {
-            Benchmark::CvBench => cvbench_row(&v, row, &ctx),
-            Benchmark::Blink => blink_row(&v, row, &ctx),
-            Benchmark::Mmsi => mmsi_row(&v, row, &ctx),
-            Benchmark::ThreeDsr | Benchmark::Sat | Benchmark::Viewpoint => vlmeval_row(&v, row, &ctx),
-        });
+        let parsed = v
+            .and_then(|v| match b {
+                Benchmark::CvBench => cvbench_row(&v, row, &ctx),
+                Benchmark::Blink => blink_row(&v, row, &ctx),
+                Benchmark::Mmsi => mmsi_row(&v, row, &ctx),
+                Benchmark::ThreeDsr | Benchmark::Sat | Benchmark::Viewpoint => vlmeval_row(&v, row, &ctx),
+            })
+            .and_then(|r| {
+                match r.images.iter().find_map(|i| match i {
+                    ImageRef::Path(p) if !p.is_file() => Some(p),
+                    _ => None,
+                }) {
+                    Some(p) => Err(format!("missing image file {}", p.display())),
+                    None => Ok(r),
+                }
+            });
         match parsed {
             Ok(r) => report.records.push(r),
             Err(reason) if strict => {
@@ -331,7 +341,7 @@ fn vlmeval_row(v: &Value, row: usize, ctx: &Ctx) -> std::result::Result<QaRecord
             None => return Err("no image/image_path column".into()),
         },
     };
-    let group = match field(v, &["g_index"]) {
+    let group = match field(v, &["g_index", "base_qid"]) {
         Some(g) => scalar(g),
         None if ctx.circular => index.parse::<u64>().map(|i| (i % 1_000_000).to_string()).unwrap_or(index.clone()),
         None => index.clone(),
