@@ -79,6 +79,11 @@ struct Args {
     /// Pretrain: evaluate a held-out sample every N steps (0: only at the end).
     #[arg(long, default_value_t = 2000)]
     eval_every: usize,
+    /// Pretrain: start from this tiny model directory (a previous pretraining
+    /// stage's model/ or checkpoint) instead of random init, e.g. a second stage
+    /// with another photo / text mix.
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 fn load_config(args: &Args) -> Result<SftConfig> {
@@ -680,7 +685,17 @@ fn pretrain(args: &Args) -> Result<()> {
     let out = PathBuf::from(&cfg.run.out_dir);
     let tok = tiny_tokenizer()?;
     let tok_json = tiny_dir().join("tokenizer.json");
-    let model = Qwen25Vl::random(tiny_config(&tok), cfg.model.init_seed)?;
+    let model = match &args.init {
+        Some(dir) => {
+            let m = Qwen25Vl::from_dir(dir)?;
+            if m.config != tiny_config(&tok) {
+                return Err(actial::arg_err!("pretrain", "--init {}: not the tiny preset's config", dir.display()));
+            }
+            eprintln!("pretraining from {}", dir.display());
+            m
+        }
+        None => Qwen25Vl::random(tiny_config(&tok), cfg.model.init_seed)?,
+    };
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels;
     let order = cfg.data.option_order.unwrap_or_default();
@@ -703,7 +718,11 @@ fn pretrain(args: &Args) -> Result<()> {
         .into_iter()
         .filter(|r| LETTERS.iter().any(|l| r.answer == l.to_string()))
         .partition(|r| r.images.is_empty());
-    let viewpoint = synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, order, cfg.data.synth_scene)?;
+    // The viewpoint check uses the paper's shuffled options whatever the base's own
+    // order (issue #9: near chance = near 33%; with a fixed order a constant
+    // letter would already score 50%).
+    let viewpoint =
+        synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, OptionOrder::Shuffled, cfg.data.synth_scene)?;
     eprintln!(
         "pretrain data: {} records from {} photos and {} text items",
         records.len(),
@@ -764,6 +783,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let info = json!({
         "option_order": order,
         "synth_scene": cfg.data.synth_scene,
+        "init": args.init,
         "steps": trainer.step,
         "seed": seed,
         "init_seed": cfg.model.init_seed,
