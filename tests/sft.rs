@@ -261,3 +261,53 @@ fn training_leaves_the_examples_untouched() {
         assert_eq!(&e.pixels.as_ref().unwrap().to_vec_f32().unwrap(), b, "{} changed", e.id);
     }
 }
+
+#[test]
+fn sample_mean_weighs_every_sample_equally() {
+    use actial::train::config::LossMean;
+    let d = tmp("sample-mean");
+    let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
+    let p = synth_pair(8, 0, &c);
+    let paths = [d.join("a.png"), d.join("b.png")];
+    p.images[0].save(&paths[0]).unwrap();
+    p.images[1].save(&paths[1]).unwrap();
+    let mut recs = pair_records(0, &p, paths).0;
+    // Supervised lengths 1-2 tokens vs a long answer: token mean and sample mean differ.
+    recs[1].response = "<think>The first photo shows the left face; the second shows more of it.</think><answer>A</answer>".into();
+    let tok = tiny_tokenizer().unwrap();
+    let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
+    let ex = encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples;
+    assert!(ex[1].target_tokens > 5 * ex[0].target_tokens);
+    let with = |mean: LossMean, global: usize, micro: usize| {
+        let mut c = cfg(global, micro, false);
+        c.train.loss_mean = mean;
+        c.optim.max_grad_norm = 0.0; // compare raw gradients
+        c
+    };
+    // Three samples in micro-batches of two, each sample's tokens averaged first.
+    let mut all = SftTrainer::new(with(LossMean::Sample, 3, 2), model(), ex.clone()).unwrap();
+    all.train_step().unwrap();
+    let g = grads(&mut all);
+    // The mean of each sample's own token-mean gradient.
+    let mut mean: Vec<Vec<f32>> = g.iter().map(|(_, x)| vec![0.0; x.len()]).collect();
+    for e in &ex {
+        let mut one = SftTrainer::new(with(LossMean::Token, 1, 1), model(), vec![e.clone()]).unwrap();
+        one.train_step().unwrap();
+        for (m, (_, x)) in mean.iter_mut().zip(grads(&mut one)) {
+            m.iter_mut().zip(&x).for_each(|(a, b)| *a += b / 3.0);
+        }
+    }
+    for ((n, x), y) in g.iter().zip(&mean) {
+        let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let err = x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+        assert!(err < 1e-4, "{n}: {err}");
+    }
+    // And the token mean is a different gradient here (the test can fail).
+    let mut tm = SftTrainer::new(with(LossMean::Token, 3, 2), model(), ex).unwrap();
+    tm.train_step().unwrap();
+    let differs = grads(&mut tm).iter().zip(&g).any(|((_, a), (_, b))| {
+        a.iter().zip(b).any(|(p, q)| (p - q).abs() > 1e-3 * q.abs().max(1e-6))
+    });
+    assert!(differs);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -579,10 +579,22 @@ fn full(args: &Args) -> Result<()> {
             100.0 * b.format_rate()
         );
     }
+    // The bar to beat: uniform guessing, and answering one letter every time (with
+    // a fixed option order the two directions are always A and B, so a constant
+    // letter scores about 50% on the three-option viewpoint questions).
+    let constant = |items: &[EvalItem]| {
+        let mut n = std::collections::BTreeMap::<&str, usize>::new();
+        for i in items {
+            *n.entry(i.answer.as_str()).or_default() += 1;
+        }
+        n.values().max().map_or(0.0, |&m| 100.0 * m as f64 / items.len().max(1) as f64)
+    };
     md += &format!(
-        "\n{} in-domain items (chance 33.3%), {} out-of-domain items (chance 50%); greedy decoding, Actial system prompt.\n",
+        "\n{} in-domain items (uniform guess 33.3%, best constant letter {:.1}%), {} out-of-domain items (uniform guess 50%, best constant letter {:.1}%); greedy decoding, Actial system prompt.\n",
         e_view.len(),
-        e_sat.len()
+        constant(&e_view),
+        e_sat.len(),
+        constant(&e_sat)
     );
     let per_kind = |r: &EvalReport| {
         r.per_kind()

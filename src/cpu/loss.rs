@@ -28,12 +28,24 @@ pub fn cross_entropy_forward(logits: &[f32], labels: &[i32], v: usize) -> (Vec<f
 /// `dlogits = (softmax − onehot(label)) · grad_scale` on labelled rows, 0 elsewhere.
 /// The caller picks `grad_scale` (1 / labelled tokens of the whole accumulated batch).
 pub fn cross_entropy_backward(logits: &[f32], labels: &[i32], lse: &[f32], v: usize, grad_scale: f32) -> Vec<f32> {
+    cross_entropy_backward_rows(logits, labels, lse, v, &|_| grad_scale)
+}
+
+/// As [`cross_entropy_backward`] with its own scale per row (`row_scale(t)`).
+pub fn cross_entropy_backward_rows(
+    logits: &[f32],
+    labels: &[i32],
+    lse: &[f32],
+    v: usize,
+    row_scale: &(dyn Fn(usize) -> f32 + Sync),
+) -> Vec<f32> {
     let mut d = vec![0.0f32; logits.len()];
     d.par_chunks_mut(v).zip(logits.par_chunks(v)).enumerate().for_each(|(t, (dr, row))| {
         let l = labels[t];
         if l == IGNORE_INDEX {
             return;
         }
+        let grad_scale = row_scale(t);
         for (o, &x) in dr.iter_mut().zip(row) {
             *o = x - lse[t];
         }

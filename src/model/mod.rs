@@ -390,6 +390,23 @@ pub struct Sample {
     pub labels: Option<Vec<i32>>,
 }
 
+/// How a batch's cross-entropy gradient is scaled.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LossScale {
+    /// 1 / (the batch's supervised tokens): the mean over its tokens.
+    TokenMean,
+    /// One scale for every supervised token (accumulation across micro-batches).
+    Uniform(f32),
+    /// One scale per packed row (e.g. a per-sample mean).
+    PerRow(Vec<f32>),
+}
+
+impl From<Option<f32>> for LossScale {
+    fn from(s: Option<f32>) -> Self {
+        s.map_or(LossScale::TokenMean, LossScale::Uniform)
+    }
+}
+
 /// Samples packed back to back (no padding): attention stays inside each sample
 /// through `cu_seqlens`, which is exactly what transformers computes on the
 /// unpadded positions of a padded batch.
@@ -572,14 +589,26 @@ impl Qwen25Vl {
     /// Forward, mean cross-entropy over the batch's targets, backward. `grad_scale`
     /// overrides the 1/tokens normalisation (for accumulation across micro-batches).
     pub fn forward_backward(&mut self, batch: &Batch, grad_scale: Option<f32>) -> Result<StepOutput> {
+        self.forward_backward_scaled(batch, LossScale::from(grad_scale))
+    }
+
+    /// Forward, cross-entropy, backward with the gradient scaled per `scale`
+    /// (one scale for every target, or one per packed row).
+    pub fn forward_backward_scaled(&mut self, batch: &Batch, scale: LossScale) -> Result<StepOutput> {
         let targets = batch.targets.as_ref().ok_or_else(|| arg_err!("forward_backward", "the batch has no labels"))?;
         let (logits, cache) = self.forward(batch)?;
         let ce = ops::cross_entropy(&logits, targets)?;
         if !ce.loss.is_finite() {
             return Err(arg_err!("forward_backward", "loss is {} (non-finite)", ce.loss));
         }
-        let scale = grad_scale.unwrap_or(if ce.tokens > 0 { 1.0 / ce.tokens as f32 } else { 0.0 });
-        let dlogits = ops::cross_entropy_backward(&logits, targets, &ce, scale)?;
+        let dlogits = match scale {
+            LossScale::TokenMean => {
+                let s = if ce.tokens > 0 { 1.0 / ce.tokens as f32 } else { 0.0 };
+                ops::cross_entropy_backward(&logits, targets, &ce, s)?
+            }
+            LossScale::Uniform(s) => ops::cross_entropy_backward(&logits, targets, &ce, s)?,
+            LossScale::PerRow(rows) => ops::cross_entropy_backward_rows(&logits, targets, &ce, &rows)?,
+        };
         self.backward(batch, cache, &dlogits)?;
         Ok(StepOutput { loss: ce.loss, loss_sum: ce.loss_sum, tokens: ce.tokens })
     }

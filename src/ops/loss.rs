@@ -79,6 +79,35 @@ pub fn cross_entropy_backward(logits: &Tensor, labels: &Tensor, fwd: &CrossEntro
     }
 }
 
+/// As [`cross_entropy_backward`] with one gradient scale per row (`row_scale: [T]`),
+/// e.g. 1/(the row's sample's supervised tokens) for a per-sample mean.
+pub fn cross_entropy_backward_rows(
+    logits: &Tensor,
+    labels: &Tensor,
+    fwd: &CrossEntropy,
+    row_scale: &[f32],
+) -> Result<Tensor> {
+    const OP: &str = "cross_entropy_backward_rows";
+    let (t, v) = check_ids(OP, logits, labels, true)?;
+    expect_dims(OP, "lse", &fwd.lse, &[t])?;
+    if row_scale.len() != t {
+        return Err(shape_err!(OP, "logits {} need {t} row scales, got {}", logits.shape(), row_scale.len()));
+    }
+    match common_device(OP, &[logits, labels, &fwd.lse])? {
+        Device::Cpu => {
+            let d = k::cross_entropy_backward_rows(
+                &logits.f32_cow(OP, "logits")?,
+                labels.i32_slice(OP, "labels")?,
+                &fwd.lse.f32_cow(OP, "lse")?,
+                v,
+                &|r| row_scale[r],
+            );
+            cpu_f32(d, [t, v])
+        }
+        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+    }
+}
+
 /// `log_softmax(logits / temperature)[t, ids[t]]` per row: `(logp [T], lse [T])`.
 pub fn token_logprobs(logits: &Tensor, ids: &Tensor, temperature: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "token_logprobs";

@@ -75,6 +75,19 @@ pub struct TrainSection {
     pub vision_tower: bool,
     pub merger: bool,
     pub language: bool,
+    /// How a global batch's loss averages its supervised tokens: `token` (the
+    /// paper's LLaMA-Factory SFT: every token weighs the same, so a pseudo-CoT of a
+    /// few hundred tokens outweighs many one-letter answers) or `sample` (each
+    /// sample's tokens are averaged first, then the samples: every answer counts).
+    pub loss_mean: LossMean,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossMean {
+    #[default]
+    Token,
+    Sample,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,7 +266,7 @@ impl Default for LoraSection {
 }
 impl Default for TrainSection {
     fn default() -> Self {
-        TrainSection { vision_tower: false, merger: true, language: true }
+        TrainSection { vision_tower: false, merger: true, language: true, loss_mean: LossMean::Token }
     }
 }
 impl Default for OptimSection {
@@ -346,7 +359,7 @@ impl SftConfig {
         c.optim.lr = 1e-3;
         c.optim.warmup_steps = 200;
         c.optim.min_lr_ratio = 0.1;
-        c.train = TrainSection { vision_tower: true, merger: true, language: true };
+        c.train = TrainSection { vision_tower: true, merger: true, language: true, loss_mean: LossMean::Token };
         c.run.global_batch = 32;
         c.run.micro_batch = 32;
         c.run.steps = 24_000;

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::config::SftConfig;
+use super::config::{LossMean, SftConfig};
 use super::data::{Example, make_batch};
 pub use super::optimizer::peft_key;
 use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use crate::error::{Error, Result};
-use crate::model::{LoraSpec, Part, Qwen25Vl};
+use crate::model::{LoraSpec, LossScale, Part, Qwen25Vl};
 use crate::rng::Philox;
 
 /// One optimizer step's figures.
@@ -127,16 +127,28 @@ impl SftTrainer {
         // One permutation per epoch: compute the batch's indices with at most two.
         let idx: Vec<usize> = (self.step * g..(self.step + 1) * g).map(|p| self.example_at(p)).collect();
         let target_tokens: usize = idx.iter().map(|&i| self.examples[i].target_tokens).sum();
-        // Every micro-batch's loss is scaled by 1/(all supervised tokens of the global
-        // batch): accumulated gradients equal those of one big batch.
-        let scale = 1.0 / target_tokens as f32;
         self.model.zero_grad()?;
         let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
         for micro in idx.chunks(self.cfg.run.micro_batch) {
             let ex: Vec<&Example> = micro.iter().map(|&i| &self.examples[i]).collect();
             let batch = make_batch(&ex, &self.model.config)?;
             tokens += batch.tokens();
-            let out = self.model.forward_backward(&batch, Some(scale))?;
+            // Scales chosen over the whole global batch, so accumulated micro-batch
+            // gradients equal those of one big batch.
+            let scale = match self.cfg.train.loss_mean {
+                // 1 / (all supervised tokens of the global batch).
+                LossMean::Token => LossScale::Uniform(1.0 / target_tokens as f32),
+                // 1 / (the sample's supervised tokens x samples in the global batch).
+                LossMean::Sample => {
+                    let mut rows = vec![0.0f32; batch.tokens()];
+                    for (e, range) in ex.iter().zip(&batch.sample_ranges) {
+                        let s = 1.0 / (e.target_tokens.max(1) * idx.len()) as f32;
+                        rows[range.clone()].fill(s);
+                    }
+                    LossScale::PerRow(rows)
+                }
+            };
+            let out = self.model.forward_backward_scaled(&batch, scale)?;
             loss_sum += out.loss_sum;
         }
         let loss = loss_sum / target_tokens as f64;
