@@ -273,7 +273,8 @@ fn sample_mean_weighs_every_sample_equally() {
     p.images[1].save(&paths[1]).unwrap();
     let mut recs = pair_records(0, &p, paths).0;
     // Supervised lengths 1-2 tokens vs a long answer: token mean and sample mean differ.
-    recs[1].response = "<think>The first photo shows the left face; the second shows more of it.</think><answer>A</answer>".into();
+    recs[1].response =
+        "<think>The first photo shows the left face; the second shows more of it.</think><answer>A</answer>".into();
     let tok = tiny_tokenizer().unwrap();
     let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
     let ex = encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples;
@@ -305,9 +306,10 @@ fn sample_mean_weighs_every_sample_equally() {
     // And the token mean is a different gradient here (the test can fail).
     let mut tm = SftTrainer::new(with(LossMean::Token, 3, 2), model(), ex).unwrap();
     tm.train_step().unwrap();
-    let differs = grads(&mut tm).iter().zip(&g).any(|((_, a), (_, b))| {
-        a.iter().zip(b).any(|(p, q)| (p - q).abs() > 1e-3 * q.abs().max(1e-6))
-    });
+    let differs = grads(&mut tm)
+        .iter()
+        .zip(&g)
+        .any(|((_, a), (_, b))| a.iter().zip(b).any(|(p, q)| (p - q).abs() > 1e-3 * q.abs().max(1e-6)));
     assert!(differs);
     std::fs::remove_dir_all(&d).unwrap();
 }
