@@ -16,7 +16,6 @@ use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::pretrain::{PretrainMix, pretrain_records};
 use actial::data::qa::{ACTIAL_SYSTEM, LETTERS, OptionOrder, QaRecord};
-use actial::data::render::SceneStyle;
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
@@ -115,9 +114,8 @@ fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig>
 }
 
 /// Renders `pairs` synthetic viewpoint pairs into `dir` and returns the records.
-fn synthesize(dir: &Path, pairs: u64, seed: u64, order: OptionOrder, scene: SceneStyle) -> Result<Vec<QaRecord>> {
-    let c = SynthConfig { option_order: order, scene, ..SynthConfig::default() };
-    let rows = render_pairs(&dir.join("images"), pairs, seed, &c, &|| {})?;
+fn synthesize(dir: &Path, pairs: u64, seed: u64, c: &SynthConfig) -> Result<Vec<QaRecord>> {
+    let rows = render_pairs(&dir.join("images"), pairs, seed, c, &|| {})?;
     let recs: Vec<QaRecord> = rows.into_iter().flat_map(|(viewpoint, _, _)| viewpoint).collect();
     write_sharegpt(&dir.join("viewpoint.jsonl"), &recs)?;
     Ok(recs)
@@ -144,6 +142,17 @@ fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
 /// init) or `tiny-random`: the built-in preset.
 fn is_tiny(cfg: &SftConfig) -> bool {
     cfg.model.path == "tiny" || cfg.model.path == "tiny-random"
+}
+
+/// The renderer's settings for this run: scene style and orbit range from
+/// `[data]`, options laid out as `order`.
+fn synth_config(cfg: &SftConfig, order: OptionOrder) -> SynthConfig {
+    SynthConfig {
+        option_order: order,
+        scene: cfg.data.synth_scene,
+        max_yaw_deg: cfg.data.synth_max_yaw_deg,
+        ..SynthConfig::default()
+    }
 }
 
 /// The option layout of rendered questions: `data.option_order`, else the one the
@@ -234,8 +243,7 @@ fn sft(args: &Args) -> Result<()> {
             &out.join("data"),
             cfg.data.synth_pairs as u64,
             cfg.run.seed,
-            option_order(&cfg),
-            cfg.data.synth_scene,
+            &synth_config(&cfg, option_order(&cfg)),
         )?;
         cot_fraction = cot_fraction.or(Some(0.1));
     }
@@ -306,15 +314,8 @@ fn sft(args: &Args) -> Result<()> {
 
 /// Synthetic SAT-like records (the out-of-domain questions) of `pairs` rendered
 /// pairs in `dir`, and their viewpoint records.
-fn synth_sets(
-    dir: &Path,
-    pairs: u64,
-    seed: u64,
-    order: OptionOrder,
-    scene: SceneStyle,
-) -> Result<(Vec<QaRecord>, Vec<QaRecord>)> {
-    let c = SynthConfig { option_order: order, scene, ..SynthConfig::default() };
-    let rows = render_pairs(&dir.join("images"), pairs, seed, &c, &|| {})?;
+fn synth_sets(dir: &Path, pairs: u64, seed: u64, c: &SynthConfig) -> Result<(Vec<QaRecord>, Vec<QaRecord>)> {
+    let rows = render_pairs(&dir.join("images"), pairs, seed, c, &|| {})?;
     let (mut view, mut sat) = (Vec::new(), Vec::new());
     for (v, s, _) in rows {
         view.extend(v);
@@ -430,7 +431,7 @@ fn grpo(args: &Args) -> Result<()> {
             return Err(actial::arg_err!("grpo", "no prompts: set grpo.data"));
         }
         eprintln!("no data given: rendering 256 synthetic pairs for SAT-like prompts");
-        records = synth_sets(&out.join("data"), 256, cfg.run.seed, option_order(&cfg), cfg.data.synth_scene)?.1;
+        records = synth_sets(&out.join("data"), 256, cfg.run.seed, &synth_config(&cfg, option_order(&cfg)))?.1;
     }
     for f in &cfg.grpo.data {
         let rep = load_any(Path::new(f), false)?;
@@ -477,14 +478,13 @@ fn full(args: &Args) -> Result<()> {
     if cfg.data.train.is_empty() {
         let pairs = cfg.data.synth_pairs as u64;
         eprintln!("rendering {pairs} training pairs and {} held-out pairs", cfg.data.synth_heldout_pairs);
-        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, option_order(&cfg), cfg.data.synth_scene)?;
+        let (v, s) = synth_sets(&out.join("data/train"), pairs, seed, &synth_config(&cfg, option_order(&cfg)))?;
         (sft_records, grpo_records) = (v, s);
         let (hv, hs) = synth_sets(
             &out.join("data/heldout"),
             cfg.data.synth_heldout_pairs as u64,
             seed + 1_000_003,
-            option_order(&cfg),
-            cfg.data.synth_scene,
+            &synth_config(&cfg, option_order(&cfg)),
         )?;
         (held_view, held_sat) = (hv, hs);
     } else {
@@ -711,7 +711,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels;
     let order = cfg.data.option_order.unwrap_or_default();
-    let synth = SynthConfig { option_order: order, scene: cfg.data.synth_scene, ..SynthConfig::default() };
+    let synth = synth_config(&cfg, order);
     let seed = cfg.run.seed;
 
     let pb = progress_bar(args.photos, "render");
@@ -734,7 +734,7 @@ fn pretrain(args: &Args) -> Result<()> {
     // order (issue #9: near chance = near 33%; with a fixed order a constant
     // letter would already score 50%).
     let viewpoint =
-        synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, OptionOrder::Shuffled, cfg.data.synth_scene)?;
+        synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, &synth_config(&cfg, OptionOrder::Shuffled))?;
     eprintln!(
         "pretrain data: {} records from {} photos and {} text items",
         records.len(),

@@ -54,6 +54,9 @@ pub struct DataSection {
     /// frame-filling cube with coloured faces: the tiny preset, whose 4-block
     /// vision tower does not learn small parts' positions; docs/TINY_BASE.md).
     pub synth_scene: crate::data::render::SceneStyle,
+    /// Largest orbit change between a rendered pair's photos, degrees (from 20;
+    /// the paper's pair filter allows up to 100).
+    pub synth_max_yaw_deg: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -247,6 +250,7 @@ impl Default for DataSection {
             synth_heldout_pairs: 50,
             option_order: None,
             synth_scene: crate::data::render::SceneStyle::Parts,
+            synth_max_yaw_deg: 100.0,
         }
     }
 }
@@ -404,6 +408,10 @@ impl SftConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
+        let y = self.data.synth_max_yaw_deg;
+        if !(20.0..=180.0).contains(&y) {
+            return Err(format!("data.synth_max_yaw_deg must be within 20..=180 degrees, got {y}"));
+        }
         let r = &self.run;
         if r.micro_batch == 0 || r.global_batch == 0 || !r.global_batch.is_multiple_of(r.micro_batch) {
             return Err(format!(
