@@ -389,7 +389,7 @@ fn blink_row(v: &Value, row: usize, ctx: &Ctx) -> std::result::Result<QaRecord, 
     let options = list_of_strings(v, &["choices"])?;
     let answer = text(v, &["answer"])?;
     if answer.eq_ignore_ascii_case("hidden") {
-        return Err("answer hidden (BLINK test split: use val)".into());
+        return Err("answer hidden (the BLINK test split; use val)".into());
     }
     let answer = answer_index(&answer, &options)?;
     mc_record(id.clone(), task, images, &text(v, &["question"])?, options, answer, json!({ "group": id }))
