@@ -457,9 +457,10 @@ pub struct BenchScore {
 pub fn score(b: Benchmark, items: &[Scored]) -> BenchScore {
     // Grouped questions: right only when every copy is right.
     let mut groups: BTreeMap<(String, String), (bool, &Value)> = BTreeMap::new();
-    for it in items {
-        let g = it.meta.get("group").map(scalar).unwrap_or_default();
-        let key = (it.kind.to_string(), if g.is_empty() { format!("{:p}", it) } else { g });
+    for (i, it) in items.iter().enumerate() {
+        // An item without a group is its own question.
+        let g = it.meta.get("group").map(scalar).unwrap_or_else(|| format!("#item{i}"));
+        let key = (it.kind.to_string(), g);
         let e = groups.entry(key).or_insert((true, it.meta));
         e.0 &= it.correct;
     }
