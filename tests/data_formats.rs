@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use actial::data::formats::{load_mcq, load_sharegpt, write_sharegpt};
 use actial::data::mix::{MixConfig, cot_answer, mix, pseudo_cot};
-use actial::data::qa::{ACTIAL_SYSTEM, ImageRef, QaRecord};
+use actial::data::qa::{
+    ACTIAL_SYSTEM, ImageRef, LETTER_INSTRUCTION, QaRecord, REASONING_INSTRUCTION, with_instruction,
+};
 use actial::data::synth::{SynthConfig, pair_records, synth_pair};
 use actial::rng::Philox;
 
@@ -132,6 +134,18 @@ fn pseudo_cots_follow_the_format_and_the_truth() {
         let opt = &r.prompt[opt_start..];
         let opt = &opt[..opt.find(" A: ").or(opt.find(" B: ")).or(opt.find(" C: ")).or(opt.find(" Select")).unwrap()];
         assert!(cot.contains(&format!("The answer is {letter}: {opt}.")), "{cot}");
+        // Rendered pairs: the visual analysis lists what each photo shows, as the
+        // manifest's id-buffer facts say.
+        let seen: Vec<Vec<&str>> = r.meta["visible"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect())
+            .collect();
+        let first = seen[0].last().unwrap();
+        assert!(cot.contains("the first photo shows the parts "), "{cot}");
+        let analysis = &cot[cot.find("the first photo shows").unwrap()..cot.find("the second photo shows").unwrap()];
+        assert!(analysis.contains(first), "{first} missing from {analysis}");
     }
     assert!(cot_answer("<think>a</think> <answer> B </answer>").as_deref() == Some("B"));
     assert!(cot_answer("B").is_none());
@@ -173,5 +187,20 @@ fn mix_interleaves_at_the_configured_fraction() {
     assert_eq!(rep.imported, 1);
     assert_eq!(rep.skipped.values().sum::<usize>(), 2);
     assert!(out.iter().filter(|r| r.id.ends_with("_cot")).all(|r| r.response.contains("mine")));
+
+    // With a CoT instruction, CoT items ask for the reasoning; letter items keep the
+    // paper's letter-only prompt.
+    let c = MixConfig { cot_instruction: Some(REASONING_INSTRUCTION.into()), ..c };
+    let (out, _) = mix(&recs, &HashMap::new(), &c);
+    for r in &out {
+        if r.id.ends_with("_cot") {
+            assert!(r.prompt.ends_with(REASONING_INSTRUCTION), "{}", r.prompt);
+            assert!(!r.prompt.contains(LETTER_INSTRUCTION), "{}", r.prompt);
+        } else {
+            assert!(r.prompt.ends_with(LETTER_INSTRUCTION), "{}", r.prompt);
+        }
+    }
+    assert_eq!(with_instruction("Q? A: x B: y", "Think."), "Q? A: x B: y Think.");
+    assert_eq!(with_instruction(&format!("Q? A: x {LETTER_INSTRUCTION}"), ""), "Q? A: x");
     std::fs::remove_dir_all(&d).unwrap();
 }

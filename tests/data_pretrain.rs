@@ -188,3 +188,119 @@ fn fixed_order_viewpoint_and_sat_questions() {
         }
     }
 }
+
+#[test]
+fn pair_items_ask_about_one_photo_and_follow_its_geometry() {
+    use actial::data::pretrain::pair_view;
+    use actial::data::qa::OptionOrder;
+    let c = SynthConfig { scene: SceneStyle::KnownCube, option_order: OptionOrder::Fixed, ..SynthConfig::default() };
+    let mut per_photo = [0usize; 2];
+    let mut same_colour = [0usize; 2];
+    for i in 0..40 {
+        let v = pair_view(11, i, &c);
+        for q in &v.questions {
+            assert!(q.kind.starts_with("pair_"), "{}", q.kind);
+            if q.kind == "pair_same_colour" {
+                same_colour[q.answer] += 1;
+                // Both ends re-derived from the id buffers.
+                let end = |k: usize, right: bool| {
+                    let cover = part_coverage(&v.scene, &v.cameras[k]);
+                    let vis = (0..v.scene.parts.len()).filter(|&j| cover[j].0 >= 25);
+                    let key = |a: &usize, b: &usize| cover[*a].1.total_cmp(&cover[*b].1);
+                    let j = if right { vis.max_by(key) } else { vis.min_by(key) }.unwrap();
+                    v.scene.parts[j].colour_name
+                };
+                let first_right = q.question.contains("furthest to the right in the first");
+                let second_right = q.question.contains("furthest to the right in the second");
+                let same = end(0, first_right) == end(1, second_right);
+                assert_eq!(q.options[q.answer], if same { "Yes" } else { "No" }, "{}", q.question);
+                continue;
+            }
+            // Never about how the camera moved: every question names one photo.
+            let k = match (q.question.contains("the first photo"), q.question.contains("the second photo")) {
+                (true, false) => 0,
+                (false, true) => 1,
+                _ => panic!("names no single photo: {}", q.question),
+            };
+            per_photo[k] += 1;
+            let (cam, correct) = (&v.cameras[k], q.options[q.answer].as_str());
+            let cover = part_coverage(&v.scene, cam);
+            let visible: Vec<usize> = (0..v.scene.parts.len()).filter(|&j| cover[j].0 >= 25).collect();
+            let by_x = |pick_max: bool| {
+                let it = visible.iter().copied();
+                let key = |a: &usize, b: &usize| cover[*a].1.total_cmp(&cover[*b].1);
+                if pick_max { it.max_by(key) } else { it.min_by(key) }.unwrap()
+            };
+            match q.kind.as_str() {
+                "pair_leftmost_colour" => assert_eq!(correct, v.scene.parts[by_x(false)].colour_name),
+                "pair_rightmost_colour" => assert_eq!(correct, v.scene.parts[by_x(true)].colour_name),
+                "pair_count" => {
+                    assert_eq!(correct, ["one", "two", "three", "four", "five", "six"][visible.len() - 1])
+                }
+                "pair_nearest_colour" => {
+                    let z = |j: usize| cam.pose.to_camera(v.scene.parts[j].center)[2];
+                    let near = visible.iter().copied().min_by(|&a, &b| z(a).total_cmp(&z(b))).unwrap();
+                    assert_eq!(correct, v.scene.parts[near].colour_name);
+                }
+                k => panic!("unexpected kind {k}"),
+            }
+        }
+        assert!(v.description.starts_with("First photo: The object has "), "{}", v.description);
+        assert!(v.description.contains(" Second photo: The object has "), "{}", v.description);
+    }
+    assert!(per_photo.iter().all(|&n| n >= 40), "questions per photo {per_photo:?}");
+    assert!(same_colour.iter().all(|&n| n >= 10), "yes / no answers {same_colour:?}");
+}
+
+#[test]
+fn the_known_cube_has_the_same_colour_on_each_face_in_every_scene() {
+    use actial::data::render::{KNOWN_CUBE, PALETTE, random_scene_of};
+    use actial::rng::Philox;
+    let mut rng = Philox::new(3, 0);
+    let mut yaws = Vec::new();
+    for _ in 0..20 {
+        let s = random_scene_of(SceneStyle::KnownCube, &mut rng);
+        for (k, &ci) in KNOWN_CUBE.iter().enumerate() {
+            assert_eq!(s.parts[k].colour_name, PALETTE[ci].0);
+        }
+        // Seen from its +x face's normal: the cube still turns from scene to scene.
+        yaws.push(s.parts[0].yaw);
+    }
+    assert!(yaws.windows(2).any(|w| (w[0] - w[1]).abs() > 0.1), "{yaws:?}");
+}
+
+#[test]
+fn perspective_items_mirror_left_and_right_for_the_object_only() {
+    use actial::data::pretrain::perspective_question;
+    use actial::data::qa::OptionOrder;
+    let mut seen = std::collections::BTreeMap::<(String, bool, String), usize>::new();
+    for order in [OptionOrder::Fixed, OptionOrder::Shuffled] {
+        for i in 0..400 {
+            let q = perspective_question(5, i, order);
+            assert!(q.question.starts_with("An object faces a camera and does not move."), "{}", q.question);
+            let correct = q.options[q.answer].as_str();
+            let told =
+                ["left", "right"].into_iter().find(|s| q.question.contains(&format!("to the {s} as the camera")));
+            let object = q.question.contains("From the object's perspective");
+            let expected = match told {
+                None => if q.kind.ends_with("rotation") { "No rotation" } else { "No movement" }.to_string(),
+                Some(s) => {
+                    // The object faces the camera: its left is the camera's right.
+                    let s = if object { if s == "left" { "right" } else { "left" } } else { s };
+                    let verb = if q.kind.ends_with("rotation") { "Rotate" } else { "Move" };
+                    format!("{verb} to the {s}")
+                }
+            };
+            assert_eq!(correct, expected, "{}", q.question);
+            assert!(!(object && q.kind.ends_with("rotation")), "rotation is only asked from the camera");
+            if order == OptionOrder::Fixed {
+                // The viewpoint questions' order: left, right, none.
+                assert!(q.options[0].ends_with("left") && q.options[1].ends_with("right"), "{:?}", q.options);
+            }
+            *seen.entry((q.kind.clone(), object, correct.to_string())).or_default() += 1;
+        }
+    }
+    // Every combination occurs, and often.
+    assert_eq!(seen.len(), 3 + 3 + 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n >= 10), "{seen:?}");
+}

@@ -87,7 +87,30 @@ fn first_step_is_on_policy_and_flat_groups_do_not_move_the_policy() {
     assert_eq!(m.grad_norm, 0.0);
     let after = t.model.text.layers[0].down.weight.value.to_vec_f32().unwrap();
     assert_eq!(before, after);
-    assert!(m.rollout_tokens_per_s > 0.0 && m.update_tokens_per_s > 0.0);
+    // The one mini-batch had no advantage: its update was skipped, no token
+    // went through the update's forward.
+    assert_eq!(m.skipped_updates, 1);
+    assert!(m.rollout_tokens_per_s > 0.0 && m.update_tokens_per_s == 0.0);
+}
+
+#[test]
+fn all_flat_mini_batches_are_skipped_even_with_weight_decay() {
+    // Two mini-batches per step, weight decay on: without the skip, decay moves
+    // the policy in the first update and Adam turns the second's tiny KL gradient
+    // into a full-size step.
+    let run = |skip: bool| {
+        let mut t = trainer(0.01);
+        t.cfg.optim.weight_decay = 0.1;
+        t.cfg.grpo.mini_batch_prompts = 1;
+        t.cfg.grpo.skip_flat_updates = skip;
+        let before = t.model.text.layers[0].down.weight.value.to_vec_f32().unwrap();
+        let m = t.train_step().unwrap();
+        assert_eq!(m.flat_groups, 2);
+        let after = t.model.text.layers[0].down.weight.value.to_vec_f32().unwrap();
+        (m.skipped_updates, before == after)
+    };
+    assert_eq!(run(true), (2, true));
+    assert_eq!(run(false), (0, false));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use actial::data::synth::{SynthConfig, pair_records, synth_pair};
 use actial::model::image::ImageProcessorConfig;
 use actial::model::tiny::{tiny_config, tiny_dir, tiny_tokenizer};
 use actial::model::{Checkpoint, Qwen25Vl};
-use actial::train::config::{Schedule, SftConfig};
+use actial::train::config::{CurriculumPhase, Schedule, SftConfig};
 use actial::train::data::{Example, encode_records};
 use actial::train::sft::SftTrainer;
 
@@ -311,5 +311,44 @@ fn sample_mean_weighs_every_sample_equally() {
         .zip(&g)
         .any(|((_, a), (_, b))| a.iter().zip(b).any(|(p, q)| (p - q).abs() > 1e-3 * q.abs().max(1e-6)));
     assert!(differs);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn the_curriculum_draws_each_phase_s_kinds_then_every_example() {
+    let d = tmp("curriculum");
+    let ex = examples(6, &d);
+    let phase = |kinds: &[&str], steps| CurriculumPhase { kinds: kinds.iter().map(|k| k.to_string()).collect(), steps };
+    let mut c = cfg(4, 4, false);
+    c.data.curriculum = vec![phase(&["camera_rotation", "object_translation"], 3), phase(&["camera_translation"], 2)];
+    let t = SftTrainer::new(c.clone(), model(), ex.clone()).unwrap();
+    let g = c.run.global_batch;
+    let kinds_of = |r: std::ops::Range<usize>| -> Vec<(usize, String)> {
+        r.map(|p| t.example_at(p)).map(|i| (i, t.examples[i].kind.clone())).collect()
+    };
+    // Phase 0, 3 global batches = one pass over its 12 examples: each once.
+    let p0 = kinds_of(0..3 * g);
+    assert!(p0.iter().all(|(_, k)| k == "camera_rotation" || k == "object_translation"), "{p0:?}");
+    let mut seen: Vec<usize> = p0.iter().map(|x| x.0).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 12);
+    // Phase 1, 2 batches: only its kind (6 examples, so a second epoch starts).
+    let p1 = kinds_of(3 * g..5 * g);
+    assert!(p1.iter().all(|(_, k)| k == "camera_translation"), "{p1:?}");
+    // Then the whole set, an epoch visiting every example once.
+    let mut after: Vec<usize> = kinds_of(5 * g..5 * g + ex.len()).into_iter().map(|x| x.0).collect();
+    after.sort();
+    assert_eq!(after, (0..ex.len()).collect::<Vec<_>>());
+    // Without a curriculum the stream starts with the whole set at once.
+    let plain = SftTrainer::new(cfg(4, 4, false), model(), ex.clone()).unwrap();
+    assert!((0..3 * g).any(|p| plain.examples[plain.example_at(p)].kind == "camera_translation"));
+    // A phase naming no kind in the data is an error that names the key; TOML
+    // overrides reach the phases.
+    let c = SftConfig::from_toml("", &c, &[r#"data.curriculum=[{kinds=["sat_nearer"],steps=2}]"#.to_string()], "test")
+        .unwrap();
+    assert_eq!(c.data.curriculum, vec![phase(&["sat_nearer"], 2)]);
+    let err = SftTrainer::new(c, model(), ex).err().unwrap().to_string();
+    assert!(err.contains("data.curriculum phase 0"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -31,8 +31,14 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let synth = SynthConfig { option_order: order, scene, ..SynthConfig::default() };
     let tmp = std::env::temp_dir().join(format!("actial-tiny-base-{}", std::process::id()));
     // Seeds the base never trained on (it used seed 42 for photos and text).
-    let held = pretrain_records(&tmp.join("photos"), 4242, PretrainMix { photos: 60, text_items: 200 }, &synth, &|| {})
-        .unwrap();
+    let held = pretrain_records(
+        &tmp.join("photos"),
+        4242,
+        PretrainMix { photos: 60, pairs: 0, text_items: 200, perspective_items: 0 },
+        &synth,
+        &|| {},
+    )
+    .unwrap();
     let (text, photo): (Vec<QaRecord>, Vec<QaRecord>) =
         held.into_iter().filter(is_letter_item).partition(|r| r.images.is_empty());
     // Viewpoint questions with the paper's shuffled options whatever the base's

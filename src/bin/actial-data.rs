@@ -51,8 +51,9 @@ enum Cmd {
         /// Supersampling per axis (anti-aliasing).
         #[arg(long, default_value_t = 2)]
         supersample: u32,
-        /// What the photos show: `parts` (multi-part objects) or `cube` (one cube
-        /// with coloured faces, the tiny preset's scenes).
+        /// What the photos show: `parts` (multi-part objects), `cube` (one cube
+        /// with faces coloured anew per scene) or `known-cube` (the same colours
+        /// on the same faces in every scene, the tiny preset's scenes).
         #[arg(long, default_value = "parts")]
         scene: SceneStyle,
     },
@@ -99,6 +100,10 @@ enum Cmd {
         import_cots: Option<PathBuf>,
         #[arg(long)]
         system: Option<String>,
+        /// CoT items end with this instead of the letter-only instruction
+        /// (default: the letter items' prompt).
+        #[arg(long)]
+        cot_instruction: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -279,15 +284,8 @@ fn inspect(file: &Path, out: &Path, n: usize, start: usize) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_mix(
-    letters: &Path,
-    out: &Path,
-    f: f64,
-    unique: usize,
-    import: Option<&Path>,
-    system: Option<String>,
-    seed: u64,
-) -> Result<()> {
+fn run_mix(letters: &Path, out: &Path, import: Option<&Path>, cfg: MixConfig) -> Result<()> {
+    let f = cfg.cot_fraction;
     if !(0.0..1.0).contains(&f) {
         return Err(actial::arg_err!("mix", "--cot-fraction must be in [0, 1), got {f}"));
     }
@@ -306,10 +304,6 @@ fn run_mix(
             };
             imported.insert(id.to_string(), resp.to_string());
         }
-    }
-    let mut cfg = MixConfig { cot_fraction: f, cot_unique: unique, seed, ..MixConfig::default() };
-    if let Some(s) = system {
-        cfg.system = s;
     }
     let (items, m) = mix(&rep.records, &imported, &cfg);
     write_sharegpt(out, &items)?;
@@ -336,8 +330,15 @@ fn main() -> ExitCode {
         }
         Cmd::Stats { file } => stats(&file),
         Cmd::Inspect { file, out, n, start } => inspect(&file, &out, n, start),
-        Cmd::Mix { letters, out, cot_fraction, cot_unique, import_cots, system, seed } => {
-            run_mix(&letters, &out, cot_fraction, cot_unique, import_cots.as_deref(), system, seed)
+        Cmd::Mix { letters, out, cot_fraction, cot_unique, import_cots, system, cot_instruction, seed } => {
+            let mc = MixConfig {
+                cot_fraction,
+                cot_unique,
+                seed,
+                cot_instruction,
+                system: system.unwrap_or_else(|| MixConfig::default().system),
+            };
+            run_mix(&letters, &out, import_cots.as_deref(), mc)
         }
     };
     match res {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{MixConfig, mix};
 use actial::data::pretrain::{PretrainMix, pretrain_records};
-use actial::data::qa::{ACTIAL_SYSTEM, LETTERS, OptionOrder, QaRecord};
+use actial::data::qa::{ACTIAL_SYSTEM, LETTERS, OptionOrder, QaRecord, with_instruction};
 use actial::data::synth::{SynthConfig, render_pairs};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
@@ -72,9 +72,17 @@ struct Args {
     /// Pretrain: rendered photos (each gives its questions and a description).
     #[arg(long, default_value_t = 8000)]
     photos: u64,
+    /// Pretrain: two-photo items (questions about one photo of two, a description
+    /// of both; never how the camera moved).
+    #[arg(long, default_value_t = 0)]
+    pairs: u64,
     /// Pretrain: text-only items (multiple choice and copy exercises).
     #[arg(long, default_value_t = 150_000)]
     text_items: u64,
+    /// Pretrain: text-only perspective items (a camera's move told in words, asked
+    /// from the camera's or the object's perspective).
+    #[arg(long, default_value_t = 0)]
+    perspective_items: u64,
     /// Pretrain: evaluate a held-out sample every N steps (0: only at the end).
     #[arg(long, default_value_t = 2000)]
     eval_every: usize,
@@ -258,6 +266,7 @@ fn sft(args: &Args) -> Result<()> {
             cot_unique: cfg.data.cot_unique,
             system: ACTIAL_SYSTEM.into(),
             seed: cfg.run.seed,
+            cot_instruction: cfg.data.cot_instruction.clone(),
         };
         let (mixed, rep) = mix(&records, &Default::default(), &mc);
         eprintln!(
@@ -328,10 +337,20 @@ fn synth_sets(dir: &Path, pairs: u64, seed: u64, c: &SynthConfig) -> Result<(Vec
 
 /// GRPO prompts from records: images downscaled to `grpo.max_image_pixels`,
 /// the GRPO system prompt, over-long prompts skipped and counted.
+/// `records` as GRPO asks them: ending with `grpo.instruction` where one is set.
+fn as_grpo_prompts(cfg: &SftConfig, records: &[QaRecord]) -> Vec<QaRecord> {
+    match &cfg.grpo.instruction {
+        Some(i) => records.iter().map(|r| QaRecord { prompt: with_instruction(&r.prompt, i), ..r.clone() }).collect(),
+        None => records.to_vec(),
+    }
+}
+
 fn grpo_prompts(cfg: &SftConfig, records: &[QaRecord], tok: &QwenTokenizer, model: &Qwen25Vl) -> Result<Vec<EvalItem>> {
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels.min(cfg.grpo.max_image_pixels);
-    let (items, skipped) = encode_prompts(records, tok, &proc, cfg.grpo.system.as_deref(), cfg.grpo.max_prompt_tokens)?;
+    let records = as_grpo_prompts(cfg, records);
+    let (items, skipped) =
+        encode_prompts(&records, tok, &proc, cfg.grpo.system.as_deref(), cfg.grpo.max_prompt_tokens)?;
     for (reason, n) in &skipped {
         eprintln!("  {n} GRPO prompts skipped: {reason}");
     }
@@ -501,7 +520,9 @@ fn full(args: &Args) -> Result<()> {
     }
     let system = Some(ACTIAL_SYSTEM);
     let (e_view, _) = encode_prompts(&held_view, &tok, &proc, system, cfg.grpo.max_prompt_tokens)?;
-    let (e_sat, _) = encode_prompts(&held_sat, &tok, &proc, system, cfg.grpo.max_prompt_tokens)?;
+    // Out of domain is asked the way GRPO asks (`grpo.instruction`).
+    let (e_sat, _) =
+        encode_prompts(&as_grpo_prompts(&cfg, &held_sat), &tok, &proc, system, cfg.grpo.max_prompt_tokens)?;
     let max_new = cfg.grpo.max_new_tokens;
     let eval_both = |m: &Qwen25Vl, stage: &str| -> Result<(EvalReport, EvalReport)> {
         let a = eval_set_n(m, &tok, &e_view, &format!("eval {stage} in-domain"), max_new)?;
@@ -525,6 +546,7 @@ fn full(args: &Args) -> Result<()> {
         cot_unique: cfg.data.cot_unique,
         system: ACTIAL_SYSTEM.into(),
         seed,
+        cot_instruction: cfg.data.cot_instruction.clone(),
     };
     let (mixed, rep) = mix(&sft_records, &Default::default(), &mc);
     eprintln!(
@@ -714,31 +736,39 @@ fn pretrain(args: &Args) -> Result<()> {
     let synth = synth_config(&cfg, order);
     let seed = cfg.run.seed;
 
-    let pb = progress_bar(args.photos, "render");
-    let mix = PretrainMix { photos: args.photos, text_items: args.text_items };
+    let pb = progress_bar(args.photos + args.pairs, "render");
+    let mix = PretrainMix {
+        photos: args.photos,
+        pairs: args.pairs,
+        text_items: args.text_items,
+        perspective_items: args.perspective_items,
+    };
     let records = pretrain_records(&out.join("data/train"), seed, mix, &synth, &|| pb.inc(1))?;
     pb.finish_and_clear();
     // Held out: other seeds for photos, text items and viewpoint pairs.
     let held = pretrain_records(
         &out.join("data/heldout"),
         seed + 1,
-        PretrainMix { photos: 150, text_items: 400 },
+        PretrainMix { photos: 150, pairs: 100, text_items: 400, perspective_items: 100 },
         &synth,
         &|| {},
     )?;
-    let (held_text, held_photo): (Vec<QaRecord>, Vec<QaRecord>) = held
+    let (held_text, held_images): (Vec<QaRecord>, Vec<QaRecord>) = held
         .into_iter()
         .filter(|r| LETTERS.iter().any(|l| r.answer == l.to_string()))
         .partition(|r| r.images.is_empty());
+    let (held_photo, held_pair): (Vec<QaRecord>, Vec<QaRecord>) =
+        held_images.into_iter().partition(|r| r.images.len() == 1);
     // The viewpoint check uses the paper's shuffled options whatever the base's own
     // order (issue #9: near chance = near 33%; with a fixed order a constant
     // letter would already score 50%).
     let viewpoint =
         synthesize(&out.join("data/heldout_viewpoint"), 150, seed + 1, &synth_config(&cfg, OptionOrder::Shuffled))?;
     eprintln!(
-        "pretrain data: {} records from {} photos and {} text items",
+        "pretrain data: {} records from {} photos, {} two-photo items and {} text items",
         records.len(),
         args.photos,
+        args.pairs,
         args.text_items
     );
 
@@ -748,7 +778,8 @@ fn pretrain(args: &Args) -> Result<()> {
     }
     let encode =
         |r: &[QaRecord]| -> Result<Vec<EvalItem>> { Ok(encode_prompts(r, &tok, &proc, None, cfg.run.max_length)?.0) };
-    let (e_text, e_photo, e_view) = (encode(&held_text)?, encode(&held_photo)?, encode(&viewpoint)?);
+    let (e_text, e_photo, e_pair, e_view) =
+        (encode(&held_text)?, encode(&held_photo)?, encode(&held_pair)?, encode(&viewpoint)?);
     let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
     resume_sft(&mut trainer, args)?;
     eprintln!(
@@ -759,22 +790,29 @@ fn pretrain(args: &Args) -> Result<()> {
         cfg.run.global_batch
     );
     let every = args.eval_every;
-    let (quick_text, quick_photo) = (&e_text[..e_text.len().min(96)], &e_photo[..e_photo.len().min(96)]);
+    let quick = |e: &[EvalItem]| e[..e.len().min(96)].to_vec();
+    let (quick_text, quick_photo, quick_pair) = (quick(&e_text), quick(&e_photo), quick(&e_pair));
     let evals = std::cell::RefCell::new(Vec::<serde_json::Value>::new());
     trainer.run_with(&out, Some(&tok_json), true, &mut |t, pb| {
         if every == 0 || !t.step.is_multiple_of(every) {
             return Ok(());
         }
-        let a = evaluate(&t.model, &tok, quick_text, 8, 32, &mut |_| {})?.accuracy();
-        let b = evaluate(&t.model, &tok, quick_photo, 8, 32, &mut |_| {})?.accuracy();
-        let line =
-            format!("step {:>6}: held-out accuracy text {:.1}%, single photo {:.1}%", t.step, 100.0 * a, 100.0 * b);
+        let a = evaluate(&t.model, &tok, &quick_text, 8, 32, &mut |_| {})?.accuracy();
+        let b = evaluate(&t.model, &tok, &quick_photo, 8, 32, &mut |_| {})?.accuracy();
+        let c = evaluate(&t.model, &tok, &quick_pair, 8, 32, &mut |_| {})?.accuracy();
+        let line = format!(
+            "step {:>6}: held-out accuracy text {:.1}%, single photo {:.1}%, one photo of two {:.1}%",
+            t.step,
+            100.0 * a,
+            100.0 * b,
+            100.0 * c
+        );
         if pb.is_hidden() {
             eprintln!("{line}")
         } else {
             pb.println(line)
         }
-        evals.borrow_mut().push(serde_json::json!({"step": t.step, "text": a, "single_photo": b}));
+        evals.borrow_mut().push(serde_json::json!({"step": t.step, "text": a, "single_photo": b, "photo_of_two": c}));
         Ok(())
     })?;
     let train_s = t_start.elapsed().as_secs_f64();
@@ -782,6 +820,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let rows = [
         ("text-only multiple choice", eval_set(model, &tok, &e_text, "eval text")?),
         ("single photo multiple choice", eval_set(model, &tok, &e_photo, "eval photos")?),
+        ("one photo of two, multiple choice", eval_set(model, &tok, &e_pair, "eval photo pairs")?),
         ("viewpoint (two photos, not trained)", eval_set(model, &tok, &e_view, "eval viewpoint")?),
     ];
     println!("\n| held-out set | items | accuracy | per kind |\n|---|---|---|---|");
@@ -800,7 +839,9 @@ fn pretrain(args: &Args) -> Result<()> {
         "seed": seed,
         "init_seed": cfg.model.init_seed,
         "photos": args.photos,
+        "pairs": args.pairs,
         "text_items": args.text_items,
+        "perspective_items": args.perspective_items,
         "wall_s": train_s,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "held_out_accuracy": rows.iter().map(|(n, r)| (n.to_string(), json!(r.accuracy()))).collect::<serde_json::Map<_, _>>(),
@@ -817,7 +858,9 @@ fn pretrain(args: &Args) -> Result<()> {
         "seed": seed,
         "init_seed": cfg.model.init_seed,
         "photos": args.photos,
+        "pairs": args.pairs,
         "text_items": args.text_items,
+        "perspective_items": args.perspective_items,
         "periodic": evals.into_inner(),
         "final": rows.iter().map(|(n, r)| serde_json::json!({"set": n, "items": r.items.len(), "accuracy": r.accuracy(), "per_kind": r.per_kind()})).collect::<Vec<_>>(),
     });

@@ -18,6 +18,9 @@ pub struct PairFacts {
     pub camera_translation: Side,
     pub camera_rotation: Side,
     pub yaw_deg: f64,
+    /// Rendered pairs: the colours of the parts each photo shows, left to right,
+    /// and what a part is called ("part", "face").
+    pub visible: Option<([Vec<String>; 2], String)>,
 }
 
 impl PairFacts {
@@ -31,7 +34,27 @@ impl PairFacts {
             camera_translation: side("camera_translation")?,
             camera_rotation: side("camera_rotation")?,
             yaw_deg: meta.get("yaw_deg")?.as_f64()?,
+            visible: visible_from_meta(meta),
         })
+    }
+}
+
+fn visible_from_meta(meta: &Value) -> Option<([Vec<String>; 2], String)> {
+    let list =
+        |v: &Value| -> Option<Vec<String>> { v.as_array()?.iter().map(|c| c.as_str().map(str::to_string)).collect() };
+    let v = meta.get("visible")?.as_array()?;
+    let noun = meta.get("noun")?.as_str()?.to_string();
+    match v.as_slice() {
+        [a, b] => Some(([list(a)?, list(b)?], noun)),
+        _ => None,
+    }
+}
+
+fn join_words(ws: &[String]) -> String {
+    match ws {
+        [] => "nothing".to_string(),
+        [a] => a.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
@@ -71,9 +94,18 @@ pub fn pseudo_cot(r: &QaRecord, rng: &mut Philox) -> Option<String> {
         }
         _ => return None,
     };
+    // Rendered pairs know what each photo shows: the analysis starts from it.
+    let seen = match &f.visible {
+        Some(([a, b], noun)) => format!(
+            "the first photo shows the {noun}s {} from left to right, the second photo shows {}; ",
+            join_words(a),
+            join_words(b)
+        ),
+        None => String::new(),
+    };
     Some(format!(
         "<think>{opener} Identifying the images: both photos show the same object, which did not move, taken by two cameras \
-         from different positions. Visual analysis: in the second photo the object is seen from a different side; the part of \
+         from different positions. Visual analysis: {seen}in the second photo the object is seen from a different side; the part of \
          the object that was on the {moved} in the first photo now faces the camera, so the view has swung around the object \
          rather than the object turning. The movement in 3D: the camera travelled about {angle} degrees around the object to \
          its {moved}, and to keep the object in view it turned to its {turned}. The trajectory: an arc around the object, \
@@ -108,11 +140,21 @@ pub struct MixConfig {
     pub cot_unique: usize,
     pub system: String,
     pub seed: u64,
+    /// When set, CoT items end with this instead of the letter-only instruction
+    /// (`qa::with_instruction`); None keeps the letter items' prompt (the paper
+    /// does not say which the release used).
+    pub cot_instruction: Option<String>,
 }
 
 impl Default for MixConfig {
     fn default() -> Self {
-        MixConfig { cot_fraction: 0.1, cot_unique: 1000, system: ACTIAL_SYSTEM.to_string(), seed: 0 }
+        MixConfig {
+            cot_fraction: 0.1,
+            cot_unique: 1000,
+            system: ACTIAL_SYSTEM.to_string(),
+            seed: 0,
+            cot_instruction: None,
+        }
     }
 }
 
@@ -166,9 +208,14 @@ pub fn mix(letters: &[QaRecord], imported: &HashMap<String, String>, c: &MixConf
             None => None,
         };
         if let Some(t) = text {
+            let prompt = match &c.cot_instruction {
+                Some(i) => super::qa::with_instruction(&r.prompt, i),
+                None => r.prompt.clone(),
+            };
             cots.push(QaRecord {
                 id: format!("{}_cot", r.id),
                 system: Some(c.system.clone()),
+                prompt,
                 response: t,
                 ..r.clone()
             });

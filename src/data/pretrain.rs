@@ -7,7 +7,9 @@
 //! - single-photo questions about a rendered object with shuffled options (which
 //!   colours are visible, which part is furthest left / right, nearest, how many
 //!   parts, the colour of the leftmost part),
-//! - short descriptions of a photo (parts from left to right).
+//! - short descriptions of a photo (parts from left to right),
+//! - two photos of one object with the same questions about one of them ("... in
+//!   the second photo?") and a description of each (never how the camera moved).
 //!
 //! Every answer comes from the scene geometry and the id buffer of the photo
 //! (`render::part_coverage`), so questions only ask about parts that are visible and
@@ -147,6 +149,48 @@ pub fn text_question(seed: u64, index: u64) -> McQuestion {
     }
 }
 
+/// Perspective item number `index` of stream `seed`: text only, no images, the
+/// language a viewpoint question is written in. A camera's move is stated in words
+/// ("slides to the left as the camera sees it") and the question asks it from the
+/// camera's or the object's perspective: facing the camera, the object's left is
+/// the camera's right. What a real base model knows from language; nothing here
+/// says how a camera moved between two photos (issue #9). Options as the
+/// viewpoint questions list them, in `order`.
+pub fn perspective_question(seed: u64, index: u64, order: OptionOrder) -> McQuestion {
+    let mut rng = Philox::new(seed ^ 0x9e75_0000, index);
+    let side = ["left", "right"][(rng.next_u32() % 2) as usize];
+    let mirror = if side == "left" { "right" } else { "left" };
+    let still = rng.next_u32().is_multiple_of(8);
+    let opener = "An object faces a camera and does not move.";
+    match rng.next_u32() % 3 {
+        2 => {
+            let (told, correct) = if still {
+                ("The camera does not turn.".to_string(), 2)
+            } else {
+                (format!("The camera turns to the {side} as the camera sees it."), usize::from(side == "right"))
+            };
+            let q = format!("{opener} {told} From the camera's perspective, did the orientation of the camera rotate?");
+            let opts = ["Rotate to the left", "Rotate to the right", "No rotation"];
+            McQuestion::with_order("text_perspective_rotation", q, &opts, correct, order, &mut rng)
+        }
+        k => {
+            let object = k == 1;
+            let answer = if object { mirror } else { side };
+            let (told, correct) = if still {
+                ("The camera stays where it is.".to_string(), 2)
+            } else {
+                (format!("The camera slides to the {side} as the camera sees it."), usize::from(answer == "right"))
+            };
+            let q = format!(
+                "{opener} {told} From the {}'s perspective, did the position of the camera move?",
+                if object { "object" } else { "camera" }
+            );
+            let opts = ["Move to the left", "Move to the right", "No movement"];
+            McQuestion::with_order("text_perspective_translation", q, &opts, correct, order, &mut rng)
+        }
+    }
+}
+
 /// One photo of a random object with its questions and description.
 pub struct SingleView {
     pub scene: Scene,
@@ -168,39 +212,137 @@ fn join_words(ws: &[&str]) -> String {
     }
 }
 
-/// Photo number `index` of stream `seed`: the camera stands anywhere on the orbit.
-pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
-    let mut rng = Philox::new(seed ^ 0x5179_1e00, index);
-    let scene = random_scene_of(c.scene, &mut rng);
+/// How questions about a lone photo name it.
+const SINGLE_PHOTO: &str = "the photo";
+
+/// What one photo's questions and description are built from.
+struct ViewFacts {
+    questions: Vec<McQuestion>,
+    /// Visible parts' colours from left to right.
+    names: Vec<&'static str>,
+    /// The colours of the parts furthest left and right, where a clear margin
+    /// separates them from the next part.
+    leftmost: Option<&'static str>,
+    rightmost: Option<&'static str>,
+}
+
+/// The questions about the photo `cam` takes of `scene` (named `photo` in them),
+/// and its visible parts from left to right.
+fn view_facts(scene: &Scene, cam: &Camera, c: &SynthConfig, photo: &str, qrng: &mut Philox) -> ViewFacts {
+    let cover = part_coverage(scene, cam);
+    let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
+    visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+    let w = c.size as f64;
+    let questions = match c.option_order {
+        OptionOrder::Shuffled => shuffled_questions(scene, cam, &cover, &visible, w, photo, qrng),
+        OptionOrder::Fixed => fixed_questions(scene, cam, &cover, &visible, w, photo),
+    };
+    let n = visible.len();
+    let clear = |a: usize, b: usize| (cover[b].1 - cover[a].1) / w >= MIN_DU;
+    ViewFacts {
+        questions,
+        names: visible.iter().map(|&i| colour_name(scene, i)).collect(),
+        leftmost: (n >= 2 && clear(visible[0], visible[1])).then(|| colour_name(scene, visible[0])),
+        rightmost: (n >= 2 && clear(visible[n - 2], visible[n - 1])).then(|| colour_name(scene, visible[n - 1])),
+    }
+}
+
+/// "The object has three visible faces. From left to right: red, orange and green."
+fn describe(scene: &Scene, names: &[&str]) -> String {
+    let n = names.len();
+    format!(
+        "The object has {} visible {}. From left to right: {}.",
+        NUMBERS[n.clamp(1, NUMBERS.len()) - 1],
+        if n == 1 { scene.noun.to_string() } else { format!("{}s", scene.noun) },
+        join_words(names)
+    )
+}
+
+/// A camera anywhere on the orbit of `scene`.
+fn random_orbit_camera(scene: &Scene, c: &SynthConfig, rng: &mut Philox) -> Camera {
     let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
     let frame = scene.radius / (c.fov_deg.to_radians() / 2.0).tan();
-    let cam = orbit_camera(
+    orbit_camera(
         u(0.0, 360.0),
         u(c.pitch_range().0, c.pitch_range().1),
         frame * u(c.distance.0, c.distance.1),
         scene.target,
         c.size,
         c.fov_deg,
-    );
+    )
+}
+
+/// Photo number `index` of stream `seed`: the camera stands anywhere on the orbit.
+pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
+    let mut rng = Philox::new(seed ^ 0x5179_1e00, index);
+    let scene = random_scene_of(c.scene, &mut rng);
+    let cam = random_orbit_camera(&scene, c, &mut rng);
     let image = render(&scene, &cam, c.supersample);
-    let cover = part_coverage(&scene, &cam);
-    let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
-    visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
-    let w = c.size as f64;
     let mut qrng = Philox::new(seed ^ 0x5179_1e01, index);
-    let qs = match c.option_order {
-        OptionOrder::Shuffled => shuffled_questions(&scene, &cam, &cover, &visible, w, &mut qrng),
-        OptionOrder::Fixed => fixed_questions(&scene, &cam, &cover, &visible, w),
-    };
-    let n = visible.len();
-    let names: Vec<&str> = visible.iter().map(|&i| colour_name(&scene, i)).collect();
-    let description = format!(
-        "The object has {} visible {}. From left to right: {}.",
-        NUMBERS[n.clamp(1, NUMBERS.len()) - 1],
-        if n == 1 { scene.noun.to_string() } else { format!("{}s", scene.noun) },
-        join_words(&names)
-    );
-    SingleView { scene, camera: cam, image, questions: qs, description }
+    let f = view_facts(&scene, &cam, c, SINGLE_PHOTO, &mut qrng);
+    let description = describe(&scene, &f.names);
+    SingleView { scene, camera: cam, image, questions: f.questions, description }
+}
+
+/// Two photos of one object with questions about each photo on its own and a
+/// description of both. Nothing relates the two cameras: the orbit positions are
+/// drawn independently and no question asks how the camera moved (issue #9), but
+/// the model learns to tell "the first photo" from "the second" in a two-image
+/// prompt, which the viewpoint questions build on.
+pub struct PairView {
+    pub scene: Scene,
+    pub cameras: [Camera; 2],
+    pub images: [image::RgbImage; 2],
+    /// Questions about one of the photos (kind `pair_*`, the photo named in the text).
+    pub questions: Vec<McQuestion>,
+    pub description: String,
+}
+
+/// Pair number `index` of stream `seed`.
+pub fn pair_view(seed: u64, index: u64, c: &SynthConfig) -> PairView {
+    let mut rng = Philox::new(seed ^ 0x5a17_0000, index);
+    let scene = random_scene_of(c.scene, &mut rng);
+    let cameras = [random_orbit_camera(&scene, c, &mut rng), random_orbit_camera(&scene, c, &mut rng)];
+    let images = [render(&scene, &cameras[0], c.supersample), render(&scene, &cameras[1], c.supersample)];
+    let mut qrng = Philox::new(seed ^ 0x5a17_0001, index);
+    let mut questions = Vec::new();
+    let mut parts = Vec::new();
+    let mut ends = Vec::new();
+    for (cam, (photo, title)) in
+        cameras.iter().zip([("the first photo", "First photo"), ("the second photo", "Second photo")])
+    {
+        let f = view_facts(&scene, cam, c, photo, &mut qrng);
+        questions.extend(f.questions.into_iter().map(|mut q| {
+            q.kind = q.kind.replacen("single_", "pair_", 1);
+            q
+        }));
+        parts.push(format!("{title}: {}", describe(&scene, &f.names)));
+        ends.push([f.leftmost, f.rightmost]);
+    }
+    // Comparisons across the photos: is the part at one end of the first photo the
+    // same colour as the part at one end of the second? One answer needs both
+    // photos at once (a colour comparison, not how the camera moved).
+    let side = ["furthest to the left", "furthest to the right"];
+    for (a, b) in [(0, 0), (1, 1), (1, 0), (0, 1)] {
+        if let (Some(x), Some(y)) = (ends[0][a], ends[1][b]) {
+            let q = format!(
+                "Is the {noun} {} in the first photo the same colour as the {noun} {} in the second photo?",
+                side[a],
+                side[b],
+                noun = scene.noun
+            );
+            let same = usize::from(x != y);
+            questions.push(McQuestion::with_order(
+                "pair_same_colour",
+                q,
+                &["Yes", "No"],
+                same,
+                c.option_order,
+                &mut qrng,
+            ));
+        }
+    }
+    PairView { scene, cameras, images, questions, description: parts.join(" ") }
 }
 
 /// The counts of a pretraining set.
@@ -208,7 +350,12 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
 pub struct PretrainMix {
     /// Rendered photos (each gives its questions and a description).
     pub photos: u64,
+    /// Rendered two-photo items ([`pair_view`]: questions about one photo of two,
+    /// a description of both).
+    pub pairs: u64,
     pub text_items: u64,
+    /// Text-only perspective items ([`perspective_question`]).
+    pub perspective_items: u64,
 }
 
 fn record(id: String, kind: &str, prompt: String, images: Vec<ImageRef>, response: String, answer: String) -> QaRecord {
@@ -260,7 +407,31 @@ pub fn pretrain_records(
             Ok(out)
         })
         .collect::<Result<_>>()?;
-    let mut recs: Vec<QaRecord> = per_photo.into_iter().flatten().collect();
+    let per_pair: Vec<Vec<QaRecord>> = (0..m.pairs)
+        .into_par_iter()
+        .map(|i| {
+            let v = pair_view(seed, i, c);
+            let mut img = Vec::new();
+            for (k, image) in v.images.iter().enumerate() {
+                let path = img_dir.join(format!("pair{i:06}_{}.png", ["a", "b"][k]));
+                image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
+                img.push(ImageRef::Path(path));
+            }
+            let mut out: Vec<QaRecord> =
+                v.questions.iter().map(|q| mc_record(format!("pair{i:06}_{}", q.kind), q, img.clone())).collect();
+            out.push(record(
+                format!("pair{i:06}_describe"),
+                "pair_describe",
+                "<image><image>Describe the object in each photo.".into(),
+                img,
+                v.description.clone(),
+                v.description,
+            ));
+            on_photo();
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut recs: Vec<QaRecord> = per_photo.into_iter().chain(per_pair).flatten().collect();
     // A quarter carry Actial's system prompt (answers unchanged), so the base reads
     // questions the same way under the prompt the later stages use.
     let with_system = |mut r: QaRecord, i: usize| {
@@ -281,6 +452,10 @@ pub fn pretrain_records(
             .enumerate()
             .map(|(i, r)| with_system(r, i)),
     );
+    recs.extend((0..m.perspective_items).map(|i| {
+        let q = perspective_question(seed, i, c.option_order);
+        with_system(mc_record(format!("persp{i:07}"), &q, vec![]), i as usize)
+    }));
     Ok(recs)
 }
 
@@ -291,6 +466,12 @@ fn count_is_ambiguous(cover: &[(usize, f64)]) -> bool {
     cover.iter().any(|&(k, _)| k > 0 && k < 4 * MIN_PIXELS)
 }
 
+/// " in the first photo" for a question about one of two photos; nothing for a
+/// single photo (the committed base learned "nearest to the camera?" that way).
+fn nearest_suffix(photo: &str) -> String {
+    if photo == SINGLE_PHOTO { String::new() } else { format!(" in {photo}") }
+}
+
 /// The paper-style questions: options shuffled, distractors drawn at random.
 fn shuffled_questions(
     scene: &Scene,
@@ -298,6 +479,7 @@ fn shuffled_questions(
     cover: &[(usize, f64)],
     visible: &[usize],
     w: f64,
+    photo: &str,
     qrng: &mut Philox,
 ) -> Vec<McQuestion> {
     let mut qs = Vec::new();
@@ -310,7 +492,7 @@ fn shuffled_questions(
         let shown = colour_name(scene, visible[(qrng.next_u32() as usize) % visible.len()]);
         let d = distinct(&COLOURS, &present, 2, qrng);
         if d.len() == 2 {
-            qs.push(mc("single_colour_seen", "Which colour can be seen in the photo?".into(), shown, &d, qrng));
+            qs.push(mc("single_colour_seen", format!("Which colour can be seen in {photo}?"), shown, &d, qrng));
         }
     }
     // Three visible parts: furthest left / right, nearest, and the leftmost's colour.
@@ -328,7 +510,7 @@ fn shuffled_questions(
             let d = [names[1].as_str(), names[2].as_str()];
             qs.push(mc(
                 "single_leftmost",
-                format!("Which {noun} is furthest to the left in the photo?"),
+                format!("Which {noun} is furthest to the left in {photo}?"),
                 &names[0],
                 &d,
                 qrng,
@@ -338,7 +520,7 @@ fn shuffled_questions(
             let d = [names[0].as_str(), names[1].as_str()];
             qs.push(mc(
                 "single_rightmost",
-                format!("Which {noun} is furthest to the right in the photo?"),
+                format!("Which {noun} is furthest to the right in {photo}?"),
                 &names[2],
                 &d,
                 qrng,
@@ -350,7 +532,7 @@ fn shuffled_questions(
         if by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
             let near = part(by_depth[0].1);
             let d = [part(by_depth[1].1), part(by_depth[2].1)];
-            let q = format!("Which {noun} is nearest to the camera?");
+            let q = format!("Which {noun} is nearest to the camera{}?", nearest_suffix(photo));
             qs.push(mc("single_nearest", q, &near, &[&d[0], &d[1]], qrng));
         }
     }
@@ -360,7 +542,7 @@ fn shuffled_questions(
         let others = distinct(&COLOURS, &[left], 2, qrng);
         qs.push(mc(
             "single_leftmost_colour",
-            format!("What colour is the {noun} furthest to the left in the photo?"),
+            format!("What colour is the {noun} furthest to the left in {photo}?"),
             left,
             &others,
             qrng,
@@ -375,7 +557,7 @@ fn shuffled_questions(
         let correct = n - lo;
         qs.push(McQuestion::shuffled(
             "single_count",
-            format!("How many coloured {noun}s can be seen in the photo?"),
+            format!("How many coloured {noun}s can be seen in {photo}?"),
             &o,
             correct,
             qrng,
@@ -387,7 +569,14 @@ fn shuffled_questions(
 /// The tiny preset's fixed-order questions (`OptionOrder::Fixed`): colour answers
 /// list the whole palette in palette order, counts list one to six, so the letter
 /// is a function of the answer.
-fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible: &[usize], w: f64) -> Vec<McQuestion> {
+fn fixed_questions(
+    scene: &Scene,
+    cam: &Camera,
+    cover: &[(usize, f64)],
+    visible: &[usize],
+    w: f64,
+    photo: &str,
+) -> Vec<McQuestion> {
     let mut qs = Vec::new();
     let mut none = Philox::new(0, 0); // unused: fixed order draws nothing
     let noun = scene.noun;
@@ -399,7 +588,7 @@ fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible:
     if n >= 2 && (cover[visible[1]].1 - cover[visible[0]].1) / w >= MIN_DU {
         qs.push(colour_q(
             "single_leftmost_colour",
-            format!("What colour is the {noun} furthest to the left in the photo?"),
+            format!("What colour is the {noun} furthest to the left in {photo}?"),
             visible[0],
             &mut none,
         ));
@@ -407,7 +596,7 @@ fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible:
     if n >= 2 && (cover[visible[n - 1]].1 - cover[visible[n - 2]].1) / w >= MIN_DU {
         qs.push(colour_q(
             "single_rightmost_colour",
-            format!("What colour is the {noun} furthest to the right in the photo?"),
+            format!("What colour is the {noun} furthest to the right in {photo}?"),
             visible[n - 1],
             &mut none,
         ));
@@ -418,7 +607,7 @@ fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible:
     if by_depth.len() >= 2 && by_depth[1].0 - by_depth[0].0 >= MIN_DZ * scene.radius {
         qs.push(colour_q(
             "single_nearest_colour",
-            format!("What colour is the {noun} nearest to the camera?"),
+            format!("What colour is the {noun} nearest to the camera{}?", nearest_suffix(photo)),
             by_depth[0].1,
             &mut none,
         ));
@@ -427,7 +616,7 @@ fn fixed_questions(scene: &Scene, cam: &Camera, cover: &[(usize, f64)], visible:
         let counts = &NUMBERS[..6];
         qs.push(McQuestion::with_order(
             "single_count",
-            format!("How many coloured {noun}s can be seen in the photo?"),
+            format!("How many coloured {noun}s can be seen in {photo}?"),
             counts,
             n - 1,
             OptionOrder::Fixed,

@@ -9,6 +9,19 @@ pub const LETTERS: [char; 8] = ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H'];
 /// The release's instruction after the options.
 pub const LETTER_INSTRUCTION: &str = "Select the correct option, please output only the option letter!";
 
+/// The instruction of prompts that want the reasoning first (the tiny preset's
+/// CoT items and GRPO prompts; see `DataSection::cot_instruction`).
+pub const REASONING_INSTRUCTION: &str = "Think it through first, then give the option letter as the answer.";
+
+/// Replaces the letter-only instruction at the end of `prompt` with
+/// `instruction` (appends it when the prompt has none); an empty instruction just
+/// drops it. Used where a reasoning answer is wanted: a CoT answer to "please
+/// output only the option letter!" contradicts its prompt.
+pub fn with_instruction(prompt: &str, instruction: &str) -> String {
+    let body = prompt.strip_suffix(LETTER_INSTRUCTION).unwrap_or(prompt).trim_end();
+    if instruction.is_empty() { body.to_string() } else { format!("{body} {instruction}") }
+}
+
 /// Actial's system prompt (the release's wording, typos included).
 pub const ACTIAL_SYSTEM: &str = "You are Actial, a helpful assistant with excellent reasoning ability. A user asks you a \
 question, and you should try to solve it. You should first think about the reasoning process in the mind and then \

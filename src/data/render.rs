@@ -71,14 +71,20 @@ pub struct Scene {
 
 /// Which kind of object a synthetic scene shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SceneStyle {
     /// An asymmetric object of 4-5 coloured box parts (the default).
     #[default]
     Parts,
-    /// One frame-filling cube whose five visible faces have five colours (the tiny
-    /// preset: a 4-block vision tower reads big faces, not small parts).
+    /// One frame-filling cube whose five visible faces have five colours, drawn
+    /// anew for every scene (a 4-block vision tower reads big faces, not small parts).
     Cube,
+    /// The same cube in every scene: each face always has the same colour (the
+    /// tiny preset). Which faces a photo shows, and where, then tells the camera's
+    /// heading around the cube from that photo alone; with colours drawn anew the
+    /// direction of a turn needs matching a colour across the two photos, which a
+    /// model trained from nothing does not learn in CPU minutes (docs/TINY_BASE.md).
+    KnownCube,
 }
 
 impl std::str::FromStr for SceneStyle {
@@ -87,7 +93,8 @@ impl std::str::FromStr for SceneStyle {
         match s {
             "parts" => Ok(SceneStyle::Parts),
             "cube" => Ok(SceneStyle::Cube),
-            _ => Err(format!("unknown scene style {s:?} (expected \"parts\" or \"cube\")")),
+            "known-cube" => Ok(SceneStyle::KnownCube),
+            _ => Err(format!("unknown scene style {s:?} (expected \"parts\", \"cube\" or \"known-cube\")")),
         }
     }
 }
@@ -96,16 +103,22 @@ impl std::str::FromStr for SceneStyle {
 pub fn random_scene_of(style: SceneStyle, rng: &mut Philox) -> Scene {
     match style {
         SceneStyle::Parts => random_scene(rng),
-        SceneStyle::Cube => random_cube(rng),
+        SceneStyle::Cube => random_cube(rng, false),
+        SceneStyle::KnownCube => random_cube(rng, true),
     }
 }
+
+/// Palette indices of the known cube's faces +x, -x, +z, -z, top: going round
+/// the sides (+x, +z, -x, -z) red, green, blue, yellow; the top orange.
+pub const KNOWN_CUBE: [usize; 5] = [0, 2, 1, 3, 4];
 
 /// A unit cube standing on the ground with a random yaw, built from six flat
 /// quads (one `Part` per face, centred on the face, outward normal set) so that
 /// every face has its own colour and its own entry in the id buffer, and a face
 /// turned away from the camera is never drawn. The four sides and the top take five
-/// distinct palette colours; the bottom, never seen from above the ground, is grey.
-pub fn random_cube(rng: &mut Philox) -> Scene {
+/// distinct palette colours (random, or with `known_colours` always [`KNOWN_CUBE`]);
+/// the bottom, never seen from above the ground, is grey.
+pub fn random_cube(rng: &mut Philox, known_colours: bool) -> Scene {
     let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform() as f64;
     let yaw = u(0.0, std::f64::consts::TAU);
     let mut colours: Vec<usize> = (0..PALETTE.len()).collect();
@@ -124,7 +137,9 @@ pub fn random_cube(rng: &mut Philox) -> Scene {
     let turn = |v: Vec3| [c * v[0] + s * v[2], v[1], -s * v[0] + c * v[2]];
     for (k, (half, n)) in layout.into_iter().enumerate() {
         let local = add([0.0, h, 0.0], scale(n, h));
-        let (colour, colour_name) = if k < 5 {
+        let (colour, colour_name) = if k < 5 && known_colours {
+            (PALETTE[KNOWN_CUBE[k]].1, PALETTE[KNOWN_CUBE[k]].0)
+        } else if k < 5 {
             let ci = colours.remove((u(0.0, 1.0) * colours.len() as f64) as usize % colours.len());
             (PALETTE[ci].1, PALETTE[ci].0)
         } else {

@@ -57,7 +57,7 @@ impl SynthConfig {
     pub fn pitch_range(&self) -> (f64, f64) {
         match self.scene {
             SceneStyle::Parts => self.pitch_deg,
-            SceneStyle::Cube => (20.0, 40.0),
+            SceneStyle::Cube | SceneStyle::KnownCube => (20.0, 40.0),
         }
     }
 }
@@ -104,6 +104,16 @@ pub fn depth(cam: &Camera, x: super::geometry::Vec3) -> f64 {
     cam.pose.to_camera(x)[2]
 }
 
+/// The colours of the parts visible in the photo `cam` takes
+/// ([`super::render::visible_parts`]), from left to right: what a pseudo-CoT's
+/// visual analysis reports.
+pub fn visible_left_to_right(scene: &Scene, cam: &Camera) -> Vec<&'static str> {
+    let cover = super::render::part_coverage(scene, cam);
+    let mut v = super::render::visible_parts(scene, cam);
+    v.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+    v.into_iter().map(|i| scene.parts[i].colour_name).collect()
+}
+
 /// Distance between two points.
 pub fn dist(a: super::geometry::Vec3, b: super::geometry::Vec3) -> f64 {
     let d = sub(a, b);
@@ -120,12 +130,15 @@ pub fn pair_records(
 ) -> (Vec<super::qa::QaRecord>, Vec<super::qa::QaRecord>, serde_json::Value) {
     use super::qa::{ImageRef, LETTER_INSTRUCTION, QaRecord};
     let t = &p.truth;
+    let faces = p.cameras.map(|cam| visible_left_to_right(&p.scene, &cam));
     let meta = serde_json::json!({
         "pair": index,
         "yaw_deg": t.yaw_deg,
         "camera_translation": t.camera_translation.word(),
         "object_translation": t.object_translation.word(),
         "camera_rotation": t.camera_rotation.word(),
+        "visible": faces,
+        "noun": p.scene.noun,
     });
     let both: Vec<ImageRef> = images.iter().cloned().map(ImageRef::Path).collect();
     let record = |q: &McQuestion, imgs: Vec<ImageRef>, meta: serde_json::Value| QaRecord {

@@ -40,6 +40,11 @@ pub struct DataSection {
     /// (files already mixed by `actial-data mix` leave it unset).
     pub cot_fraction: Option<f64>,
     pub cot_unique: usize,
+    /// CoT items of the mix end with this instead of the letter-only instruction
+    /// (None: the letter items' prompt). The tiny preset sets
+    /// `qa::REASONING_INSTRUCTION`, so the prompt tells a small model which answer
+    /// style is wanted.
+    pub cot_instruction: Option<String>,
     /// System prompt for rows without one (None: the chat template's default).
     pub system: Option<String>,
     /// Tiny preset without data files: rendered training pairs and held-out pairs.
@@ -57,6 +62,22 @@ pub struct DataSection {
     /// Largest orbit change between a rendered pair's photos, degrees (from 20;
     /// the paper's pair filter allows up to 100).
     pub synth_max_yaw_deg: f64,
+    /// Curriculum: phases run in order before the whole set, each for `steps`
+    /// optimizer steps drawing only examples whose record kind is in its `kinds`
+    /// (`[[data.curriculum]]` tables, or `--set 'data.curriculum=[{kinds=["a"],
+    /// steps=100}]'`). Empty: no curriculum. The tiny preset's embedded default
+    /// uses one for the mirror question (docs/TINY_BASE.md).
+    pub curriculum: Vec<CurriculumPhase>,
+}
+
+/// One phase of `data.curriculum`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurriculumPhase {
+    /// Record kinds this phase draws (`camera_rotation`, `sat_nearer`, ...).
+    pub kinds: Vec<String>,
+    /// Optimizer steps.
+    pub steps: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,6 +206,14 @@ pub struct GrpoSection {
     pub format_weight: f32,
     /// System prompt of every GRPO prompt (None: the records' own).
     pub system: Option<String>,
+    /// GRPO prompts (and the out-of-domain evaluation of `--recipe full`) end with
+    /// this instead of the letter-only instruction (None: the records' prompts).
+    pub instruction: Option<String>,
+    /// Skip a mini-batch's optimizer update when every advantage in it is 0 (all
+    /// its groups flat): its only gradient is then the KL term near the reference,
+    /// which Adam would blow up to full-size steps. TRL applies the update; with
+    /// the paper's 256-prompt mini-batches an all-flat one is rare.
+    pub skip_flat_updates: bool,
     /// Checkpoint every N steps (0: only at the end).
     pub save_every: usize,
 }
@@ -215,6 +244,8 @@ impl Default for GrpoSection {
             accuracy_weight: 0.5,
             format_weight: 0.5,
             system: Some(crate::data::qa::ACTIAL_SYSTEM.to_string()),
+            instruction: None,
+            skip_flat_updates: true,
             save_every: 0,
         }
     }
@@ -245,7 +276,9 @@ impl Default for DataSection {
             train: vec![],
             cot_fraction: None,
             cot_unique: 1000,
+            cot_instruction: None,
             system: None,
+            curriculum: vec![],
             synth_pairs: 512,
             synth_heldout_pairs: 50,
             option_order: None,
@@ -325,7 +358,7 @@ impl SftConfig {
         c.run.micro_batch = 8;
         c.run.max_length = 1024;
         c.run.epochs = 1;
-        c.data.synth_scene = crate::data::render::SceneStyle::Cube;
+        c.data.synth_scene = crate::data::render::SceneStyle::KnownCube;
         c
     }
 
@@ -338,9 +371,29 @@ impl SftConfig {
         // Every CoT slot its own pair: with the paper's ~1K unique CoTs repeated, a
         // tiny model learns which few images get a CoT and never starts one elsewhere.
         c.data.cot_unique = 100_000;
-        c.optim.lr = 3e-4;
+        // The prompt says which answer style is wanted: letter items keep the
+        // paper's letter-only instruction, CoT items and GRPO prompts ask for the
+        // reasoning first. With one prompt for both, a tiny model answers a bare
+        // letter everywhere (90% of its SFT answers), so every GRPO group earns
+        // the same zero reward and nothing is learned.
+        c.data.cot_instruction = Some(crate::data::qa::REASONING_INSTRUCTION.into());
+        c.grpo.instruction = Some(crate::data::qa::REASONING_INSTRUCTION.into());
+        // The mirror question: for a given motion, camera rotation and the
+        // object-perspective translation have the same answer word, the
+        // camera-perspective translation the opposite one. Trained on all three at
+        // once, their gradients on the motion feature cancel to a third and the tiny
+        // model stays at chance (1500 steps measured). The two that agree first find
+        // the motion in ~300 steps; then all three (docs/TINY_BASE.md, "The mirror
+        // question").
+        c.data.curriculum =
+            vec![CurriculumPhase { kinds: vec!["camera_rotation".into(), "object_translation".into()], steps: 350 }];
+        // Every sample weighs the same: with the token mean a ~260-token CoT
+        // outweighs 130 one-letter answers, and the letters' gradient is too weak
+        // to leave the plateau in the budget.
+        c.train.loss_mean = LossMean::Sample;
+        c.optim.lr = 1e-3;
         c.optim.warmup_steps = 20;
-        c.run.steps = 600;
+        c.run.steps = 800;
         c.run.out_dir = "runs/embedded".into();
         let g = &mut c.grpo;
         g.steps = 10;

@@ -17,6 +17,8 @@ use crate::tensor::Tensor;
 #[derive(Clone, Debug)]
 pub struct Example {
     pub id: String,
+    /// The record's kind (`camera_rotation`, `sat_nearer`, ...; `data.curriculum_kinds`).
+    pub kind: String,
     pub tokens: Vec<u32>,
     pub labels: Vec<i32>,
     /// `[N, patch_dim]` rows of this sample's images, in order (None: text only).
@@ -118,7 +120,15 @@ pub fn encode_records(
             Some(p) => (Some(p.pixel_values), p.grids),
             None => (None, vec![]),
         };
-        enc.examples.push(Example { id: r.id.clone(), tokens: e.ids, labels: e.labels, pixels, grids, target_tokens });
+        enc.examples.push(Example {
+            id: r.id.clone(),
+            kind: r.kind.clone(),
+            tokens: e.ids,
+            labels: e.labels,
+            pixels,
+            grids,
+            target_tokens,
+        });
     }
     Ok(enc)
 }

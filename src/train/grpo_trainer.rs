@@ -56,6 +56,9 @@ pub struct GrpoMetrics {
     pub truncated: usize,
     /// Groups whose rewards were all equal (no advantage, no policy gradient).
     pub flat_groups: usize,
+    /// Mini-batch updates skipped because every advantage in them was 0
+    /// (`grpo.skip_flat_updates`).
+    pub skipped_updates: usize,
     pub groups: usize,
     pub rollout_tokens_per_s: f64,
     /// Teacher-forced tokens (prompt + response) per second in the update.
@@ -379,7 +382,7 @@ impl GrpoTrainer {
         };
         let per_mini = g.mini_batch_prompts * g.group;
         let mut stats = UpdateStats::default();
-        let (mut grad_norm, mut updates) = (0.0f64, 0usize);
+        let (mut grad_norm, mut updates, mut skipped_updates) = (0.0f64, 0usize, 0usize);
         for epoch in 0..g.ppo_epochs {
             let mut order: Vec<usize> = (0..rolls.len()).collect();
             let mut rng = Philox::new(self.cfg.run.seed ^ 0x9090_0000, (self.step * g.ppo_epochs + epoch) as u64);
@@ -387,6 +390,14 @@ impl GrpoTrainer {
                 order.swap(i, (rng.next_u32() as usize) % (i + 1));
             }
             for mini in order.chunks(per_mini) {
+                // No advantage anywhere in the mini-batch: no policy signal, only
+                // the KL pull toward a reference the policy has barely left. Adam
+                // would scale that near-zero gradient (and weight decay's nudge) to
+                // full-size steps, a random walk; `grpo.skip_flat_updates` skips it.
+                if g.skip_flat_updates && mini.iter().all(|&i| rolls[i].advantage == 0.0) {
+                    skipped_updates += 1;
+                    continue;
+                }
                 self.model.zero_grad()?;
                 let mini_tokens: usize = mini.iter().map(|&i| rolls[i].tokens.len()).sum();
                 let p = GrpoParams { global_tokens: mini_tokens, global_seqs: mini.len(), ..params };
@@ -415,6 +426,7 @@ impl GrpoTrainer {
             response_len_max: lens.iter().copied().max().unwrap_or(0),
             truncated: samples.iter().filter(|s| !s.stopped).count(),
             flat_groups,
+            skipped_updates,
             groups: idx.len(),
             rollout_tokens_per_s: gen_tokens as f64 / rollout_s,
             update_tokens_per_s: stats.forward_tokens as f64 / update_s,

@@ -40,6 +40,9 @@ pub struct SftTrainer {
     pub total_steps: usize,
     pub opt: AdamWState,
     pub history: Vec<StepMetrics>,
+    /// Per `data.curriculum` phase: its length in stream positions and the
+    /// examples it draws from (indices into `examples`).
+    curriculum: Vec<(usize, Vec<usize>)>,
 }
 
 /// Peak resident memory of this process in MB (Linux VmHWM; 0 elsewhere).
@@ -85,6 +88,17 @@ pub fn prepare_model(cfg: &SftConfig, model: &mut Qwen25Vl, what: &'static str) 
     Ok(())
 }
 
+/// Position `q` of a stream over `n` items that visits, in epoch `q / n`, a
+/// permutation drawn from (seed, stream + epoch).
+fn permuted(n: usize, q: usize, seed: u64, stream: u64) -> usize {
+    let mut rng = Philox::new(seed, stream + (q / n) as u64);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u32() as usize) % (i + 1));
+    }
+    order[q % n]
+}
+
 impl SftTrainer {
     /// Prepares `model` for training as `cfg` says (LoRA or freeze flags).
     pub fn new(cfg: SftConfig, mut model: Qwen25Vl, examples: Vec<Example>) -> Result<SftTrainer> {
@@ -98,7 +112,19 @@ impl SftTrainer {
         if opt.m.is_empty() {
             return Err(crate::arg_err!("sft", "nothing to train: every part is frozen"));
         }
-        Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new() })
+        let mut curriculum = Vec::new();
+        for (k, ph) in cfg.data.curriculum.iter().enumerate() {
+            let subset: Vec<usize> = (0..examples.len()).filter(|&i| ph.kinds.contains(&examples[i].kind)).collect();
+            if subset.is_empty() {
+                return Err(crate::arg_err!(
+                    "sft",
+                    "data.curriculum phase {k}: no training example has one of the kinds {:?}",
+                    ph.kinds
+                ));
+            }
+            curriculum.push((ph.steps * g, subset));
+        }
+        Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new(), curriculum })
     }
 
     /// Trainable parameter count.
@@ -106,17 +132,19 @@ impl SftTrainer {
         self.opt.numel()
     }
 
-    /// Example index at stream position `p`: epoch `p / N` visits a permutation
-    /// seeded by (seed, epoch). A pure function, so resuming needs only `step`.
-    fn example_at(&self, p: usize) -> usize {
-        let n = self.examples.len();
-        let epoch = (p / n) as u64;
-        let mut rng = Philox::new(self.cfg.run.seed, 0xda7a_0000 + epoch);
-        let mut order: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            order.swap(i, (rng.next_u32() as usize) % (i + 1));
+    /// Example index at stream position `p`: the curriculum phases' positions
+    /// first (each phase's steps x global batch, from its own subset), then the
+    /// whole set; in each, epoch `q / N` visits a permutation seeded by (seed,
+    /// stream, epoch). A pure function, so resuming needs only `step`.
+    pub fn example_at(&self, p: usize) -> usize {
+        let mut q = p;
+        for (k, (len, subset)) in self.curriculum.iter().enumerate() {
+            if q < *len {
+                return subset[permuted(subset.len(), q, self.cfg.run.seed, 0xc0de_0000 + ((k as u64) << 20))];
+            }
+            q -= len;
         }
-        order[p % n]
+        permuted(self.examples.len(), q, self.cfg.run.seed, 0xda7a_0000)
     }
 
     /// One optimizer step over the next global batch.
