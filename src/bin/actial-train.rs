@@ -164,13 +164,15 @@ fn synth_config(cfg: &SftConfig, order: OptionOrder) -> SynthConfig {
 }
 
 /// The option layout of rendered questions: `data.option_order`, else the one the
-/// tiny base was pretrained with (its actial_pretrain.json), else the paper's.
+/// start model was pretrained with (`actial_pretrain.json` in its directory: the
+/// tiny base, or a model `--recipe pretrain` wrote), else the paper's.
 fn option_order(cfg: &SftConfig) -> OptionOrder {
     if let Some(o) = cfg.data.option_order {
         return o;
     }
-    if cfg.model.path == "tiny" {
-        let info = tiny_base_dir().join("actial_pretrain.json");
+    let dir = if cfg.model.path == "tiny" { tiny_base_dir() } else { PathBuf::from(&cfg.model.path) };
+    {
+        let info = dir.join("actial_pretrain.json");
         if let Ok(text) = std::fs::read_to_string(&info)
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
             && let Ok(o) = serde_json::from_value::<OptionOrder>(v["option_order"].clone())

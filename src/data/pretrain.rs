@@ -386,49 +386,37 @@ pub fn pretrain_records(
 ) -> Result<Vec<QaRecord>> {
     use rayon::prelude::*;
     std::fs::create_dir_all(img_dir).map_err(|e| Error::Io { path: img_dir.display().to_string(), source: e })?;
+    // One rendered item (one or two photos): its questions, then its description.
+    let item_records =
+        |id: String, images: &[image::RgbImage], qs: &[McQuestion], kind: &str, ask: &str, desc: String| {
+            let mut img = Vec::new();
+            for (k, image) in images.iter().enumerate() {
+                let name = if images.len() == 1 { format!("{id}.png") } else { format!("{id}_{}.png", ["a", "b"][k]) };
+                let path = img_dir.join(name);
+                image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
+                img.push(ImageRef::Path(path));
+            }
+            let mut out: Vec<QaRecord> =
+                qs.iter().map(|q| mc_record(format!("{id}_{}", q.kind), q, img.clone())).collect();
+            let prompt = format!("{}{ask}", "<image>".repeat(img.len()));
+            out.push(record(format!("{id}_describe"), kind, prompt, img, desc.clone(), desc));
+            on_photo();
+            Ok(out)
+        };
     let per_photo: Vec<Vec<QaRecord>> = (0..m.photos)
         .into_par_iter()
         .map(|i| {
             let v = single_view(seed, i, c);
-            let path = img_dir.join(format!("{i:06}.png"));
-            v.image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
-            let img = vec![ImageRef::Path(path)];
-            let mut out: Vec<QaRecord> =
-                v.questions.iter().map(|q| mc_record(format!("photo{i:06}_{}", q.kind), q, img.clone())).collect();
-            out.push(record(
-                format!("photo{i:06}_describe"),
-                "single_describe",
-                "<image>Describe the object in the photo.".into(),
-                img,
-                v.description.clone(),
-                v.description,
-            ));
-            on_photo();
-            Ok(out)
+            let ask = "Describe the object in the photo.";
+            item_records(format!("photo{i:06}"), &[v.image], &v.questions, "single_describe", ask, v.description)
         })
         .collect::<Result<_>>()?;
     let per_pair: Vec<Vec<QaRecord>> = (0..m.pairs)
         .into_par_iter()
         .map(|i| {
             let v = pair_view(seed, i, c);
-            let mut img = Vec::new();
-            for (k, image) in v.images.iter().enumerate() {
-                let path = img_dir.join(format!("pair{i:06}_{}.png", ["a", "b"][k]));
-                image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
-                img.push(ImageRef::Path(path));
-            }
-            let mut out: Vec<QaRecord> =
-                v.questions.iter().map(|q| mc_record(format!("pair{i:06}_{}", q.kind), q, img.clone())).collect();
-            out.push(record(
-                format!("pair{i:06}_describe"),
-                "pair_describe",
-                "<image><image>Describe the object in each photo.".into(),
-                img,
-                v.description.clone(),
-                v.description,
-            ));
-            on_photo();
-            Ok(out)
+            let ask = "Describe the object in each photo.";
+            item_records(format!("pair{i:06}"), &v.images, &v.questions, "pair_describe", ask, v.description)
         })
         .collect::<Result<_>>()?;
     let mut recs: Vec<QaRecord> = per_photo.into_iter().chain(per_pair).flatten().collect();
