@@ -337,8 +337,6 @@ fn synth_sets(dir: &Path, pairs: u64, seed: u64, c: &SynthConfig) -> Result<(Vec
     Ok((view, sat))
 }
 
-/// GRPO prompts from records: images downscaled to `grpo.max_image_pixels`,
-/// the GRPO system prompt, over-long prompts skipped and counted.
 /// `records` as GRPO asks them: ending with `grpo.instruction` where one is set.
 fn as_grpo_prompts(cfg: &SftConfig, records: &[QaRecord]) -> Vec<QaRecord> {
     match &cfg.grpo.instruction {
@@ -347,6 +345,8 @@ fn as_grpo_prompts(cfg: &SftConfig, records: &[QaRecord]) -> Vec<QaRecord> {
     }
 }
 
+/// GRPO prompts from records: images downscaled to `grpo.max_image_pixels`,
+/// the GRPO system prompt, over-long prompts skipped and counted.
 fn grpo_prompts(cfg: &SftConfig, records: &[QaRecord], tok: &QwenTokenizer, model: &Qwen25Vl) -> Result<Vec<EvalItem>> {
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
     proc.max_pixels = cfg.run.max_pixels.min(cfg.grpo.max_image_pixels);

@@ -50,12 +50,9 @@ fn visible_from_meta(meta: &Value) -> Option<([Vec<String>; 2], String)> {
     }
 }
 
+/// The faces a photo shows, as the CoT says them ("nothing" for none).
 fn join_words(ws: &[String]) -> String {
-    match ws {
-        [] => "nothing".to_string(),
-        [a] => a.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
+    if ws.is_empty() { "nothing".to_string() } else { super::pretrain::join_words(ws) }
 }
 
 /// The option text of the answer letter in a rendered prompt (`... B: text C: ...`).

@@ -204,8 +204,10 @@ fn colour_name(scene: &Scene, i: usize) -> &'static str {
     scene.parts[i].colour_name
 }
 
-fn join_words(ws: &[&str]) -> String {
-    match ws {
+/// "red, green and blue" ("" for none).
+pub(crate) fn join_words<S: AsRef<str>>(ws: &[S]) -> String {
+    let ws: Vec<&str> = ws.iter().map(AsRef::as_ref).collect();
+    match ws.as_slice() {
         [] => String::new(),
         [a] => a.to_string(),
         [init @ .., last] => format!("{} and {last}", init.join(", ")),
