@@ -37,6 +37,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A CUDA driver, kernel launch or library failure; `op` names the kernel and
+    /// its shapes.
+    #[error("{op}: CUDA error: {msg}")]
+    Cuda { op: String, msg: String },
+
+    /// A device allocation that did not fit.
+    #[error(
+        "{op}: out of GPU memory: requested {requested} bytes, {free} of {total} bytes free on the device \
+         ({in_use} in use and {reserved} reserved by actial's pool)"
+    )]
+    OutOfMemory { op: String, requested: usize, free: usize, total: usize, in_use: usize, reserved: usize },
+
     /// A device this build or machine cannot provide.
     #[error("device {device} is not available: {why}")]
     DeviceUnavailable { device: Device, why: String },

@@ -7,9 +7,12 @@
 //! - [`cpu`]: the CPU twin of every op, on plain slices;
 //! - [`ops`]: the op set at the tensor level, forward and backward, dispatching by
 //!   device (the only API model and trainer code use);
+//! - [`cuda`]: the CUDA device (kernels from `cuda/*.cu`, cuBLASLt), kernel-level
+//!   API tested against the CPU twins;
 //! - [`rng`]: Philox counter-based random numbers shared by sampling and init.
 
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod error;
 pub mod model;

@@ -28,8 +28,8 @@ impl Default for SamplingParams {
     }
 }
 
-/// One row's sampling distribution after all filters: the allowed tokens (most
-/// likely first when filtered, vocabulary order otherwise) with their unnormalised
+/// One row's sampling distribution after all filters: the allowed tokens (in
+/// vocabulary order) with their unnormalised
 /// probabilities, plus the log-sum-exp of the full tempered row.
 pub struct RowDistribution {
     pub tokens: Vec<usize>,
@@ -77,6 +77,10 @@ impl RowDistribution {
             }
             order.truncate(keep.max(1));
         }
+        // Draw over the kept set in vocabulary order, as the CUDA sampler does
+        // (it finds the set by a threshold, not a sort), so both map a uniform to
+        // the same token.
+        order.sort_unstable();
         let weights: Vec<f32> = order.iter().map(|&i| probs[i]).collect();
         let total = weights.iter().sum();
         RowDistribution { tokens: order, weights, total, lse, inv_t, greedy }

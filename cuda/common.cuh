@@ -1,0 +1,75 @@
+// Helpers every kernel family includes: bf16 conversion, warp and block
+// reductions, and the Philox4x32-10 generator (bit-identical to src/rng.rs).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "params.h"
+
+typedef __nv_bfloat16 bf16;
+
+static __device__ __forceinline__ float bf(bf16 x) { return __bfloat162float(x); }
+static __device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
+
+static __device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide reductions; every thread gets the result. `scratch` holds 32 floats
+// in shared memory; blockDim.x is a multiple of 32. The leading barrier makes
+// back-to-back calls on the same scratch safe.
+template <bool IS_MAX>
+static __device__ float block_reduce(float v, float *scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = IS_MAX ? warp_max(v) : warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = lane < warps ? scratch[lane] : (IS_MAX ? -INFINITY : 0.0f);
+    w = IS_MAX ? warp_max(w) : warp_sum(w);
+    if (lane == 0) scratch[0] = w;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+static __device__ __forceinline__ float block_sum(float v, float *scratch) { return block_reduce<false>(v, scratch); }
+static __device__ __forceinline__ float block_max(float v, float *scratch) { return block_reduce<true>(v, scratch); }
+
+// Philox4x32-10 (Salmon et al., SC'11), the same constants and round structure
+// as src/rng.rs, so a draw on the GPU equals the CPU draw for the same
+// (key, counter).
+static __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
+  const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k.x += W0;
+      k.y += W1;
+    }
+    const uint32_t hi0 = __umulhi(M0, c.x), lo0 = M0 * c.x;
+    const uint32_t hi1 = __umulhi(M1, c.z), lo1 = M1 * c.z;
+    c = make_uint4(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
+  }
+  return c;
+}
+
+// The first uniform of Philox stream `stream` (counter index 0), as
+// `Philox::new(seed, stream).uniform()` returns it: 24 bits in [0, 1).
+static __device__ __forceinline__ float philox_first_uniform(uint32_t seed_lo, uint32_t seed_hi, uint64_t stream) {
+  const uint4 c = make_uint4(0u, 0u, (uint32_t)stream, (uint32_t)(stream >> 32));
+  const uint4 r = philox4x32_10(c, make_uint2(seed_lo, seed_hi));
+  return (float)(r.x >> 8) * (1.0f / 16777216.0f);
+}
+
+// Grid-stride loop over `n` elements.
+#define GRID_STRIDE(i, n) \
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)(n); i += (int64_t)gridDim.x * blockDim.x)

@@ -1,0 +1,82 @@
+// Softmax losses on one chunk of bf16 logits [rows, V]: masked cross-entropy
+// with its gradient fused in (the logits chunk can be overwritten by dlogits, so
+// the chunked linear + CE of src/cuda/loss.rs never holds [T, V] at once), and
+// the selected-token log-probability (GRPO's ratio) with its backward. One block
+// per row. CPU twin: src/cpu/loss.rs. `dlogits` may alias `logits`: every
+// element is read by the thread that later writes it, after the reductions.
+#include "common.cuh"
+
+// hot: cross_entropy_forward_backward token_logprobs_forward token_logprobs_backward
+
+#define IGNORE_INDEX (-100)
+
+// max and log-sum-exp of s * row.
+static __device__ float row_lse(const bf16 *row, int v, float s, float *scratch) {
+  float m = -INFINITY;
+  for (int c = threadIdx.x; c < v; c += blockDim.x) m = fmaxf(m, bf(row[c]) * s);
+  m = block_max(m, scratch);
+  float z = 0.0f;
+  for (int c = threadIdx.x; c < v; c += blockDim.x) z += __expf(bf(row[c]) * s - m);
+  return m + __logf(block_sum(z, scratch));
+}
+
+// loss[r] = lse - logit[label] and lse[r] (both 0 for ignored rows); when
+// dlogits != NULL also dlogits = (softmax - onehot(label)) * grad_scale (zeros on
+// ignored rows).
+extern "C" __global__ void cross_entropy_forward_backward(const bf16 *logits, const int32_t *labels, float *loss,
+                                                          float *lse_out, bf16 *dlogits, int rows, int v,
+                                                          float grad_scale) {
+  __shared__ float scratch[32];
+  const int r = blockIdx.x;
+  if (r >= rows) return;
+  const int64_t o = (int64_t)r * v;
+  const int label = labels[r];
+  if (label == IGNORE_INDEX) {
+    if (threadIdx.x == 0) {
+      loss[r] = 0.0f;
+      lse_out[r] = 0.0f;
+    }
+    if (dlogits)
+      for (int c = threadIdx.x; c < v; c += blockDim.x) dlogits[o + c] = to_bf16(0.0f);
+    return;
+  }
+  const float target = bf(logits[o + label]);  // read before any write below
+  const float lse = row_lse(logits + o, v, 1.0f, scratch);
+  if (threadIdx.x == 0) {
+    loss[r] = lse - target;
+    lse_out[r] = lse;
+  }
+  if (dlogits)
+    for (int c = threadIdx.x; c < v; c += blockDim.x) {
+      const float p = __expf(bf(logits[o + c]) - lse);
+      dlogits[o + c] = to_bf16((p - (c == label ? 1.0f : 0.0f)) * grad_scale);
+    }
+}
+
+// logp[r] = s logit[ids[r]] - lse(s row), lse[r] saved for the backward.
+extern "C" __global__ void token_logprobs_forward(const bf16 *logits, const int32_t *ids, float *logp, float *lse_out,
+                                                  int rows, int v, float s) {
+  __shared__ float scratch[32];
+  const int r = blockIdx.x;
+  if (r >= rows) return;
+  const int64_t o = (int64_t)r * v;
+  const float lse = row_lse(logits + o, v, s, scratch);
+  if (threadIdx.x == 0) {
+    logp[r] = bf(logits[o + ids[r]]) * s - lse;
+    lse_out[r] = lse;
+  }
+}
+
+// dlogits = s dlogp (onehot(ids) - softmax(s row)).
+extern "C" __global__ void token_logprobs_backward(const bf16 *logits, const int32_t *ids, const float *lse,
+                                                   const float *dlogp, bf16 *dlogits, int rows, int v, float s) {
+  const int r = blockIdx.x;
+  if (r >= rows) return;
+  const int64_t o = (int64_t)r * v;
+  const float g = dlogp[r] * s, l = lse[r];
+  const int id = ids[r];
+  for (int c = threadIdx.x; c < v; c += blockDim.x) {
+    const float p = __expf(bf(logits[o + c]) * s - l);
+    dlogits[o + c] = to_bf16(g * ((c == id ? 1.0f : 0.0f) - p));
+  }
+}

@@ -1,0 +1,75 @@
+/* Kernel parameter structs, shared by the .cu files and Rust (build.rs runs
+ * bindgen on this header; src/cuda/ uses the generated definitions). One
+ * definition of each struct: change it here and both sides follow.
+ *
+ * Device pointers are plain C pointers; bf16 buffers are `uint16_t *` here (C has
+ * no bf16 type) and `__nv_bfloat16 *` inside the kernels. */
+#ifndef ACTIAL_PARAMS_H
+#define ACTIAL_PARAMS_H
+
+#include <stdint.h>
+
+/* Elements one block of a multi-tensor launch (AdamW, sum of squares) handles. */
+#define ACTIAL_MULTI_TENSOR_CHUNK 4096
+/* Threads per block of the multi-tensor kernels. */
+#define ACTIAL_MULTI_TENSOR_THREADS 256
+
+/* One tensor of a multi-tensor launch. `first_block` is the prefix sum of
+ * ceil(numel / CHUNK) over the tensors before it, so a block finds its tensor by
+ * binary search without a per-block table. */
+typedef struct {
+  float *param;         /* f32 master weights, updated in place */
+  const float *grad;    /* f32 gradient */
+  float *exp_avg;       /* first moment */
+  float *exp_avg_sq;    /* second moment */
+  uint16_t *param_bf16; /* bf16 copy written after the update; NULL: none */
+  int64_t numel;
+  int64_t first_block;
+} ActialTensorSlot;
+
+/* One AdamW step (torch.optim.AdamW, decoupled decay, non-amsgrad). The host
+ * folds the step count into step_size = lr / (1 - beta1^t) and
+ * bc2_sqrt = sqrt(1 - beta2^t). */
+typedef struct {
+  float lr;
+  float beta1;
+  float beta2;
+  float eps;
+  float weight_decay;
+  float step_size;
+  float bc2_sqrt;
+  int32_t num_tensors;
+  /* Device scalar multiplying every gradient (the clip coefficient written by
+   * clip_coefficient); NULL: 1. Read on the device, so clipping needs no host
+   * round trip. */
+  const float *grad_scale;
+} ActialAdamWParams;
+
+/* Temperature / top-k / top-p sampling of `samples_per_row` tokens per logits
+ * row. Sample j of row r uses Philox stream `streams[r] + j` under key
+ * (seed_lo, seed_hi), as src/cpu/sampling.rs does. */
+typedef struct {
+  float temperature; /* <= 0: greedy (first argmax), log-prob at temperature 1 */
+  int32_t top_k;     /* 0: off */
+  float top_p;       /* >= 1: off */
+  int32_t vocab;
+  int32_t rows;
+  int32_t samples_per_row;
+  uint32_t seed_lo;
+  uint32_t seed_hi;
+} ActialSamplingParams;
+
+/* Variable-length attention over packed segments (cu_seqlens), the layout of
+ * src/cpu/attention.rs: q [T, Hq, D], k and v [T, Hkv, D], out [T, Hq, D],
+ * lse [T, Hq]. */
+typedef struct {
+  int32_t total_tokens;
+  int32_t num_segments;
+  int32_t q_heads;
+  int32_t kv_heads;
+  int32_t head_dim;
+  int32_t causal;
+  float scale;
+} ActialAttentionParams;
+
+#endif

@@ -1,0 +1,186 @@
+//! Launch wrappers for `cuda/loss.cu`, and the chunked linear + cross-entropy
+//! that never holds the whole `[T, V]` logits: per chunk of rows, one GEMM for
+//! the chunk's logits, one fused kernel turning them into loss and dlogits in
+//! place, two GEMMs for dh and dW. Peak extra memory is one `[chunk, V]` bf16
+//! buffer instead of `[T, V]`.
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use super::device::{CudaDevice, check_len, launch, per_row};
+use super::gemm::{GemmSpec, gemm, gemm_f32_out};
+use crate::arg_err;
+use crate::cpu::loss::IGNORE_INDEX;
+use crate::error::Result;
+
+const THREADS: u32 = 512;
+
+fn upload_labels(
+    dev: &CudaDevice,
+    op: &'static str,
+    labels: &[i32],
+    v: usize,
+    allow_ignore: bool,
+) -> Result<CudaSlice<i32>> {
+    if let Some((row, &l)) =
+        labels.iter().enumerate().find(|&(_, &l)| !(l >= 0 && (l as usize) < v || allow_ignore && l == IGNORE_INDEX))
+    {
+        return Err(arg_err!(op, "label[{row}] = {l} is outside 0..{v}"));
+    }
+    dev.upload(labels, op)
+}
+
+/// Per-row loss, log-sum-exp, and the optional dlogits.
+pub type CrossEntropyOut = (CudaSlice<f32>, CudaSlice<f32>, Option<CudaSlice<bf16>>);
+
+/// Per-row `(loss, lse)` of `logits: [rows, v]` (0 on rows labelled -100) and,
+/// when `grad_scale` is given, `dlogits = (softmax − onehot)·grad_scale`.
+pub fn cross_entropy(
+    dev: &CudaDevice,
+    logits: &CudaSlice<bf16>,
+    labels: &[i32],
+    v: usize,
+    grad_scale: Option<f32>,
+) -> Result<CrossEntropyOut> {
+    const OP: &str = "cuda::cross_entropy";
+    let rows = labels.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    let d_labels = upload_labels(dev, OP, labels, v, true)?;
+    let mut loss = dev.uninit::<f32>(rows, OP)?;
+    let mut lse = dev.uninit::<f32>(rows, OP)?;
+    let (r, vv, s) = (rows as i32, v as i32, grad_scale.unwrap_or(0.0));
+    let shapes = format!("[{rows}, {v}]");
+    let dlogits = match grad_scale {
+        Some(_) => {
+            let mut d = dev.uninit::<bf16>(rows * v, OP)?;
+            launch!(dev, "cross_entropy_forward_backward", per_row(rows, THREADS), shapes;
+                logits, &d_labels, &mut loss, &mut lse, &mut d, &r, &vv, &s)?;
+            Some(d)
+        }
+        None => {
+            let null = 0u64;
+            launch!(dev, "cross_entropy_forward_backward", per_row(rows, THREADS), shapes;
+                logits, &d_labels, &mut loss, &mut lse, &null, &r, &vv, &s)?;
+            None
+        }
+    };
+    Ok((loss, lse, dlogits))
+}
+
+/// `(logp, lse)`: `logp[t] = s·logits[t, ids[t]] − lse(s·logits[t])`.
+pub fn token_logprobs_forward(
+    dev: &CudaDevice,
+    logits: &CudaSlice<bf16>,
+    ids: &[i32],
+    v: usize,
+    s: f32,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::token_logprobs_forward";
+    let rows = ids.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    let d_ids = upload_labels(dev, OP, ids, v, false)?;
+    let mut logp = dev.uninit::<f32>(rows, OP)?;
+    let mut lse = dev.uninit::<f32>(rows, OP)?;
+    let (r, vv) = (rows as i32, v as i32);
+    launch!(dev, "token_logprobs_forward", per_row(rows, THREADS), format!("[{rows}, {v}]");
+        logits, &d_ids, &mut logp, &mut lse, &r, &vv, &s)?;
+    Ok((logp, lse))
+}
+
+/// `dlogits[t] = s·dlogp[t]·(onehot(ids[t]) − softmax(s·logits[t]))`.
+pub fn token_logprobs_backward(
+    dev: &CudaDevice,
+    logits: &CudaSlice<bf16>,
+    ids: &[i32],
+    lse: &CudaSlice<f32>,
+    dlogp: &CudaSlice<f32>,
+    v: usize,
+    s: f32,
+) -> Result<CudaSlice<bf16>> {
+    const OP: &str = "cuda::token_logprobs_backward";
+    let rows = ids.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    check_len(OP, "lse", lse.len(), rows)?;
+    check_len(OP, "dlogp", dlogp.len(), rows)?;
+    let d_ids = upload_labels(dev, OP, ids, v, false)?;
+    let mut d = dev.uninit::<bf16>(rows * v, OP)?;
+    let (r, vv) = (rows as i32, v as i32);
+    launch!(dev, "token_logprobs_backward", per_row(rows, THREADS), format!("[{rows}, {v}]");
+        logits, &d_ids, lse, dlogp, &mut d, &r, &vv, &s)?;
+    Ok(d)
+}
+
+/// The result of [`linear_cross_entropy`].
+pub struct LinearCrossEntropy {
+    /// Per-row losses `[T]` (0 on ignored rows).
+    pub loss: CudaSlice<f32>,
+    /// `dL/dh: [T, D]`.
+    pub dh: CudaSlice<bf16>,
+}
+
+/// Cross-entropy of `logits = h·Wᵀ` (`h: [T, D]`, `W: [V, D]`) without ever
+/// materialising more than `chunk_rows` rows of logits. Accumulates
+/// `dW += dlogitsᵀ·h` (f32) when `dw` is given; gradients carry `grad_scale`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_cross_entropy(
+    dev: &CudaDevice,
+    h: &CudaSlice<bf16>,
+    w: &CudaSlice<bf16>,
+    labels: &[i32],
+    d: usize,
+    v: usize,
+    chunk_rows: usize,
+    grad_scale: f32,
+    mut dw: Option<&mut CudaSlice<f32>>,
+) -> Result<LinearCrossEntropy> {
+    const OP: &str = "cuda::linear_cross_entropy";
+    let t = labels.len();
+    check_len(OP, "h", h.len(), t * d)?;
+    check_len(OP, "W", w.len(), v * d)?;
+    if let Some(dw) = dw.as_ref() {
+        check_len(OP, "dW", dw.len(), v * d)?;
+    }
+    if chunk_rows == 0 {
+        return Err(arg_err!(OP, "chunk_rows must be at least 1"));
+    }
+    let d_labels = upload_labels(dev, OP, labels, v, true)?;
+    let loss = dev.uninit::<f32>(t, OP)?;
+    let lse = dev.uninit::<f32>(t, OP)?;
+    let mut dh = dev.uninit::<bf16>(t * d, OP)?;
+    let mut logits = dev.uninit::<bf16>(chunk_rows.min(t).max(1) * v, OP)?;
+    let (vv, shapes) = (v as i32, format!("[{t}, {d}] x [{v}, {d}], chunks of {chunk_rows}"));
+    let mut r0 = 0;
+    while r0 < t {
+        let rows = chunk_rows.min(t - r0);
+        let h_c = h.slice(r0 * d..(r0 + rows) * d);
+        {
+            // logits_c = h_c · Wᵀ
+            let mut logits_c = logits.slice_mut(..rows * v);
+            let spec = GemmSpec { m: rows, n: v, k: d, trans_a: false, trans_b: true, alpha: 1.0, beta: 0.0 };
+            gemm(dev, spec, &h_c, w, &mut logits_c, None)?;
+        }
+        // Loss and dlogits in place. Raw addresses: the kernel reads and writes
+        // the same chunk, which the borrow checker cannot express.
+        let base = dev.address(&logits);
+        let row_off = (r0 * size_of::<f32>()) as u64;
+        let (lab, lo, ls) =
+            (dev.address(&d_labels) + row_off, dev.address(&loss) + row_off, dev.address(&lse) + row_off);
+        let r = rows as i32;
+        launch!(dev, "cross_entropy_forward_backward", per_row(rows, THREADS), shapes;
+            &base, &lab, &lo, &ls, &base, &r, &vv, &grad_scale)?;
+        let logits_c = logits.slice(..rows * v);
+        {
+            // dh_c = dlogits_c · W
+            let mut dh_c = dh.slice_mut(r0 * d..(r0 + rows) * d);
+            let spec = GemmSpec { m: rows, n: d, k: v, trans_a: false, trans_b: false, alpha: 1.0, beta: 0.0 };
+            gemm(dev, spec, &logits_c, w, &mut dh_c, None)?;
+        }
+        if let Some(dw) = dw.as_deref_mut() {
+            // dW += dlogits_cᵀ · h_c, in f32
+            let spec = GemmSpec { m: v, n: d, k: rows, trans_a: true, trans_b: false, alpha: 1.0, beta: 1.0 };
+            gemm_f32_out(dev, spec, &logits_c, &h_c, dw)?;
+        }
+        r0 += rows;
+    }
+    Ok(LinearCrossEntropy { loss, dh })
+}

@@ -1,0 +1,48 @@
+//! The CUDA device: hand-written kernels (`cuda/*.cu`, compiled by build.rs into
+//! one embedded fatbin) and cuBLASLt GEMMs, driven through cudarc with dynamic
+//! loading, so a binary built here starts on machines without CUDA and finds the
+//! driver at run time on a GPU machine.
+//!
+//! Layout, one Rust file per kernel family, mirroring `cuda/` and `src/cpu/`:
+//! - [`device`]: context, stream, module, the stream-ordered caching allocator
+//!   with its memory statistics, host/device copies, errors that name the op;
+//! - [`gemm`]: cuBLASLt bf16 GEMMs (f32 accumulation, bias epilogue);
+//! - [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
+//!   arguments mirror the CPU twins';
+//! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
+//! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
+//!
+//! The device layer is compiled only when build.rs found nvcc (`cfg(actial_cuda)`);
+//! without it [`available`] says what to install.
+
+pub mod build_info;
+pub mod nvtx;
+
+#[cfg(actial_cuda)]
+pub mod device;
+#[cfg(actial_cuda)]
+pub mod gemm;
+#[cfg(actial_cuda)]
+pub mod loss;
+#[cfg(actial_cuda)]
+pub mod optim;
+#[cfg(actial_cuda)]
+pub mod sampling;
+#[cfg(actial_cuda)]
+pub mod small_ops;
+
+#[cfg(actial_cuda)]
+pub use device::CudaDevice;
+
+/// Why CUDA cannot be used by this binary on this machine, or `Ok` with the
+/// device count. Never panics: a missing driver is an answer, not a crash.
+pub fn available() -> std::result::Result<usize, String> {
+    #[cfg(actial_cuda)]
+    {
+        device::device_count()
+    }
+    #[cfg(not(actial_cuda))]
+    {
+        Err(build_info::NOT_BUILT.to_string())
+    }
+}

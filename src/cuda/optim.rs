@@ -1,0 +1,165 @@
+//! Launch wrappers for `cuda/optim.cu`: one multi-tensor AdamW launch for all of
+//! a model's trained tensors, preceded (when clipping) by one sum-of-squares
+//! launch and one single-block reduction that leaves the clip coefficient on the
+//! device, where AdamW reads it: no host round trip per step.
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use super::device::{CudaDevice, launch, params};
+use crate::cpu::optim::AdamW;
+use crate::error::Result;
+use crate::shape_err;
+
+const CHUNK: usize = params::ACTIAL_MULTI_TENSOR_CHUNK as usize;
+const THREADS: u32 = params::ACTIAL_MULTI_TENSOR_THREADS;
+
+/// All trained tensors of a model with their optimizer state, on the device:
+/// f32 master weights, f32 gradients (the backward accumulates into them), both
+/// moments, and optionally a bf16 copy of each weight that the forward reads.
+pub struct AdamWGroup {
+    pub params: Vec<CudaSlice<f32>>,
+    pub grads: Vec<CudaSlice<f32>>,
+    pub exp_avg: Vec<CudaSlice<f32>>,
+    pub exp_avg_sq: Vec<CudaSlice<f32>>,
+    pub bf16_copies: Vec<Option<CudaSlice<bf16>>>,
+    slots: CudaSlice<params::ActialTensorSlot>,
+    blocks: usize,
+    partials: CudaSlice<f32>,
+    /// `[norm, clip coefficient]` of the last clipped step.
+    norm: CudaSlice<f32>,
+}
+
+impl AdamWGroup {
+    /// Uploads `weights` (one host buffer per tensor); `bf16_copy` adds the bf16
+    /// weights the forward reads, rewritten after each step.
+    pub fn new(dev: &CudaDevice, weights: &[Vec<f32>], bf16_copy: bool) -> Result<AdamWGroup> {
+        const OP: &str = "cuda::AdamWGroup::new";
+        let mut g = AdamWGroup {
+            params: Vec::new(),
+            grads: Vec::new(),
+            exp_avg: Vec::new(),
+            exp_avg_sq: Vec::new(),
+            bf16_copies: Vec::new(),
+            slots: dev.upload(&[params::ActialTensorSlot::default()], OP)?,
+            blocks: 0,
+            partials: dev.zeros(1, OP)?,
+            norm: dev.zeros(2, OP)?,
+        };
+        for w in weights {
+            g.params.push(dev.upload(w, OP)?);
+            g.grads.push(dev.zeros(w.len(), OP)?);
+            g.exp_avg.push(dev.zeros(w.len(), OP)?);
+            g.exp_avg_sq.push(dev.zeros(w.len(), OP)?);
+            g.bf16_copies.push(if bf16_copy {
+                let host: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
+                Some(dev.upload(&host, OP)?)
+            } else {
+                None
+            });
+        }
+        // The slot table holds raw addresses of buffers this group owns and never
+        // reallocates, so it is built once.
+        let mut slots = Vec::with_capacity(weights.len());
+        let mut first_block = 0i64;
+        for (i, w) in weights.iter().enumerate() {
+            let numel = w.len();
+            slots.push(params::ActialTensorSlot {
+                param: dev.address(&g.params[i]) as *mut f32,
+                grad: dev.address(&g.grads[i]) as *const f32,
+                exp_avg: dev.address(&g.exp_avg[i]) as *mut f32,
+                exp_avg_sq: dev.address(&g.exp_avg_sq[i]) as *mut f32,
+                param_bf16: g.bf16_copies[i].as_ref().map_or(std::ptr::null_mut(), |c| dev.address(c) as *mut u16),
+                numel: numel as i64,
+                first_block,
+            });
+            first_block += numel.div_ceil(CHUNK) as i64;
+        }
+        g.blocks = first_block as usize;
+        if !slots.is_empty() {
+            g.slots = dev.upload(&slots, OP)?;
+        }
+        g.partials = dev.zeros(g.blocks.max(1), OP)?;
+        Ok(g)
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// Zeroes every gradient.
+    pub fn zero_grad(&mut self, dev: &CudaDevice) -> Result<()> {
+        for g in &mut self.grads {
+            dev.stream().memset_zeros(g).map_err(|e| dev.error("cuda::AdamWGroup::zero_grad", None, e))?;
+        }
+        Ok(())
+    }
+
+    /// Global L2 norm of all gradients and the clip coefficient
+    /// `min(1, max_norm / (norm + 1e-6))` (1 when `max_norm <= 0`), left on the device.
+    fn compute_norm(&mut self, dev: &CudaDevice, max_norm: f32) -> Result<()> {
+        let n = self.len() as i32;
+        let shapes = format!("{} tensors, {} blocks", self.len(), self.blocks);
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (self.blocks as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, "sum_squares_multi", cfg, shapes; &self.slots, &n, &mut self.partials)?;
+        let nb = self.blocks as i32;
+        let one = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        launch!(dev, "clip_coefficient", one, shapes; &self.partials, &nb, &max_norm, &mut self.norm)
+    }
+
+    /// The global gradient norm (synchronises; for logging).
+    pub fn grad_norm(&mut self, dev: &CudaDevice) -> Result<f32> {
+        if self.is_empty() {
+            return Ok(0.0);
+        }
+        self.compute_norm(dev, 0.0)?;
+        Ok(dev.download(&self.norm, "cuda::AdamWGroup::grad_norm")?[0])
+    }
+
+    /// One AdamW step (`step` counts from 1) on every tensor, gradients first
+    /// clipped to `max_norm` when given, as torch's `clip_grad_norm_` + `AdamW`.
+    pub fn step(&mut self, dev: &CudaDevice, h: &AdamW, step: u64, max_norm: Option<f32>) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        if step == 0 {
+            return Err(shape_err!("cuda::AdamWGroup::step", "step counts from 1"));
+        }
+        let grad_scale = match max_norm {
+            Some(max) => {
+                self.compute_norm(dev, max)?;
+                // Element 1 of `norm`: the clip coefficient.
+                (dev.address(&self.norm) + 4) as *const f32
+            }
+            None => std::ptr::null(),
+        };
+        // The same f64 bias corrections as the CPU twin.
+        let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
+        let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
+        let p = params::ActialAdamWParams {
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            weight_decay: h.weight_decay,
+            step_size: (h.lr as f64 / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            num_tensors: self.len() as i32,
+            grad_scale,
+        };
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (self.blocks as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, "adamw_multi_tensor", cfg, format!("{} tensors, {} blocks", self.len(), self.blocks);
+            &self.slots, &p)
+    }
+}

@@ -1,0 +1,49 @@
+//! Launch wrapper for `cuda/sampling.cu`: `n` draws per logits row with the CPU
+//! twin's Philox streams (`src/cpu/sampling.rs::sample_rows_streams`).
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use super::device::{CudaDevice, check_len, launch, params, per_row};
+use crate::arg_err;
+use crate::cpu::sampling::SamplingParams;
+use crate::error::Result;
+
+/// Draws `n` tokens from each row of `logits: [rows, v]`; sample `j` of row `r`
+/// uses Philox stream `streams[r] + j` under key `seed`. Returns device buffers
+/// `(tokens, logprobs)`, both `[rows·n]`, row-major.
+pub fn sample_rows(
+    dev: &CudaDevice,
+    logits: &CudaSlice<bf16>,
+    v: usize,
+    n: usize,
+    p: &SamplingParams,
+    seed: u64,
+    streams: &[u64],
+) -> Result<(CudaSlice<u32>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::sample_rows";
+    let rows = streams.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    if v == 0 || v > i32::MAX as usize || n == 0 {
+        return Err(arg_err!(OP, "vocabulary {v} and samples per row {n} must be positive"));
+    }
+    if p.top_p.is_nan() || p.top_p <= 0.0 {
+        return Err(arg_err!(OP, "top_p {} must be in (0, 1]", p.top_p));
+    }
+    let d_streams = dev.upload(streams, OP)?;
+    let mut tokens = dev.uninit::<u32>(rows * n, OP)?;
+    let mut logp = dev.uninit::<f32>(rows * n, OP)?;
+    let k = params::ActialSamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k.min(i32::MAX as usize) as i32,
+        top_p: p.top_p,
+        vocab: v as i32,
+        rows: rows as i32,
+        samples_per_row: n as i32,
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+    };
+    launch!(dev, "sample_rows", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
+        logits, &d_streams, &k, &mut tokens, &mut logp)?;
+    Ok((tokens, logp))
+}
