@@ -22,6 +22,7 @@ mod parity {
     use std::sync::Arc;
 
     use actial::cpu;
+    use actial::cuda::attention::{self, AttnShape, CascadeKv};
     use actial::cuda::{CudaDevice, gemm, loss, optim, sampling, small_ops};
     use actial::rng::Philox;
     use cudarc::driver::CudaSlice;
@@ -384,5 +385,125 @@ mod parity {
         let after = dev.memory();
         assert!(after.in_use < during.in_use, "freed memory leaves in_use: {during:?} -> {after:?}");
         assert!(after.reserved >= during.in_use - before.in_use, "the pool keeps the freed block cached");
+    }
+
+    fn shape(q_heads: usize, kv_heads: usize, head_dim: usize, causal: bool) -> AttnShape {
+        AttnShape { q_heads, kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), causal }
+    }
+
+    #[test]
+    fn attention_forward_and_backward_match_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        // Ragged segments (1 token, a partial tile, several tiles), GQA, odd head
+        // counts, every compiled head dim, both masks.
+        let cu = [0usize, 1, 18, 50, 83];
+        let t = *cu.last().unwrap();
+        for (hq, hkv, d) in [(4, 2, 32), (3, 1, 64), (5, 5, 80), (2, 1, 128)] {
+            for causal in [false, true] {
+                let s = shape(hq, hkv, d, causal);
+                let q = round(&randn(t * hq * d, 70, 1.0));
+                let k = round(&randn(t * hkv * d, 71, 1.0));
+                let v = round(&randn(t * hkv * d, 72, 1.0));
+                let dout = round(&randn(t * hq * d, 73, 1.0));
+                let (out_ref, lse_ref) = cpu::attention::attention_forward(&q, &k, &v, &cu, &s);
+                let (cq, ck, cv) = (up(&dev, &q), up(&dev, &k), up(&dev, &v));
+                let (out, lse) = attention::attention_forward(&dev, &cq, &ck, &cv, &cu, &cu, &s).unwrap();
+                let what = format!("attention hq {hq} hkv {hkv} d {d} causal {causal}");
+                assert_close(&format!("{what}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
+                assert_close(&format!("{what}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+                // The backward from the CPU's own forward outputs (rounded as the
+                // GPU stores them), so only the backward is compared.
+                let out_r = round(&out_ref);
+                let (dq_ref, dk_ref, dv_ref) =
+                    cpu::attention::attention_backward(&q, &k, &v, &out_r, &lse_ref, &dout, &cu, &s);
+                let (dq, dk, dv) = attention::attention_backward(
+                    &dev,
+                    &cq,
+                    &ck,
+                    &cv,
+                    &up(&dev, &out_r),
+                    &up32(&dev, &lse_ref),
+                    &up(&dev, &dout),
+                    &cu,
+                    &s,
+                )
+                .unwrap();
+                assert_close(&format!("{what}: dq"), &down(&dev, &dq), &dq_ref, 2e-2, 3e-2);
+                assert_close(&format!("{what}: dk"), &down(&dev, &dk), &dk_ref, 2e-2, 3e-2);
+                assert_close(&format!("{what}: dv"), &down(&dev, &dv), &dv_ref, 2e-2, 3e-2);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_against_a_cache_aligns_causal_masks_bottom_right() {
+        let Some(dev) = gpu() else { return };
+        let (cu_q, cu_k) = ([0usize, 1, 2, 5, 5], [0usize, 10, 30, 37, 40]);
+        let (tq, tk) = (5, 40);
+        for causal in [true, false] {
+            let s = shape(4, 2, 64, causal);
+            let q = round(&randn(tq * 4 * 64, 80, 1.0));
+            let k = round(&randn(tk * 2 * 64, 81, 1.0));
+            let v = round(&randn(tk * 2 * 64, 82, 1.0));
+            let (out_ref, lse_ref) = cpu::attention::attention_forward_kv(&q, &k, &v, &cu_q, &cu_k, &s);
+            let (out, lse) =
+                attention::attention_forward(&dev, &up(&dev, &q), &up(&dev, &k), &up(&dev, &v), &cu_q, &cu_k, &s)
+                    .unwrap();
+            assert_close("kv attention out", &down(&dev, &out), &out_ref, 1e-2, 2e-2);
+            assert_close("kv attention lse", &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+        }
+        let s = shape(4, 2, 64, true);
+        let z = up(&dev, &[0.0; 64 * 4]);
+        let err = attention::attention_forward(&dev, &z, &z, &z, &[0, 2], &[0, 1], &shape(2, 2, 64, true));
+        assert!(err.unwrap_err().to_string().contains("more queries than keys"));
+        let err = attention::attention_forward(&dev, &z, &z, &z, &[0, 1], &[0, 1], &AttnShape { head_dim: 48, ..s });
+        assert!(err.unwrap_err().to_string().contains("head dim 48"));
+    }
+
+    #[test]
+    fn cascade_decode_equals_attention_over_prefix_plus_suffix() {
+        let Some(dev) = gpu() else { return };
+        for (hq, hkv, d) in [(4, 2, 32), (2, 2, 128), (6, 2, 80)] {
+            let s = shape(hq, hkv, d, true);
+            let cu_prefix = [0usize, 40, 47];
+            let cu_group = [0usize, 3, 19];
+            let suffix_lens: Vec<usize> = (0..19).map(|i| (i * 7) % 10).collect();
+            let mut cu_suffix = vec![0usize];
+            for l in &suffix_lens {
+                cu_suffix.push(cu_suffix.last().unwrap() + l);
+            }
+            let (tp, ts, samples) = (47, *cu_suffix.last().unwrap(), 19);
+            let row = hkv * d;
+            let pk = round(&randn(tp * row, 90, 1.0));
+            let pv = round(&randn(tp * row, 91, 1.0));
+            let sk = round(&randn(ts * row, 92, 1.0));
+            let sv = round(&randn(ts * row, 93, 1.0));
+            let q = round(&randn(samples * hq * d, 94, 1.0));
+            // CPU: each sample's cache is its group's prefix followed by its suffix.
+            let (mut k_all, mut v_all, mut cu_k) = (Vec::new(), Vec::new(), vec![0usize]);
+            for i in 0..samples {
+                let g = if i < 3 { 0 } else { 1 };
+                k_all.extend_from_slice(&pk[cu_prefix[g] * row..cu_prefix[g + 1] * row]);
+                k_all.extend_from_slice(&sk[cu_suffix[i] * row..cu_suffix[i + 1] * row]);
+                v_all.extend_from_slice(&pv[cu_prefix[g] * row..cu_prefix[g + 1] * row]);
+                v_all.extend_from_slice(&sv[cu_suffix[i] * row..cu_suffix[i + 1] * row]);
+                cu_k.push(k_all.len() / row);
+            }
+            let cu_q: Vec<usize> = (0..=samples).collect();
+            let (out_ref, lse_ref) = cpu::attention::attention_forward_kv(&q, &k_all, &v_all, &cu_q, &cu_k, &s);
+            let (dpk, dpv, dsk, dsv) = (up(&dev, &pk), up(&dev, &pv), up(&dev, &sk), up(&dev, &sv));
+            let kv = CascadeKv {
+                prefix_k: &dpk,
+                prefix_v: &dpv,
+                cu_prefix: &cu_prefix,
+                suffix_k: &dsk,
+                suffix_v: &dsv,
+                cu_suffix: &cu_suffix,
+                cu_group: &cu_group,
+            };
+            let (out, lse) = attention::attention_decode_cascade(&dev, &up(&dev, &q), &kv, &s).unwrap();
+            assert_close(&format!("cascade d {d}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
+            assert_close(&format!("cascade d {d}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+        }
     }
 }

@@ -286,7 +286,7 @@ pub(crate) fn check_len(op: &'static str, what: &str, len: usize, expected: usiz
 /// Launches kernel `$name` with the given arguments on the device's stream; a
 /// launch error names the kernel and `$shapes`.
 macro_rules! launch {
-    ($dev:expr, $name:literal, $cfg:expr, $shapes:expr; $($arg:expr),* $(,)?) => {{
+    ($dev:expr, $name:expr, $cfg:expr, $shapes:expr; $($arg:expr),* $(,)?) => {{
         use cudarc::driver::PushKernelArg as _;
         let f = $dev.function($name)?;
         let mut b = $dev.stream().launch_builder(&f);

@@ -7,7 +7,7 @@
 //! - [`device`]: context, stream, module, the stream-ordered caching allocator
 //!   with its memory statistics, host/device copies, errors that name the op;
 //! - [`gemm`]: cuBLASLt bf16 GEMMs (f32 accumulation, bias epilogue);
-//! - [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
+//! - [`attention`], [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
 //!   arguments mirror the CPU twins';
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
@@ -18,6 +18,8 @@
 pub mod build_info;
 pub mod nvtx;
 
+#[cfg(actial_cuda)]
+pub mod attention;
 #[cfg(actial_cuda)]
 pub mod device;
 #[cfg(actial_cuda)]

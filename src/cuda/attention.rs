@@ -1,0 +1,265 @@
+//! Launch wrappers for `cuda/attention.cu`: varlen forward (training, prefill,
+//! decoding against a cache), its backward (dQ; dK and dV), and the cascade
+//! decode for GRPO groups that share a prompt prefix. Shapes and masks follow
+//! `src/cpu/attention.rs` exactly; the host builds the tile tables that map each
+//! block to its segment and first row.
+
+use cudarc::driver::{CudaSlice, LaunchConfig};
+use half::bf16;
+
+use super::device::{CudaDevice, check_len, launch, params};
+pub use crate::cpu::attention::AttnShape;
+use crate::error::Result;
+use crate::{arg_err, shape_err};
+
+/// Query rows per forward block, per dQ block, keys per dK/dV block (the
+/// FWD_BQ, DQ_BQ and DKV_BK of the .cu file).
+const FWD_BQ: usize = 16;
+const DQ_BQ: usize = 8;
+const DKV_BK: usize = 32;
+
+/// Kernel names for one head dim: forward, dQ, dK/dV, cascade decode.
+fn kernels(op: &'static str, head_dim: usize) -> Result<[&'static str; 4]> {
+    Ok(match head_dim {
+        32 => [
+            "attention_forward_d32",
+            "attention_backward_dq_d32",
+            "attention_backward_dkv_d32",
+            "attention_decode_cascade_d32",
+        ],
+        64 => [
+            "attention_forward_d64",
+            "attention_backward_dq_d64",
+            "attention_backward_dkv_d64",
+            "attention_decode_cascade_d64",
+        ],
+        80 => [
+            "attention_forward_d80",
+            "attention_backward_dq_d80",
+            "attention_backward_dkv_d80",
+            "attention_decode_cascade_d80",
+        ],
+        128 => [
+            "attention_forward_d128",
+            "attention_backward_dq_d128",
+            "attention_backward_dkv_d128",
+            "attention_decode_cascade_d128",
+        ],
+        d => return Err(arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")),
+    })
+}
+
+fn check_shape(op: &'static str, s: &AttnShape) -> Result<()> {
+    if s.q_heads == 0 || s.kv_heads == 0 || !s.q_heads.is_multiple_of(s.kv_heads) {
+        return Err(arg_err!(op, "{} query heads must be a positive multiple of {} kv heads", s.q_heads, s.kv_heads));
+    }
+    Ok(())
+}
+
+/// Checks offsets are `[0, ..., total]`, non-decreasing, and converts them.
+fn offsets(op: &'static str, what: &str, cu: &[usize]) -> Result<Vec<i32>> {
+    if cu.first() != Some(&0) || cu.windows(2).any(|w| w[1] < w[0]) || *cu.last().unwrap() > i32::MAX as usize {
+        return Err(arg_err!(op, "{what} must start at 0 and never decrease, got {cu:?}"));
+    }
+    Ok(cu.iter().map(|&x| x as i32).collect())
+}
+
+/// `(segment, first row)` of every tile of `rows` rows.
+fn tiles(cu: &[usize], rows: usize) -> (Vec<i32>, Vec<i32>) {
+    let (mut seg, mut first) = (Vec::new(), Vec::new());
+    for (s, w) in cu.windows(2).enumerate() {
+        for r in (w[0]..w[1]).step_by(rows) {
+            seg.push(s as i32);
+            first.push(r as i32);
+        }
+    }
+    (seg, first)
+}
+
+fn attn_params(s: &AttnShape, total: usize, segments: usize) -> params::ActialAttentionParams {
+    params::ActialAttentionParams {
+        total_tokens: total as i32,
+        num_segments: segments as i32,
+        q_heads: s.q_heads as i32,
+        kv_heads: s.kv_heads as i32,
+        head_dim: s.head_dim as i32,
+        causal: s.causal as i32,
+        scale: s.scale,
+    }
+}
+
+fn grid(x: usize, y: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (x as u32, y as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Forward with separate query and key segments (`cu_q == cu_k`: ordinary varlen
+/// attention; shorter query segments: decoding against a cache). Returns
+/// `(out [Tq, Hq, D], lse [Tq, Hq])`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    dev: &CudaDevice,
+    q: &CudaSlice<bf16>,
+    k: &CudaSlice<bf16>,
+    v: &CudaSlice<bf16>,
+    cu_q: &[usize],
+    cu_k: &[usize],
+    s: &AttnShape,
+) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::attention_forward";
+    check_shape(OP, s)?;
+    let [fwd, ..] = kernels(OP, s.head_dim)?;
+    if cu_q.len() != cu_k.len() || cu_q.is_empty() {
+        return Err(shape_err!(
+            OP,
+            "{} query offsets and {} key offsets: one key segment per query segment",
+            cu_q.len(),
+            cu_k.len()
+        ));
+    }
+    let (cq, ck) = (offsets(OP, "cu_q", cu_q)?, offsets(OP, "cu_k", cu_k)?);
+    if let Some(i) = (0..cu_q.len() - 1).find(|&i| cu_q[i + 1] - cu_q[i] > cu_k[i + 1] - cu_k[i]) {
+        return Err(shape_err!(OP, "segment {i} has more queries than keys"));
+    }
+    let (tq, tk, d) = (*cu_q.last().unwrap(), *cu_k.last().unwrap(), s.head_dim);
+    check_len(OP, "q", q.len(), tq * s.q_heads * d)?;
+    check_len(OP, "k", k.len(), tk * s.kv_heads * d)?;
+    check_len(OP, "v", v.len(), tk * s.kv_heads * d)?;
+    let mut out = dev.zeros::<bf16>(tq * s.q_heads * d, OP)?;
+    let mut lse = dev.zeros::<f32>(tq * s.q_heads, OP)?;
+    let (seg, first) = tiles(cu_q, FWD_BQ);
+    if seg.is_empty() {
+        return Ok((out, lse));
+    }
+    let (d_cq, d_ck, d_seg, d_first) =
+        (dev.upload(&cq, OP)?, dev.upload(&ck, OP)?, dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
+    let p = attn_params(s, tq, cu_q.len() - 1);
+    let shapes = format!(
+        "q [{tq}, {}, {d}], k [{tk}, {}, {d}], {} segments, causal {}",
+        s.q_heads,
+        s.kv_heads,
+        cu_q.len() - 1,
+        s.causal
+    );
+    launch!(dev, fwd, grid(seg.len(), s.q_heads, 128), shapes;
+        q, k, v, &d_cq, &d_ck, &d_seg, &d_first, &p, &mut out, &mut lse)?;
+    Ok((out, lse))
+}
+
+/// Backward of self-attention (`cu_q == cu_k`), as `cpu::attention::attention_backward`.
+/// Returns `(dq, dk, dv)`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dev: &CudaDevice,
+    q: &CudaSlice<bf16>,
+    k: &CudaSlice<bf16>,
+    v: &CudaSlice<bf16>,
+    out: &CudaSlice<bf16>,
+    lse: &CudaSlice<f32>,
+    dout: &CudaSlice<bf16>,
+    cu: &[usize],
+    s: &AttnShape,
+) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<bf16>)> {
+    const OP: &str = "cuda::attention_backward";
+    check_shape(OP, s)?;
+    let [_, dq_k, dkv_k, _] = kernels(OP, s.head_dim)?;
+    if cu.is_empty() {
+        return Err(shape_err!(OP, "cu_seqlens is empty"));
+    }
+    let c = offsets(OP, "cu_seqlens", cu)?;
+    let (t, d) = (*cu.last().unwrap(), s.head_dim);
+    for (what, buf, heads) in [
+        ("q", q, s.q_heads),
+        ("k", k, s.kv_heads),
+        ("v", v, s.kv_heads),
+        ("out", out, s.q_heads),
+        ("dout", dout, s.q_heads),
+    ] {
+        check_len(OP, what, buf.len(), t * heads * d)?;
+    }
+    check_len(OP, "lse", lse.len(), t * s.q_heads)?;
+    let mut dq = dev.zeros::<bf16>(t * s.q_heads * d, OP)?;
+    let mut dk = dev.zeros::<bf16>(t * s.kv_heads * d, OP)?;
+    let mut dv = dev.zeros::<bf16>(t * s.kv_heads * d, OP)?;
+    if t == 0 {
+        return Ok((dq, dk, dv));
+    }
+    let shapes = format!("[{t}, {}/{}, {d}], {} segments, causal {}", s.q_heads, s.kv_heads, cu.len() - 1, s.causal);
+    let rows = (t * s.q_heads) as i32;
+    let hd = d as i32;
+    let mut delta = dev.uninit::<f32>(t * s.q_heads, OP)?;
+    launch!(dev, "attention_backward_delta", grid((t * s.q_heads).div_ceil(8), 1, 256), &shapes;
+        out, dout, &mut delta, &rows, &hd)?;
+    let d_cu = dev.upload(&c, OP)?;
+    let p = attn_params(s, t, cu.len() - 1);
+    let (seg, first) = tiles(cu, DQ_BQ);
+    let (d_seg, d_first) = (dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
+    launch!(dev, dq_k, grid(seg.len(), s.q_heads, 128), &shapes;
+        q, k, v, dout, lse, &delta, &d_cu, &d_seg, &d_first, &p, &mut dq)?;
+    let (seg, first) = tiles(cu, DKV_BK);
+    let (d_seg, d_first) = (dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
+    launch!(dev, dkv_k, grid(seg.len(), s.kv_heads, 256), &shapes;
+        q, k, v, dout, lse, &delta, &d_cu, &d_seg, &d_first, &p, &mut dk, &mut dv)?;
+    Ok((dq, dk, dv))
+}
+
+/// The KV of one decoding step of grouped rollouts: group `g` owns prefix rows
+/// `cu_prefix[g]..cu_prefix[g+1]` and samples `cu_group[g]..cu_group[g+1]`;
+/// sample `i` owns suffix rows `cu_suffix[i]..cu_suffix[i+1]`.
+pub struct CascadeKv<'a> {
+    pub prefix_k: &'a CudaSlice<bf16>,
+    pub prefix_v: &'a CudaSlice<bf16>,
+    pub cu_prefix: &'a [usize],
+    pub suffix_k: &'a CudaSlice<bf16>,
+    pub suffix_v: &'a CudaSlice<bf16>,
+    pub cu_suffix: &'a [usize],
+    pub cu_group: &'a [usize],
+}
+
+/// Most samples per group: one warp each in a block of at most 1024 threads.
+pub const MAX_GROUP: usize = 32;
+
+/// One query token per sample (`q: [samples, Hq, D]`) against its group's shared
+/// prefix and its own suffix. Returns `(out [samples, Hq, D], lse [samples, Hq])`.
+pub fn attention_decode_cascade(
+    dev: &CudaDevice,
+    q: &CudaSlice<bf16>,
+    kv: &CascadeKv<'_>,
+    s: &AttnShape,
+) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::attention_decode_cascade";
+    check_shape(OP, s)?;
+    let [.., dec] = kernels(OP, s.head_dim)?;
+    let groups = kv.cu_group.len().saturating_sub(1);
+    if kv.cu_prefix.len() != groups + 1 || groups == 0 {
+        return Err(shape_err!(OP, "{} prefix offsets for {groups} groups", kv.cu_prefix.len()));
+    }
+    let (cp, cs, cg) = (
+        offsets(OP, "cu_prefix", kv.cu_prefix)?,
+        offsets(OP, "cu_suffix", kv.cu_suffix)?,
+        offsets(OP, "cu_group", kv.cu_group)?,
+    );
+    let samples = *kv.cu_group.last().unwrap();
+    if kv.cu_suffix.len() != samples + 1 {
+        return Err(shape_err!(OP, "{} suffix offsets for {samples} samples", kv.cu_suffix.len()));
+    }
+    let widest = kv.cu_group.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    if widest > MAX_GROUP {
+        return Err(arg_err!(OP, "a group of {widest} samples; at most {MAX_GROUP} per group"));
+    }
+    let d = s.head_dim;
+    let (tp, ts) = (*kv.cu_prefix.last().unwrap(), *kv.cu_suffix.last().unwrap());
+    check_len(OP, "q", q.len(), samples * s.q_heads * d)?;
+    check_len(OP, "prefix_k", kv.prefix_k.len(), tp * s.kv_heads * d)?;
+    check_len(OP, "prefix_v", kv.prefix_v.len(), tp * s.kv_heads * d)?;
+    check_len(OP, "suffix_k", kv.suffix_k.len(), ts * s.kv_heads * d)?;
+    check_len(OP, "suffix_v", kv.suffix_v.len(), ts * s.kv_heads * d)?;
+    let mut out = dev.zeros::<bf16>(samples * s.q_heads * d, OP)?;
+    let mut lse = dev.zeros::<f32>(samples * s.q_heads, OP)?;
+    let (d_cp, d_cs, d_cg) = (dev.upload(&cp, OP)?, dev.upload(&cs, OP)?, dev.upload(&cg, OP)?);
+    let p = attn_params(s, samples, groups);
+    let threads = (32 * widest.max(1)) as u32;
+    launch!(dev, dec, grid(groups, s.q_heads, threads),
+        format!("{samples} samples in {groups} groups, prefix {tp}, suffix {ts}, heads {}/{}", s.q_heads, s.kv_heads);
+        q, kv.prefix_k, kv.prefix_v, &d_cp, kv.suffix_k, kv.suffix_v, &d_cs, &d_cg, &p, &mut out, &mut lse)?;
+    Ok((out, lse))
+}
