@@ -23,7 +23,7 @@ mod parity {
 
     use actial::cpu;
     use actial::cuda::attention::{self, AttnShape, CascadeKv};
-    use actial::cuda::{CudaDevice, gemm, loss, optim, sampling, small_ops};
+    use actial::cuda::{CudaDevice, gemm, lora, loss, optim, sampling, small_ops};
     use actial::rng::Philox;
     use cudarc::driver::CudaSlice;
     use half::bf16;
@@ -504,6 +504,52 @@ mod parity {
             let (out, lse) = attention::attention_decode_cascade(&dev, &up(&dev, &q), &kv, &s).unwrap();
             assert_close(&format!("cascade d {d}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
             assert_close(&format!("cascade d {d}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+        }
+    }
+
+    #[test]
+    fn lora_forward_and_backward_match_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        for (rows, din, dout, rank) in
+            [(1usize, 64usize, 32usize, 1usize), (37, 128, 96, 5), (200, 640, 384, 16), (64, 256, 128, 64)]
+        {
+            let sh = lora::LoraShape { rows, din, dout, rank, scale: 2.0 };
+            let x = round(&randn(rows * din, 100, 1.0));
+            let w = round(&randn(dout * din, 101, 0.05));
+            let b = round(&randn(dout, 102, 1.0));
+            let a = round(&randn(rank * din, 103, 0.05));
+            let bm = round(&randn(dout * rank, 104, 0.05));
+            let dy = round(&randn(rows * dout, 105, 1.0));
+            let (y_ref, xa_ref) = cpu::lora::lora_forward(&x, &w, Some(&b), &a, &bm, 2.0, rows, din, dout, rank);
+            let (cx, cw, ca, cb) = (up(&dev, &x), up(&dev, &w), up(&dev, &a), up(&dev, &bm));
+            let (y, xa) = lora::lora_forward(&dev, &cx, &cw, Some(&up(&dev, &b)), &ca, &cb, &sh).unwrap();
+            let what = format!("lora [{rows}, {din}] -> {dout}, rank {rank}");
+            assert_close(&format!("{what}: y"), &down(&dev, &y), &y_ref, 2e-2, 2e-2);
+            assert_close(&format!("{what}: xa"), &down(&dev, &xa), &xa_ref, 1e-2, 2e-2);
+            let (mut da_ref, mut db_ref) = (vec![0.5f32; rank * din], vec![-0.5f32; dout * rank]);
+            let xa_r = round(&xa_ref);
+            let dx_ref = cpu::lora::lora_backward(
+                &x,
+                &w,
+                &a,
+                &bm,
+                &xa_r,
+                &dy,
+                2.0,
+                rows,
+                din,
+                dout,
+                rank,
+                &mut da_ref,
+                &mut db_ref,
+            );
+            let (mut da, mut db) = (up32(&dev, &vec![0.5f32; rank * din]), up32(&dev, &vec![-0.5f32; dout * rank]));
+            let dx =
+                lora::lora_backward(&dev, &cx, &cw, &ca, &cb, &up(&dev, &xa_r), &up(&dev, &dy), &sh, &mut da, &mut db)
+                    .unwrap();
+            assert_close(&format!("{what}: dx"), &down(&dev, &dx), &dx_ref, 2e-2, 2e-2);
+            assert_close(&format!("{what}: dA"), &down32(&dev, &da), &da_ref, 2e-2, 2e-2);
+            assert_close(&format!("{what}: dB"), &down32(&dev, &db), &db_ref, 2e-2, 2e-2);
         }
     }
 }

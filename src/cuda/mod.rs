@@ -7,7 +7,7 @@
 //! - [`device`]: context, stream, module, the stream-ordered caching allocator
 //!   with its memory statistics, host/device copies, errors that name the op;
 //! - [`gemm`]: cuBLASLt bf16 GEMMs (f32 accumulation, bias epilogue);
-//! - [`attention`], [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
+//! - [`attention`], [`lora`], [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
 //!   arguments mirror the CPU twins';
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
@@ -24,6 +24,8 @@ pub mod attention;
 pub mod device;
 #[cfg(actial_cuda)]
 pub mod gemm;
+#[cfg(actial_cuda)]
+pub mod lora;
 #[cfg(actial_cuda)]
 pub mod loss;
 #[cfg(actial_cuda)]
