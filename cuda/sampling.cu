@@ -145,3 +145,107 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     __syncthreads();
   }
 }
+
+// The sort-based sampler the benches compare against (what a straightforward
+// implementation does): sort the whole tempered row descending (a bitonic
+// network over `padded` = next power of two >= vocab entries in global scratch,
+// one block per row), cut top-k / top-p on the sorted prefix, draw by inverse
+// CDF in sorted order. `scratch_val` / `scratch_idx` hold rows * padded entries.
+// Not used by the engine; the draws follow a different order than sample_rows.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+    sample_rows_sorted_baseline(const bf16 *logits, const uint64_t *streams, ActialSamplingParams p,
+                                float *scratch_val, int32_t *scratch_idx, int padded, uint32_t *tokens,
+                                float *logp) {
+  __shared__ float scratch[32];
+  __shared__ float scan[SAMPLE_THREADS];
+  __shared__ int cut;
+  const int r = blockIdx.x;
+  if (r >= p.rows) return;
+  const int v = p.vocab, n = p.samples_per_row, tid = threadIdx.x;
+  const bf16 *row = logits + (int64_t)r * v;
+  float *val = scratch_val + (int64_t)r * padded;
+  int32_t *idx = scratch_idx + (int64_t)r * padded;
+  const float inv_t = p.temperature > 0.0f ? 1.0f / p.temperature : 1.0f;
+  float m = -INFINITY;
+  for (int c = tid; c < v; c += blockDim.x) m = fmaxf(m, bf(row[c]) * inv_t);
+  m = block_max(m, scratch);
+  float z = 0.0f;
+  for (int c = tid; c < padded; c += blockDim.x) {
+    const float e = c < v ? tempered_e(row, c, inv_t, m) : -1.0f;  // padding sorts last
+    val[c] = e;
+    idx[c] = c;
+    if (c < v) z += e;
+  }
+  const float lse = m + __logf(block_sum(z, scratch));
+  // Bitonic sort, descending.
+  for (int size = 2; size <= padded; size <<= 1)
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      __syncthreads();
+      for (int i = tid; i < padded; i += blockDim.x) {
+        const int j = i ^ stride;
+        if (j > i) {
+          const bool desc = (i & size) == 0;
+          const float a = val[i], b = val[j];
+          if (desc ? a < b : a > b) {
+            val[i] = b;
+            val[j] = a;
+            const int t = idx[i];
+            idx[i] = idx[j];
+            idx[j] = t;
+          }
+        }
+      }
+    }
+  __syncthreads();
+  int keep = (p.top_k > 0 && p.top_k < v) ? p.top_k : v;
+  // Prefix sums over the kept prefix in chunks, one per thread.
+  const int chunk = (keep + blockDim.x - 1) / blockDim.x;
+  const int c0 = min(keep, tid * chunk), c1 = min(keep, c0 + chunk);
+  float local = 0.0f;
+  for (int c = c0; c < c1; ++c) local += val[c];
+  scan[tid] = local;
+  __syncthreads();
+  for (int off = 1; off < blockDim.x; off <<= 1) {
+    const float add = tid >= off ? scan[tid - off] : 0.0f;
+    __syncthreads();
+    scan[tid] += add;
+    __syncthreads();
+  }
+  float total = scan[blockDim.x - 1];
+  if (p.top_p < 1.0f) {
+    // The first sorted position where the running mass reaches top_p.
+    if (tid == 0) cut = keep;
+    __syncthreads();
+    const float need = p.top_p * total;
+    float cum = tid == 0 ? 0.0f : scan[tid - 1];
+    if (cum < need && scan[tid] >= need)
+      for (int c = c0; c < c1; ++c) {
+        cum += val[c];
+        if (cum >= need) {
+          cut = c + 1;
+          break;
+        }
+      }
+    __syncthreads();
+    keep = cut;
+    total = 0.0f;
+    for (int c = tid; c < keep; c += blockDim.x) total += val[c];
+    total = block_sum(total, scratch);
+  }
+  if (tid == 0)
+    for (int j = 0; j < n; ++j) {
+      // Sequential walk on thread 0: the straightforward version.
+      const float target = philox_first_uniform(p.seed_lo, p.seed_hi, streams[r] + (uint64_t)j) * total;
+      float cum = 0.0f;
+      int t = idx[keep - 1];
+      for (int c = 0; c < keep; ++c) {
+        cum += val[c];
+        if (target < cum) {
+          t = idx[c];
+          break;
+        }
+      }
+      tokens[(int64_t)r * n + j] = (uint32_t)t;
+      logp[(int64_t)r * n + j] = bf(row[t]) * inv_t - lse;
+    }
+}

@@ -169,3 +169,20 @@ extern "C" __global__ void overwrite_rows(bf16 *x, const int32_t *pos, const bf1
     x[(int64_t)pos[i] * dim + e % dim] = rows[e];
   }
 }
+
+// y = softmax(scale * x) per row, one block per row (the unfused attention
+// baseline of the benches: GEMM, this, GEMM).
+extern "C" __global__ void softmax_rows(const bf16 *x, bf16 *y, int rows, int cols, float scale) {
+  __shared__ float scratch[32];
+  const int r = blockIdx.x;
+  if (r >= rows) return;
+  const bf16 *xr = x + (int64_t)r * cols;
+  float m = -INFINITY;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, bf(xr[c]) * scale);
+  m = block_max(m, scratch);
+  float z = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) z += __expf(bf(xr[c]) * scale - m);
+  const float inv = 1.0f / block_sum(z, scratch);
+  for (int c = threadIdx.x; c < cols; c += blockDim.x)
+    y[(int64_t)r * cols + c] = to_bf16(__expf(bf(xr[c]) * scale - m) * inv);
+}

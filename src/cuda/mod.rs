@@ -9,6 +9,7 @@
 //! - [`gemm`]: cuBLASLt bf16 GEMMs (f32 accumulation, bias epilogue);
 //! - [`attention`], [`lora`], [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
 //!   arguments mirror the CPU twins';
+//! - [`bench`]: GPU benchmark workloads and baselines (criterion bench, GPU report);
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
 //!
@@ -20,6 +21,8 @@ pub mod nvtx;
 
 #[cfg(actial_cuda)]
 pub mod attention;
+#[cfg(actial_cuda)]
+pub mod bench;
 #[cfg(actial_cuda)]
 pub mod device;
 #[cfg(actial_cuda)]

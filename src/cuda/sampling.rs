@@ -33,7 +33,14 @@ pub fn sample_rows(
     let d_streams = dev.upload(streams, OP)?;
     let mut tokens = dev.uninit::<u32>(rows * n, OP)?;
     let mut logp = dev.uninit::<f32>(rows * n, OP)?;
-    let k = params::ActialSamplingParams {
+    let k = kernel_params(p, v, rows, n, seed);
+    launch!(dev, "sample_rows", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
+        logits, &d_streams, &k, &mut tokens, &mut logp)?;
+    Ok((tokens, logp))
+}
+
+fn kernel_params(p: &SamplingParams, v: usize, rows: usize, n: usize, seed: u64) -> params::ActialSamplingParams {
+    params::ActialSamplingParams {
         temperature: p.temperature,
         top_k: p.top_k.min(i32::MAX as usize) as i32,
         top_p: p.top_p,
@@ -42,8 +49,36 @@ pub fn sample_rows(
         samples_per_row: n as i32,
         seed_lo: seed as u32,
         seed_hi: (seed >> 32) as u32,
-    };
-    launch!(dev, "sample_rows", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
-        logits, &d_streams, &k, &mut tokens, &mut logp)?;
+    }
+}
+
+/// The sort-based sampler the benches compare [`sample_rows`] against: sorts
+/// every row (bitonic, in a `[rows, next_pow2(v)]` scratch), then cuts and draws
+/// on the sorted order. Same distribution, different token for a given uniform.
+pub fn sample_rows_sorted_baseline(
+    dev: &CudaDevice,
+    logits: &CudaSlice<bf16>,
+    v: usize,
+    n: usize,
+    p: &SamplingParams,
+    seed: u64,
+    streams: &[u64],
+) -> Result<(CudaSlice<u32>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::sample_rows_sorted_baseline";
+    let rows = streams.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    if v == 0 || n == 0 {
+        return Err(arg_err!(OP, "vocabulary {v} and samples per row {n} must be positive"));
+    }
+    let padded = v.next_power_of_two();
+    let mut val = dev.uninit::<f32>(rows * padded, OP)?;
+    let mut idx = dev.uninit::<i32>(rows * padded, OP)?;
+    let d_streams = dev.upload(streams, OP)?;
+    let mut tokens = dev.uninit::<u32>(rows * n, OP)?;
+    let mut logp = dev.uninit::<f32>(rows * n, OP)?;
+    let k = kernel_params(p, v, rows, n, seed);
+    let pad = padded as i32;
+    launch!(dev, "sample_rows_sorted_baseline", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
+        logits, &d_streams, &k, &mut val, &mut idx, &pad, &mut tokens, &mut logp)?;
     Ok((tokens, logp))
 }

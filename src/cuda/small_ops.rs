@@ -255,3 +255,20 @@ pub fn overwrite_rows(
     launch!(dev, "overwrite_rows", grid_for(pos.len() * dim, THREADS), format!("[{x_rows}, {dim}] <- {n}");
         x, &d_pos, rows, &n, &d)
 }
+
+/// `softmax(scale·x)` per row of `x: [rows, cols]` (the unfused attention
+/// baseline's middle step).
+pub fn softmax_rows(
+    dev: &CudaDevice,
+    x: &CudaSlice<bf16>,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+) -> Result<CudaSlice<bf16>> {
+    const OP: &str = "cuda::softmax_rows";
+    check_len(OP, "x", x.len(), rows * cols)?;
+    let mut y = dev.uninit::<bf16>(rows * cols, OP)?;
+    let (r, c) = (rows as i32, cols as i32);
+    launch!(dev, "softmax_rows", per_row(rows, 512), format!("[{rows}, {cols}]"); x, &mut y, &r, &c, &scale)?;
+    Ok(y)
+}
