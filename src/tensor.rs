@@ -47,7 +47,7 @@ impl DType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
-    /// A CUDA device by ordinal. Not yet available in this build (issue 4).
+    /// A CUDA device by ordinal. Kernels exist (`crate::cuda`); tensors on it do not yet.
     Cuda(usize),
 }
 
@@ -83,10 +83,17 @@ impl Device {
             Device::Cpu => Ok(()),
             Device::Cuda(_) => Err(Error::DeviceUnavailable {
                 device: *self,
-                why: "this build of actial has no CUDA backend yet (it arrives with the \
-                      CUDA device issue: nvcc 13.0 from tools/install-cuda-toolchain.sh); \
-                      use --device cpu"
-                    .into(),
+                why: if crate::cuda::build_info::KERNELS_BUILT {
+                    "the CUDA kernels are in this build and tested one by one (actial::cuda, \
+                     tools/gpu-check.sh), but model tensors cannot live on CUDA yet, so training \
+                     and generation run on the CPU only; use --device cpu"
+                        .into()
+                } else {
+                    format!(
+                        "{}; and model tensors cannot live on CUDA yet; use --device cpu",
+                        crate::cuda::build_info::NOT_BUILT
+                    )
+                },
             }),
         }
     }

@@ -12,7 +12,10 @@ use actial::cuda::build_info;
 /// `extern "C" __global__` kernel names declared in cuda/*.cu.
 fn declared_kernels() -> Vec<String> {
     let mut names = Vec::new();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/cuda");
+    // The source tree this binary was built from, or ./cuda when it runs from a
+    // copy elsewhere (tools/gpu-check.sh on a GPU machine).
+    let built = concat!(env!("CARGO_MANIFEST_DIR"), "/cuda");
+    let dir = if std::path::Path::new(built).is_dir() { built } else { "cuda" };
     let decl =
         regex::Regex::new(r#"extern "C" __global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\("#).unwrap();
 

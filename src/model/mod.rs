@@ -22,6 +22,7 @@ use text::{DecoderLayer, TextCache, TextModel};
 use vision::{Merger, VisionBlock, VisionCache, VisionTower};
 pub use weights::Checkpoint;
 
+use crate::cuda::nvtx;
 use crate::error::{Error, Result};
 use crate::ops::{self, IGNORE_INDEX};
 use crate::rng::Philox;
@@ -531,7 +532,10 @@ impl Qwen25Vl {
         let Some(pv) = &batch.pixel_values else {
             return Ok((x, None));
         };
-        let (feats, vc) = self.vision.forward(pv, &batch.grids)?;
+        let (feats, vc) = {
+            let _r = nvtx::range(c"vision_forward");
+            self.vision.forward(pv, &batch.grids)?
+        };
         let ids = batch.input_ids.to_vec_i32()?;
         let pos: Vec<i32> =
             (0..ids.len() as i32).filter(|&i| ids[i as usize] as u32 == cfg.tokens.image_token_id).collect();
@@ -558,7 +562,10 @@ impl Qwen25Vl {
     pub fn forward(&self, batch: &Batch) -> Result<(Tensor, ModelCache)> {
         let (x, vision) = self.embed(batch)?;
         let (cos, sin) = self.rope_tables(&batch.positions)?;
-        let (logits, text) = self.text.forward(&x, &cos, &sin, &batch.cu_seqlens)?;
+        let (logits, text) = {
+            let _r = nvtx::range(c"lm_forward");
+            self.text.forward(&x, &cos, &sin, &batch.cu_seqlens)?
+        };
         let (vision_cache, image_pos) = match vision {
             Some((vc, pos)) => (Some(vc), Some(pos)),
             None => (None, None),
@@ -568,6 +575,7 @@ impl Qwen25Vl {
 
     /// Backward from `dlogits`; accumulates into every trainable parameter's grad.
     pub fn backward(&mut self, batch: &Batch, cache: ModelCache, dlogits: &Tensor) -> Result<()> {
+        let _r = nvtx::range(c"backward");
         let dx = self.text.backward(cache.text, dlogits, &cache.cos, &cache.sin, &batch.cu_seqlens)?;
         let dx = match (&cache.image_pos, cache.vision) {
             (Some(pos), Some(vc)) => {
@@ -597,6 +605,7 @@ impl Qwen25Vl {
     pub fn forward_backward_scaled(&mut self, batch: &Batch, scale: LossScale) -> Result<StepOutput> {
         let targets = batch.targets.as_ref().ok_or_else(|| arg_err!("forward_backward", "the batch has no labels"))?;
         let (logits, cache) = self.forward(batch)?;
+        let loss_range = nvtx::range(c"loss");
         let ce = ops::cross_entropy(&logits, targets)?;
         if !ce.loss.is_finite() {
             return Err(arg_err!("forward_backward", "loss is {} (non-finite)", ce.loss));
@@ -609,6 +618,7 @@ impl Qwen25Vl {
             LossScale::Uniform(s) => ops::cross_entropy_backward(&logits, targets, &ce, s)?,
             LossScale::PerRow(rows) => ops::cross_entropy_backward_rows(&logits, targets, &ce, &rows)?,
         };
+        drop(loss_range);
         self.backward(batch, cache, &dlogits)?;
         Ok(StepOutput { loss: ce.loss, loss_sum: ce.loss_sum, tokens: ce.tokens })
     }

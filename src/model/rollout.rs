@@ -7,6 +7,7 @@
 
 use super::text::KvCache;
 use super::{Batch, Qwen25Vl, Sample};
+use crate::cuda::nvtx;
 use crate::error::Result;
 use crate::ops::{self, SamplingParams};
 use crate::tensor::{DType, Device, Tensor};
@@ -147,6 +148,7 @@ impl Qwen25Vl {
         let mut prefix_v: Vec<Vec<Tensor>> = vec![Vec::new(); n_layers];
         let mut next_pos = Vec::with_capacity(prompts.len());
         let (mut cu_k_prefix, mut samples) = (vec![0i32], Vec::with_capacity(total));
+        let prefill_range = nvtx::range(c"rollout_prefill");
         for (p, prompt) in prompts.iter().enumerate() {
             let batch = Batch::new(
                 &[Sample { tokens: prompt.tokens.clone(), labels: None }],
@@ -200,7 +202,9 @@ impl Qwen25Vl {
             })
             .collect::<Result<_>>()?;
         let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
+        drop(prefill_range);
         for step in 1..c.max_new_tokens {
+            let _r = nvtx::range(c"rollout_decode");
             // Active samples, in prompt order (cascade segments are per prompt).
             let active: Vec<usize> = (0..total).filter(|&s| !samples[s].stopped).collect();
             if active.is_empty() {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU check: build here, run on a lent GPU machine in one call, one report.
+#
+# The GPU machine has the NVIDIA driver (CUDA 13.0) but no Rust, so everything
+# runs from binaries built on this machine:
+#
+#   tools/gpu-check.sh build        # here: release test/bench binaries -> gpu-bundle/
+#   tools/gpu-check.sh run          # there: run them all, print and save the report
+#
+# With the device tool: build here, then
+#   run(command="tools/gpu-check.sh run", carry=["gpu-bundle"], timeout_s=...)
+# The report goes to stdout and to $OUT/gpu-report.txt (or gpu-bundle/ without $OUT):
+# kernel build table, parity pass/fail per test (= per kernel family), the bench
+# table (TFLOP/s or GB/s, % of H100 peak, speedup over each baseline).
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bundle="$root/gpu-bundle"
+
+build() {
+  set -e
+  cd "$root"
+  tools/install-cuda-toolchain.sh >/dev/null
+  export ACTIAL_REQUIRE_CUDA_BUILD=1
+  rm -rf "$bundle" && mkdir -p "$bundle"
+  # Test binaries' paths come from cargo's JSON messages (their names carry hashes).
+  cargo test --release --no-run --message-format=json --test cuda_parity --test cuda_build 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["target"]["name"], m["executable"])' |
+    while read -r name exe; do cp "$exe" "$bundle/$name"; done
+  cargo build --release --example gpu_report
+  cp target/release/examples/gpu_report "$bundle/gpu_report"
+  # Line tables make the binaries ~65 MB each; the device tool carries 64 MiB in all.
+  strip "$bundle"/*
+  git rev-parse HEAD > "$bundle/COMMIT"
+  ls -la "$bundle"
+  du -sh "$bundle"
+}
+
+run() {
+  cd "$root"
+  local out="${OUT:-$bundle}"
+  local report="$out/gpu-report.txt"
+  mkdir -p "$out"
+  # Common places for libcublasLt when it is not on the loader path.
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+    [[ -d "$d" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+  done
+  {
+    echo "# actial GPU check, commit $(cat "$bundle/COMMIT" 2>/dev/null || echo '?'), $(date -u +%FT%TZ)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+    echo "libcublasLt: $( (ldconfig -p 2>/dev/null | grep -o 'libcublasLt.so[.0-9]*' | head -1) || echo 'not in ldconfig')"
+    echo
+    echo "## kernel build (ptxas)"
+    "$bundle/cuda_build" --nocapture --test-threads=1 2>&1 | grep -v '^running\|^$'
+    echo
+    echo "## parity (CUDA kernels vs CPU twins)"
+    "$bundle/cuda_parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" | grep -E '^test |SKIPPED|panicked|test result' | head -100
+    if grep -q SKIPPED "$out/parity.log"; then
+      echo "PARITY NOT RUN: the tests skipped themselves (no usable CUDA device); nothing was checked"
+    fi
+    echo
+    echo "## benches"
+    timeout 420 "$bundle/gpu_report" --out "$out/bench.txt" 2>&1 || echo "gpu_report failed or timed out (exit $?)"
+  } 2>&1 | tee "$report"
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) run ;;
+  *) echo "usage: $0 build|run" >&2; exit 2 ;;
+esac
