@@ -4,7 +4,7 @@
 // f32 arithmetic.
 #include "common.cuh"
 
-// hot: rms_norm_forward rms_norm_backward
+// hot: rms_norm_forward rms_norm_backward add_rms_norm_forward
 
 // One block per row: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps).
 extern "C" __global__ void rms_norm_forward(const bf16 *x, const bf16 *w, bf16 *y, float *rstd, int rows, int dim,
@@ -20,6 +20,27 @@ extern "C" __global__ void rms_norm_forward(const bf16 *x, const bf16 *w, bf16 *
   }
   const float r = rsqrtf(block_sum(ss, scratch) / dim + eps);
   for (int c = threadIdx.x; c < dim; c += blockDim.x) y[(int64_t)row * dim + c] = to_bf16(bf(xr[c]) * r * bf(w[c]));
+  if (threadIdx.x == 0) rstd[row] = r;
+}
+
+// The decoder's residual add fused with the next RMSNorm: h = x + residual
+// (written: it is the next residual), y = rmsnorm(h). One read of x and residual
+// instead of writing h and reading it back. One block per row.
+extern "C" __global__ void add_rms_norm_forward(const bf16 *x, const bf16 *residual, const bf16 *w, bf16 *h,
+                                                bf16 *y, float *rstd, int rows, int dim, float eps) {
+  __shared__ float scratch[32];
+  const int row = blockIdx.x;
+  if (row >= rows) return;
+  const int64_t o = (int64_t)row * dim;
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    // Round the sum to bf16 first: y must normalise exactly the h that is stored.
+    const bf16 hv = to_bf16(bf(x[o + c]) + bf(residual[o + c]));
+    h[o + c] = hv;
+    ss += bf(hv) * bf(hv);
+  }
+  const float r = rsqrtf(block_sum(ss, scratch) / dim + eps);
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) y[o + c] = to_bf16(bf(h[o + c]) * r * bf(w[c]));
   if (threadIdx.x == 0) rstd[row] = r;
 }
 

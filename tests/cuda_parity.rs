@@ -106,6 +106,24 @@ mod parity {
     }
 
     #[test]
+    fn fused_residual_add_and_rms_norm() {
+        let Some(dev) = gpu() else { return };
+        for (rows, dim) in [(1, 32), (19, 3584)] {
+            let x = round(&randn(rows * dim, 13, 1.0));
+            let res = round(&randn(rows * dim, 14, 1.0));
+            let w = round(&randn(dim, 15, 0.5));
+            let h_ref = round(&x.iter().zip(&res).map(|(a, b)| a + b).collect::<Vec<_>>());
+            let (y_ref, rstd_ref) = cpu::norm::rms_norm_forward(&h_ref, &w, 1e-6);
+            let (h, y, rstd) =
+                small_ops::add_rms_norm_forward(&dev, &up(&dev, &x), &up(&dev, &res), &up(&dev, &w), rows, dim, 1e-6)
+                    .unwrap();
+            assert_eq!(down(&dev, &h), h_ref, "h is the bf16-rounded sum");
+            assert_close("add+rms_norm y", &down(&dev, &y), &y_ref, 1e-2, 1e-2);
+            assert_close("add+rms_norm rstd", &down32(&dev, &rstd), &rstd_ref, 1e-5, 1e-4);
+        }
+    }
+
+    #[test]
     fn rope_forward_and_backward() {
         let Some(dev) = gpu() else { return };
         for (t, h, d) in [(1, 1, 2), (17, 3, 80), (64, 16, 128)] {
@@ -550,6 +568,46 @@ mod parity {
             assert_close(&format!("{what}: dx"), &down(&dev, &dx), &dx_ref, 2e-2, 2e-2);
             assert_close(&format!("{what}: dA"), &down32(&dev, &da), &da_ref, 2e-2, 2e-2);
             assert_close(&format!("{what}: dB"), &down32(&dev, &db), &db_ref, 2e-2, 2e-2);
+        }
+    }
+
+    #[test]
+    fn linear_token_logprobs_match_the_unchunked_path() {
+        let Some(dev) = gpu() else { return };
+        let (t, d, v) = (29usize, 64usize, 999usize);
+        let s = 1.0 / 0.8;
+        let h = round(&randn(t * d, 110, 1.0));
+        let w = round(&randn(v * d, 111, 0.1));
+        let ids: Vec<i32> = (0..t).map(|i| ((i * 37 + 3) % v) as i32).collect();
+        let dlogp = randn(t, 112, 1.0);
+        let logits = cpu::matmul::linear_forward(&h, &w, None, t, d, v);
+        let (logp_ref, lse_ref) = cpu::loss::token_logprobs_forward(&logits, &ids, v, s);
+        let dlogits = cpu::loss::token_logprobs_backward(&logits, &ids, &lse_ref, &dlogp, v, s);
+        let mut dh_ref = vec![0.0f32; t * d];
+        cpu::matmul::matmul(1, t, d, v, &dlogits, 0, false, &w, 0, false, &mut dh_ref, false, 1.0);
+        let mut dw_ref = vec![0.0f32; v * d];
+        cpu::matmul::matmul(1, v, d, t, &dlogits, 0, true, &h, 0, false, &mut dw_ref, false, 1.0);
+        let (ch, cw) = (up(&dev, &h), up(&dev, &w));
+        for chunk in [1usize, 7, 64] {
+            let (logp, lse) = loss::linear_token_logprobs_forward(&dev, &ch, &cw, &ids, d, v, s, chunk).unwrap();
+            assert_close("linear logp", &down32(&dev, &logp), &logp_ref, 5e-2, 1e-2);
+            let mut dw = dev.zeros::<f32>(v * d, "test").unwrap();
+            let dh = loss::linear_token_logprobs_backward(
+                &dev,
+                &ch,
+                &cw,
+                &ids,
+                &lse,
+                &up32(&dev, &dlogp),
+                d,
+                v,
+                s,
+                chunk,
+                Some(&mut dw),
+            )
+            .unwrap();
+            assert_close("linear logp dh", &down(&dev, &dh), &dh_ref, 2e-3, 3e-2);
+            assert_close("linear logp dW", &down32(&dev, &dw), &dw_ref, 2e-4, 3e-2);
         }
     }
 }

@@ -3,7 +3,8 @@
 //! family at a Qwen2.5-VL-7B-sized shape, next to the baseline the issue names
 //! (fused attention vs GEMM + softmax + GEMM, fused LoRA vs the frozen base GEMMs
 //! alone and vs PEFT's three GEMMs + add, multi-tensor AdamW vs one launch per
-//! tensor, threshold sampling vs a sort-based sampler).
+//! tensor, threshold sampling vs a sort-based sampler, chunked vs unchunked linear
+//! cross-entropy, fused residual add + RMSNorm vs the two kernels).
 //!
 //! Timing uses CUDA events around `iters` back-to-back launches after a warm-up,
 //! so host overhead between launches is included only as far as it stalls the
@@ -379,6 +380,21 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
             }),
             baseline: None,
         });
+        let (x1, r1, w1) =
+            (rand_bf16(dev, rows * dim, 55, 1.0)?, rand_bf16(dev, rows * dim, 56, 1.0)?, rand_bf16(dev, dim, 57, 1.0)?);
+        let (x2, r2, w2) = (x1.clone(), r1.clone(), w1.clone());
+        let dv = dev.clone();
+        let fused = case(
+            format!("residual add + RMSNorm fused [{rows}, {dim}]"),
+            Work::Bytes((rows * dim * 8) as f64),
+            move || small_ops::add_rms_norm_forward(&dv, &x1, &r1, &w1, rows, dim, 1e-6).map(|_| ()),
+        );
+        let dv = dev.clone();
+        let separate = case("add, then RMSNorm", Work::Bytes((rows * dim * 8) as f64), move || {
+            let h = small_ops::add(&dv, &x2, &r2)?;
+            small_ops::rms_norm_forward(&dv, &h, &w2, rows, dim, 1e-6).map(|_| ())
+        });
+        pairs.push(Pair { family: "small ops", case: fused, baseline: Some(separate) });
         let n = rows * 18944 / 4;
         let (g, u) = (rand_bf16(dev, n, 52, 1.0)?, rand_bf16(dev, n, 53, 1.0)?);
         let dv = dev.clone();

@@ -4,7 +4,7 @@
 //! place, two GEMMs for dh and dW. Peak extra memory is one `[chunk, V]` bf16
 //! buffer instead of `[T, V]`.
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DevicePtr};
 use half::bf16;
 
 use super::device::{CudaDevice, check_len, launch, per_row};
@@ -135,13 +135,9 @@ pub fn linear_cross_entropy(
 ) -> Result<LinearCrossEntropy> {
     const OP: &str = "cuda::linear_cross_entropy";
     let t = labels.len();
-    check_len(OP, "h", h.len(), t * d)?;
-    check_len(OP, "W", w.len(), v * d)?;
+    check_linear(OP, h, w, t, d, v, chunk_rows)?;
     if let Some(dw) = dw.as_ref() {
         check_len(OP, "dW", dw.len(), v * d)?;
-    }
-    if chunk_rows == 0 {
-        return Err(arg_err!(OP, "chunk_rows must be at least 1"));
     }
     let d_labels = upload_labels(dev, OP, labels, v, true)?;
     let loss = dev.uninit::<f32>(t, OP)?;
@@ -153,12 +149,7 @@ pub fn linear_cross_entropy(
     while r0 < t {
         let rows = chunk_rows.min(t - r0);
         let h_c = h.slice(r0 * d..(r0 + rows) * d);
-        {
-            // logits_c = h_c · Wᵀ
-            let mut logits_c = logits.slice_mut(..rows * v);
-            let spec = GemmSpec { m: rows, n: v, k: d, trans_a: false, trans_b: true, alpha: 1.0, beta: 0.0 };
-            gemm(dev, spec, &h_c, w, &mut logits_c, None)?;
-        }
+        chunk_logits(dev, &h_c, w, rows, d, v, &mut logits)?;
         // Loss and dlogits in place. Raw addresses: the kernel reads and writes
         // the same chunk, which the borrow checker cannot express.
         let base = dev.address(&logits);
@@ -168,19 +159,149 @@ pub fn linear_cross_entropy(
         let r = rows as i32;
         launch!(dev, "cross_entropy_forward_backward", per_row(rows, THREADS), shapes;
             &base, &lab, &lo, &ls, &base, &r, &vv, &grad_scale)?;
-        let logits_c = logits.slice(..rows * v);
-        {
-            // dh_c = dlogits_c · W
-            let mut dh_c = dh.slice_mut(r0 * d..(r0 + rows) * d);
-            let spec = GemmSpec { m: rows, n: d, k: v, trans_a: false, trans_b: false, alpha: 1.0, beta: 0.0 };
-            gemm(dev, spec, &logits_c, w, &mut dh_c, None)?;
-        }
-        if let Some(dw) = dw.as_deref_mut() {
-            // dW += dlogits_cᵀ · h_c, in f32
-            let spec = GemmSpec { m: v, n: d, k: rows, trans_a: true, trans_b: false, alpha: 1.0, beta: 1.0 };
-            gemm_f32_out(dev, spec, &logits_c, &h_c, dw)?;
-        }
+        chunk_backward(dev, &logits, &h_c, w, rows, d, v, &mut dh, r0, dw.as_deref_mut())?;
         r0 += rows;
     }
     Ok(LinearCrossEntropy { loss, dh })
+}
+
+/// `logits[..rows·v] = h_c · Wᵀ` for one chunk of rows.
+fn chunk_logits<H: DevicePtr<bf16>>(
+    dev: &CudaDevice,
+    h_c: &H,
+    w: &CudaSlice<bf16>,
+    rows: usize,
+    d: usize,
+    v: usize,
+    logits: &mut CudaSlice<bf16>,
+) -> Result<()> {
+    let mut logits_c = logits.slice_mut(..rows * v);
+    let spec = GemmSpec { m: rows, n: v, k: d, trans_a: false, trans_b: true, alpha: 1.0, beta: 0.0 };
+    gemm(dev, spec, h_c, w, &mut logits_c, None)
+}
+
+/// From one chunk's dlogits (`logits[..rows·v]`): `dh[r0..r0+rows] = dlogits·W`
+/// and `dW += dlogitsᵀ·h_c` (f32) when `dw` is given.
+#[allow(clippy::too_many_arguments)]
+fn chunk_backward<H: DevicePtr<bf16>>(
+    dev: &CudaDevice,
+    dlogits: &CudaSlice<bf16>,
+    h_c: &H,
+    w: &CudaSlice<bf16>,
+    rows: usize,
+    d: usize,
+    v: usize,
+    dh: &mut CudaSlice<bf16>,
+    r0: usize,
+    dw: Option<&mut CudaSlice<f32>>,
+) -> Result<()> {
+    let dlogits_c = dlogits.slice(..rows * v);
+    {
+        let mut dh_c = dh.slice_mut(r0 * d..(r0 + rows) * d);
+        let spec = GemmSpec { m: rows, n: d, k: v, trans_a: false, trans_b: false, alpha: 1.0, beta: 0.0 };
+        gemm(dev, spec, &dlogits_c, w, &mut dh_c, None)?;
+    }
+    if let Some(dw) = dw {
+        let spec = GemmSpec { m: v, n: d, k: rows, trans_a: true, trans_b: false, alpha: 1.0, beta: 1.0 };
+        gemm_f32_out(dev, spec, &dlogits_c, h_c, dw)?;
+    }
+    Ok(())
+}
+
+fn check_linear(
+    op: &'static str,
+    h: &CudaSlice<bf16>,
+    w: &CudaSlice<bf16>,
+    t: usize,
+    d: usize,
+    v: usize,
+    chunk_rows: usize,
+) -> Result<()> {
+    check_len(op, "h", h.len(), t * d)?;
+    check_len(op, "W", w.len(), v * d)?;
+    if chunk_rows == 0 {
+        return Err(arg_err!(op, "chunk_rows must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Selected-token log-probabilities of `logits = h·Wᵀ` (`h: [T, D]`, `W: [V, D]`)
+/// at scale `s = 1/temperature`, `chunk_rows` rows of logits at a time (GRPO's
+/// policy and reference log-probs). Returns `(logp [T], lse [T])`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_token_logprobs_forward(
+    dev: &CudaDevice,
+    h: &CudaSlice<bf16>,
+    w: &CudaSlice<bf16>,
+    ids: &[i32],
+    d: usize,
+    v: usize,
+    s: f32,
+    chunk_rows: usize,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::linear_token_logprobs_forward";
+    let t = ids.len();
+    check_linear(OP, h, w, t, d, v, chunk_rows)?;
+    let d_ids = upload_labels(dev, OP, ids, v, false)?;
+    let logp = dev.uninit::<f32>(t, OP)?;
+    let lse = dev.uninit::<f32>(t, OP)?;
+    let mut logits = dev.uninit::<bf16>(chunk_rows.min(t).max(1) * v, OP)?;
+    let (vv, shapes) = (v as i32, format!("[{t}, {d}] x [{v}, {d}], chunks of {chunk_rows}"));
+    let mut r0 = 0;
+    while r0 < t {
+        let rows = chunk_rows.min(t - r0);
+        chunk_logits(dev, &h.slice(r0 * d..(r0 + rows) * d), w, rows, d, v, &mut logits)?;
+        let off = (r0 * size_of::<f32>()) as u64;
+        let (base, id, lp, ls) =
+            (dev.address(&logits), dev.address(&d_ids) + off, dev.address(&logp) + off, dev.address(&lse) + off);
+        let r = rows as i32;
+        launch!(dev, "token_logprobs_forward", per_row(rows, THREADS), shapes; &base, &id, &lp, &ls, &r, &vv, &s)?;
+        r0 += rows;
+    }
+    Ok((logp, lse))
+}
+
+/// Backward of [`linear_token_logprobs_forward`]: recomputes each chunk's logits,
+/// turns them into `dlogits = s·dlogp·(onehot − softmax)` in place, returns
+/// `dh: [T, D]` and accumulates `dW += dlogitsᵀ·h` (f32) when `dw` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_token_logprobs_backward(
+    dev: &CudaDevice,
+    h: &CudaSlice<bf16>,
+    w: &CudaSlice<bf16>,
+    ids: &[i32],
+    lse: &CudaSlice<f32>,
+    dlogp: &CudaSlice<f32>,
+    d: usize,
+    v: usize,
+    s: f32,
+    chunk_rows: usize,
+    mut dw: Option<&mut CudaSlice<f32>>,
+) -> Result<CudaSlice<bf16>> {
+    const OP: &str = "cuda::linear_token_logprobs_backward";
+    let t = ids.len();
+    check_linear(OP, h, w, t, d, v, chunk_rows)?;
+    check_len(OP, "lse", lse.len(), t)?;
+    check_len(OP, "dlogp", dlogp.len(), t)?;
+    if let Some(dw) = dw.as_ref() {
+        check_len(OP, "dW", dw.len(), v * d)?;
+    }
+    let d_ids = upload_labels(dev, OP, ids, v, false)?;
+    let mut dh = dev.uninit::<bf16>(t * d, OP)?;
+    let mut logits = dev.uninit::<bf16>(chunk_rows.min(t).max(1) * v, OP)?;
+    let (vv, shapes) = (v as i32, format!("[{t}, {d}] x [{v}, {d}], chunks of {chunk_rows}"));
+    let mut r0 = 0;
+    while r0 < t {
+        let rows = chunk_rows.min(t - r0);
+        let h_c = h.slice(r0 * d..(r0 + rows) * d);
+        chunk_logits(dev, &h_c, w, rows, d, v, &mut logits)?;
+        let off = (r0 * size_of::<f32>()) as u64;
+        let (base, id, ls, dl) =
+            (dev.address(&logits), dev.address(&d_ids) + off, dev.address(lse) + off, dev.address(dlogp) + off);
+        let r = rows as i32;
+        launch!(dev, "token_logprobs_backward", per_row(rows, THREADS), shapes; &base, &id, &ls, &dl, &base, &r, &vv, &s)?;
+        chunk_backward(dev, &logits, &h_c, w, rows, d, v, &mut dh, r0, dw.as_deref_mut())?;
+        r0 += rows;
+    }
+    Ok(dh)
 }

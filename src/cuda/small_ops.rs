@@ -31,6 +31,31 @@ pub fn rms_norm_forward(
     Ok((y, rstd))
 }
 
+/// `(h, y, rstd)` with `h = x + residual` and `y = rms_norm(h)`: the residual add
+/// and the next norm in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn add_rms_norm_forward(
+    dev: &CudaDevice,
+    x: &CudaSlice<bf16>,
+    residual: &CudaSlice<bf16>,
+    w: &CudaSlice<bf16>,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::add_rms_norm_forward";
+    check_len(OP, "x", x.len(), rows * dim)?;
+    check_len(OP, "residual", residual.len(), rows * dim)?;
+    check_len(OP, "w", w.len(), dim)?;
+    let mut h = dev.uninit::<bf16>(rows * dim, OP)?;
+    let mut y = dev.uninit::<bf16>(rows * dim, OP)?;
+    let mut rstd = dev.uninit::<f32>(rows, OP)?;
+    let (r, d) = (rows as i32, dim as i32);
+    launch!(dev, "add_rms_norm_forward", per_row(rows, THREADS), format!("[{rows}, {dim}]");
+        x, residual, w, &mut h, &mut y, &mut rstd, &r, &d, &eps)?;
+    Ok((h, y, rstd))
+}
+
 /// Blocks of the RMSNorm backward: each writes one row of dw partials.
 const RMS_BWD_BLOCKS: usize = 264;
 
