@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use actial::data::formats::{load_mcq, load_sharegpt, write_sharegpt};
-use actial::data::mix::{MixConfig, cot_answer, mix, pseudo_cot};
+use actial::data::mix::{CotStyle, MixConfig, cot_answer, mix, pseudo_cot, pseudo_cot_styled};
 use actial::data::qa::{
     ACTIAL_SYSTEM, ImageRef, LETTER_INSTRUCTION, QaRecord, REASONING_INSTRUCTION, with_instruction,
 };
@@ -151,6 +151,37 @@ fn pseudo_cots_follow_the_format_and_the_truth() {
     assert!(cot_answer("B").is_none());
     assert!(cot_answer("<answer>B</answer>").is_none());
     assert!(cot_answer("<think>a</think><answer>B</answer> extra").is_none());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn short_pseudo_cots_state_the_motion_then_the_perspective() {
+    let d = tmp("cot_short");
+    let recs = synth_records(30, &d);
+    let mut rng = Philox::new(1, 0);
+    for r in &recs {
+        let cot = pseudo_cot_styled(r, &mut rng, CotStyle::Short).unwrap();
+        assert_eq!(cot_answer(&cot).as_deref(), Some(r.answer.as_str()), "{cot}");
+        let (moved, turned) =
+            (r.meta["camera_translation"].as_str().unwrap(), r.meta["camera_rotation"].as_str().unwrap());
+        // The motion in the same words whatever the question asks ...
+        assert!(cot.starts_with(&format!("<think>The camera moved {moved} and turned {turned}. ")), "{cot}");
+        // ... then the question's perspective; the object's swaps left and right.
+        let mirrored = if moved == "left" { "right" } else { "left" };
+        let view = match r.kind.as_str() {
+            "camera_translation" => format!("From the camera's view it moved {moved}."),
+            "object_translation" => format!("From the object's view left and right swap, so it moved {mirrored}."),
+            "camera_rotation" => format!("From the camera's view it turned {turned}."),
+            k => panic!("unexpected kind {k}"),
+        };
+        assert!(cot.contains(&view), "{view} missing: {cot}");
+        // The stated option is the answer's, and it is the perspective's word.
+        let option = cot.split(&format!("The answer is {}: ", r.answer)).nth(1).unwrap().split('.').next().unwrap();
+        assert!(r.prompt.contains(&format!(" {}: {option}", r.answer)), "{option} is not option {}", r.answer);
+        assert!(cot.len() < pseudo_cot(r, &mut rng).unwrap().len() / 3, "short means short: {cot}");
+    }
+    assert_eq!("short".parse::<CotStyle>(), Ok(CotStyle::Short));
+    assert!("long".parse::<CotStyle>().unwrap_err().contains("\"full\" or \"short\""));
     std::fs::remove_dir_all(&d).unwrap();
 }
 

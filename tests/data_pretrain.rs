@@ -304,3 +304,47 @@ fn perspective_items_mirror_left_and_right_for_the_object_only() {
     assert_eq!(seen.len(), 3 + 3 + 3, "{seen:?}");
     assert!(seen.values().all(|&n| n >= 10), "{seen:?}");
 }
+
+#[test]
+fn reasoning_items_answer_in_the_think_answer_format() {
+    use actial::data::mix::cot_answer;
+    use actial::data::pretrain::{PretrainMix, pretrain_records};
+    use actial::data::qa::REASONING_INSTRUCTION;
+    let dir = std::env::temp_dir().join(format!("actial_reasoning_items_{}", std::process::id()));
+    let m = PretrainMix { photos: 12, pairs: 0, text_items: 200, perspective_items: 0, reasoning_every: 3 };
+    let recs = pretrain_records(&dir, 5, m, &SynthConfig::default(), &|| {}).unwrap();
+    let (mut reasoning, mut letters) = (0, 0);
+    for r in recs.iter().filter(|r| r.answer.len() == 1 && !r.kind.ends_with("describe")) {
+        if r.prompt.ends_with(REASONING_INSTRUCTION) {
+            reasoning += 1;
+            // Well formed, the same letter as the answer, and the correct option's text.
+            assert_eq!(cot_answer(&r.response).as_deref(), Some(r.answer.as_str()), "{}", r.response);
+            let option = r
+                .response
+                .split(&format!("The answer is {}: ", r.answer))
+                .nth(1)
+                .unwrap()
+                .split(".</think>")
+                .next()
+                .unwrap();
+            assert!(
+                r.prompt.contains(&format!("{}: {option}", r.answer)),
+                "{option} is not option {} of {}",
+                r.answer,
+                r.prompt
+            );
+        } else {
+            letters += 1;
+            assert_eq!(r.response, r.answer, "letter items answer with the letter");
+        }
+    }
+    // About a third, over photos and text items alike.
+    let share = reasoning as f64 / (reasoning + letters) as f64;
+    assert!((0.2..0.47).contains(&share), "{reasoning} reasoning items of {}", reasoning + letters);
+    assert!(recs.iter().any(|r| r.images.len() == 1 && r.prompt.ends_with(REASONING_INSTRUCTION)));
+    assert!(recs.iter().any(|r| r.images.is_empty() && r.prompt.ends_with(REASONING_INSTRUCTION)));
+    let none = PretrainMix { reasoning_every: 0, ..m };
+    let plain = pretrain_records(&dir, 5, none, &SynthConfig::default(), &|| {}).unwrap();
+    assert!(plain.iter().all(|r| !r.prompt.ends_with(REASONING_INSTRUCTION)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

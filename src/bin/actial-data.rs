@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use actial::data::formats::{load_any, write_sharegpt};
-use actial::data::mix::{MixConfig, mix};
+use actial::data::mix::{CotStyle, MixConfig, mix};
 use actial::data::qa::{ImageRef, QaRecord};
 use actial::data::render::SceneStyle;
 use actial::data::sheet::contact_sheet;
@@ -104,6 +104,10 @@ enum Cmd {
         /// (default: the letter items' prompt).
         #[arg(long)]
         cot_instruction: Option<String>,
+        /// Pseudo-CoT length: `full` (the paper's five steps) or `short` (two
+        /// sentences, for small models).
+        #[arg(long, default_value = "full")]
+        cot_style: CotStyle,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -330,12 +334,13 @@ fn main() -> ExitCode {
         }
         Cmd::Stats { file } => stats(&file),
         Cmd::Inspect { file, out, n, start } => inspect(&file, &out, n, start),
-        Cmd::Mix { letters, out, cot_fraction, cot_unique, import_cots, system, cot_instruction, seed } => {
+        Cmd::Mix { letters, out, cot_fraction, cot_unique, import_cots, system, cot_instruction, cot_style, seed } => {
             let mc = MixConfig {
                 cot_fraction,
                 cot_unique,
                 seed,
                 cot_instruction,
+                cot_style,
                 system: system.unwrap_or_else(|| MixConfig::default().system),
             };
             run_mix(&letters, &out, import_cots.as_deref(), mc)

@@ -83,6 +83,10 @@ struct Args {
     /// from the camera's or the object's perspective).
     #[arg(long, default_value_t = 0)]
     perspective_items: u64,
+    /// Pretrain: every N-th multiple-choice item (0: none) asks for reasoning and
+    /// answers `<think>…</think><answer>X</answer>` (the format a real base follows).
+    #[arg(long, default_value_t = 0)]
+    reasoning_every: u64,
     /// Pretrain: evaluate a held-out sample every N steps (0: only at the end).
     #[arg(long, default_value_t = 2000)]
     eval_every: usize,
@@ -269,6 +273,7 @@ fn sft(args: &Args) -> Result<()> {
             system: ACTIAL_SYSTEM.into(),
             seed: cfg.run.seed,
             cot_instruction: cfg.data.cot_instruction.clone(),
+            cot_style: cfg.data.cot_style,
         };
         let (mixed, rep) = mix(&records, &Default::default(), &mc);
         eprintln!(
@@ -549,6 +554,7 @@ fn full(args: &Args) -> Result<()> {
         system: ACTIAL_SYSTEM.into(),
         seed,
         cot_instruction: cfg.data.cot_instruction.clone(),
+        cot_style: cfg.data.cot_style,
     };
     let (mixed, rep) = mix(&sft_records, &Default::default(), &mc);
     eprintln!(
@@ -744,6 +750,7 @@ fn pretrain(args: &Args) -> Result<()> {
         pairs: args.pairs,
         text_items: args.text_items,
         perspective_items: args.perspective_items,
+        reasoning_every: args.reasoning_every,
     };
     let records = pretrain_records(&out.join("data/train"), seed, mix, &synth, &|| pb.inc(1))?;
     pb.finish_and_clear();
@@ -751,7 +758,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let held = pretrain_records(
         &out.join("data/heldout"),
         seed + 1,
-        PretrainMix { photos: 150, pairs: 100, text_items: 400, perspective_items: 100 },
+        PretrainMix { photos: 150, pairs: 100, text_items: 400, perspective_items: 100, reasoning_every: 0 },
         &synth,
         &|| {},
     )?;
@@ -844,6 +851,7 @@ fn pretrain(args: &Args) -> Result<()> {
         "pairs": args.pairs,
         "text_items": args.text_items,
         "perspective_items": args.perspective_items,
+        "reasoning_every": args.reasoning_every,
         "wall_s": train_s,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "held_out_accuracy": rows.iter().map(|(n, r)| (n.to_string(), json!(r.accuracy()))).collect::<serde_json::Map<_, _>>(),
@@ -863,6 +871,7 @@ fn pretrain(args: &Args) -> Result<()> {
         "pairs": args.pairs,
         "text_items": args.text_items,
         "perspective_items": args.perspective_items,
+        "reasoning_every": args.reasoning_every,
         "periodic": evals.into_inner(),
         "final": rows.iter().map(|(n, r)| serde_json::json!({"set": n, "items": r.items.len(), "accuracy": r.accuracy(), "per_kind": r.per_kind()})).collect::<Vec<_>>(),
     });

@@ -68,13 +68,62 @@ fn option_text(prompt: &str, letter: &str) -> Option<String> {
     Some(rest[..end].trim().to_string())
 }
 
-/// A pseudo chain-of-thought for a viewpoint record, from its ground truth.
+/// How long the pseudo chain-of-thought is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CotStyle {
+    /// The paper's five steps (identify the images, visual analysis, the motion
+    /// in 3D, the trajectory, the conclusion): ~260 tiny-tokenizer tokens.
+    #[default]
+    Full,
+    /// Two sentences: the motion in words, then the question's perspective and
+    /// the option (~40 tokens). The tiny preset's: a 4-layer model trained on 10%
+    /// CoT items for minutes does not learn to finish a 260-token template, so GRPO
+    /// would see no format reward at all (docs/TINY_BASE.md).
+    Short,
+}
+
+impl std::str::FromStr for CotStyle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(CotStyle::Full),
+            "short" => Ok(CotStyle::Short),
+            _ => Err(format!("unknown CoT style {s:?} (expected \"full\" or \"short\")")),
+        }
+    }
+}
+
+/// A pseudo chain-of-thought for a viewpoint record, from its ground truth, in
+/// the paper's five-step form.
 /// `None` when the record lacks the facts (not a viewpoint item).
 pub fn pseudo_cot(r: &QaRecord, rng: &mut Philox) -> Option<String> {
+    pseudo_cot_styled(r, rng, CotStyle::Full)
+}
+
+/// [`pseudo_cot`] in a chosen [`CotStyle`]. Both styles state the motion in the
+/// same words whatever the question, then apply the question's perspective: the
+/// object's perspective swaps left and right.
+pub fn pseudo_cot_styled(r: &QaRecord, rng: &mut Philox, style: CotStyle) -> Option<String> {
     let f = PairFacts::from_meta(&r.meta)?;
     let option = option_text(&r.prompt, &r.answer)?;
     let moved = f.camera_translation.word();
     let turned = f.camera_rotation.word();
+    if style == CotStyle::Short {
+        let view = match r.kind.as_str() {
+            "camera_translation" => format!("From the camera's view it moved {moved}."),
+            "object_translation" => format!(
+                "From the object's view left and right swap, so it moved {}.",
+                f.camera_translation.mirrored().word()
+            ),
+            "camera_rotation" => format!("From the camera's view it turned {turned}."),
+            _ => return None,
+        };
+        return Some(format!(
+            "<think>The camera moved {moved} and turned {turned}. {view} The answer is {letter}: {option}.</think><answer>{letter}</answer>",
+            letter = r.answer
+        ));
+    }
     let angle = f.yaw_deg.abs().round();
     let opener = ["Let me look at the two photos.", "I compare the two photos.", "First, the two images."]
         [(rng.next_u32() % 3) as usize];
@@ -141,6 +190,8 @@ pub struct MixConfig {
     /// (`qa::with_instruction`); None keeps the letter items' prompt (the paper
     /// does not say which the release used).
     pub cot_instruction: Option<String>,
+    /// Length of the generated pseudo-CoTs.
+    pub cot_style: CotStyle,
 }
 
 impl Default for MixConfig {
@@ -151,6 +202,7 @@ impl Default for MixConfig {
             system: ACTIAL_SYSTEM.to_string(),
             seed: 0,
             cot_instruction: None,
+            cot_style: CotStyle::Full,
         }
     }
 }
@@ -201,7 +253,7 @@ pub fn mix(letters: &[QaRecord], imported: &HashMap<String, String>, c: &MixConf
                     None
                 }
             },
-            None if imported.is_empty() => pseudo_cot(r, &mut rng),
+            None if imported.is_empty() => pseudo_cot_styled(r, &mut rng, c.cot_style),
             None => None,
         };
         if let Some(t) = text {

@@ -358,6 +358,27 @@ pub struct PretrainMix {
     pub text_items: u64,
     /// Text-only perspective items ([`perspective_question`]).
     pub perspective_items: u64,
+    /// Every this-many-th multiple-choice item (0: none) asks for reasoning
+    /// (`qa::REASONING_INSTRUCTION`) and answers `<think>The answer is X: option.
+    /// </think><answer>X</answer>`: the answer format a real base model follows
+    /// when asked, which the tiny base otherwise never sees outside viewpoint
+    /// CoTs, so GRPO on other questions would earn no format reward.
+    pub reasoning_every: u64,
+}
+
+/// `q` asking for reasoning first, answered in the `<think>…</think><answer>X</answer>` form.
+fn reasoning_record(id: String, q: &McQuestion, images: Vec<ImageRef>) -> QaRecord {
+    let prefix = "<image>".repeat(images.len());
+    let letter = q.letter();
+    let response = format!("<think>The answer is {letter}: {}.</think><answer>{letter}</answer>", q.options[q.answer]);
+    record(
+        id,
+        &q.kind,
+        format!("{prefix}{}", q.prompt(super::qa::REASONING_INSTRUCTION)),
+        images,
+        response,
+        letter.into(),
+    )
 }
 
 fn record(id: String, kind: &str, prompt: String, images: Vec<ImageRef>, response: String, answer: String) -> QaRecord {
@@ -388,6 +409,14 @@ pub fn pretrain_records(
 ) -> Result<Vec<QaRecord>> {
     use rayon::prelude::*;
     std::fs::create_dir_all(img_dir).map_err(|e| Error::Io { path: img_dir.display().to_string(), source: e })?;
+    // Which items ask for reasoning: a hash of the id, so the choice does not
+    // depend on rayon's order and spreads over kinds and photos.
+    let reasoning = |id: &str| {
+        m.reasoning_every > 0 && {
+            let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            h % m.reasoning_every == 0
+        }
+    };
     // One rendered item (one or two photos): its questions, then its description.
     let item_records =
         |id: String, images: &[image::RgbImage], qs: &[McQuestion], kind: &str, ask: &str, desc: String| {
@@ -398,8 +427,13 @@ pub fn pretrain_records(
                 image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
                 img.push(ImageRef::Path(path));
             }
-            let mut out: Vec<QaRecord> =
-                qs.iter().map(|q| mc_record(format!("{id}_{}", q.kind), q, img.clone())).collect();
+            let mut out: Vec<QaRecord> = qs
+                .iter()
+                .map(|q| {
+                    let qid = format!("{id}_{}", q.kind);
+                    if reasoning(&qid) { reasoning_record(qid, q, img.clone()) } else { mc_record(qid, q, img.clone()) }
+                })
+                .collect();
             let prompt = format!("{}{ask}", "<image>".repeat(img.len()));
             out.push(record(format!("{id}_describe"), kind, prompt, img, desc.clone(), desc));
             on_photo();
@@ -434,6 +468,9 @@ pub fn pretrain_records(
     recs.extend(
         (0..m.text_items)
             .map(|i| match text_item(seed, i) {
+                TextItem::Choice(q) if reasoning(&format!("text{i:07}")) => {
+                    reasoning_record(format!("text{i:07}"), &q, vec![])
+                }
                 TextItem::Choice(q) => mc_record(format!("text{i:07}"), &q, vec![]),
                 TextItem::Copy(kind, prompt, response) => {
                     record(format!("text{i:07}"), kind, prompt, vec![], response.clone(), response)

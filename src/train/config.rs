@@ -45,6 +45,9 @@ pub struct DataSection {
     /// `qa::REASONING_INSTRUCTION`, so the prompt tells a small model which answer
     /// style is wanted.
     pub cot_instruction: Option<String>,
+    /// Pseudo-CoT length in the mix built on load: `full` (the paper's five
+    /// steps) or `short` (two sentences; the tiny preset's embedded default).
+    pub cot_style: crate::data::mix::CotStyle,
     /// System prompt for rows without one (None: the chat template's default).
     pub system: Option<String>,
     /// Tiny preset without data files: rendered training pairs and held-out pairs.
@@ -277,6 +280,7 @@ impl Default for DataSection {
             cot_fraction: None,
             cot_unique: 1000,
             cot_instruction: None,
+            cot_style: crate::data::mix::CotStyle::Full,
             system: None,
             curriculum: vec![],
             synth_pairs: 512,
@@ -378,6 +382,11 @@ impl SftConfig {
         // the same zero reward and nothing is learned.
         c.data.cot_instruction = Some(crate::data::qa::REASONING_INSTRUCTION.into());
         c.grpo.instruction = Some(crate::data::qa::REASONING_INSTRUCTION.into());
+        // Two-sentence pseudo-CoTs (~40 tokens): the model learns to finish them
+        // (asked to reason on a held-out viewpoint pair it writes a well-formed
+        // `<think>…</think><answer>X</answer>` every time), where the paper's
+        // ~260-token form was rarely closed (docs/TINY_BASE.md).
+        c.data.cot_style = crate::data::mix::CotStyle::Short;
         // The mirror question: for a given motion, camera rotation and the
         // object-perspective translation have the same answer word, the
         // camera-perspective translation the opposite one. Trained on all three at
@@ -403,8 +412,8 @@ impl SftConfig {
         g.group = 16;
         g.mini_batch_prompts = 4;
         g.micro_batch = 16;
-        // The pseudo-CoTs are ~260 tiny-tokenizer tokens.
-        g.max_new_tokens = 320;
+        // The short pseudo-CoTs are ~40 tiny-tokenizer tokens.
+        g.max_new_tokens = 64;
         g.max_prompt_tokens = 1024;
         c
     }
