@@ -22,21 +22,49 @@ pub fn sample_rows(
     streams: &[u64],
 ) -> Result<(CudaSlice<u32>, CudaSlice<f32>)> {
     const OP: &str = "cuda::sample_rows";
-    let rows = streams.len();
-    check_len(OP, "logits", logits.len(), rows * v)?;
-    if v == 0 || v > i32::MAX as usize || n == 0 {
-        return Err(arg_err!(OP, "vocabulary {v} and samples per row {n} must be positive"));
-    }
-    if p.top_p.is_nan() || p.top_p <= 0.0 {
-        return Err(arg_err!(OP, "top_p {} must be in (0, 1]", p.top_p));
-    }
-    let d_streams = dev.upload(streams, OP)?;
-    let mut tokens = dev.uninit::<u32>(rows * n, OP)?;
-    let mut logp = dev.uninit::<f32>(rows * n, OP)?;
-    let k = kernel_params(p, v, rows, n, seed);
+    let Launch { rows, streams: d_streams, mut tokens, mut logp, params: k } =
+        prepare(dev, OP, logits, v, n, p, seed, streams)?;
     launch!(dev, "sample_rows", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
         logits, &d_streams, &k, &mut tokens, &mut logp)?;
     Ok((tokens, logp))
+}
+
+/// What both samplers launch with: checked sizes, the streams on the device, the
+/// output buffers and the kernel's parameter struct.
+struct Launch {
+    rows: usize,
+    streams: CudaSlice<u64>,
+    tokens: CudaSlice<u32>,
+    logp: CudaSlice<f32>,
+    params: params::ActialSamplingParams,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    dev: &CudaDevice,
+    op: &'static str,
+    logits: &CudaSlice<bf16>,
+    v: usize,
+    n: usize,
+    p: &SamplingParams,
+    seed: u64,
+    streams: &[u64],
+) -> Result<Launch> {
+    let rows = streams.len();
+    check_len(op, "logits", logits.len(), rows * v)?;
+    if v == 0 || v > i32::MAX as usize || n == 0 {
+        return Err(arg_err!(op, "vocabulary {v} and samples per row {n} must be positive"));
+    }
+    if p.top_p.is_nan() || p.top_p <= 0.0 {
+        return Err(arg_err!(op, "top_p {} must be in (0, 1]", p.top_p));
+    }
+    Ok(Launch {
+        rows,
+        streams: dev.upload(streams, op)?,
+        tokens: dev.uninit::<u32>(rows * n, op)?,
+        logp: dev.uninit::<f32>(rows * n, op)?,
+        params: kernel_params(p, v, rows, n, seed),
+    })
 }
 
 fn kernel_params(p: &SamplingParams, v: usize, rows: usize, n: usize, seed: u64) -> params::ActialSamplingParams {
@@ -65,18 +93,11 @@ pub fn sample_rows_sorted_baseline(
     streams: &[u64],
 ) -> Result<(CudaSlice<u32>, CudaSlice<f32>)> {
     const OP: &str = "cuda::sample_rows_sorted_baseline";
-    let rows = streams.len();
-    check_len(OP, "logits", logits.len(), rows * v)?;
-    if v == 0 || n == 0 {
-        return Err(arg_err!(OP, "vocabulary {v} and samples per row {n} must be positive"));
-    }
+    let Launch { rows, streams: d_streams, mut tokens, mut logp, params: k } =
+        prepare(dev, OP, logits, v, n, p, seed, streams)?;
     let padded = v.next_power_of_two();
     let mut val = dev.uninit::<f32>(rows * padded, OP)?;
     let mut idx = dev.uninit::<i32>(rows * padded, OP)?;
-    let d_streams = dev.upload(streams, OP)?;
-    let mut tokens = dev.uninit::<u32>(rows * n, OP)?;
-    let mut logp = dev.uninit::<f32>(rows * n, OP)?;
-    let k = kernel_params(p, v, rows, n, seed);
     let pad = padded as i32;
     launch!(dev, "sample_rows_sorted_baseline", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
         logits, &d_streams, &k, &mut val, &mut idx, &pad, &mut tokens, &mut logp)?;
