@@ -61,13 +61,10 @@ typedef struct {
 
 /* Variable-length attention over packed segments (cu_seqlens), the layout of
  * src/cpu/attention.rs: q [T, Hq, D], k and v [T, Hkv, D], out [T, Hq, D],
- * lse [T, Hq]. */
+ * lse [T, Hq]. The head dim D is a template parameter of each kernel. */
 typedef struct {
-  int32_t total_tokens;
-  int32_t num_segments;
   int32_t q_heads;
   int32_t kv_heads;
-  int32_t head_dim;
   int32_t causal;
   float scale;
 } ActialAttentionParams;

@@ -76,13 +76,10 @@ fn tiles(cu: &[usize], rows: usize) -> (Vec<i32>, Vec<i32>) {
     (seg, first)
 }
 
-fn attn_params(s: &AttnShape, total: usize, segments: usize) -> params::ActialAttentionParams {
+fn attn_params(s: &AttnShape) -> params::ActialAttentionParams {
     params::ActialAttentionParams {
-        total_tokens: total as i32,
-        num_segments: segments as i32,
         q_heads: s.q_heads as i32,
         kv_heads: s.kv_heads as i32,
-        head_dim: s.head_dim as i32,
         causal: s.causal as i32,
         scale: s.scale,
     }
@@ -132,7 +129,7 @@ pub fn attention_forward(
     }
     let (d_cq, d_ck, d_seg, d_first) =
         (dev.upload(&cq, OP)?, dev.upload(&ck, OP)?, dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
-    let p = attn_params(s, tq, cu_q.len() - 1);
+    let p = attn_params(s);
     let shapes = format!(
         "q [{tq}, {}, {d}], k [{tk}, {}, {d}], {} segments, causal {}",
         s.q_heads,
@@ -190,7 +187,7 @@ pub fn attention_backward(
     launch!(dev, "attention_backward_delta", grid((t * s.q_heads).div_ceil(8), 1, 256), &shapes;
         out, dout, &mut delta, &rows, &hd)?;
     let d_cu = dev.upload(&c, OP)?;
-    let p = attn_params(s, t, cu.len() - 1);
+    let p = attn_params(s);
     let (seg, first) = tiles(cu, DQ_BQ);
     let (d_seg, d_first) = (dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
     launch!(dev, dq_k, grid(seg.len(), s.q_heads, 128), &shapes;
@@ -256,7 +253,7 @@ pub fn attention_decode_cascade(
     let mut out = dev.zeros::<bf16>(samples * s.q_heads * d, OP)?;
     let mut lse = dev.zeros::<f32>(samples * s.q_heads, OP)?;
     let (d_cp, d_cs, d_cg) = (dev.upload(&cp, OP)?, dev.upload(&cs, OP)?, dev.upload(&cg, OP)?);
-    let p = attn_params(s, samples, groups);
+    let p = attn_params(s);
     let threads = (32 * widest.max(1)) as u32;
     launch!(dev, dec, grid(groups, s.q_heads, threads),
         format!("{samples} samples in {groups} groups, prefix {tp}, suffix {ts}, heads {}/{}", s.q_heads, s.kv_heads);

@@ -22,7 +22,7 @@ use super::gemm::{self, GemmSpec};
 use super::{lora, loss, optim, sampling, small_ops};
 use crate::cpu::optim::AdamW;
 use crate::cpu::sampling::SamplingParams;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rng::Philox;
 
 pub const H100_BF16_TFLOPS: f64 = 989.0;
@@ -458,11 +458,4 @@ pub fn report(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize)
         m.reserved as f64 / (1u64 << 30) as f64
     ));
     Ok(out)
-}
-
-/// Converts a criterion-side failure into a panic with the op's message.
-pub fn expect_ok(r: Result<()>) {
-    if let Err(e) = r {
-        panic!("{}", Error::to_string(&e));
-    }
 }
