@@ -12,11 +12,27 @@ use actial::train::config::{CurriculumPhase, Schedule, SftConfig};
 use actial::train::data::{Example, encode_records};
 use actial::train::sft::SftTrainer;
 
-fn tmp(tag: &str) -> PathBuf {
+/// A scratch directory removed when the test ends, passed or failed.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("actial-sft-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// Viewpoint examples from 56x56 renders (4 merged tokens per image).
@@ -78,7 +94,6 @@ fn accumulated_micro_batches_equal_one_batch() {
         let err = x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
         assert!(err < 1e-4, "{n}: {err}");
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 fn resume_case(lora: bool) {
@@ -98,7 +113,6 @@ fn resume_case(lora: bool) {
     let rest: Vec<f64> = (0..2).map(|_| resumed.train_step().unwrap().loss).collect();
     assert_eq!(rest, losses[2..].to_vec(), "resumed losses differ (lora {lora})");
     assert!(losses[3] < losses[0], "no learning in 4 steps: {losses:?}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -144,7 +158,6 @@ fn checkpoints_have_the_hub_and_peft_layouts() {
     let dir = f.save_checkpoint(&d.join("full"), Some(&tokjson)).unwrap();
     let reloaded = Qwen25Vl::from_dir(&dir).unwrap();
     assert_eq!(reloaded.config, f.model.config);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -207,7 +220,6 @@ fn long_rows_are_counted_and_non_finite_losses_stop() {
     let e = t.train_step().unwrap_err().to_string();
     assert!(e.contains("non-finite") || e.contains("NaN"), "{e}");
     assert_eq!(t.step, 0);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -224,7 +236,6 @@ fn recomputation_gives_identical_gradients() {
     let mut bad = cfg(6, 3, false);
     bad.run.recompute_text_layers = vec![9];
     assert!(SftTrainer::new(bad, model(), ex).err().unwrap().to_string().contains("layer 9"));
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -311,7 +322,6 @@ fn sample_mean_weighs_every_sample_equally() {
         .zip(&g)
         .any(|((_, a), (_, b))| a.iter().zip(b).any(|(p, q)| (p - q).abs() > 1e-3 * q.abs().max(1e-6)));
     assert!(differs);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -350,5 +360,4 @@ fn the_curriculum_draws_each_phase_s_kinds_then_every_example() {
     assert_eq!(c.data.curriculum, vec![phase(&["sat_nearer"], 2)]);
     let err = SftTrainer::new(c, model(), ex).err().unwrap().to_string();
     assert!(err.contains("data.curriculum phase 0"), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
