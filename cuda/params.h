@@ -69,4 +69,19 @@ typedef struct {
   float scale;
 } ActialAttentionParams;
 
+/* Most dims a strided copy handles (tensors here have rank <= 4). */
+#define ACTIAL_MAX_COPY_RANK 8
+
+/* A strided element copy, the one kernel behind permute, narrow on an inner dim
+ * and each part of a cat: output element with multi-index i (row-major over
+ * `dims`) moves from src[sum i_d * src_strides[d]] to
+ * dst[sum i_d * dst_strides[d]]. Strides count elements. */
+typedef struct {
+  int32_t rank;
+  int64_t numel;
+  int64_t dims[ACTIAL_MAX_COPY_RANK];
+  int64_t src_strides[ACTIAL_MAX_COPY_RANK];
+  int64_t dst_strides[ACTIAL_MAX_COPY_RANK];
+} ActialStridedCopy;
+
 #endif

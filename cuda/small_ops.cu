@@ -162,6 +162,28 @@ extern "C" __global__ void cast_bf16_to_f32(const bf16 *x, float *y, int64_t n) 
   GRID_STRIDE(i, n) y[i] = bf(x[i]);
 }
 
+// Strided element copy (params.h): permute, inner-dim narrow, cat. Bit copies,
+// so one kernel per element size serves every dtype of that size.
+template <typename T>
+__device__ void strided_copy(const T *src, T *dst, const ActialStridedCopy &p) {
+  GRID_STRIDE(e, p.numel) {
+    int64_t rest = e, s = 0, d = 0;
+    for (int k = p.rank - 1; k >= 0; --k) {
+      const int64_t i = rest % p.dims[k];
+      rest /= p.dims[k];
+      s += i * p.src_strides[k];
+      d += i * p.dst_strides[k];
+    }
+    dst[d] = src[s];
+  }
+}
+extern "C" __global__ void strided_copy_u16(const uint16_t *src, uint16_t *dst, ActialStridedCopy p) {
+  strided_copy(src, dst, p);
+}
+extern "C" __global__ void strided_copy_u32(const uint32_t *src, uint32_t *dst, ActialStridedCopy p) {
+  strided_copy(src, dst, p);
+}
+
 // out[i, :] = src[idx[i], :] (embedding lookup, row permutations). The host
 // range-checks idx.
 extern "C" __global__ void gather_rows(const bf16 *src, const int32_t *idx, bf16 *out, int n_idx, int dim) {
@@ -169,6 +191,19 @@ extern "C" __global__ void gather_rows(const bf16 *src, const int32_t *idx, bf16
     const int64_t i = e / dim;
     out[e] = src[(int64_t)idx[i] * dim + e % dim];
   }
+}
+
+// The same gather for f32 rows (rotary tables in the vision window order).
+extern "C" __global__ void gather_rows_f32(const float *src, const int32_t *idx, float *out, int n_idx, int dim) {
+  GRID_STRIDE(e, (int64_t)n_idx * dim) {
+    const int64_t i = e / dim;
+    out[e] = src[(int64_t)idx[i] * dim + e % dim];
+  }
+}
+
+// x[r, :] *= scale[r] (per-sample loss weights on dlogits).
+extern "C" __global__ void scale_rows_bf16(bf16 *x, const float *scale, int rows, int cols) {
+  GRID_STRIDE(e, (int64_t)rows * cols) x[e] = to_bf16(bf(x[e]) * scale[e / cols]);
 }
 
 // dst[idx[i], :] += src[i, :] in f32, skipping rows with skip[i] != 0 (skip may

@@ -8,9 +8,10 @@
 //!   need a transposed operand take transpose flags instead (see `ops::matmul`).
 //! - Writes go through [`Tensor::f32_slice_mut`], which copies the storage first if it
 //!   is shared (copy-on-write), so a mutation never leaks into another tensor.
-//! - Device dispatch happens in the ops, one `match` on [`Storage`] each. Only the
-//!   CPU variant exists today; the CUDA variant joins `Storage` without any change
-//!   to model code.
+//! - Device dispatch happens in the ops, one `match` on the device each. The CUDA
+//!   variant of [`Storage`] exists when build.rs compiled the kernels
+//!   (`cfg(actial_cuda)`); its dtype policy and the copies it makes are in
+//!   `crate::cuda::tensor`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -47,7 +48,7 @@ impl DType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     Cpu,
-    /// A CUDA device by ordinal. Kernels exist (`crate::cuda`); tensors on it do not yet.
+    /// A CUDA device by ordinal (`crate::cuda`).
     Cuda(usize),
 }
 
@@ -77,23 +78,22 @@ impl Device {
         Ok(dev)
     }
 
-    /// Ok for devices this build can allocate on; a clear error otherwise.
+    /// Ok for devices this build can allocate on (a CUDA device is opened on
+    /// first use); a clear error otherwise.
     pub fn check_available(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
+            #[cfg(actial_cuda)]
+            Device::Cuda(i) => crate::cuda::device::shared(*i).map(|_| ()).map_err(|e| match e {
+                Error::DeviceUnavailable { device, why } => {
+                    Error::DeviceUnavailable { device, why: format!("{why}; use --device cpu") }
+                }
+                e => e,
+            }),
+            #[cfg(not(actial_cuda))]
             Device::Cuda(_) => Err(Error::DeviceUnavailable {
                 device: *self,
-                why: if crate::cuda::build_info::KERNELS_BUILT {
-                    "the CUDA kernels are in this build and tested one by one (actial::cuda, \
-                     tools/gpu-check.sh), but model tensors cannot live on CUDA yet, so training \
-                     and generation run on the CPU only; use --device cpu"
-                        .into()
-                } else {
-                    format!(
-                        "{}; and model tensors cannot live on CUDA yet; use --device cpu",
-                        crate::cuda::build_info::NOT_BUILT
-                    )
-                },
+                why: format!("{}; use --device cpu", crate::cuda::build_info::NOT_BUILT),
             }),
         }
     }
@@ -180,17 +180,23 @@ impl CpuStorage {
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    #[cfg(actial_cuda)]
+    Cuda(crate::cuda::tensor::CudaStorage),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(actial_cuda)]
+            Storage::Cuda(s) => Device::Cuda(s.dev.ordinal()),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(actial_cuda)]
+            Storage::Cuda(s) => s.dtype(),
         }
     }
 }
@@ -242,6 +248,10 @@ impl Tensor {
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.numel();
+        #[cfg(actial_cuda)]
+        if let Device::Cuda(i) = device {
+            return Tensor::from_cuda(crate::cuda::tensor::CudaStorage::zeros(i, dtype, n)?, shape);
+        }
         let data = match dtype {
             DType::F32 => CpuStorage::F32(vec![0.0; n]),
             DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
@@ -300,6 +310,8 @@ impl Tensor {
             Storage::Cpu(CpuStorage::I32(_)) => {
                 Err(Error::DType { op, what, got: DType::I32, expected: "f32 or bf16" })
             }
+            #[cfg(actial_cuda)]
+            Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, self.device())),
         }
     }
 
@@ -308,6 +320,8 @@ impl Tensor {
         let r = self.offset..self.offset + self.numel();
         match &*self.storage {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(&v[r]),
+            #[cfg(actial_cuda)]
+            Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, self.device())),
             s => Err(Error::DType { op, what, got: s.dtype(), expected: "f32" }),
         }
     }
@@ -316,9 +330,15 @@ impl Tensor {
     /// tensor shares it, so writes never show through a clone.
     pub fn f32_slice_mut(&mut self, op: &'static str, what: &'static str) -> Result<&mut [f32]> {
         let r = self.offset..self.offset + self.numel();
+        let device = self.device();
         match Arc::make_mut(&mut self.storage) {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(&mut v[r]),
-            s => Err(Error::DType { op, what, got: s.dtype(), expected: "f32" }),
+            #[cfg(actial_cuda)]
+            Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, device)),
+            s => {
+                let _ = device;
+                Err(Error::DType { op, what, got: s.dtype(), expected: "f32" })
+            }
         }
     }
 
@@ -327,16 +347,24 @@ impl Tensor {
         let r = self.offset..self.offset + self.numel();
         match &*self.storage {
             Storage::Cpu(CpuStorage::I32(v)) => Ok(&v[r]),
+            #[cfg(actial_cuda)]
+            Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, self.device())),
             s => Err(Error::DType { op, what, got: s.dtype(), expected: "i32" }),
         }
     }
 
-    /// Copies the elements to a host `Vec<f32>` (bf16 upcast).
+    /// Copies the elements to a host `Vec<f32>` (bf16 upcast), from any device.
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        if self.device() != Device::Cpu {
+            return self.to_device(Device::Cpu)?.to_vec_f32();
+        }
         Ok(self.f32_cow("Tensor::to_vec_f32", "tensor")?.into_owned())
     }
-    /// Copies the elements to a host `Vec<i32>`.
+    /// Copies the elements to a host `Vec<i32>`, from any device.
     pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
+        if self.device() != Device::Cpu {
+            return self.to_device(Device::Cpu)?.to_vec_i32();
+        }
         Ok(self.i32_slice("Tensor::to_vec_i32", "tensor")?.to_vec())
     }
     /// The single element of a one-element float tensor.
@@ -368,6 +396,8 @@ impl Tensor {
                 };
                 Tensor::from_cpu(data, self.shape.clone(), OP)
             }
+            #[cfg(actial_cuda)]
+            Storage::Cuda(_) => crate::cuda::tensor::cast(self, dtype),
         }
     }
 
@@ -377,7 +407,29 @@ impl Tensor {
             return Ok(self.clone());
         }
         device.check_available()?;
-        unreachable!("only the CPU exists in this build and check_available rejected the rest")
+        let r = self.offset..self.offset + self.numel();
+        match (&*self.storage, device) {
+            (Storage::Cpu(_), Device::Cpu) => unreachable!("same device returned above"),
+            #[cfg(actial_cuda)]
+            (Storage::Cpu(_), Device::Cuda(i)) => {
+                let host = match self.copy()?.storage.as_ref() {
+                    Storage::Cpu(h) => crate::cuda::tensor::CudaStorage::upload(h, i)?,
+                    _ => unreachable!("a copy stays on its device"),
+                };
+                Tensor::from_cuda(host, self.shape.clone())
+            }
+            #[cfg(actial_cuda)]
+            (Storage::Cuda(s), Device::Cpu) => {
+                Tensor::from_cpu(s.download(r)?, self.shape.clone(), "Tensor::to_device")
+            }
+            #[cfg(actial_cuda)]
+            (Storage::Cuda(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
+            #[cfg(not(actial_cuda))]
+            (Storage::Cpu(_), Device::Cuda(_)) => {
+                let _ = r;
+                unreachable!("check_available rejects CUDA in a build without the kernels")
+            }
+        }
     }
 
     /// A contiguous copy that owns exactly its elements (drops a larger shared storage).
@@ -392,6 +444,53 @@ impl Tensor {
                 };
                 Tensor::from_cpu(data, self.shape.clone(), "Tensor::copy")
             }
+            #[cfg(actial_cuda)]
+            Storage::Cuda(s) => {
+                let r = self.offset..self.offset + self.numel();
+                Tensor::from_cuda(s.copy_range(r, "Tensor::copy")?, self.shape.clone())
+            }
+        }
+    }
+
+    // ---- CUDA storage, for crate::cuda::tensor ------------------------------------------
+
+    /// Wraps a device buffer holding exactly `shape`'s elements.
+    #[cfg(actial_cuda)]
+    pub(crate) fn from_cuda(s: crate::cuda::tensor::CudaStorage, shape: Shape) -> Result<Tensor> {
+        if s.len() != shape.numel() {
+            return Err(shape_err!("Tensor::from_cuda", "{} elements given for shape {}", s.len(), shape));
+        }
+        Ok(Tensor { storage: Arc::new(Storage::Cuda(s)), offset: 0, shape })
+    }
+
+    /// The device buffer and this tensor's window in it; an error for host tensors.
+    #[cfg(actial_cuda)]
+    pub(crate) fn cuda_window(
+        &self,
+        op: &'static str,
+    ) -> Result<(&crate::cuda::tensor::CudaStorage, std::ops::Range<usize>)> {
+        match &*self.storage {
+            Storage::Cuda(s) => Ok((s, self.offset..self.offset + self.numel())),
+            Storage::Cpu(_) => Err(arg_err!(op, "tensor {} is on the CPU, expected a CUDA tensor", self.shape)),
+        }
+    }
+
+    /// The device buffer for writing: made unshared (copy-on-write, as on the CPU)
+    /// and exactly this tensor's window, so kernels can write it whole.
+    #[cfg(actial_cuda)]
+    pub(crate) fn cuda_storage_mut(&mut self, op: &'static str) -> Result<&mut crate::cuda::tensor::CudaStorage> {
+        let whole = match &*self.storage {
+            Storage::Cuda(s) => self.offset == 0 && s.len() == self.numel(),
+            Storage::Cpu(_) => {
+                return Err(arg_err!(op, "tensor {} is on the CPU, expected a CUDA tensor", self.shape));
+            }
+        };
+        if !whole {
+            *self = self.copy()?;
+        }
+        match Arc::make_mut(&mut self.storage) {
+            Storage::Cuda(s) => Ok(s),
+            Storage::Cpu(_) => unreachable!("checked above"),
         }
     }
 
@@ -431,6 +530,11 @@ impl Tensor {
                 shape: Shape(dims),
             });
         }
+        #[cfg(actial_cuda)]
+        if let Storage::Cuda(_) = &*self.storage {
+            let strides = crate::cuda::tensor::contiguous_strides(self.dims());
+            return crate::cuda::tensor::gather_strided(self, &dims, &strides, start * inner, OP);
+        }
         let outer: usize = self.dims()[..dim].iter().product();
         let src: Vec<usize> = (0..outer)
             .flat_map(|o| {
@@ -464,6 +568,10 @@ impl Tensor {
             }
             dims[dim] += t.dims()[dim];
         }
+        #[cfg(actial_cuda)]
+        if let Storage::Cuda(_) = &*first.storage {
+            return crate::cuda::tensor::cat(tensors, dim, &dims, OP);
+        }
         let outer: usize = first.dims()[..dim].iter().product();
         let inner: usize = first.dims()[dim + 1..].iter().product();
         macro_rules! gather {
@@ -472,7 +580,7 @@ impl Tensor {
                     .iter()
                     .map(|t| match &*t.storage {
                         Storage::Cpu(CpuStorage::$variant(v)) => &v[t.offset..t.offset + t.numel()],
-                        _ => unreachable!("dtypes checked above"),
+                        _ => unreachable!("dtypes and devices checked above"),
                     })
                     .collect();
                 let mut out = Vec::with_capacity(Shape(dims.clone()).numel());
@@ -508,6 +616,10 @@ impl Tensor {
             in_strides[d] = in_strides[d + 1] * in_dims[d + 1];
         }
         let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        #[cfg(actial_cuda)]
+        if let Storage::Cuda(_) = &*self.storage {
+            return crate::cuda::tensor::gather_strided(self, &out_dims, &strides, 0, OP);
+        }
         let mut src = Vec::with_capacity(self.numel());
         let mut idx = vec![0usize; rank];
         let mut pos = 0usize;
@@ -545,6 +657,8 @@ impl Tensor {
             Storage::Cpu(CpuStorage::F32(v)) => CpuStorage::F32(src.iter().map(|&i| v[base + i]).collect()),
             Storage::Cpu(CpuStorage::BF16(v)) => CpuStorage::BF16(src.iter().map(|&i| v[base + i]).collect()),
             Storage::Cpu(CpuStorage::I32(v)) => CpuStorage::I32(src.iter().map(|&i| v[base + i]).collect()),
+            #[cfg(actial_cuda)]
+            Storage::Cuda(_) => unreachable!("CUDA layout changes take crate::cuda::tensor's strided copy"),
         };
         Tensor::from_cpu(data, shape, op)
     }

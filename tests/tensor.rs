@@ -118,9 +118,20 @@ fn misuse_errors_name_the_op_and_shapes() {
 }
 
 #[test]
-fn cuda_is_a_clear_error_in_this_build() {
+fn cuda_without_a_usable_device_is_a_clear_error() {
+    if let Ok(n) = actial::cuda::available() {
+        // A GPU machine: the device opens, and an ordinal past the last one is refused.
+        assert_eq!(Device::parse("cuda").unwrap(), Device::Cuda(0));
+        let e = Device::parse(&format!("cuda:{n}")).err().unwrap().to_string();
+        assert!(e.contains(&format!("cuda:{n}")) && e.contains("--device cpu"), "{e}");
+        return;
+    }
+    // No kernels in this build, or no driver / GPU on this machine: the error says
+    // which device, why, and what to use instead.
+    let why = actial::cuda::available().unwrap_err();
     let e = Device::parse("cuda").err().unwrap().to_string();
     assert!(e.contains("cuda:0") && e.contains("--device cpu"), "{e}");
+    assert!(e.contains(&why) || e.contains("nvcc"), "{e} should say why: {why}");
     assert!(Tensor::zeros([2], DType::F32, Device::Cuda(0)).is_err());
     assert!(t(vec![1.0], &[1]).to_device(Device::Cuda(0)).is_err());
     assert!(Device::parse("tpu").is_err());

@@ -24,7 +24,7 @@ build() {
   export ACTIAL_REQUIRE_CUDA_BUILD=1
   rm -rf "$bundle" && mkdir -p "$bundle"
   # Test binaries' paths come from cargo's JSON messages (their names carry hashes).
-  cargo test --release --no-run --message-format=json --test cuda_parity --test cuda_build 2>/dev/null |
+  cargo test --release --no-run --message-format=json --test cuda_parity --test cuda_model --test cuda_build 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -63,6 +63,9 @@ run() {
     echo
     echo "## parity (CUDA kernels vs CPU twins)"
     "$bundle/cuda_parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" | grep -E '^test |SKIPPED|panicked|test result' | head -100
+    echo
+    echo "## tensors and the tiny model on CUDA vs CPU"
+    "$bundle/cuda_model" --test-threads=1 --nocapture 2>&1 | tee -a "$out/parity.log" | grep -E '^test |SKIPPED|panicked|error|loss cpu|gradients, worst|test result' | head -60
     if grep -q SKIPPED "$out/parity.log"; then
       echo "PARITY NOT RUN: the tests skipped themselves (no usable CUDA device); nothing was checked"
     fi

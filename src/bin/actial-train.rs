@@ -234,9 +234,25 @@ fn resume_sft(trainer: &mut SftTrainer, args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The device training runs on. CUDA tensors and the model's forward and
+/// backward exist (tests/cuda_model.rs), but the trainers' optimizer step and
+/// rollouts still read host memory, so CUDA is refused here rather than
+/// silently training on the CPU.
+fn training_device(name: &str) -> Result<Device> {
+    match Device::parse(name)? {
+        Device::Cpu => Ok(Device::Cpu),
+        d @ Device::Cuda(_) => Err(Error::DeviceUnavailable {
+            device: d,
+            why: "the model's forward and backward run on CUDA, but the SFT and GRPO trainers (optimizer step, \
+                  rollouts) are CPU-only so far; use --device cpu"
+                .into(),
+        }),
+    }
+}
+
 fn sft(args: &Args) -> Result<()> {
     let cfg = load_config(args)?;
-    Device::parse(&cfg.run.device)?;
+    training_device(&cfg.run.device)?;
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
@@ -448,7 +464,7 @@ fn grpo_plots(h: &[GrpoMetrics], dir: &Path) -> Result<()> {
 /// `grpo.data` (with the tiny preset and no data: synthetic SAT-like questions).
 fn grpo(args: &Args) -> Result<()> {
     let cfg = load_config_on(args, None)?;
-    Device::parse(&cfg.run.device)?;
+    training_device(&cfg.run.device)?;
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
     let mut records = Vec::new();
@@ -486,7 +502,7 @@ fn grpo(args: &Args) -> Result<()> {
 fn full(args: &Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     let cfg = load_config_on(args, Some(SftConfig::embedded_defaults()))?;
-    Device::parse(&cfg.run.device)?;
+    training_device(&cfg.run.device)?;
     if cfg.data.train.is_empty() != cfg.grpo.data.is_empty() {
         return Err(actial::arg_err!(
             "full",

@@ -40,6 +40,7 @@ unsafe impl DeviceRepr for params::ActialTensorSlot {}
 unsafe impl DeviceRepr for params::ActialAdamWParams {}
 unsafe impl DeviceRepr for params::ActialSamplingParams {}
 unsafe impl DeviceRepr for params::ActialAttentionParams {}
+unsafe impl DeviceRepr for params::ActialStridedCopy {}
 
 /// How many CUDA devices this machine has, or why none can be used.
 pub fn device_count() -> std::result::Result<usize, String> {
@@ -52,6 +53,19 @@ pub fn device_count() -> std::result::Result<usize, String> {
         Ok(n) => Ok(n as usize),
         Err(e) => Err(format!("the NVIDIA driver failed to initialise: {}", describe(&e))),
     }
+}
+
+/// The process-wide handle of device `ordinal`, opened on first use. Tensors on
+/// `Device::Cuda(i)` all share it (one context, one stream, one pool).
+pub fn shared(ordinal: usize) -> Result<Arc<CudaDevice>> {
+    static OPEN: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+    let mut map = OPEN.get_or_init(Default::default).lock().expect("device registry lock");
+    if let Some(d) = map.get(&ordinal) {
+        return Ok(d.clone());
+    }
+    let d = CudaDevice::open(ordinal)?;
+    map.insert(ordinal, d.clone());
+    Ok(d)
 }
 
 /// `CUDA_ERROR_NAME: description` for a driver error.

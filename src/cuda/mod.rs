@@ -9,6 +9,8 @@
 //! - [`gemm`]: cuBLASLt bf16 GEMMs (f32 accumulation, bias epilogue);
 //! - [`attention`], [`lora`], [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
 //!   arguments mirror the CPU twins';
+//! - [`tensor`]: `Storage::Cuda` and the bridge from `Tensor` to kernel buffers
+//!   (dtype policy, windows, casts, strided layout copies);
 //! - [`bench`]: GPU benchmark workloads and baselines (criterion bench, GPU report);
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
@@ -37,6 +39,8 @@ pub mod optim;
 pub mod sampling;
 #[cfg(actial_cuda)]
 pub mod small_ops;
+#[cfg(actial_cuda)]
+pub mod tensor;
 
 #[cfg(actial_cuda)]
 pub use device::CudaDevice;

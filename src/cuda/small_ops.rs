@@ -232,6 +232,49 @@ pub fn gather_rows(
     Ok(out)
 }
 
+/// `out[i] = src[idx[i]]` for f32 rows.
+pub fn gather_rows_f32(
+    dev: &CudaDevice,
+    src: &CudaSlice<f32>,
+    src_rows: usize,
+    dim: usize,
+    idx: &[i32],
+) -> Result<CudaSlice<f32>> {
+    const OP: &str = "cuda::gather_rows_f32";
+    check_len(OP, "src", src.len(), src_rows * dim)?;
+    let d_idx = upload_indices(dev, OP, idx, src_rows)?;
+    let mut out = dev.uninit::<f32>(idx.len() * dim, OP)?;
+    let (n, d) = (idx.len() as i32, dim as i32);
+    launch!(dev, "gather_rows_f32", grid_for(idx.len() * dim, THREADS), format!("[{src_rows}, {dim}] x {n}");
+        src, &d_idx, &mut out, &n, &d)?;
+    Ok(out)
+}
+
+/// `x[r, :] *= scale[r]` in place for `x: [rows, cols]`.
+pub fn scale_rows(dev: &CudaDevice, x: &mut CudaSlice<bf16>, rows: usize, cols: usize, scale: &[f32]) -> Result<()> {
+    const OP: &str = "cuda::scale_rows";
+    check_len(OP, "x", x.len(), rows * cols)?;
+    check_len(OP, "scale", scale.len(), rows)?;
+    let d_scale = dev.upload(scale, OP)?;
+    let (r, c) = (rows as i32, cols as i32);
+    launch!(dev, "scale_rows_bf16", grid_for(rows * cols, THREADS), format!("[{rows}, {cols}]"); x, &d_scale, &r, &c)
+}
+
+/// `dst[c] += Σ_r src[r, c]` for `src: [rows, dim]` f32 (a bias gradient).
+pub fn column_sum_accumulate(
+    dev: &CudaDevice,
+    src: &CudaSlice<f32>,
+    rows: usize,
+    dim: usize,
+    dst: &mut CudaSlice<f32>,
+) -> Result<()> {
+    const OP: &str = "cuda::column_sum_accumulate";
+    check_len(OP, "src", src.len(), rows * dim)?;
+    check_len(OP, "dst", dst.len(), dim)?;
+    let (r, d) = (rows as i32, dim as i32);
+    launch!(dev, "column_sum_accumulate", grid_for(dim, THREADS), format!("[{rows}, {dim}]"); src, &r, &d, dst)
+}
+
 /// `dst[idx[i]] += src[i]` (f32 accumulator), skipping rows flagged in `skip`.
 pub fn scatter_add_rows(
     dev: &CudaDevice,

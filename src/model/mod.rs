@@ -311,6 +311,32 @@ impl Qwen25Vl {
         Ok(merged)
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.text.embed.value.device()
+    }
+
+    /// Moves every parameter to `device`. Frozen weights become `frozen_dtype`
+    /// (bf16 for CUDA, whose kernels read bf16 weights; f32 for the CPU);
+    /// trainable ones keep their f32 master copy and f32 gradient.
+    pub fn to_device(&mut self, device: Device, frozen_dtype: DType) -> Result<()> {
+        let mut result = Ok(());
+        self.visit(&mut |_, p| {
+            if result.is_err() {
+                return;
+            }
+            result = (|| {
+                let dtype = if p.trainable() { DType::F32 } else { frozen_dtype };
+                p.value = p.value.to_dtype(dtype)?.to_device(device)?;
+                if let Some(g) = &mut p.grad {
+                    *g = g.to_device(device)?;
+                }
+                Ok(())
+            })();
+        });
+        result
+    }
+
     /// Visits every parameter with its hub name.
     pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Param)) {
         self.vision.visit("visual", f);
@@ -534,7 +560,7 @@ impl Qwen25Vl {
         };
         let (feats, vc) = {
             let _r = nvtx::range(c"vision_forward");
-            self.vision.forward(pv, &batch.grids)?
+            self.vision.forward(&pv.to_device(self.device())?, &batch.grids)?
         };
         let ids = batch.input_ids.to_vec_i32()?;
         let pos: Vec<i32> =
@@ -555,7 +581,8 @@ impl Qwen25Vl {
     /// M-RoPE cos/sin tables for `[3, T]` positions.
     pub fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
         let t = &self.config.text;
-        ops::mrope_table(positions, t.head_dim(), t.rope_theta, t.mrope_section)
+        let (cos, sin) = ops::mrope_table(positions, t.head_dim(), t.rope_theta, t.mrope_section)?;
+        Ok((cos.to_device(self.device())?, sin.to_device(self.device())?))
     }
 
     /// Logits `[T, V]` for a packed batch, and what the backward needs.

@@ -11,15 +11,26 @@ use crate::error::Result;
 /// Vocabulary size of the tiny tokenizer (including the 14 special tokens).
 pub const TINY_VOCAB: usize = 1024;
 
-/// `assets/tiny` in the source tree.
+/// The project's `assets/`: `$ACTIAL_ASSETS` when set, else the source tree the
+/// binary was built from, else `./assets` (binaries carried to another machine,
+/// such as the GPU check's, run from a checkout at a different path).
+fn assets_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ACTIAL_ASSETS") {
+        return PathBuf::from(d);
+    }
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
+    if built.is_dir() { built } else { PathBuf::from("assets") }
+}
+
+/// `assets/tiny`: the tiny tokenizer.
 pub fn tiny_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny")
+    assets_dir().join("tiny")
 }
 
 /// `assets/tiny-base`: the pretrained tiny base (`actial-train --recipe pretrain`,
 /// docs/TINY_BASE.md), the start of the embedded default.
 pub fn tiny_base_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-base")
+    assets_dir().join("tiny-base")
 }
 
 /// The tiny tokenizer (assets/tiny/tokenizer.json).

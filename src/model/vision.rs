@@ -215,8 +215,10 @@ impl VisionTower {
         let unwidx = i32_tensor(&inverse_permutation(&wi))?;
         let pos = ops::vision_patch_positions(grids, c.spatial_merge_size)?;
         let (cos, sin) = ops::vision_rope_table(&pos, c.head_dim(), c.rope_theta, Device::Cpu)?;
-        let cos = permute_groups(&cos, &widx, unit)?;
-        let sin = permute_groups(&sin, &widx, unit)?;
+        // Built on the host, then moved next to the weights.
+        let dev = self.patch_embed.weight.value.device();
+        let cos = permute_groups(&cos, &widx, unit)?.to_device(dev)?;
+        let sin = permute_groups(&sin, &widx, unit)?.to_device(dev)?;
         Ok(Layout {
             widx,
             unwidx,

@@ -1,6 +1,8 @@
 //! Variable-length attention over `cu_seqlens` segments (see `cpu::attention`).
 
-use super::{common_device, cpu_f32, expect_dims, expect_rank};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, on_cuda};
 use crate::cpu::attention::{self as k, AttnShape};
 use crate::error::Result;
 use crate::tensor::{Device, Tensor};
@@ -51,7 +53,7 @@ fn attn_dims(
 /// ends at the token count.
 pub fn cu_seqlens(op: &'static str, cu: &Tensor, tokens: usize) -> Result<Vec<usize>> {
     expect_rank(op, "cu_seqlens", cu, 1)?;
-    let v = cu.i32_slice(op, "cu_seqlens")?;
+    let v = host_i32(cu, op, "cu_seqlens")?;
     let ok =
         v.first() == Some(&0) && v.windows(2).all(|w| w[0] <= w[1]) && v.last().map(|&l| l as usize) == Some(tokens);
     if !ok {
@@ -70,7 +72,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &Tensor, spec: AttnSpec
                 k::attention_forward(&q.f32_cow(OP, "q")?, &k.f32_cow(OP, "k")?, &v.f32_cow(OP, "v")?, &cu, &shape);
             Ok(AttnOut { out: cpu_f32(out, q.dims())?, lse: cpu_f32(lse, [q.dims()[0], q.dims()[1]])? })
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::attention(q, k, v, &cu, &shape)),
     }
 }
 
@@ -103,7 +105,7 @@ pub fn attention_backward(
             );
             Ok((cpu_f32(dq, q.dims())?, cpu_f32(dk, k.dims())?, cpu_f32(dv, v.dims())?))
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::attention_backward(q, k, v, fwd, dout, &cu, &shape)),
     }
 }
 
@@ -154,7 +156,7 @@ pub fn attention_kv(
             );
             Ok(AttnOut { out: cpu_f32(out, q.dims())?, lse: cpu_f32(lse, [tq, hq])? })
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::attention_kv(q, k, v, &cq, &ck, &shape)),
     }
 }
 
@@ -185,6 +187,6 @@ pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
             }
             Ok(AttnOut { out: cpu_f32(out, [t, h, d])?, lse: cpu_f32(lse, [t, h])? })
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::merge_attention(a, b)),
     }
 }

@@ -1,7 +1,9 @@
 //! Row gathers and scatters: embedding lookup, image features into
 //! `<|image_pad|>` positions, and row permutations (the vision window order).
 
-use super::{common_device, cpu_f32, expect_dims, expect_rank, host_indices};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, host_indices, on_cuda};
 use crate::cpu::embedding as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -14,9 +16,9 @@ pub fn index_select(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
     expect_rank(OP, "x", x, 2)?;
     let (n, d) = (x.dims()[0], x.dims()[1]);
     let rows = host_indices(OP, "idx", idx, n)?;
-    match common_device(OP, &[x, idx])? {
+    match common_device(OP, &[x])? {
         Device::Cpu => cpu_f32(k::gather_rows(&x.f32_cow(OP, "x")?, d, &rows), [rows.len(), d]),
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::index_select(x, &host_i32(idx, OP, "idx")?)),
     }
 }
 
@@ -31,14 +33,14 @@ pub fn index_select_backward(dx: &mut Tensor, idx: &Tensor, dy: &Tensor, skip_id
     let rows = host_indices(OP, "idx", idx, n)?;
     expect_dims(OP, "dy", dy, &[rows.len(), d])?;
     let skip: Option<Vec<bool>> =
-        skip_id.map(|s| idx.i32_slice(OP, "idx").map(|v| v.iter().map(|&i| i == s).collect())).transpose()?;
-    match common_device(OP, &[dx, idx, dy])? {
+        skip_id.map(|s| host_i32(idx, OP, "idx").map(|v| v.iter().map(|&i| i == s).collect())).transpose()?;
+    match common_device(OP, &[dx, dy])? {
         Device::Cpu => {
             let g = dy.f32_cow(OP, "dy")?.into_owned();
             k::scatter_add_rows(dx.f32_slice_mut(OP, "dx")?, d, &rows, &g, skip.as_deref());
             Ok(())
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::index_select_backward(dx, &host_i32(idx, OP, "idx")?, dy, skip.as_deref())),
     }
 }
 
@@ -58,13 +60,13 @@ pub fn scatter_rows(x: &Tensor, pos: &Tensor, rows: &Tensor) -> Result<Tensor> {
             p.len()
         ));
     }
-    match common_device(OP, &[x, pos, rows])? {
+    match common_device(OP, &[x, rows])? {
         Device::Cpu => {
             let mut out = x.f32_cow(OP, "x")?.into_owned();
             k::overwrite_rows(&mut out, d, &p, &rows.f32_cow(OP, "rows")?);
             cpu_f32(out, [t, d])
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::scatter_rows(x, &host_i32(pos, OP, "pos")?, rows)),
     }
 }
 
@@ -75,7 +77,7 @@ pub fn scatter_rows_backward(dy: &Tensor, pos: &Tensor) -> Result<(Tensor, Tenso
     expect_rank(OP, "dy", dy, 2)?;
     let (t, d) = (dy.dims()[0], dy.dims()[1]);
     let p = host_indices(OP, "pos", pos, t)?;
-    match common_device(OP, &[dy, pos])? {
+    match common_device(OP, &[dy])? {
         Device::Cpu => {
             let g = dy.f32_cow(OP, "dy")?;
             let drows = k::gather_rows(&g, d, &p);
@@ -83,7 +85,7 @@ pub fn scatter_rows_backward(dy: &Tensor, pos: &Tensor) -> Result<(Tensor, Tenso
             k::overwrite_rows(&mut dx, d, &p, &vec![0.0; p.len() * d]);
             Ok((cpu_f32(dx, [t, d])?, cpu_f32(drows, [p.len(), d])?))
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::scatter_rows_backward(dy, &host_i32(pos, OP, "pos")?)),
     }
 }
 
@@ -102,6 +104,6 @@ pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor) -> Result<()> {
             dst.f32_slice_mut(OP, "dst")?[start * inner..(start + n) * inner].copy_from_slice(&s);
             Ok(())
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::write_rows(dst, start, src, inner)),
     }
 }

@@ -1,6 +1,8 @@
 //! LoRA linear layers: a frozen `W` (and bias) plus a trained low-rank update.
 
-use super::{common_device, cpu_f32, expect_dims, expect_rank};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_dims, expect_rank, on_cuda};
 use crate::cpu::lora as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -61,7 +63,15 @@ pub fn lora_linear(
             );
             Ok(LoraOut { y: cpu_f32(y, out_dims)?, xa: cpu_f32(xa, [rows, r])? })
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::lora_linear(
+            x,
+            w,
+            bias,
+            a,
+            b,
+            crate::cuda::lora::LoraShape { rows, din, dout, rank: r, scale },
+            out_dims
+        )),
     }
 }
 
@@ -103,6 +113,16 @@ pub fn lora_linear_backward(
             );
             cpu_f32(dx, x.dims())
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::lora_linear_backward(
+            x,
+            w,
+            a,
+            b,
+            crate::cuda::lora::LoraShape { rows, din, dout, rank: r, scale },
+            &fwd.xa,
+            dy,
+            da,
+            db
+        )),
     }
 }

@@ -1,6 +1,8 @@
 //! Losses on `[T, V]` logits: masked cross-entropy and chosen-token log-probs.
 
-use super::{common_device, cpu_f32, expect_dims, expect_rank};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, on_cuda};
 use crate::cpu::loss as k;
 pub use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::Result;
@@ -27,7 +29,7 @@ fn check_ids(op: &'static str, logits: &Tensor, ids: &Tensor, allow_ignore: bool
     if ids.dims() != [t] {
         return Err(shape_err!(op, "logits {} need ids of shape [{t}], got {}", logits.shape(), ids.shape()));
     }
-    for (row, &l) in ids.i32_slice(op, "labels")?.iter().enumerate() {
+    for (row, &l) in host_i32(ids, op, "labels")?.iter().enumerate() {
         if !((0..v as i32).contains(&l) || allow_ignore && l == IGNORE_INDEX) {
             return Err(arg_err!(
                 op,
@@ -44,16 +46,16 @@ fn check_ids(op: &'static str, logits: &Tensor, ids: &Tensor, allow_ignore: bool
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<CrossEntropy> {
     const OP: &str = "cross_entropy";
     let (t, v) = check_ids(OP, logits, labels, true)?;
-    match common_device(OP, &[logits, labels])? {
+    match common_device(OP, &[logits])? {
         Device::Cpu => {
-            let lab = labels.i32_slice(OP, "labels")?;
+            let lab = &*host_i32(labels, OP, "labels")?;
             let (lse, losses) = k::cross_entropy_forward(&logits.f32_cow(OP, "logits")?, lab, v);
             let tokens = lab.iter().filter(|&&l| l != IGNORE_INDEX).count();
             let loss_sum: f64 = losses.iter().map(|&x| x as f64).sum();
             let loss = if tokens > 0 { (loss_sum / tokens as f64) as f32 } else { 0.0 };
             Ok(CrossEntropy { loss, loss_sum, tokens, lse: cpu_f32(lse, [t])? })
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::cross_entropy(logits, &host_i32(labels, OP, "labels")?, v)),
     }
 }
 
@@ -64,18 +66,23 @@ pub fn cross_entropy_backward(logits: &Tensor, labels: &Tensor, fwd: &CrossEntro
     const OP: &str = "cross_entropy_backward";
     let (t, v) = check_ids(OP, logits, labels, true)?;
     expect_dims(OP, "lse", &fwd.lse, &[t])?;
-    match common_device(OP, &[logits, labels, &fwd.lse])? {
+    match common_device(OP, &[logits, &fwd.lse])? {
         Device::Cpu => {
             let d = k::cross_entropy_backward(
                 &logits.f32_cow(OP, "logits")?,
-                labels.i32_slice(OP, "labels")?,
+                &host_i32(labels, OP, "labels")?,
                 &fwd.lse.f32_cow(OP, "lse")?,
                 v,
                 grad_scale,
             );
             cpu_f32(d, [t, v])
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::cross_entropy_backward(
+            logits,
+            &host_i32(labels, OP, "labels")?,
+            v,
+            cuda::RowScale::Uniform(grad_scale)
+        )),
     }
 }
 
@@ -93,18 +100,23 @@ pub fn cross_entropy_backward_rows(
     if row_scale.len() != t {
         return Err(shape_err!(OP, "logits {} need {t} row scales, got {}", logits.shape(), row_scale.len()));
     }
-    match common_device(OP, &[logits, labels, &fwd.lse])? {
+    match common_device(OP, &[logits, &fwd.lse])? {
         Device::Cpu => {
             let d = k::cross_entropy_backward_rows(
                 &logits.f32_cow(OP, "logits")?,
-                labels.i32_slice(OP, "labels")?,
+                &host_i32(labels, OP, "labels")?,
                 &fwd.lse.f32_cow(OP, "lse")?,
                 v,
                 &|r| row_scale[r],
             );
             cpu_f32(d, [t, v])
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::cross_entropy_backward(
+            logits,
+            &host_i32(labels, OP, "labels")?,
+            v,
+            cuda::RowScale::PerRow(row_scale)
+        )),
     }
 }
 
@@ -115,17 +127,17 @@ pub fn token_logprobs(logits: &Tensor, ids: &Tensor, temperature: f32) -> Result
     if !(temperature > 0.0 && temperature.is_finite()) {
         return Err(arg_err!(OP, "temperature must be positive and finite, got {temperature}"));
     }
-    match common_device(OP, &[logits, ids])? {
+    match common_device(OP, &[logits])? {
         Device::Cpu => {
             let (lp, lse) = k::token_logprobs_forward(
                 &logits.f32_cow(OP, "logits")?,
-                ids.i32_slice(OP, "ids")?,
+                &host_i32(ids, OP, "ids")?,
                 v,
                 1.0 / temperature,
             );
             Ok((cpu_f32(lp, [t])?, cpu_f32(lse, [t])?))
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::token_logprobs(logits, &host_i32(ids, OP, "ids")?, v, 1.0 / temperature)),
     }
 }
 
@@ -141,11 +153,11 @@ pub fn token_logprobs_backward(
     let (t, v) = check_ids(OP, logits, ids, false)?;
     expect_dims(OP, "lse", lse, &[t])?;
     expect_dims(OP, "dlogp", dlogp, &[t])?;
-    match common_device(OP, &[logits, ids, lse, dlogp])? {
+    match common_device(OP, &[logits, lse, dlogp])? {
         Device::Cpu => {
             let d = k::token_logprobs_backward(
                 &logits.f32_cow(OP, "logits")?,
-                ids.i32_slice(OP, "ids")?,
+                &host_i32(ids, OP, "ids")?,
                 &lse.f32_cow(OP, "lse")?,
                 &dlogp.f32_cow(OP, "dlogp")?,
                 v,
@@ -153,6 +165,13 @@ pub fn token_logprobs_backward(
             );
             cpu_f32(d, [t, v])
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::token_logprobs_backward(
+            logits,
+            &host_i32(ids, OP, "ids")?,
+            lse,
+            dlogp,
+            v,
+            1.0 / temperature
+        )),
     }
 }

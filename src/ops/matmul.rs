@@ -1,6 +1,8 @@
 //! Matrix products: batched matmul with transpose flags, and linear layers.
 
-use super::{common_device, cpu_f32, expect_dims, expect_rank};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_dims, expect_rank, on_cuda};
 use crate::cpu::matmul as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -19,7 +21,8 @@ fn bmk(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize, usize)
 
 /// `C = op(A)·op(B)` where `op(X) = Xᵀ` when its flag is set (transposing the last
 /// two dims). A and B are both rank 2, or both rank 3 with the same batch size:
-/// there is no broadcasting. bf16 inputs are upcast; the result is f32.
+/// there is no broadcasting. On the CPU bf16 inputs are upcast and the result is f32;
+/// on CUDA the result is bf16 (f32 accumulation).
 pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
     let dev = common_device(OP_MM, &[a, b])?;
     let (ba, ra, ca) = bmk(OP_MM, "a", a)?;
@@ -45,7 +48,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
             k::matmul(ba, m, n, ka, &x, m * ka, trans_a, &y, ka * n, trans_b, &mut c, false, 1.0);
             cpu_f32(c, out_dims)
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::matmul(a, b, trans_a, trans_b, ba, m, n, ka, out_dims)),
     }
 }
 
@@ -96,7 +99,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             );
             cpu_f32(y, out_dims)
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::linear(x, w, b, rows, din, dout)),
     }
 }
 
@@ -137,6 +140,6 @@ pub fn linear_backward(
             );
             cpu_f32(dx, x.dims())
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::linear_backward(x, w, dy, dw, db, rows, din, dout)),
     }
 }

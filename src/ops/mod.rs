@@ -1,7 +1,12 @@
 //! The op set, at the tensor level. Each op checks shapes, dtypes and devices and
 //! returns an error naming itself and the shapes on misuse, then dispatches to the
-//! device twin (`crate::cpu` today; CUDA joins as a second match arm). Model code
-//! calls only these functions, never a device directly.
+//! device twin: `crate::cpu`, or [`cuda`] (this module's CUDA arm, calling
+//! `crate::cuda`) in builds with the kernels. Model code calls only these
+//! functions, never a device directly.
+//!
+//! Index tensors (token ids, labels, positions, `cu_seqlens`) may live on either
+//! device: the ops read and range-check them on the host, so a batch's metadata
+//! need not be copied to the GPU.
 //!
 //! Every op comes with its backward. Parameter gradients are accumulated (`+=`)
 //! into caller-owned f32 tensors (`None` = frozen, not computed); input gradients are
@@ -9,6 +14,8 @@
 
 pub mod activation;
 pub mod attention;
+#[cfg(actial_cuda)]
+pub mod cuda;
 pub mod embedding;
 pub mod lora;
 pub mod loss;
@@ -29,9 +36,41 @@ pub use optim::*;
 pub use rope::*;
 pub use sampling::*;
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::tensor::{Device, Shape, Tensor};
 use crate::{arg_err, shape_err};
+
+/// The CUDA arm of an op's device match: the expression in builds with the
+/// kernels; without them `common_device` has already rejected CUDA tensors.
+#[cfg(actial_cuda)]
+macro_rules! on_cuda {
+    ($e:expr) => {
+        $e
+    };
+}
+#[cfg(not(actial_cuda))]
+macro_rules! on_cuda {
+    ($e:expr) => {
+        unreachable!("common_device rejects devices this build lacks")
+    };
+}
+pub(crate) use on_cuda;
+
+/// The elements of an i32 tensor on the host: borrowed on the CPU, read back from
+/// a CUDA device (index tensors are small and the ops check them on the host).
+pub(crate) fn host_i32<'a>(t: &'a Tensor, op: &'static str, what: &'static str) -> Result<Cow<'a, [i32]>> {
+    match t.device() {
+        Device::Cpu => t.i32_slice(op, what).map(Cow::Borrowed),
+        Device::Cuda(_) => {
+            if t.dtype() != crate::tensor::DType::I32 {
+                return Err(Error::DType { op, what, got: t.dtype(), expected: "i32" });
+            }
+            t.to_vec_i32().map(Cow::Owned)
+        }
+    }
+}
 
 /// The one device all `tensors` share, or an error naming `op`.
 pub(crate) fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Device> {
@@ -83,7 +122,7 @@ pub(crate) fn cpu_f32(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor>
 /// `0..bound`; the error names the offending row.
 pub(crate) fn host_indices(op: &'static str, what: &str, t: &Tensor, bound: usize) -> Result<Vec<usize>> {
     expect_rank(op, what, t, 1)?;
-    t.i32_slice(op, "index")?
+    host_i32(t, op, "index")?
         .iter()
         .enumerate()
         .map(|(row, &i)| {

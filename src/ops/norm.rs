@@ -1,6 +1,8 @@
 //! RMSNorm over the last dim.
 
-use super::{common_device, cpu_f32, expect_dims};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_dims, on_cuda};
 use crate::cpu::norm as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -19,7 +21,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
             let (y, rstd) = k::rms_norm_forward(&x.f32_cow(OP, "input")?, &w.f32_cow(OP, "weight")?, eps);
             Ok((cpu_f32(y, x.dims())?, cpu_f32(rstd, [x.shape().rows()])?))
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::rms_norm(x, w, eps)),
     }
 }
 
@@ -51,6 +53,6 @@ pub fn rms_norm_backward(
             );
             cpu_f32(dx, x.dims())
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::rms_norm_backward(x, w, rstd, dy, dw)),
     }
 }

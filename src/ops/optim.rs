@@ -1,6 +1,8 @@
 //! Optimizer ops: multi-tensor AdamW and global-norm gradient clipping.
 
-use super::{common_device, expect_same};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, expect_same, on_cuda};
 use crate::cpu::optim as k;
 pub use crate::cpu::optim::AdamW;
 use crate::error::Result;
@@ -44,7 +46,14 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
                     step,
                 );
             }
-            Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+            Device::Cuda(_) => {
+                return Err(arg_err!(
+                    OP,
+                    "slot {i} is on {}: on CUDA the optimizer is cuda::optim::AdamWGroup (multi-tensor, f32 \
+                     master weights kept on the device); this tensor-level step runs on the CPU",
+                    s.param.device()
+                ));
+            }
         }
     }
     Ok(())
@@ -57,7 +66,7 @@ pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
     for g in grads {
         match common_device(OP, &[g])? {
             Device::Cpu => ss += k::sum_squares(&g.f32_cow(OP, "grad")?),
-            Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+            Device::Cuda(_) => ss += on_cuda!(cuda::sum_squares(g)?),
         }
     }
     Ok(ss.sqrt())

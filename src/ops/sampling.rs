@@ -1,6 +1,8 @@
 //! Sampling next tokens from logits rows (see `cpu::sampling`).
 
-use super::{common_device, cpu_f32, expect_rank};
+#[cfg(actial_cuda)]
+use super::cuda;
+use super::{common_device, cpu_f32, expect_rank, on_cuda};
 use crate::arg_err;
 use crate::cpu::sampling as k;
 pub use crate::cpu::sampling::SamplingParams;
@@ -48,6 +50,6 @@ pub fn sample_streams(
             let tok: Vec<i32> = tok.into_iter().map(|t| t as i32).collect();
             Ok((Tensor::from_i32(tok, [r * n], Device::Cpu)?, cpu_f32(lp, [r * n])?))
         }
-        Device::Cuda(_) => unreachable!("common_device rejects devices this build lacks"),
+        Device::Cuda(_) => on_cuda!(cuda::sample_streams(logits, n, p, seed, streams)),
     }
 }

@@ -1,0 +1,480 @@
+//! The CUDA arm of the ops. Each op in this module's siblings checks shapes,
+//! dtypes and devices once, for both devices, then calls its twin here, which only
+//! turns tensors into kernel buffers (`crate::cuda::tensor`), calls the family
+//! wrapper in `crate::cuda` and wraps the result.
+//!
+//! Dtypes: activations and input gradients come out bf16, statistics (rstd, lse,
+//! log-probs) f32; parameter gradients accumulate into caller-owned f32 tensors,
+//! as on the CPU. Index tensors (ids, positions, offsets) are read on the host:
+//! the ops range-check them there anyway.
+
+use std::sync::Arc;
+
+use half::bf16;
+
+use super::{AttnOut, CrossEntropy, IGNORE_INDEX, SamplingParams};
+use crate::cpu::attention::AttnShape;
+use crate::cuda::CudaDevice;
+use crate::cuda::attention as at;
+use crate::cuda::gemm::{self, GemmSpec};
+use crate::cuda::lora::{self as lo, LoraShape};
+use crate::cuda::loss as ls;
+use crate::cuda::sampling as sa;
+use crate::cuda::small_ops as so;
+use crate::cuda::tensor::{bf16_mut, bf16_of, device_of, f32_mut, f32_of, from_bf16, from_f32};
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+
+fn dev(t: &Tensor, op: &'static str) -> Result<Arc<CudaDevice>> {
+    device_of(t, op)
+}
+
+// ---- activations and elementwise ------------------------------------------------------
+
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    const OP: &str = "swiglu";
+    let d = dev(gate, OP)?;
+    let y = so::swiglu_forward(&d, &*bf16_of(gate, OP, "gate")?, &*bf16_of(up, OP, "up")?)?;
+    from_bf16(&d, y, gate.dims())
+}
+
+pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "swiglu_backward";
+    let d = dev(gate, OP)?;
+    let (dg, du) =
+        so::swiglu_backward(&d, &*bf16_of(gate, OP, "gate")?, &*bf16_of(up, OP, "up")?, &*bf16_of(dy, OP, "dy")?)?;
+    Ok((from_bf16(&d, dg, gate.dims())?, from_bf16(&d, du, gate.dims())?))
+}
+
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "gelu";
+    let d = dev(x, OP)?;
+    from_bf16(&d, so::gelu_forward(&d, &*bf16_of(x, OP, "x")?)?, x.dims())
+}
+
+pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "gelu_backward";
+    let d = dev(x, OP)?;
+    from_bf16(&d, so::gelu_backward(&d, &*bf16_of(x, OP, "x")?, &*bf16_of(dy, OP, "dy")?)?, x.dims())
+}
+
+/// The residual add, in bf16 like the activations it joins.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "add";
+    let d = dev(a, OP)?;
+    from_bf16(&d, so::add(&d, &*bf16_of(a, OP, "a")?, &*bf16_of(b, OP, "b")?)?, a.dims())
+}
+
+/// `a += alpha·b`. An f32 `a` (a gradient, a master weight) is updated in
+/// place; a bf16 `a` (an activation gradient) is recomputed through f32 and
+/// replaced, which no other tensor can observe (copy-on-write, as on the CPU).
+pub fn add_scaled_assign(a: &mut Tensor, b: &Tensor, alpha: f32) -> Result<()> {
+    const OP: &str = "add_scaled_assign";
+    let d = dev(a, OP)?;
+    match a.dtype() {
+        DType::F32 => {
+            let bv = f32_of(b, OP, "b")?.into_owned();
+            so::axpy(&d, f32_mut(a, OP, "a")?, &bv, alpha)
+        }
+        _ if alpha == 1.0 => {
+            let y = so::add(&d, &*bf16_of(a, OP, "a")?, &*bf16_of(b, OP, "b")?)?;
+            *a = from_bf16(&d, y, a.dims())?;
+            Ok(())
+        }
+        _ => {
+            let mut af = f32_of(a, OP, "a")?.into_owned();
+            so::axpy(&d, &mut af, &*f32_of(b, OP, "b")?, alpha)?;
+            *a = from_bf16(&d, so::cast_to_bf16(&d, &af)?, a.dims())?;
+            Ok(())
+        }
+    }
+}
+
+/// `a *= alpha`: zeroing is a memset (so NaN or inf cannot survive it), any
+/// other scale `a += (alpha − 1)·a`.
+pub fn scale_assign(a: &mut Tensor, alpha: f32) -> Result<()> {
+    const OP: &str = "scale_assign";
+    if alpha == 0.0 {
+        let d = dev(a, OP)?;
+        let dims = a.dims().to_vec();
+        *a = match a.dtype() {
+            DType::F32 => from_f32(&d, d.zeros(a.numel(), OP)?, dims)?,
+            DType::BF16 => from_bf16(&d, d.zeros(a.numel(), OP)?, dims)?,
+            DType::I32 => return Err(crate::arg_err!(OP, "cannot scale an i32 tensor")),
+        };
+        return Ok(());
+    }
+    let copy = a.copy()?;
+    add_scaled_assign(a, &copy, alpha - 1.0)
+}
+
+// ---- attention ----------------------------------------------------------------------
+
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize], s: &AttnShape) -> Result<AttnOut> {
+    attention_kv(q, k, v, cu, cu, s)
+}
+
+pub fn attention_kv(q: &Tensor, k: &Tensor, v: &Tensor, cq: &[usize], ck: &[usize], s: &AttnShape) -> Result<AttnOut> {
+    const OP: &str = "attention";
+    let d = dev(q, OP)?;
+    let (out, lse) =
+        at::attention_forward(&d, &*bf16_of(q, OP, "q")?, &*bf16_of(k, OP, "k")?, &*bf16_of(v, OP, "v")?, cq, ck, s)?;
+    Ok(AttnOut { out: from_bf16(&d, out, q.dims())?, lse: from_f32(&d, lse, [q.dims()[0], q.dims()[1]])? })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    fwd: &AttnOut,
+    dout: &Tensor,
+    cu: &[usize],
+    s: &AttnShape,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "attention_backward";
+    let d = dev(q, OP)?;
+    let (dq, dk, dv) = at::attention_backward(
+        &d,
+        &*bf16_of(q, OP, "q")?,
+        &*bf16_of(k, OP, "k")?,
+        &*bf16_of(v, OP, "v")?,
+        &*bf16_of(&fwd.out, OP, "out")?,
+        &*f32_of(&fwd.lse, OP, "lse")?,
+        &*bf16_of(dout, OP, "dout")?,
+        cu,
+        s,
+    )?;
+    Ok((from_bf16(&d, dq, q.dims())?, from_bf16(&d, dk, k.dims())?, from_bf16(&d, dv, v.dims())?))
+}
+
+/// Two partial attentions over disjoint keys merged by their log-sum-exps. Only
+/// the CPU rollout path calls this (the CUDA decode has the cascade kernel,
+/// which merges in registers), so it takes the host round trip.
+pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
+    let host = |t: &Tensor| t.to_device(crate::tensor::Device::Cpu);
+    let dev = a.out.device();
+    let pa = AttnOut { out: host(&a.out)?, lse: host(&a.lse)? };
+    let pb = AttnOut { out: host(&b.out)?, lse: host(&b.lse)? };
+    let m = super::merge_attention(&pa, &pb)?;
+    Ok(AttnOut { out: m.out.to_dtype(DType::BF16)?.to_device(dev)?, lse: m.lse.to_device(dev)? })
+}
+
+// ---- rows: embedding, scatter, caches -------------------------------------------------
+
+/// `x[idx]`, keeping the dtype (bf16 activations or f32 rotary tables).
+pub fn index_select(x: &Tensor, idx: &[i32]) -> Result<Tensor> {
+    const OP: &str = "index_select";
+    let d = dev(x, OP)?;
+    let (n, dim) = (x.dims()[0], x.dims()[1]);
+    match x.dtype() {
+        DType::F32 => from_f32(&d, so::gather_rows_f32(&d, &*f32_of(x, OP, "x")?, n, dim, idx)?, [idx.len(), dim]),
+        _ => from_bf16(&d, so::gather_rows(&d, &*bf16_of(x, OP, "x")?, n, dim, idx)?, [idx.len(), dim]),
+    }
+}
+
+pub fn index_select_backward(dx: &mut Tensor, idx: &[i32], dy: &Tensor, skip: Option<&[bool]>) -> Result<()> {
+    const OP: &str = "index_select_backward";
+    let d = dev(dy, OP)?;
+    let (n, dim) = (dx.dims()[0], dx.dims()[1]);
+    let g = bf16_of(dy, OP, "dy")?.into_owned();
+    so::scatter_add_rows(&d, f32_mut(dx, OP, "dx")?, n, dim, idx, &g, skip)
+}
+
+pub fn scatter_rows(x: &Tensor, pos: &[i32], rows: &Tensor) -> Result<Tensor> {
+    const OP: &str = "scatter_rows";
+    let d = dev(x, OP)?;
+    let (t, dim) = (x.dims()[0], x.dims()[1]);
+    let mut out = bf16_of(x, OP, "x")?.into_owned();
+    so::overwrite_rows(&d, &mut out, t, dim, pos, &*bf16_of(rows, OP, "rows")?)?;
+    from_bf16(&d, out, [t, dim])
+}
+
+pub fn scatter_rows_backward(dy: &Tensor, pos: &[i32]) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "scatter_rows_backward";
+    let d = dev(dy, OP)?;
+    let (t, dim) = (dy.dims()[0], dy.dims()[1]);
+    let g = bf16_of(dy, OP, "dy")?;
+    let drows = so::gather_rows(&d, &g, t, dim, pos)?;
+    let mut dx = g.into_owned();
+    let zeros = d.zeros::<bf16>(pos.len() * dim, OP)?;
+    so::overwrite_rows(&d, &mut dx, t, dim, pos, &zeros)?;
+    Ok((from_bf16(&d, dx, [t, dim])?, from_bf16(&d, drows, [pos.len(), dim])?))
+}
+
+/// `dst[start * inner ..] = src`, in `dst`'s dtype (KV caches).
+pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor, inner: usize) -> Result<()> {
+    const OP: &str = "write_rows";
+    let d = dev(src, OP)?;
+    let range = start * inner..start * inner + src.numel();
+    let err = |e| d.error(OP, None, e);
+    match dst.dtype() {
+        DType::F32 => {
+            let s = f32_of(src, OP, "src")?;
+            d.stream().memcpy_dtod(&*s, &mut f32_mut(dst, OP, "dst")?.slice_mut(range)).map_err(err)
+        }
+        _ => {
+            let s = bf16_of(src, OP, "src")?;
+            d.stream().memcpy_dtod(&*s, &mut bf16_mut(dst, OP, "dst")?.slice_mut(range)).map_err(err)
+        }
+    }
+}
+
+// ---- linear layers ------------------------------------------------------------------
+
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rows: usize, din: usize, dout: usize) -> Result<Tensor> {
+    const OP: &str = "linear";
+    let d = dev(x, OP)?;
+    let bias = b.map(|b| bf16_of(b, OP, "bias")).transpose()?;
+    let mut out_dims = x.dims().to_vec();
+    *out_dims.last_mut().expect("rank checked") = dout;
+    let y =
+        gemm::linear(&d, &*bf16_of(x, OP, "input")?, &*bf16_of(w, OP, "weight")?, bias.as_deref(), rows, din, dout)?;
+    from_bf16(&d, y, out_dims)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    dw: Option<&mut Tensor>,
+    db: Option<&mut Tensor>,
+    rows: usize,
+    din: usize,
+    dout: usize,
+) -> Result<Tensor> {
+    const OP: &str = "linear_backward";
+    let d = dev(x, OP)?;
+    let g = bf16_of(dy, OP, "dy")?;
+    let xs = bf16_of(x, OP, "input")?;
+    let mut dx = d.uninit::<bf16>(rows * din, OP)?;
+    let spec = GemmSpec { m: rows, n: din, k: dout, trans_a: false, trans_b: false, alpha: 1.0, beta: 0.0 };
+    gemm::gemm(&d, spec, &*g, &*bf16_of(w, OP, "weight")?, &mut dx, None)?;
+    if let Some(dw) = dw {
+        // dW [out, in] += dyᵀ · x
+        let spec = GemmSpec { m: dout, n: din, k: rows, trans_a: true, trans_b: false, alpha: 1.0, beta: 1.0 };
+        gemm::gemm_f32_out(&d, spec, &*g, &*xs, f32_mut(dw, OP, "dW")?)?;
+    }
+    if let Some(db) = db {
+        let g32 = so::cast_to_f32(&d, &g)?;
+        so::column_sum_accumulate(&d, &g32, rows, dout, f32_mut(db, OP, "db")?)?;
+    }
+    from_bf16(&d, dx, x.dims())
+}
+
+/// Batched `op(A)·op(B)`: one GEMM per batch entry on views of the operands.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    out_dims: Vec<usize>,
+) -> Result<Tensor> {
+    const OP: &str = "matmul";
+    let d = dev(a, OP)?;
+    let (av, bv) = (bf16_of(a, OP, "a")?, bf16_of(b, OP, "b")?);
+    let mut c = d.uninit::<bf16>(batch * m * n, OP)?;
+    let spec = GemmSpec { m, n, k, trans_a, trans_b, alpha: 1.0, beta: 0.0 };
+    for i in 0..batch {
+        let (sa, sb, sc) = (m * k, k * n, m * n);
+        gemm::gemm(
+            &d,
+            spec,
+            &av.slice(i * sa..(i + 1) * sa),
+            &bv.slice(i * sb..(i + 1) * sb),
+            &mut c.slice_mut(i * sc..(i + 1) * sc),
+            None,
+        )?;
+    }
+    from_bf16(&d, c, out_dims)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    s: LoraShape,
+    out_dims: Vec<usize>,
+) -> Result<super::LoraOut> {
+    const OP: &str = "lora_linear";
+    let d = dev(x, OP)?;
+    let bias = bias.map(|b| bf16_of(b, OP, "bias")).transpose()?;
+    let (y, xa) = lo::lora_forward(
+        &d,
+        &*bf16_of(x, OP, "input")?,
+        &*bf16_of(w, OP, "W")?,
+        bias.as_deref(),
+        &*bf16_of(a, OP, "lora_A")?,
+        &*bf16_of(b, OP, "lora_B")?,
+        &s,
+    )?;
+    Ok(super::LoraOut { y: from_bf16(&d, y, out_dims)?, xa: from_bf16(&d, xa, [s.rows, s.rank])? })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn lora_linear_backward(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    s: LoraShape,
+    xa: &Tensor,
+    dy: &Tensor,
+    da: &mut Tensor,
+    db: &mut Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "lora_linear_backward";
+    let d = dev(x, OP)?;
+    let dx = lo::lora_backward(
+        &d,
+        &*bf16_of(x, OP, "input")?,
+        &*bf16_of(w, OP, "W")?,
+        &*bf16_of(a, OP, "lora_A")?,
+        &*bf16_of(b, OP, "lora_B")?,
+        &*bf16_of(xa, OP, "xa")?,
+        &*bf16_of(dy, OP, "dy")?,
+        &s,
+        f32_mut(da, OP, "dA")?,
+        f32_mut(db, OP, "dB")?,
+    )?;
+    from_bf16(&d, dx, x.dims())
+}
+
+// ---- norms and rotary ---------------------------------------------------------------
+
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "rms_norm";
+    let d = dev(x, OP)?;
+    let (rows, dim) = (x.shape().rows(), x.shape().last());
+    let (y, rstd) = so::rms_norm_forward(&d, &*bf16_of(x, OP, "input")?, &*bf16_of(w, OP, "weight")?, rows, dim, eps)?;
+    Ok((from_bf16(&d, y, x.dims())?, from_f32(&d, rstd, [rows])?))
+}
+
+pub fn rms_norm_backward(
+    x: &Tensor,
+    w: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    dw: Option<&mut Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "rms_norm_backward";
+    let d = dev(x, OP)?;
+    let (rows, dim) = (x.shape().rows(), x.shape().last());
+    let dw = dw.map(|t| f32_mut(t, OP, "dw")).transpose()?;
+    let dx = so::rms_norm_backward(
+        &d,
+        &*bf16_of(x, OP, "input")?,
+        &*bf16_of(w, OP, "weight")?,
+        &*f32_of(rstd, OP, "rstd")?,
+        &*bf16_of(dy, OP, "dy")?,
+        rows,
+        dim,
+        dw,
+    )?;
+    from_bf16(&d, dx, x.dims())
+}
+
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, backward: bool) -> Result<Tensor> {
+    const OP: &str = "rope";
+    let d = dev(x, OP)?;
+    let (t, h, hd) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+    let y =
+        so::rope(&d, &*bf16_of(x, OP, "x")?, &*f32_of(cos, OP, "cos")?, &*f32_of(sin, OP, "sin")?, t, h, hd, backward)?;
+    from_bf16(&d, y, x.dims())
+}
+
+// ---- losses -------------------------------------------------------------------------
+
+pub fn cross_entropy(logits: &Tensor, labels: &[i32], v: usize) -> Result<CrossEntropy> {
+    const OP: &str = "cross_entropy";
+    let d = dev(logits, OP)?;
+    let (loss, lse, _) = ls::cross_entropy(&d, &*bf16_of(logits, OP, "logits")?, labels, v, None)?;
+    let losses = d.download(&loss, OP)?;
+    let tokens = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+    let loss_sum: f64 = losses.iter().map(|&x| x as f64).sum();
+    let loss = if tokens > 0 { (loss_sum / tokens as f64) as f32 } else { 0.0 };
+    Ok(CrossEntropy { loss, loss_sum, tokens, lse: from_f32(&d, lse, [labels.len()])? })
+}
+
+/// `dlogits` with one scale for every row, or `row_scale[r]` for row `r`.
+pub fn cross_entropy_backward(logits: &Tensor, labels: &[i32], v: usize, scale: RowScale<'_>) -> Result<Tensor> {
+    const OP: &str = "cross_entropy_backward";
+    let d = dev(logits, OP)?;
+    let uniform = match scale {
+        RowScale::Uniform(s) => s,
+        RowScale::PerRow(_) => 1.0,
+    };
+    let (_, _, dl) = ls::cross_entropy(&d, &*bf16_of(logits, OP, "logits")?, labels, v, Some(uniform))?;
+    let mut dl = dl.expect("grad_scale given");
+    if let RowScale::PerRow(rows) = scale {
+        so::scale_rows(&d, &mut dl, labels.len(), v, rows)?;
+    }
+    from_bf16(&d, dl, [labels.len(), v])
+}
+
+pub enum RowScale<'a> {
+    Uniform(f32),
+    PerRow(&'a [f32]),
+}
+
+pub fn token_logprobs(logits: &Tensor, ids: &[i32], v: usize, s: f32) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "token_logprobs";
+    let d = dev(logits, OP)?;
+    let (lp, lse) = ls::token_logprobs_forward(&d, &*bf16_of(logits, OP, "logits")?, ids, v, s)?;
+    Ok((from_f32(&d, lp, [ids.len()])?, from_f32(&d, lse, [ids.len()])?))
+}
+
+pub fn token_logprobs_backward(
+    logits: &Tensor,
+    ids: &[i32],
+    lse: &Tensor,
+    dlogp: &Tensor,
+    v: usize,
+    s: f32,
+) -> Result<Tensor> {
+    const OP: &str = "token_logprobs_backward";
+    let d = dev(logits, OP)?;
+    let dl = ls::token_logprobs_backward(
+        &d,
+        &*bf16_of(logits, OP, "logits")?,
+        ids,
+        &*f32_of(lse, OP, "lse")?,
+        &*f32_of(dlogp, OP, "dlogp")?,
+        v,
+        s,
+    )?;
+    from_bf16(&d, dl, [ids.len(), v])
+}
+
+// ---- sampling and gradient norms ------------------------------------------------------
+
+pub fn sample_streams(
+    logits: &Tensor,
+    n: usize,
+    p: &SamplingParams,
+    seed: u64,
+    streams: &[u64],
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "sample";
+    let d = dev(logits, OP)?;
+    let (r, v) = (logits.dims()[0], logits.dims()[1]);
+    let (tok, lp) = sa::sample_rows(&d, &*bf16_of(logits, OP, "logits")?, v, n, p, seed, streams)?;
+    let tok: Vec<i32> = d.download(&tok, OP)?.into_iter().map(|t| t as i32).collect();
+    let tok = Tensor::from_i32(tok, [r * n], logits.device())?;
+    Ok((tok, from_f32(&d, lp, [r * n])?))
+}
+
+/// `Σ g²` of one gradient (read back; the CUDA trainer's multi-tensor
+/// `cuda::optim::AdamWGroup` computes the global norm on the device instead).
+pub fn sum_squares(g: &Tensor) -> Result<f64> {
+    Ok(g.to_vec_f32()?.iter().map(|&x| x as f64 * x as f64).sum())
+}

@@ -1,0 +1,209 @@
+//! Rung 4 of the verification ladder on CUDA: tensors that live on the device
+//! (round trips, casts, the layout copies behind narrow / permute / cat) and the
+//! tiny model's forward and backward on CUDA against the CPU, both starting from
+//! the same bf16-rounded weights. The CPU computes in f32, the GPU keeps bf16
+//! activations, so logits and gradients are compared by relative error.
+//!
+//! Without a GPU every test prints "SKIPPED: no CUDA device (why)" and passes.
+
+#[cfg(not(actial_cuda))]
+#[test]
+fn cuda_model_skipped_without_kernels() {
+    assert!(
+        std::env::var_os("ACTIAL_REQUIRE_CUDA_BUILD").is_none(),
+        "ACTIAL_REQUIRE_CUDA_BUILD is set but the kernels were not built"
+    );
+    println!("SKIPPED: {}", actial::cuda::build_info::NOT_BUILT);
+}
+
+#[cfg(actial_cuda)]
+mod on_device {
+    use std::collections::BTreeMap;
+
+    use actial::model::image::{ImageProcessorConfig, preprocess};
+    use actial::model::tiny::{tiny_config, tiny_tokenizer};
+    use actial::model::tokenizer::{Content, Message, Role};
+    use actial::model::{Batch, LoraSpec, Part, Qwen25Vl, Sample};
+    use actial::ops;
+    use actial::rng::Philox;
+    use actial::tensor::DType;
+    use actial::{Device, Tensor};
+
+    /// CUDA device 0, or None (with the SKIPPED line) when this machine has none.
+    fn gpu() -> Option<Device> {
+        match actial::cuda::available() {
+            Err(why) => {
+                println!("SKIPPED: no CUDA device ({why})");
+                None
+            }
+            Ok(_) => {
+                let d = Device::Cuda(0);
+                d.check_available().expect("a CUDA device is present, so opening it must work");
+                Some(d)
+            }
+        }
+    }
+
+    fn randn(seed: u64, dims: &[usize]) -> Tensor {
+        let n = dims.iter().product();
+        Tensor::from_f32(Philox::new(seed, 0).normal_vec(n, 1.0), dims, Device::Cpu).unwrap()
+    }
+
+    /// Layout ops are bit copies: the device must give exactly the CPU's elements.
+    #[test]
+    fn layout_ops_round_trips_and_casts_match_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        let x = randn(1, &[3, 5, 4]);
+        let g = x.to_device(dev).unwrap();
+        assert_eq!(g.device(), dev);
+        let same = |what: &str, a: &Tensor, b: &Tensor| {
+            assert_eq!(a.dims(), b.dims(), "{what}: shape");
+            assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap(), "{what}: elements");
+        };
+        same("round trip", &x, &g);
+        same("narrow dim 1", &x.narrow(1, 1, 3).unwrap(), &g.narrow(1, 1, 3).unwrap());
+        same("narrow dim 2", &x.narrow(2, 3, 1).unwrap(), &g.narrow(2, 3, 1).unwrap());
+        let (xv, gv) = (x.narrow(0, 1, 2).unwrap(), g.narrow(0, 1, 2).unwrap());
+        same("view then permute", &xv.permute(&[2, 0, 1]).unwrap(), &gv.permute(&[2, 0, 1]).unwrap());
+        same("transpose", &x.transpose(0, 2).unwrap(), &g.transpose(0, 2).unwrap());
+        same("copy of a view", &xv.copy().unwrap(), &gv.copy().unwrap());
+        let (x2, g2) = (x.narrow(1, 0, 2).unwrap(), g.narrow(1, 0, 2).unwrap());
+        same("cat dim 1", &Tensor::cat(&[&x, &x2], 1).unwrap(), &Tensor::cat(&[&g, &g2], 1).unwrap());
+        same("cat dim 0", &Tensor::cat(&[&xv, &x], 0).unwrap(), &Tensor::cat(&[&gv, &g], 0).unwrap());
+        let (xb, gb) = (x.to_dtype(DType::BF16).unwrap(), g.to_dtype(DType::BF16).unwrap());
+        assert_eq!(gb.dtype(), DType::BF16);
+        same("cast to bf16 (round to nearest even on both)", &xb, &gb);
+        same("bf16 permute", &xb.permute(&[1, 2, 0]).unwrap(), &gb.permute(&[1, 2, 0]).unwrap());
+        let ids = Tensor::from_i32((0..12).collect(), [3, 4], Device::Cpu).unwrap();
+        let gids = ids.to_device(dev).unwrap();
+        assert_eq!(
+            ids.transpose(0, 1).unwrap().to_vec_i32().unwrap(),
+            gids.transpose(0, 1).unwrap().to_vec_i32().unwrap()
+        );
+        // Writes never show through a shared buffer (copy-on-write on the device too).
+        let mut w = g.clone();
+        ops::scale_assign(&mut w, 0.0).unwrap();
+        same("the original after zeroing a clone", &x, &g);
+        assert!(w.to_vec_f32().unwrap().iter().all(|&v| v == 0.0));
+    }
+
+    /// One image sample with supervised answer tokens.
+    fn batch(cfg: &actial::model::Qwen25VlConfig) -> Batch {
+        let tok = tiny_tokenizer().unwrap();
+        let mut rng = Philox::new(3, 0);
+        let img = image::RgbImage::from_fn(112, 84, |x, y| {
+            image::Rgb([(x * 2) as u8, (y * 3) as u8, (rng.next_u32() % 256) as u8])
+        });
+        let px = preprocess(&[img], &ImageProcessorConfig::for_vision(&cfg.vision)).unwrap();
+        let counts: Vec<usize> = px.grids.iter().map(|g| g[0] * g[1] * g[2] / 4).collect();
+        let msg =
+            Message { role: Role::User, content: vec![Content::Image, Content::Text("which colour is left?".into())] };
+        let ids = tok.encode_chat(&[msg], &counts, true).unwrap().ids;
+        let n = ids.len();
+        // Supervise the last 6 tokens (labels are next-token targets inside Batch).
+        let labels: Vec<i32> = ids.iter().enumerate().map(|(i, &t)| if i + 6 >= n { t as i32 } else { -100 }).collect();
+        Batch::new(&[Sample { tokens: ids, labels: Some(labels) }], Some(px.pixel_values), &px.grids, cfg).unwrap()
+    }
+
+    fn grads(model: &mut Qwen25Vl) -> BTreeMap<String, Vec<f32>> {
+        let mut out = BTreeMap::new();
+        model.visit(&mut |name, p| {
+            if let Some(g) = &p.grad {
+                out.insert(name, g.to_vec_f32().unwrap());
+            }
+        });
+        out
+    }
+
+    /// ‖a − b‖ / ‖b‖ (with a floor so an all-zero reference does not divide by 0).
+    fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+        let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+        (num / den.max(1e-20)).sqrt()
+    }
+
+    /// Runs forward + backward on both devices; returns the CPU and GPU models.
+    fn both(mut cpu: Qwen25Vl, dev: Device) -> (f32, f32, Qwen25Vl, Qwen25Vl, f64) {
+        let b = batch(&cpu.config);
+        let mut gpu = cpu.clone();
+        gpu.to_device(dev, DType::BF16).unwrap();
+        assert_eq!(gpu.device(), dev);
+        let (logits_cpu, _) = cpu.forward(&b).unwrap();
+        let (logits_gpu, _) = gpu.forward(&b).unwrap();
+        assert_eq!(logits_gpu.device(), dev);
+        let logit_err = rel_l2(&logits_gpu.to_vec_f32().unwrap(), &logits_cpu.to_vec_f32().unwrap());
+        cpu.zero_grad().unwrap();
+        gpu.zero_grad().unwrap();
+        let lc = cpu.forward_backward(&b, None).unwrap().loss;
+        let lg = gpu.forward_backward(&b, None).unwrap().loss;
+        (lc, lg, cpu, gpu, logit_err)
+    }
+
+    fn compare_grads(cpu: &mut Qwen25Vl, gpu: &mut Qwen25Vl, tol: f64) {
+        let (gc, gg) = (grads(cpu), grads(gpu));
+        assert_eq!(gc.keys().collect::<Vec<_>>(), gg.keys().collect::<Vec<_>>(), "the same parameters train");
+        assert!(!gc.is_empty());
+        let mut worst = (String::new(), 0.0f64);
+        for (name, c) in &gc {
+            let g = &gg[name];
+            assert!(g.iter().all(|v| v.is_finite()), "{name}: non-finite CUDA gradient");
+            let e = rel_l2(g, c);
+            if e > worst.1 {
+                worst = (name.clone(), e);
+            }
+        }
+        println!("{} gradients, worst relative L2 error {:.2e} ({})", gc.len(), worst.1, worst.0);
+        assert!(worst.1 < tol, "gradient of {} differs by {:.3e} (relative L2) between CUDA and CPU", worst.0, worst.1);
+    }
+
+    fn bf16_model(seed: u64) -> Qwen25Vl {
+        let tok = tiny_tokenizer().unwrap();
+        let mut m = Qwen25Vl::random(tiny_config(&tok), seed).unwrap();
+        // Both devices start from the weights a bf16 GPU holds.
+        m.to_device(Device::Cpu, DType::BF16).unwrap();
+        m
+    }
+
+    #[test]
+    fn tiny_model_full_parameter_forward_and_backward_match_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        let mut m = bf16_model(7);
+        for part in [Part::VisionTower, Part::Merger, Part::Language] {
+            m.set_trainable(part, true).unwrap();
+        }
+        let (lc, lg, mut cpu, mut gpu, logit_err) = both(m, dev);
+        println!("loss cpu {lc:.5} cuda {lg:.5}; logits relative L2 error {logit_err:.2e}");
+        assert!(logit_err < 2e-2, "logits differ by {logit_err:.3e} (relative L2)");
+        assert!((lc - lg).abs() <= 1e-2 * lc.abs().max(1.0), "loss cpu {lc} vs cuda {lg}");
+        compare_grads(&mut cpu, &mut gpu, 5e-2);
+    }
+
+    #[test]
+    fn tiny_model_lora_forward_and_backward_match_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        let mut m = bf16_model(8);
+        let spec = LoraSpec {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec!["q_proj".into(), "v_proj".into(), "qkv".into(), "down_proj".into()],
+            language: true,
+            vision: true,
+            seed: 2,
+        };
+        m.add_lora(&spec).unwrap();
+        // B starts at zero; give it values so dA is not zero either.
+        let mut rng = Philox::new(9, 0);
+        m.visit(&mut |n, p| {
+            if n.ends_with("lora_B.weight") {
+                let v = rng.normal_vec(p.value.numel(), 0.05);
+                p.value = Tensor::from_f32(v, p.value.dims(), Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+                p.value = p.value.to_dtype(DType::F32).unwrap();
+            }
+        });
+        let (lc, lg, mut cpu, mut gpu, logit_err) = both(m, dev);
+        println!("loss cpu {lc:.5} cuda {lg:.5}; logits relative L2 error {logit_err:.2e}");
+        assert!(logit_err < 2e-2, "logits differ by {logit_err:.3e} (relative L2)");
+        assert!((lc - lg).abs() <= 1e-2 * lc.abs().max(1.0), "loss cpu {lc} vs cuda {lg}");
+        compare_grads(&mut cpu, &mut gpu, 5e-2);
+    }
+}
