@@ -160,3 +160,18 @@ fn full_recipe_runs_end_to_end_and_grpo_alone() {
     assert!(g_out.join("final/model.safetensors").is_file());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn device_flag_reaches_the_run_and_an_unusable_gpu_is_a_clear_error() {
+    if actial::cuda::available().is_ok() {
+        println!("a CUDA device is present: tests/cuda_model.rs covers training on it");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_actial-train"))
+        .args(["--recipe", "sft", "--device", "cuda"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "training on a machine without a usable GPU must fail");
+    assert!(text.contains("cuda:0") && text.contains("--device cpu"), "{text}");
+}

@@ -206,4 +206,55 @@ mod on_device {
         assert!((lc - lg).abs() <= 1e-2 * lc.abs().max(1.0), "loss cpu {lc} vs cuda {lg}");
         compare_grads(&mut cpu, &mut gpu, 5e-2);
     }
+
+    /// Viewpoint examples from 56x56 renders, as tests/sft.rs builds them.
+    fn examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
+        use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+        let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
+        let mut recs = Vec::new();
+        for i in 0..n_pairs {
+            let p = synth_pair(8, i, &c);
+            let paths = [dir.join(format!("{i}_a.png")), dir.join(format!("{i}_b.png"))];
+            p.images[0].save(&paths[0]).unwrap();
+            p.images[1].save(&paths[1]).unwrap();
+            recs.extend(pair_records(i, &p, paths).0);
+        }
+        let tok = tiny_tokenizer().unwrap();
+        let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
+        actial::train::data::encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples
+    }
+
+    /// The SFT trainer on CUDA (bf16 frozen weights, f32 masters, the
+    /// multi-tensor AdamW launch) follows the CPU's loss curve over 4 steps, for
+    /// full fine-tuning and LoRA.
+    #[test]
+    fn sft_steps_on_cuda_follow_the_cpu() {
+        let Some(_dev) = gpu() else { return };
+        let dir = std::env::temp_dir().join(format!("actial-cuda-sft-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ex = examples(2, &dir);
+        for lora in [false, true] {
+            let mut c = actial::train::config::SftConfig::tiny_defaults();
+            c.run.global_batch = 4;
+            c.run.micro_batch = 2;
+            c.run.steps = 4;
+            c.optim.warmup_steps = 1;
+            c.lora.enabled = lora;
+            c.lora.vision = true;
+            c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "qkv".into(), "down_proj".into()];
+            let mut on_gpu = c.clone();
+            on_gpu.run.device = "cuda".into();
+            let mut cpu = actial::train::sft::SftTrainer::new(c, bf16_model(3), ex.clone()).unwrap();
+            let mut gpu = actial::train::sft::SftTrainer::new(on_gpu, bf16_model(3), ex.clone()).unwrap();
+            assert!(matches!(gpu.model.device(), Device::Cuda(_)));
+            let lc: Vec<f64> = (0..4).map(|_| cpu.train_step().unwrap().loss).collect();
+            let lg: Vec<f64> = (0..4).map(|_| gpu.train_step().unwrap().loss).collect();
+            println!("lora {lora}: cpu losses {lc:?}, cuda losses {lg:?}");
+            for (i, (a, b)) in lc.iter().zip(&lg).enumerate() {
+                assert!((a - b).abs() <= 2e-2 * a.abs().max(1.0), "lora {lora} step {}: cpu {a} cuda {b}", i + 1);
+            }
+            assert!(lg[3] < lg[0], "no learning on CUDA in 4 steps: {lg:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -140,26 +140,78 @@ impl AdamWGroup {
             }
             None => std::ptr::null(),
         };
-        // The same f64 bias corrections as the CPU twin.
-        let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
-        let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
-        let p = params::ActialAdamWParams {
-            lr: h.lr,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            weight_decay: h.weight_decay,
-            step_size: (h.lr as f64 / bc1) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            num_tensors: self.len() as i32,
-            grad_scale,
-        };
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (self.blocks as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(dev, "adamw_multi_tensor", cfg, format!("{} tensors, {} blocks", self.len(), self.blocks);
-            &self.slots, &p)
+        launch_adamw(dev, &self.slots, self.len(), self.blocks, h, step, grad_scale)
     }
+}
+
+/// One tensor of a multi-tensor AdamW step, by device address (f32 buffers of
+/// `numel` elements each).
+pub struct SlotAddrs {
+    pub param: u64,
+    pub grad: u64,
+    pub exp_avg: u64,
+    pub exp_avg_sq: u64,
+    pub numel: usize,
+}
+
+/// The slot table of a multi-tensor launch (block offsets prefix-summed) and
+/// its block count.
+pub fn slot_table(slots: &[SlotAddrs]) -> (Vec<params::ActialTensorSlot>, usize) {
+    let mut first_block = 0i64;
+    let table = slots
+        .iter()
+        .map(|s| {
+            let t = params::ActialTensorSlot {
+                param: s.param as *mut f32,
+                grad: s.grad as *const f32,
+                exp_avg: s.exp_avg as *mut f32,
+                exp_avg_sq: s.exp_avg_sq as *mut f32,
+                param_bf16: std::ptr::null_mut(),
+                numel: s.numel as i64,
+                first_block,
+            };
+            first_block += s.numel.div_ceil(CHUNK) as i64;
+            t
+        })
+        .collect();
+    (table, first_block as usize)
+}
+
+/// One AdamW step over the tensors of an uploaded slot table, in one launch.
+/// `grad_scale`: a device scalar multiplying every gradient, or null.
+pub fn launch_adamw(
+    dev: &CudaDevice,
+    slots: &CudaSlice<params::ActialTensorSlot>,
+    num_tensors: usize,
+    blocks: usize,
+    h: &AdamW,
+    step: u64,
+    grad_scale: *const f32,
+) -> Result<()> {
+    if step == 0 {
+        return Err(shape_err!("cuda::adamw", "step counts from 1"));
+    }
+    if blocks == 0 {
+        return Ok(());
+    }
+    // The same f64 bias corrections as the CPU twin.
+    let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
+    let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
+    let p = params::ActialAdamWParams {
+        lr: h.lr,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        weight_decay: h.weight_decay,
+        step_size: (h.lr as f64 / bc1) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        num_tensors: num_tensors as i32,
+        grad_scale,
+    };
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(dev, "adamw_multi_tensor", cfg, format!("{num_tensors} tensors, {blocks} blocks"); slots, &p)
 }

@@ -35,7 +35,7 @@ impl Qwen25Vl {
         let batch = Batch::new(&[Sample { tokens: prompt.to_vec(), labels: None }], pixel_values, grids, &self.config)?;
         let (x, _) = self.embed(&batch)?;
         let (cos, sin) = self.rope_tables(&batch.positions)?;
-        let mut cache = KvCache::new(&self.config.text, prompt.len() + max_new_tokens, Device::Cpu)?;
+        let mut cache = KvCache::new(&self.config.text, prompt.len() + max_new_tokens, self.device())?;
         let logits = self.text.forward_cached(&x, &cos, &sin, &mut cache)?;
         let v = self.config.text.vocab_size;
         // Generated text continues one past the largest prompt position (on all axes).

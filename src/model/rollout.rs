@@ -10,7 +10,7 @@ use super::{Batch, Qwen25Vl, Sample};
 use crate::cuda::nvtx;
 use crate::error::Result;
 use crate::ops::{self, SamplingParams};
-use crate::tensor::{DType, Device, Tensor};
+use crate::tensor::{Device, Tensor};
 
 /// One prompt to roll out.
 #[derive(Clone, Debug)]
@@ -159,7 +159,7 @@ impl Qwen25Vl {
             let (x, _) = self.embed(&batch)?;
             let (cos, sin) = self.rope_tables(&batch.positions)?;
             let len = prompt.tokens.len();
-            let mut cache = KvCache::new(cfg, len, Device::Cpu)?;
+            let mut cache = KvCache::new(cfg, len, self.device())?;
             let logits = self.text.forward_cached(&x, &cos, &sin, &mut cache)?;
             for (l, (k, v)) in cache.layers.into_iter().enumerate() {
                 prefix_k[l].push(k);
@@ -193,10 +193,8 @@ impl Qwen25Vl {
             .map(|_| {
                 (0..n_layers)
                     .map(|_| {
-                        Ok((
-                            Tensor::zeros(shape, DType::F32, Device::Cpu)?,
-                            Tensor::zeros(shape, DType::F32, Device::Cpu)?,
-                        ))
+                        let (dev, dtype) = (self.device(), super::text::kv_dtype(self.device()));
+                        Ok((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?))
                     })
                     .collect()
             })

@@ -257,15 +257,12 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// f32 on the CPU (its compute type), bf16 on CUDA (what attention reads).
     pub fn new(cfg: &TextConfig, capacity: usize, device: crate::tensor::Device) -> Result<KvCache> {
         let shape = [capacity, cfg.num_key_value_heads, cfg.head_dim()];
+        let dtype = kv_dtype(device);
         let layers = (0..cfg.num_hidden_layers)
-            .map(|_| {
-                Ok((
-                    Tensor::zeros(shape, crate::tensor::DType::F32, device)?,
-                    Tensor::zeros(shape, crate::tensor::DType::F32, device)?,
-                ))
-            })
+            .map(|_| Ok((Tensor::zeros(shape, dtype, device)?, Tensor::zeros(shape, dtype, device)?)))
             .collect::<Result<_>>()?;
         Ok(KvCache { layers, len: 0, capacity })
     }
@@ -366,5 +363,13 @@ impl TextModel {
         if let Some(h) = &mut self.lm_head {
             f("lm_head.weight".to_string(), h);
         }
+    }
+}
+
+/// The element type of KV caches on `device`.
+pub fn kv_dtype(device: crate::tensor::Device) -> crate::tensor::DType {
+    match device {
+        crate::tensor::Device::Cpu => crate::tensor::DType::F32,
+        crate::tensor::Device::Cuda(_) => crate::tensor::DType::BF16,
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use half::bf16;
 
-use super::{AttnOut, CrossEntropy, IGNORE_INDEX, SamplingParams};
+use super::{AdamSlot, AdamW, AttnOut, CrossEntropy, IGNORE_INDEX, SamplingParams};
 use crate::cpu::attention::AttnShape;
 use crate::cuda::CudaDevice;
 use crate::cuda::attention as at;
@@ -471,6 +471,33 @@ pub fn sample_streams(
     let tok: Vec<i32> = d.download(&tok, OP)?.into_iter().map(|t| t as i32).collect();
     let tok = Tensor::from_i32(tok, [r * n], logits.device())?;
     Ok((tok, from_f32(&d, lp, [r * n])?))
+}
+
+/// One multi-tensor AdamW launch over every slot (all f32 on one device). The
+/// slot table holds the buffers' addresses; it and any gradient cast to f32
+/// are freed in stream order, after the launch has run.
+pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()> {
+    const OP: &str = "adamw_step";
+    let d = dev(slots[0].grad, OP)?;
+    let mut grads = Vec::with_capacity(slots.len());
+    let mut addrs = Vec::with_capacity(slots.len());
+    for s in slots.iter_mut() {
+        let g = f32_of(s.grad, OP, "grad")?;
+        let grad = d.address(&g);
+        grads.push(g);
+        addrs.push(crate::cuda::optim::SlotAddrs {
+            param: d.address(f32_mut(s.param, OP, "param")?),
+            grad,
+            exp_avg: d.address(f32_mut(s.m, OP, "m")?),
+            exp_avg_sq: d.address(f32_mut(s.v, OP, "v")?),
+            numel: s.param.numel(),
+        });
+    }
+    let (table, blocks) = crate::cuda::optim::slot_table(&addrs);
+    let table = d.upload(&table, OP)?;
+    crate::cuda::optim::launch_adamw(&d, &table, addrs.len(), blocks, h, step, std::ptr::null())?;
+    drop(grads);
+    Ok(())
 }
 
 /// `Σ g²` of one gradient (read back; the CUDA trainer's multi-tensor

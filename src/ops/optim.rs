@@ -17,13 +17,15 @@ pub struct AdamSlot<'a> {
     pub v: &'a mut Tensor,
 }
 
-/// One AdamW step (torch semantics; `step` counts from 1) over many tensors.
+/// One AdamW step (torch semantics; `step` counts from 1) over many tensors: on
+/// the CPU one tensor after another, on CUDA one multi-tensor launch for all.
 pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()> {
     const OP: &str = "adamw_step";
     if step == 0 {
         return Err(arg_err!(OP, "step counts from 1"));
     }
-    for (i, s) in slots.iter_mut().enumerate() {
+    let mut device = None;
+    for (i, s) in slots.iter().enumerate() {
         expect_same(OP, "param", s.param, "grad", s.grad)?;
         if s.m.shape() != s.param.shape() || s.v.shape() != s.param.shape() {
             return Err(shape_err!(
@@ -34,8 +36,16 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
                 s.param.shape()
             ));
         }
-        match common_device(OP, &[s.param, s.grad, s.m, s.v])? {
-            Device::Cpu => {
+        let d = common_device(OP, &[s.param, s.grad, s.m, s.v])?;
+        if let Some(prev) = device.filter(|&p| p != d) {
+            return Err(crate::error::Error::DeviceMismatch { op: OP, a: prev, b: d });
+        }
+        device = Some(d);
+    }
+    match device {
+        None => Ok(()),
+        Some(Device::Cpu) => {
+            for s in slots.iter_mut() {
                 let g = s.grad.f32_slice(OP, "grad")?;
                 k::adamw_step(
                     s.param.f32_slice_mut(OP, "param")?,
@@ -46,17 +56,10 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
                     step,
                 );
             }
-            Device::Cuda(_) => {
-                return Err(arg_err!(
-                    OP,
-                    "slot {i} is on {}: on CUDA the optimizer is cuda::optim::AdamWGroup (multi-tensor, f32 \
-                     master weights kept on the device); this tensor-level step runs on the CPU",
-                    s.param.device()
-                ));
-            }
+            Ok(())
         }
+        Some(Device::Cuda(_)) => on_cuda!(cuda::adamw_step(slots, h, step)),
     }
-    Ok(())
 }
 
 /// The L2 norm of all gradients together (f64 accumulation).

@@ -124,7 +124,8 @@ pub fn epoch_order_at(seed: u64, tag: u64, n: usize, p: usize) -> usize {
 /// Mean entropy (nats) of the softmax of each row of `logits / temperature`.
 fn mean_entropy(rows: &Tensor, temperature: f32) -> Result<(f64, usize)> {
     let v = rows.dims()[1];
-    let x = rows.f32_cow("entropy", "rows")?;
+    // Read on the host: a diagnostic over the selected rows only.
+    let x = rows.to_vec_f32()?;
     let mut sum = 0.0f64;
     for r in x.chunks(v) {
         let max = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b / temperature));
@@ -158,12 +159,15 @@ impl GrpoTrainer {
         // The reference is the model as it enters stage 2, before any adapter.
         // Its parameters share the policy's tensors until the optimizer writes them
         // (copy-on-write); it keeps no gradients.
-        let reference = (cfg.grpo.beta > 0.0).then(|| {
+        let mut reference = (cfg.grpo.beta > 0.0).then(|| {
             let mut r = model.clone();
             r.visit(&mut |_, p| p.grad = None);
             r
         });
         prepare_model(&cfg, &mut model, "grpo")?;
+        if let Some(r) = reference.as_mut().filter(|r| r.device() != model.device()) {
+            r.to_device(model.device(), DType::BF16)?;
+        }
         let opt = AdamWState::new(&mut model)?;
         if opt.m.is_empty() {
             return Err(crate::arg_err!("grpo", "nothing to train: every part is frozen"));
@@ -309,9 +313,9 @@ impl GrpoTrainer {
                 continue;
             }
             let dlogp: Vec<f32> = out.dlogp.into_iter().flatten().collect();
-            let dlogp = Tensor::from_f32(dlogp, [nr], Device::Cpu)?;
+            let dlogp = Tensor::from_f32(dlogp, [nr], logits.device())?;
             let dsel = ops::token_logprobs_backward(&sel, &ids_t, &lse, &dlogp, temperature)?;
-            let mut dlogits = Tensor::zeros(logits.dims(), DType::F32, Device::Cpu)?;
+            let mut dlogits = Tensor::zeros(logits.dims(), DType::F32, logits.device())?;
             ops::index_select_backward(&mut dlogits, &rows_t, &dsel, None)?;
             drop((logits, sel));
             self.model.backward(&batch, cache, &dlogits)?;

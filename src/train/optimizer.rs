@@ -11,7 +11,7 @@ use super::config::{LoraSection, OptimSection};
 use crate::error::{Error, Result};
 use crate::model::{Qwen25Vl, weights};
 use crate::ops::{self, AdamSlot, AdamW};
-use crate::tensor::{DType, Device, Tensor};
+use crate::tensor::{DType, Tensor};
 
 /// The PEFT name of a parameter of this crate's model (transformers >= 4.52 module
 /// paths: `model.language_model.*`, `model.visual.*`).
@@ -38,13 +38,13 @@ impl AdamWState {
         let mut shapes = Vec::new();
         model.visit(&mut |n, p| {
             if p.trainable() {
-                shapes.push((n, p.value.dims().to_vec()));
+                shapes.push((n, p.value.dims().to_vec(), p.value.device()));
             }
         });
         let (mut m, mut v) = (BTreeMap::new(), BTreeMap::new());
-        for (n, d) in shapes {
-            m.insert(n.clone(), Tensor::zeros(d.clone(), DType::F32, Device::Cpu)?);
-            v.insert(n, Tensor::zeros(d, DType::F32, Device::Cpu)?);
+        for (n, d, dev) in shapes {
+            m.insert(n.clone(), Tensor::zeros(d.clone(), DType::F32, dev)?);
+            v.insert(n, Tensor::zeros(d, DType::F32, dev)?);
         }
         Ok(AdamWState { m, v })
     }
@@ -233,10 +233,12 @@ pub fn read_checkpoint(
         }
         let key = if lora { peft_key(&name) } else { name.clone() };
         result = (|| -> Result<()> {
+            // Checkpoints load on the host; the state goes where the model is.
+            let dev = p.value.device();
             let t = ckpt.tensor(&key)?;
-            p.value = if t.dims() == p.value.dims() { t } else { t.reshape(p.value.dims())? };
-            m.insert(name.clone(), moments.tensor(&format!("m.{name}"))?);
-            v.insert(name.clone(), moments.tensor(&format!("v.{name}"))?);
+            p.value = if t.dims() == p.value.dims() { t } else { t.reshape(p.value.dims())? }.to_device(dev)?;
+            m.insert(name.clone(), moments.tensor(&format!("m.{name}"))?.to_device(dev)?);
+            v.insert(name.clone(), moments.tensor(&format!("v.{name}"))?.to_device(dev)?);
             Ok(())
         })();
     });

@@ -85,6 +85,12 @@ pub fn prepare_model(cfg: &SftConfig, model: &mut Qwen25Vl, what: &'static str) 
     }
     model.text.recompute = (0..nt).map(|i| r.recompute_all || r.recompute_text_layers.contains(&i)).collect();
     model.vision.recompute = (0..nv).map(|i| r.recompute_all || r.recompute_vision_blocks.contains(&i)).collect();
+    // On CUDA frozen weights are bf16 (what the kernels read); trainable ones keep
+    // their f32 master copy. The CPU keeps every weight as loaded.
+    let device = crate::tensor::Device::parse(&r.device)?;
+    if device != model.device() && device != crate::tensor::Device::Cpu {
+        model.to_device(device, crate::tensor::DType::BF16)?;
+    }
     Ok(())
 }
 
