@@ -6,6 +6,9 @@
 //!
 //! Without a GPU every test prints "SKIPPED: no CUDA device (why)" and passes.
 
+#[cfg(actial_cuda)]
+mod common;
+
 #[cfg(not(actial_cuda))]
 #[test]
 fn cuda_model_skipped_without_kernels() {
@@ -207,23 +210,6 @@ mod on_device {
         compare_grads(&mut cpu, &mut gpu, 5e-2);
     }
 
-    /// Viewpoint examples from 56x56 renders, as tests/sft.rs builds them.
-    fn examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
-        use actial::data::synth::{SynthConfig, pair_records, synth_pair};
-        let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
-        let mut recs = Vec::new();
-        for i in 0..n_pairs {
-            let p = synth_pair(8, i, &c);
-            let paths = [dir.join(format!("{i}_a.png")), dir.join(format!("{i}_b.png"))];
-            p.images[0].save(&paths[0]).unwrap();
-            p.images[1].save(&paths[1]).unwrap();
-            recs.extend(pair_records(i, &p, paths).0);
-        }
-        let tok = tiny_tokenizer().unwrap();
-        let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
-        actial::train::data::encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples
-    }
-
     /// The SFT trainer on CUDA (bf16 frozen weights, f32 masters, the
     /// multi-tensor AdamW launch) follows the CPU's loss curve over 4 steps, for
     /// full fine-tuning and LoRA.
@@ -232,7 +218,7 @@ mod on_device {
         let Some(_dev) = gpu() else { return };
         let dir = std::env::temp_dir().join(format!("actial-cuda-sft-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ex = examples(2, &dir);
+        let ex = crate::common::viewpoint_examples(2, &dir);
         for lora in [false, true] {
             let mut c = actial::train::config::SftConfig::tiny_defaults();
             c.run.global_batch = 4;

@@ -2,6 +2,8 @@
 //! configs reject unknown keys, checkpoints are PEFT / HF shaped, bad data is
 //! counted and non-finite losses stop the run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use actial::data::synth::{SynthConfig, pair_records, synth_pair};
@@ -35,20 +37,8 @@ fn tmp(tag: &str) -> Scratch {
     Scratch(d)
 }
 
-/// Viewpoint examples from 56x56 renders (4 merged tokens per image).
 fn examples(n_pairs: u64, dir: &Path) -> Vec<Example> {
-    let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
-    let mut recs = Vec::new();
-    for i in 0..n_pairs {
-        let p = synth_pair(8, i, &c);
-        let paths = [dir.join(format!("{i}_a.png")), dir.join(format!("{i}_b.png"))];
-        p.images[0].save(&paths[0]).unwrap();
-        p.images[1].save(&paths[1]).unwrap();
-        recs.extend(pair_records(i, &p, paths).0);
-    }
-    let tok = tiny_tokenizer().unwrap();
-    let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
-    encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples
+    common::viewpoint_examples(n_pairs, dir)
 }
 
 fn cfg(global: usize, micro: usize, lora: bool) -> SftConfig {

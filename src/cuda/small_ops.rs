@@ -222,14 +222,7 @@ pub fn gather_rows(
     dim: usize,
     idx: &[i32],
 ) -> Result<CudaSlice<bf16>> {
-    const OP: &str = "cuda::gather_rows";
-    check_len(OP, "src", src.len(), src_rows * dim)?;
-    let d_idx = upload_indices(dev, OP, idx, src_rows)?;
-    let mut out = dev.uninit::<bf16>(idx.len() * dim, OP)?;
-    let (n, d) = (idx.len() as i32, dim as i32);
-    launch!(dev, "gather_rows", grid_for(idx.len() * dim, THREADS), format!("[{src_rows}, {dim}] x {n}");
-        src, &d_idx, &mut out, &n, &d)?;
-    Ok(out)
+    gather_rows_with(dev, "gather_rows", src, src_rows, dim, idx)
 }
 
 /// `out[i] = src[idx[i]]` for f32 rows.
@@ -240,12 +233,23 @@ pub fn gather_rows_f32(
     dim: usize,
     idx: &[i32],
 ) -> Result<CudaSlice<f32>> {
-    const OP: &str = "cuda::gather_rows_f32";
-    check_len(OP, "src", src.len(), src_rows * dim)?;
-    let d_idx = upload_indices(dev, OP, idx, src_rows)?;
-    let mut out = dev.uninit::<f32>(idx.len() * dim, OP)?;
+    gather_rows_with(dev, "gather_rows_f32", src, src_rows, dim, idx)
+}
+
+/// The row gather with `kernel`, whose element type is `T`.
+fn gather_rows_with<T: cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    kernel: &'static str,
+    src: &CudaSlice<T>,
+    src_rows: usize,
+    dim: usize,
+    idx: &[i32],
+) -> Result<CudaSlice<T>> {
+    check_len(kernel, "src", src.len(), src_rows * dim)?;
+    let d_idx = upload_indices(dev, kernel, idx, src_rows)?;
+    let mut out = dev.uninit::<T>(idx.len() * dim, kernel)?;
     let (n, d) = (idx.len() as i32, dim as i32);
-    launch!(dev, "gather_rows_f32", grid_for(idx.len() * dim, THREADS), format!("[{src_rows}, {dim}] x {n}");
+    launch!(dev, kernel, grid_for(idx.len() * dim, THREADS), format!("[{src_rows}, {dim}] x {n}");
         src, &d_idx, &mut out, &n, &d)?;
     Ok(out)
 }

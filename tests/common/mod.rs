@@ -78,3 +78,23 @@ pub fn assert_grad(name: &str, x: &[f32], analytic: &[f32], loss: &dyn Fn(&[f32]
 pub fn like(x: &Tensor, data: &[f32]) -> Tensor {
     Tensor::from_f32(data.to_vec(), x.dims(), Device::Cpu).unwrap()
 }
+
+/// Viewpoint examples from 56x56 renders of the tiny preset (4 merged tokens per
+/// image), written to `dir`.
+pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
+    use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+    use actial::model::image::ImageProcessorConfig;
+    use actial::model::tiny::{tiny_config, tiny_tokenizer};
+    let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
+    let mut recs = Vec::new();
+    for i in 0..n_pairs {
+        let p = synth_pair(8, i, &c);
+        let paths = [dir.join(format!("{i}_a.png")), dir.join(format!("{i}_b.png"))];
+        p.images[0].save(&paths[0]).unwrap();
+        p.images[1].save(&paths[1]).unwrap();
+        recs.extend(pair_records(i, &p, paths).0);
+    }
+    let tok = tiny_tokenizer().unwrap();
+    let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
+    actial::train::data::encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples
+}
