@@ -177,6 +177,30 @@ pub fn slot_table(slots: &[SlotAddrs]) -> (Vec<params::ActialTensorSlot>, usize)
     (table, first_block as usize)
 }
 
+/// The global L2 norm of the gradients of an uploaded slot table: one
+/// sum-of-squares launch, one single-block reduction, one scalar read back.
+pub fn global_grad_norm(
+    dev: &CudaDevice,
+    slots: &CudaSlice<params::ActialTensorSlot>,
+    num_tensors: usize,
+    blocks: usize,
+) -> Result<f32> {
+    const OP: &str = "cuda::global_grad_norm";
+    if blocks == 0 {
+        return Ok(0.0);
+    }
+    let mut partials = dev.uninit::<f32>(blocks, OP)?;
+    let mut norm = dev.uninit::<f32>(2, OP)?;
+    let (n, nb, no_clip) = (num_tensors as i32, blocks as i32, 0.0f32);
+    let shapes = format!("{num_tensors} tensors, {blocks} blocks");
+    let cfg =
+        cudarc::driver::LaunchConfig { grid_dim: (nb as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+    launch!(dev, "sum_squares_multi", cfg, shapes; slots, &n, &mut partials)?;
+    let one = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    launch!(dev, "clip_coefficient", one, shapes; &partials, &nb, &no_clip, &mut norm)?;
+    Ok(dev.download(&norm, OP)?[0])
+}
+
 /// One AdamW step over the tensors of an uploaded slot table, in one launch.
 /// `grad_scale`: a device scalar multiplying every gradient, or null.
 pub fn launch_adamw(

@@ -500,8 +500,25 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
     Ok(())
 }
 
-/// `Σ g²` of one gradient (read back; the CUDA trainer's multi-tensor
-/// `cuda::optim::AdamWGroup` computes the global norm on the device instead).
-pub fn sum_squares(g: &Tensor) -> Result<f64> {
-    Ok(g.to_vec_f32()?.iter().map(|&x| x as f64 * x as f64).sum())
+/// The global L2 norm of `grads` (all f32-castable, on one device) on the
+/// device: one multi-tensor sum of squares, one scalar read back.
+pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
+    const OP: &str = "grad_norm";
+    let d = dev(grads[0], OP)?;
+    let bufs: Vec<_> = grads.iter().map(|g| f32_of(g, OP, "grad")).collect::<Result<_>>()?;
+    let addrs: Vec<crate::cuda::optim::SlotAddrs> = bufs
+        .iter()
+        .map(|b| crate::cuda::optim::SlotAddrs {
+            param: 0,
+            grad: d.address(b),
+            exp_avg: 0,
+            exp_avg_sq: 0,
+            numel: b.len(),
+        })
+        .collect();
+    let (table, blocks) = crate::cuda::optim::slot_table(&addrs);
+    let table = d.upload(&table, OP)?;
+    let norm = crate::cuda::optim::global_grad_norm(&d, &table, addrs.len(), blocks)?;
+    drop(bufs);
+    Ok(norm as f64)
 }

@@ -65,14 +65,19 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
 /// The L2 norm of all gradients together (f64 accumulation).
 pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
     const OP: &str = "grad_norm";
-    let mut ss = 0.0f64;
-    for g in grads {
-        match common_device(OP, &[g])? {
-            Device::Cpu => ss += k::sum_squares(&g.f32_cow(OP, "grad")?),
-            Device::Cuda(_) => ss += on_cuda!(cuda::sum_squares(g)?),
-        }
+    if grads.is_empty() {
+        return Ok(0.0);
     }
-    Ok(ss.sqrt())
+    match common_device(OP, grads)? {
+        Device::Cpu => {
+            let mut ss = 0.0f64;
+            for g in grads {
+                ss += k::sum_squares(&g.f32_cow(OP, "grad")?);
+            }
+            Ok(ss.sqrt())
+        }
+        Device::Cuda(_) => on_cuda!(cuda::grad_norm(grads)),
+    }
 }
 
 /// Scales all gradients so their global norm is at most `max_norm`, as
