@@ -125,6 +125,61 @@ mod on_device {
         }
     }
 
+    /// The cascade decode op on CUDA (the fused kernel; a group wider than it
+    /// takes the composed path) against the CPU's prefix + suffix + merge.
+    #[test]
+    fn cascade_decode_attention_matches_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        let close = |what: &str, a: &Tensor, b: &Tensor, tol: f32| {
+            let (a, b) = (a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= tol, "{what}: differs by {worst}");
+        };
+        let ids = |v: Vec<i32>| Tensor::from_i32(v.clone(), [v.len()], Device::Cpu).unwrap();
+        // (samples per group, prefix lengths): two small groups, then one past the kernel's 32.
+        for (groups, prefixes) in [(vec![3usize, 2], vec![7usize, 12]), (vec![33], vec![5])] {
+            let s: usize = groups.iter().sum();
+            let tp: usize = prefixes.iter().sum();
+            let suffix_lens: Vec<usize> = (0..s).map(|i| 1 + i % 4).collect();
+            let ts: usize = suffix_lens.iter().sum();
+            let bf =
+                |seed, dims: &[usize]| randn(seed, dims).to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+            let (q, pk, pv, sk, sv) = (
+                bf(1, &[s, 4, 32]),
+                bf(2, &[tp, 2, 32]),
+                bf(3, &[tp, 2, 32]),
+                bf(4, &[ts, 2, 32]),
+                bf(5, &[ts, 2, 32]),
+            );
+            let offsets = |l: &[usize]| {
+                let mut c = vec![0i32];
+                for &x in l {
+                    c.push(c.last().unwrap() + x as i32);
+                }
+                ids(c)
+            };
+            let (cg, cp, cs) = (offsets(&groups), offsets(&prefixes), offsets(&suffix_lens));
+            let run = |q: &Tensor, pk: &Tensor, pv: &Tensor, sk: &Tensor, sv: &Tensor| {
+                let kv = ops::CascadeInputs {
+                    prefix_k: pk,
+                    prefix_v: pv,
+                    cu_prefix: &cp,
+                    cu_group: &cg,
+                    suffix_k: sk,
+                    suffix_v: sv,
+                    cu_suffix: &cs,
+                };
+                ops::attention_cascade(q, &kv, 32f32.powf(-0.5)).unwrap()
+            };
+            let want = run(&q, &pk, &pv, &sk, &sv);
+            let on = |t: &Tensor| t.to_device(dev).unwrap();
+            let got = run(&on(&q), &on(&pk), &on(&pv), &on(&sk), &on(&sv));
+            assert_eq!(got.out.device(), dev);
+            close(&format!("out, groups {groups:?}"), &got.out, &want.out, 2e-2);
+            close(&format!("lse, groups {groups:?}"), &got.lse, &want.lse, 1e-3);
+        }
+    }
+
     /// One image sample with supervised answer tokens.
     fn batch(cfg: &actial::model::Qwen25VlConfig) -> Batch {
         let tok = tiny_tokenizer().unwrap();

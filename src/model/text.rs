@@ -5,7 +5,7 @@ use super::config::TextConfig;
 use super::param::{Linear, LinearCache, Param};
 use crate::error::Result;
 use crate::ops::{self, AttnOut, AttnSpec};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 #[derive(Clone)]
 pub struct DecoderLayer {
@@ -185,9 +185,6 @@ impl DecoderLayer {
             ops::write_rows(&mut kv.0, lens[i], &k.narrow(0, i, 1)?)?;
             ops::write_rows(&mut kv.1, lens[i], &v.narrow(0, i, 1)?)?;
         }
-        let spec = AttnSpec { scale: (hd as f32).powf(-0.5), causal: true };
-        let pre =
-            ops::attention_kv(&q, &prefix.0, &prefix.1, cu_q_prefix, cu_k_prefix, AttnSpec { causal: false, ..spec })?;
         let ks: Vec<Tensor> =
             suffix.iter().zip(lens).map(|(kv, &l)| kv.0.narrow(0, 0, l + 1)).collect::<Result<_>>()?;
         let vs: Vec<Tensor> =
@@ -196,17 +193,20 @@ impl DecoderLayer {
         for &l in lens {
             cu.push(cu.last().expect("starts at 0") + l as i32 + 1);
         }
-        let cu_q: Vec<i32> = (0..=n as i32).collect();
-        let dev = x.device();
-        let suf = ops::attention_kv(
-            &q,
-            &Tensor::cat(&ks.iter().collect::<Vec<_>>(), 0)?,
-            &Tensor::cat(&vs.iter().collect::<Vec<_>>(), 0)?,
-            &Tensor::from_i32(cu_q, [n + 1], dev)?,
-            &Tensor::from_i32(cu.clone(), [cu.len()], dev)?,
-            spec,
-        )?;
-        let attn = ops::merge_attention(&pre, &suf)?;
+        let (suffix_k, suffix_v) =
+            (Tensor::cat(&ks.iter().collect::<Vec<_>>(), 0)?, Tensor::cat(&vs.iter().collect::<Vec<_>>(), 0)?);
+        let cu_suffix = Tensor::from_i32(cu.clone(), [cu.len()], Device::Cpu)?;
+        let kv = ops::CascadeInputs {
+            prefix_k: &prefix.0,
+            prefix_v: &prefix.1,
+            cu_prefix: cu_k_prefix,
+            cu_group: cu_q_prefix,
+            suffix_k: &suffix_k,
+            suffix_v: &suffix_v,
+            cu_suffix: &cu_suffix,
+        };
+        debug_assert_eq!(cu.len(), n + 1);
+        let attn = ops::attention_cascade(&q, &kv, (hd as f32).powf(-0.5))?;
         self.infer_tail(x, &attn.out, cfg)
     }
 

@@ -148,9 +148,36 @@ pub fn attention_backward(
     Ok((from_bf16(&d, dq, q.dims())?, from_bf16(&d, dk, k.dims())?, from_bf16(&d, dv, v.dims())?))
 }
 
-/// Two partial attentions over disjoint keys merged by their log-sum-exps. Only
-/// the CPU rollout path calls this (the CUDA decode has the cascade kernel,
-/// which merges in registers), so it takes the host round trip.
+/// The cascade decode kernel; groups wider than it handles take `composed`
+/// (the CPU's three-op path on device tensors).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_cascade(
+    q: &Tensor,
+    kv: &super::CascadeInputs<'_>,
+    cu_group: &[usize],
+    cu_prefix: &[usize],
+    cu_suffix: &[usize],
+    scale: f32,
+    composed: impl FnOnce() -> Result<AttnOut>,
+) -> Result<AttnOut> {
+    const OP: &str = "attention_cascade";
+    if cu_group.windows(2).any(|w| w[1] - w[0] > at::MAX_GROUP) {
+        return composed();
+    }
+    let d = dev(q, OP)?;
+    let (hq, hd, hkv) = (q.dims()[1], q.dims()[2], kv.prefix_k.dims()[1]);
+    let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: hd, scale, causal: false };
+    let (pk, pv) = (bf16_of(kv.prefix_k, OP, "prefix_k")?, bf16_of(kv.prefix_v, OP, "prefix_v")?);
+    let (sk, sv) = (bf16_of(kv.suffix_k, OP, "suffix_k")?, bf16_of(kv.suffix_v, OP, "suffix_v")?);
+    let c =
+        at::CascadeKv { prefix_k: &pk, prefix_v: &pv, cu_prefix, suffix_k: &sk, suffix_v: &sv, cu_suffix, cu_group };
+    let (out, lse) = at::attention_decode_cascade(&d, &*bf16_of(q, OP, "q")?, &c, &shape)?;
+    Ok(AttnOut { out: from_bf16(&d, out, q.dims())?, lse: from_f32(&d, lse, [q.dims()[0], hq])? })
+}
+
+/// Two partial attentions over disjoint keys merged by their log-sum-exps. On
+/// CUDA only the cascade fallback (groups wider than the kernel's) calls this,
+/// so it takes the host round trip.
 pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
     let host = |t: &Tensor| t.to_device(crate::tensor::Device::Cpu);
     let dev = a.out.device();
