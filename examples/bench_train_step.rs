@@ -5,7 +5,8 @@
 //!   cargo run --release --example bench_train_step -- OUT_DIR [STEPS] [full|lora]
 //!
 //! A 4th argument `recompute` turns on activation recomputation in every layer
-//! and block (peak memory is reported either way).
+//! and block (peak memory is reported either way). `ACTIAL_DEVICE=cuda` runs the
+//! step on the GPU (frozen weights bf16, f32 masters; tools/gpu-check.sh).
 //!
 //! `lora`: rank-16 adapters (alpha 32) on q/k/v/o/gate/up/down of the language
 //! model, everything else frozen (PyTorch side: PEFT with the same targets).
@@ -89,12 +90,18 @@ fn main() -> Result<()> {
         model.text.recompute = vec![true; model.text.layers.len()];
         model.vision.recompute = vec![true; model.vision.blocks.len()];
     }
+    let device = Device::parse(&std::env::var("ACTIAL_DEVICE").unwrap_or_else(|_| "cpu".into()))?;
+    if device != Device::Cpu {
+        model.to_device(device, DType::BF16)?;
+    }
     let mut times = Vec::new();
     let mut loss = 0.0;
     for i in 0..steps + 2 {
         model.zero_grad()?;
+        device.synchronize()?;
         let t0 = Instant::now();
         loss = model.forward_backward(&batch, None)?.loss;
+        device.synchronize()?;
         if i >= 2 {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -102,7 +109,7 @@ fn main() -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
-        "{{\"engine\": \"actial\", \"lora\": {lora}, \"median_s\": {median:.5}, \"min_s\": {:.5}, \"tokens\": {}, \"tokens_per_s\": {:.0}, \"loss\": {loss:.6}, \"threads\": {}, \"recompute\": {recompute}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"engine\": \"actial\", \"device\": \"{device}\", \"lora\": {lora}, \"median_s\": {median:.5}, \"min_s\": {:.5}, \"tokens\": {}, \"tokens_per_s\": {:.0}, \"loss\": {loss:.6}, \"threads\": {}, \"recompute\": {recompute}, \"peak_rss_mb\": {:.0}}}",
         times[0],
         batch.tokens(),
         batch.tokens() as f64 / median,

@@ -78,6 +78,18 @@ impl Device {
         Ok(dev)
     }
 
+    /// Waits until all work queued on the device has finished (a no-op on the
+    /// CPU, whose ops return when done). Timings of CUDA work need it.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(actial_cuda)]
+            Device::Cuda(i) => crate::cuda::device::shared(*i)?.synchronize("Device::synchronize"),
+            #[cfg(not(actial_cuda))]
+            Device::Cuda(_) => self.check_available(),
+        }
+    }
+
     /// Ok for devices this build can allocate on (a CUDA device is opened on
     /// first use); a clear error otherwise.
     pub fn check_available(&self) -> Result<()> {

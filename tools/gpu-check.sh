@@ -35,8 +35,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])' |
     while read -r name exe; do cp "$exe" "$bundle/$name"; done
-  cargo build --release --example gpu_report
-  cp target/release/examples/gpu_report "$bundle/gpu_report"
+  cargo build --release --example gpu_report --example bench_train_step
+  cp target/release/examples/gpu_report target/release/examples/bench_train_step "$bundle/"
   # Line tables make the binaries ~65 MB each; the device tool carries 64 MiB in all.
   strip "$bundle"/*
   git rev-parse HEAD > "$bundle/COMMIT"
@@ -69,6 +69,14 @@ run() {
     if grep -q SKIPPED "$out/parity.log"; then
       echo "PARITY NOT RUN: the tests skipped themselves (no usable CUDA device); nothing was checked"
     fi
+    echo
+    echo "## tiny model training step (forward + backward, batch of 16 two-image samples)"
+    for mode in full lora; do
+      for dev in cuda cpu; do
+        ACTIAL_DEVICE=$dev timeout 120 "$bundle/bench_train_step" "$out/step-$mode-$dev" 20 $mode 2>&1 | tail -1 ||
+          echo "bench_train_step $mode on $dev failed (exit $?)"
+      done
+    done
     echo
     echo "## benches"
     timeout 420 "$bundle/gpu_report" --out "$out/bench.txt" 2>&1 || echo "gpu_report failed or timed out (exit $?)"
