@@ -337,10 +337,19 @@ impl Qwen25Vl {
         result
     }
 
+    /// Every parameter with its hub name, in a fixed order (vision, then text).
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut out = Vec::new();
+        self.vision.params("visual", &mut out);
+        self.text.params("model", &mut out);
+        out
+    }
+
     /// Visits every parameter with its hub name.
     pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Param)) {
-        self.vision.visit("visual", f);
-        self.text.visit("model", f);
+        for (name, p) in self.params_mut() {
+            f(name, p);
+        }
     }
 
     /// Freezes or unfreezes one part (trainable parameters get f32 grads).

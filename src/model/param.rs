@@ -145,16 +145,16 @@ impl Linear {
         }
     }
 
-    /// Visits the parameters under `prefix` with PEFT/HF names
+    /// Appends the parameters under `prefix` to `out`, with PEFT/HF names
     /// (`{prefix}.weight`, `.bias`, `.lora_A.weight`, `.lora_B.weight`).
-    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
-        f(format!("{prefix}.weight"), &mut self.weight);
+    pub fn params<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Param)>) {
+        out.push((format!("{prefix}.weight"), &mut self.weight));
         if let Some(b) = &mut self.bias {
-            f(format!("{prefix}.bias"), b);
+            out.push((format!("{prefix}.bias"), b));
         }
         if let Some(l) = &mut self.lora {
-            f(format!("{prefix}.lora_A.weight"), &mut l.a);
-            f(format!("{prefix}.lora_B.weight"), &mut l.b);
+            out.push((format!("{prefix}.lora_A.weight"), &mut l.a));
+            out.push((format!("{prefix}.lora_B.weight"), &mut l.b));
         }
     }
 }

@@ -223,16 +223,16 @@ impl DecoderLayer {
         ]
     }
 
-    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
-        f(format!("{prefix}.input_layernorm.weight"), &mut self.input_norm);
-        f(format!("{prefix}.post_attention_layernorm.weight"), &mut self.post_norm);
-        self.q.visit(&format!("{prefix}.self_attn.q_proj"), f);
-        self.k.visit(&format!("{prefix}.self_attn.k_proj"), f);
-        self.v.visit(&format!("{prefix}.self_attn.v_proj"), f);
-        self.o.visit(&format!("{prefix}.self_attn.o_proj"), f);
-        self.gate.visit(&format!("{prefix}.mlp.gate_proj"), f);
-        self.up.visit(&format!("{prefix}.mlp.up_proj"), f);
-        self.down.visit(&format!("{prefix}.mlp.down_proj"), f);
+    pub fn params<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Param)>) {
+        out.push((format!("{prefix}.input_layernorm.weight"), &mut self.input_norm));
+        out.push((format!("{prefix}.post_attention_layernorm.weight"), &mut self.post_norm));
+        self.q.params(&format!("{prefix}.self_attn.q_proj"), out);
+        self.k.params(&format!("{prefix}.self_attn.k_proj"), out);
+        self.v.params(&format!("{prefix}.self_attn.v_proj"), out);
+        self.o.params(&format!("{prefix}.self_attn.o_proj"), out);
+        self.gate.params(&format!("{prefix}.mlp.gate_proj"), out);
+        self.up.params(&format!("{prefix}.mlp.up_proj"), out);
+        self.down.params(&format!("{prefix}.mlp.down_proj"), out);
     }
 }
 
@@ -354,14 +354,14 @@ impl TextModel {
         Ok(dh)
     }
 
-    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
-        f(format!("{prefix}.embed_tokens.weight"), &mut self.embed);
+    pub fn params<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Param)>) {
+        out.push((format!("{prefix}.embed_tokens.weight"), &mut self.embed));
         for (i, l) in self.layers.iter_mut().enumerate() {
-            l.visit(&format!("{prefix}.layers.{i}"), f);
+            l.params(&format!("{prefix}.layers.{i}"), out);
         }
-        f(format!("{prefix}.norm.weight"), &mut self.norm);
+        out.push((format!("{prefix}.norm.weight"), &mut self.norm));
         if let Some(h) = &mut self.lm_head {
-            f("lm_head.weight".to_string(), h);
+            out.push(("lm_head.weight".to_string(), h));
         }
     }
 }

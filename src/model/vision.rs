@@ -155,14 +155,14 @@ impl VisionBlock {
         ]
     }
 
-    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
-        f(format!("{prefix}.norm1.weight"), &mut self.norm1);
-        f(format!("{prefix}.norm2.weight"), &mut self.norm2);
-        self.qkv.visit(&format!("{prefix}.attn.qkv"), f);
-        self.proj.visit(&format!("{prefix}.attn.proj"), f);
-        self.gate.visit(&format!("{prefix}.mlp.gate_proj"), f);
-        self.up.visit(&format!("{prefix}.mlp.up_proj"), f);
-        self.down.visit(&format!("{prefix}.mlp.down_proj"), f);
+    pub fn params<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Param)>) {
+        out.push((format!("{prefix}.norm1.weight"), &mut self.norm1));
+        out.push((format!("{prefix}.norm2.weight"), &mut self.norm2));
+        self.qkv.params(&format!("{prefix}.attn.qkv"), out);
+        self.proj.params(&format!("{prefix}.attn.proj"), out);
+        self.gate.params(&format!("{prefix}.mlp.gate_proj"), out);
+        self.up.params(&format!("{prefix}.mlp.up_proj"), out);
+        self.down.params(&format!("{prefix}.mlp.down_proj"), out);
     }
 }
 
@@ -269,18 +269,18 @@ impl VisionTower {
 
     /// True when some vision or merger parameter is trainable (else no backward runs).
     pub fn needs_backward(&mut self) -> bool {
-        let mut any = false;
-        self.visit("visual", &mut |_, p| any |= p.trainable());
-        any
+        let mut all = Vec::new();
+        self.params("visual", &mut all);
+        all.iter().any(|(_, p)| p.trainable())
     }
 
     fn tower_trainable(&mut self) -> bool {
-        let mut any = false;
-        self.patch_embed.visit("", &mut |_, p| any |= p.trainable());
+        let mut tower = Vec::new();
+        self.patch_embed.params("", &mut tower);
         for b in &mut self.blocks {
-            b.visit("", &mut |_, p| any |= p.trainable());
+            b.params("", &mut tower);
         }
-        any
+        tower.iter().any(|(_, p)| p.trainable())
     }
 
     /// Backward from `d_out: [N/4, out_hidden]`: accumulates grads of trainable
@@ -314,14 +314,14 @@ impl VisionTower {
         Ok(())
     }
 
-    /// Visits parameters with hub names under `prefix` (normally "visual").
-    pub fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Param)) {
-        self.patch_embed.visit(&format!("{prefix}.patch_embed.proj"), f);
+    /// Appends the parameters to `out` with hub names under `prefix` (normally "visual").
+    pub fn params<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Param)>) {
+        self.patch_embed.params(&format!("{prefix}.patch_embed.proj"), out);
         for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.visit(&format!("{prefix}.blocks.{i}"), f);
+            b.params(&format!("{prefix}.blocks.{i}"), out);
         }
-        f(format!("{prefix}.merger.ln_q.weight"), &mut self.merger.ln_q);
-        self.merger.fc1.visit(&format!("{prefix}.merger.mlp.0"), f);
-        self.merger.fc2.visit(&format!("{prefix}.merger.mlp.2"), f);
+        out.push((format!("{prefix}.merger.ln_q.weight"), &mut self.merger.ln_q));
+        self.merger.fc1.params(&format!("{prefix}.merger.mlp.0"), out);
+        self.merger.fc2.params(&format!("{prefix}.merger.mlp.2"), out);
     }
 }

@@ -84,26 +84,24 @@ impl AdamWState {
         let max = o.max_grad_norm;
         let clip = if max > 0.0 { crate::cpu::optim::clip_coef(grad_norm, max) } else { 1.0 };
         let h = AdamW { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay };
-        let (m, v) = (&mut self.m, &mut self.v);
-        let mut result = Ok(());
-        model.visit(&mut |name, p| {
-            let Some(grad) = p.grad.as_mut() else { return };
-            if result.is_err() {
-                return;
-            }
+        // Every trainable tensor in one `adamw_step` call: one multi-tensor launch
+        // on CUDA, the same per-tensor loop as before on the CPU.
+        let mut ms: std::collections::HashMap<&str, &mut Tensor> =
+            self.m.iter_mut().map(|(k, t)| (k.as_str(), t)).collect();
+        let mut vs: std::collections::HashMap<&str, &mut Tensor> =
+            self.v.iter_mut().map(|(k, t)| (k.as_str(), t)).collect();
+        let mut slots = Vec::new();
+        for (name, p) in model.params_mut() {
+            let crate::model::Param { value, grad: Some(grad) } = p else { continue };
             if clip < 1.0 {
-                result = ops::scale_assign(grad, clip);
+                ops::scale_assign(grad, clip)?;
             }
-            let (Some(mt), Some(vt)) = (m.get_mut(&name), v.get_mut(&name)) else {
-                result = Err(crate::arg_err!(what, "no optimizer state for {name}"));
-                return;
+            let (Some(m), Some(v)) = (ms.remove(name.as_str()), vs.remove(name.as_str())) else {
+                return Err(crate::arg_err!(what, "no optimizer state for {name}"));
             };
-            let grad = p.grad.as_ref().expect("checked above").clone();
-            if result.is_ok() {
-                result = ops::adamw_step(&mut [AdamSlot { param: &mut p.value, grad: &grad, m: mt, v: vt }], &h, step);
-            }
-        });
-        result?;
+            slots.push(AdamSlot { param: value, grad: &*grad, m, v });
+        }
+        ops::adamw_step(&mut slots, &h, step)?;
         Ok(grad_norm)
     }
 }
