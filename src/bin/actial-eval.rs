@@ -91,6 +91,9 @@ struct RunArgs {
     /// at the first one.
     #[arg(long)]
     skip_bad: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -121,6 +124,11 @@ fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorCon
         let n = model.load_peft_adapter(ad)?;
         eprintln!("applied {n} LoRA adapters from {}", ad.display());
     }
+    let device = actial::Device::parse(&a.device)?;
+    if let Some(w) = actial::cuda::unverified_warning(device) {
+        eprintln!("{w}");
+    }
+    model.place_on(device)?;
     proc.max_pixels = a.max_pixels;
     let trained_here = ["trainer_state.json", "actial_model.json"]
         .iter()

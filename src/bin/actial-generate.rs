@@ -25,7 +25,7 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Greedy generation with a Qwen2.5-VL model (CPU)")]
+#[command(version, about = "Greedy generation with a Qwen2.5-VL model")]
 struct Args {
     /// Model directory (HF layout) or `tiny` for the built-in preset.
     #[arg(long)]
@@ -53,6 +53,9 @@ struct Args {
     /// Seed of the random weights of `--model tiny`.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn run(args: Args) -> Result<()> {
@@ -75,6 +78,11 @@ fn run(args: Args) -> Result<()> {
         let n = model.load_peft_adapter(a)?;
         eprintln!("applied {n} LoRA adapters from {}", a.display());
     }
+    let device = actial::Device::parse(&args.device)?;
+    if let Some(w) = actial::cuda::unverified_warning(device) {
+        eprintln!("{w}");
+    }
+    model.place_on(device)?;
     let model = model;
     if let Some(m) = args.max_pixels {
         proc.max_pixels = m;

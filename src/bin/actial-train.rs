@@ -245,11 +245,8 @@ fn resume_sft(trainer: &mut SftTrainer, args: &Args) -> Result<()> {
 /// compiled but has not yet run on a GPU, which the run says up front.
 fn training_device(name: &str) -> Result<Device> {
     let d = Device::parse(name)?;
-    if let Device::Cuda(_) = d {
-        eprintln!(
-            "warning: training on {d}: the CUDA path is compiled but not yet verified on a GPU \
-             (tools/gpu-check.sh runs tests/cuda_model.rs); compare a few steps with --device cpu"
-        );
+    if let Some(w) = actial::cuda::unverified_warning(d) {
+        eprintln!("{w}");
     }
     Ok(d)
 }

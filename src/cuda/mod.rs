@@ -45,6 +45,18 @@ pub mod tensor;
 #[cfg(actial_cuda)]
 pub use device::CudaDevice;
 
+/// What a run on `device` should say up front: nothing on the CPU; on CUDA,
+/// that the path is compiled but has not yet been checked on a GPU.
+pub fn unverified_warning(device: crate::tensor::Device) -> Option<String> {
+    match device {
+        crate::tensor::Device::Cpu => None,
+        d => Some(format!(
+            "warning: running on {d}: the CUDA path is compiled but not yet verified on a GPU \
+             (tools/gpu-check.sh runs tests/cuda_model.rs); compare a few steps with --device cpu"
+        )),
+    }
+}
+
 /// Why CUDA cannot be used by this binary on this machine, or `Ok` with the
 /// device count. Never panics: a missing driver is an answer, not a crash.
 pub fn available() -> std::result::Result<usize, String> {

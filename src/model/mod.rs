@@ -345,6 +345,16 @@ impl Qwen25Vl {
         out
     }
 
+    /// Puts the model where it runs: nothing to do on the CPU; on CUDA frozen
+    /// weights become bf16 (what the kernels read), trainable ones stay f32.
+    pub fn place_on(&mut self, device: Device) -> Result<()> {
+        if device == self.device() {
+            return Ok(());
+        }
+        let frozen = if device == Device::Cpu { DType::F32 } else { DType::BF16 };
+        self.to_device(device, frozen)
+    }
+
     /// Visits every parameter with its hub name.
     pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Param)) {
         for (name, p) in self.params_mut() {

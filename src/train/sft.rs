@@ -88,8 +88,8 @@ pub fn prepare_model(cfg: &SftConfig, model: &mut Qwen25Vl, what: &'static str) 
     // On CUDA frozen weights are bf16 (what the kernels read); trainable ones keep
     // their f32 master copy. The CPU keeps every weight as loaded.
     let device = crate::tensor::Device::parse(&r.device)?;
-    if device != model.device() && device != crate::tensor::Device::Cpu {
-        model.to_device(device, crate::tensor::DType::BF16)?;
+    if device != crate::tensor::Device::Cpu {
+        model.place_on(device)?;
     }
     Ok(())
 }
