@@ -544,8 +544,8 @@ impl Tensor {
         }
         #[cfg(actial_cuda)]
         if let Storage::Cuda(_) = &*self.storage {
-            let strides = crate::cuda::tensor::contiguous_strides(self.dims());
-            return crate::cuda::tensor::gather_strided(self, &dims, &strides, start * inner, OP);
+            let plan = crate::cuda::strided::narrow(self.dims(), dim, start, len);
+            return crate::cuda::tensor::gather_strided(self, &plan, OP);
         }
         let outer: usize = self.dims()[..dim].iter().product();
         let src: Vec<usize> = (0..outer)
@@ -582,7 +582,7 @@ impl Tensor {
         }
         #[cfg(actial_cuda)]
         if let Storage::Cuda(_) = &*first.storage {
-            return crate::cuda::tensor::cat(tensors, dim, &dims, OP);
+            return crate::cuda::tensor::cat(tensors, dim, OP);
         }
         let outer: usize = first.dims()[..dim].iter().product();
         let inner: usize = first.dims()[dim + 1..].iter().product();
@@ -630,7 +630,7 @@ impl Tensor {
         let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
         #[cfg(actial_cuda)]
         if let Storage::Cuda(_) = &*self.storage {
-            return crate::cuda::tensor::gather_strided(self, &out_dims, &strides, 0, OP);
+            return crate::cuda::tensor::gather_strided(self, &crate::cuda::strided::permute(in_dims, perm), OP);
         }
         let mut src = Vec::with_capacity(self.numel());
         let mut idx = vec![0usize; rank];

@@ -149,3 +149,44 @@ fn cross_entropy_by_hand() {
     assert_eq!(ce.tokens, 2);
     assert!((ce.loss as f64 - want).abs() < 1e-6, "{} vs {want}", ce.loss);
 }
+
+/// The strided-copy plans that CUDA's permute / narrow / cat launch, run through
+/// the kernel's loop on the host, give exactly the CPU layout ops' elements (so
+/// the index math is checked on machines without a GPU).
+#[test]
+fn strided_copy_plans_reproduce_the_cpu_layout_ops() {
+    use actial::cuda::strided;
+    let dims = [3usize, 4, 5, 2];
+    let n: usize = dims.iter().product();
+    let x = Tensor::from_f32((0..n).map(|i| i as f32).collect(), dims, Device::Cpu).unwrap();
+    let xs = x.to_vec_f32().unwrap();
+    let run = |plan: &strided::CopyPlan, out_len: usize| {
+        let mut out = vec![f32::NAN; out_len];
+        strided::emulate(&xs, &mut out, plan);
+        out
+    };
+    for (dim, start, len) in [(1, 1, 2), (2, 4, 1), (3, 1, 1), (0, 2, 1), (2, 0, 5)] {
+        let plan = strided::narrow(&dims, dim, start, len);
+        let want = x.narrow(dim, start, len).unwrap();
+        assert_eq!(plan.dims, want.dims(), "narrow({dim}, {start}, {len}) shape");
+        assert_eq!(run(&plan, want.numel()), want.to_vec_f32().unwrap(), "narrow({dim}, {start}, {len})");
+    }
+    for perm in [[3usize, 0, 2, 1], [0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 1, 0]] {
+        let plan = strided::permute(&dims, &perm);
+        let want = x.permute(&perm).unwrap();
+        assert_eq!(plan.dims, want.dims(), "permute {perm:?} shape");
+        assert_eq!(run(&plan, want.numel()), want.to_vec_f32().unwrap(), "permute {perm:?}");
+    }
+    for dim in 0..4 {
+        let a = x.narrow(dim, 0, 1).unwrap();
+        let b = x.clone();
+        let want = Tensor::cat(&[&a, &b, &a], dim).unwrap();
+        let (out_dims, plans) = strided::cat(&[a.dims(), b.dims(), a.dims()], dim);
+        assert_eq!(out_dims, want.dims(), "cat dim {dim} shape");
+        let mut out = vec![f32::NAN; want.numel()];
+        for (part, plan) in [&a, &b, &a].iter().zip(&plans) {
+            strided::emulate(&part.to_vec_f32().unwrap(), &mut out, plan);
+        }
+        assert_eq!(out, want.to_vec_f32().unwrap(), "cat dim {dim}");
+    }
+}

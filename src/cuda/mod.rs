@@ -12,6 +12,8 @@
 //! - [`tensor`]: `Storage::Cuda` and the bridge from `Tensor` to kernel buffers
 //!   (dtype policy, windows, casts, strided layout copies);
 //! - [`bench`]: GPU benchmark workloads and baselines (criterion bench, GPU report);
+//! - [`strided`]: index plans of the strided copy kernel (host functions, tested
+//!   in every build);
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
 //!
@@ -20,6 +22,7 @@
 
 pub mod build_info;
 pub mod nvtx;
+pub mod strided;
 
 #[cfg(actial_cuda)]
 pub mod attention;

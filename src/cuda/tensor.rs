@@ -19,6 +19,7 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr};
 use half::bf16;
 
 use super::device::{CudaDevice, grid_for, launch, params};
+use super::strided::CopyPlan;
 use crate::error::{Error, Result};
 use crate::tensor::{CpuStorage, DType, Device, Shape, Tensor};
 use crate::{arg_err, shape_err};
@@ -215,36 +216,22 @@ pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     }
 }
 
-/// Row-major strides of `dims`, in elements.
-pub fn contiguous_strides(dims: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; dims.len()];
-    for d in (0..dims.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * dims[d + 1];
-    }
-    s
-}
-
-fn copy_params(
-    op: &'static str,
-    dims: &[usize],
-    src_strides: &[usize],
-    dst_strides: &[usize],
-) -> Result<params::ActialStridedCopy> {
+fn copy_params(op: &'static str, plan: &CopyPlan) -> Result<params::ActialStridedCopy> {
     let max = params::ACTIAL_MAX_COPY_RANK as usize;
-    if dims.len() > max {
-        return Err(shape_err!(op, "rank {} is above the strided copy's {max}", dims.len()));
+    if plan.dims.len() > max {
+        return Err(shape_err!(op, "rank {} is above the strided copy's {max}", plan.dims.len()));
     }
     let mut p = params::ActialStridedCopy {
-        rank: dims.len() as i32,
-        numel: dims.iter().product::<usize>() as i64,
+        rank: plan.dims.len() as i32,
+        numel: plan.dims.iter().product::<usize>() as i64,
         dims: [1; params::ACTIAL_MAX_COPY_RANK as usize],
         src_strides: [0; params::ACTIAL_MAX_COPY_RANK as usize],
         dst_strides: [0; params::ACTIAL_MAX_COPY_RANK as usize],
     };
-    for (k, &d) in dims.iter().enumerate() {
+    for (k, &d) in plan.dims.iter().enumerate() {
         p.dims[k] = d as i64;
-        p.src_strides[k] = src_strides[k] as i64;
-        p.dst_strides[k] = dst_strides[k] as i64;
+        p.src_strides[k] = plan.src_strides[k] as i64;
+        p.dst_strides[k] = plan.dst_strides[k] as i64;
     }
     Ok(p)
 }
@@ -265,32 +252,22 @@ fn launch_copy<T: DeviceRepr>(
         src, dst, &p)
 }
 
-/// Strided copy from `src` (its storage, starting `src_offset` elements into the
-/// tensor's window) into `dst` (starting `dst_offset` elements into its buffer).
-#[allow(clippy::too_many_arguments)]
-fn copy_into(
-    src: &Tensor,
-    src_offset: usize,
-    dst: &mut CudaStorage,
-    dst_offset: usize,
-    dims: &[usize],
-    src_strides: &[usize],
-    dst_strides: &[usize],
-    op: &'static str,
-) -> Result<()> {
+/// The strided copy of `plan` from `src`'s window into `dst`'s buffer (the
+/// plan's offsets are relative to the window and to the buffer).
+fn copy_into(src: &Tensor, dst: &mut CudaStorage, plan: &CopyPlan, op: &'static str) -> Result<()> {
     let (s, r) = src.cuda_window(op)?;
-    let p = copy_params(op, dims, src_strides, dst_strides)?;
-    let start = r.start + src_offset;
+    let p = copy_params(op, plan)?;
+    let (start, at) = (r.start + plan.src_offset, plan.dst_offset);
     let dev = dst.dev.clone();
     match (&s.buf, &mut dst.buf) {
         (CudaBuf::BF16(a), CudaBuf::BF16(b)) => {
-            launch_copy(&dev, "strided_copy_u16", &a.slice(start..), &mut b.slice_mut(dst_offset..), p, op)
+            launch_copy(&dev, "strided_copy_u16", &a.slice(start..), &mut b.slice_mut(at..), p, op)
         }
         (CudaBuf::F32(a), CudaBuf::F32(b)) => {
-            launch_copy(&dev, "strided_copy_u32", &a.slice(start..), &mut b.slice_mut(dst_offset..), p, op)
+            launch_copy(&dev, "strided_copy_u32", &a.slice(start..), &mut b.slice_mut(at..), p, op)
         }
         (CudaBuf::I32(a), CudaBuf::I32(b)) => {
-            launch_copy(&dev, "strided_copy_u32", &a.slice(start..), &mut b.slice_mut(dst_offset..), p, op)
+            launch_copy(&dev, "strided_copy_u32", &a.slice(start..), &mut b.slice_mut(at..), p, op)
         }
         _ => Err(arg_err!(op, "dtypes differ: {:?} and {:?}", s.dtype(), dst.dtype())),
     }
@@ -305,38 +282,27 @@ fn alloc_like(dev: &Arc<CudaDevice>, dtype: DType, n: usize, op: &'static str) -
     Ok(CudaStorage { dev: dev.clone(), buf })
 }
 
-/// A new tensor of `out_dims` whose element at multi-index `i` is the source
-/// window's element `src_offset + Σ i_d·src_strides[d]` (permute, inner narrow).
-pub fn gather_strided(
-    t: &Tensor,
-    out_dims: &[usize],
-    src_strides: &[usize],
-    src_offset: usize,
-    op: &'static str,
-) -> Result<Tensor> {
+/// A new contiguous tensor from one strided copy of `t` (`permute`, inner-dim
+/// `narrow`; plans in [`super::strided`]).
+pub fn gather_strided(t: &Tensor, plan: &CopyPlan, op: &'static str) -> Result<Tensor> {
     let dev = device_of(t, op)?;
-    let n: usize = out_dims.iter().product();
-    let mut out = alloc_like(&dev, t.dtype(), n, op)?;
-    copy_into(t, src_offset, &mut out, 0, out_dims, src_strides, &contiguous_strides(out_dims), op)?;
-    Tensor::from_cuda(out, Shape(out_dims.to_vec()))
+    let mut out = alloc_like(&dev, t.dtype(), plan.dims.iter().product(), op)?;
+    copy_into(t, &mut out, plan, op)?;
+    Tensor::from_cuda(out, Shape(plan.dims.clone()))
 }
 
 /// Concatenation along `dim` of tensors already checked to fit: one strided copy
 /// per part into its slot of the output.
-pub fn cat(parts: &[&Tensor], dim: usize, out_dims: &[usize], op: &'static str) -> Result<Tensor> {
+pub fn cat(parts: &[&Tensor], dim: usize, op: &'static str) -> Result<Tensor> {
     let first = parts.first().ok_or_else(|| arg_err!(op, "no tensors given"))?;
     let dev = device_of(first, op)?;
-    let outer: usize = out_dims[..dim].iter().product();
-    let inner: usize = out_dims[dim + 1..].iter().product();
-    let row = out_dims[dim] * inner;
-    let mut out = alloc_like(&dev, first.dtype(), outer * row, op)?;
-    let mut offset = 0;
-    for p in parts {
-        let cols = p.dims()[dim] * inner;
-        copy_into(p, 0, &mut out, offset, &[outer, cols], &[cols, 1], &[row, 1], op)?;
-        offset += cols;
+    let dims: Vec<&[usize]> = parts.iter().map(|p| p.dims()).collect();
+    let (out_dims, plans) = super::strided::cat(&dims, dim);
+    let mut out = alloc_like(&dev, first.dtype(), out_dims.iter().product(), op)?;
+    for (p, plan) in parts.iter().zip(&plans) {
+        copy_into(p, &mut out, plan, op)?;
     }
-    Tensor::from_cuda(out, Shape(out_dims.to_vec()))
+    Tensor::from_cuda(out, Shape(out_dims))
 }
 
 /// An error for CPU-only paths handed a CUDA tensor.
