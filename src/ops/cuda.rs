@@ -8,13 +8,10 @@
 //! as on the CPU. Index tensors (ids, positions, offsets) are read on the host:
 //! the ops range-check them there anyway.
 
-use std::sync::Arc;
-
 use half::bf16;
 
 use super::{AdamSlot, AdamW, AttnOut, CrossEntropy, IGNORE_INDEX, SamplingParams};
 use crate::cpu::attention::AttnShape;
-use crate::cuda::CudaDevice;
 use crate::cuda::attention as at;
 use crate::cuda::gemm::{self, GemmSpec};
 use crate::cuda::lora::{self as lo, LoraShape};
@@ -25,22 +22,18 @@ use crate::cuda::tensor::{bf16_mut, bf16_of, device_of, f32_mut, f32_of, from_bf
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 
-fn dev(t: &Tensor, op: &'static str) -> Result<Arc<CudaDevice>> {
-    device_of(t, op)
-}
-
 // ---- activations and elementwise ------------------------------------------------------
 
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     const OP: &str = "swiglu";
-    let d = dev(gate, OP)?;
+    let d = device_of(gate, OP)?;
     let y = so::swiglu_forward(&d, &*bf16_of(gate, OP, "gate")?, &*bf16_of(up, OP, "up")?)?;
     from_bf16(&d, y, gate.dims())
 }
 
 pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "swiglu_backward";
-    let d = dev(gate, OP)?;
+    let d = device_of(gate, OP)?;
     let (dg, du) =
         so::swiglu_backward(&d, &*bf16_of(gate, OP, "gate")?, &*bf16_of(up, OP, "up")?, &*bf16_of(dy, OP, "dy")?)?;
     Ok((from_bf16(&d, dg, gate.dims())?, from_bf16(&d, du, gate.dims())?))
@@ -48,20 +41,20 @@ pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tenso
 
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "gelu";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     from_bf16(&d, so::gelu_forward(&d, &*bf16_of(x, OP, "x")?)?, x.dims())
 }
 
 pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     const OP: &str = "gelu_backward";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     from_bf16(&d, so::gelu_backward(&d, &*bf16_of(x, OP, "x")?, &*bf16_of(dy, OP, "dy")?)?, x.dims())
 }
 
 /// The residual add, in bf16 like the activations it joins.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "add";
-    let d = dev(a, OP)?;
+    let d = device_of(a, OP)?;
     from_bf16(&d, so::add(&d, &*bf16_of(a, OP, "a")?, &*bf16_of(b, OP, "b")?)?, a.dims())
 }
 
@@ -70,7 +63,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// replaced, which no other tensor can observe (copy-on-write, as on the CPU).
 pub fn add_scaled_assign(a: &mut Tensor, b: &Tensor, alpha: f32) -> Result<()> {
     const OP: &str = "add_scaled_assign";
-    let d = dev(a, OP)?;
+    let d = device_of(a, OP)?;
     match a.dtype() {
         DType::F32 => {
             let bv = f32_of(b, OP, "b")?.into_owned();
@@ -95,7 +88,7 @@ pub fn add_scaled_assign(a: &mut Tensor, b: &Tensor, alpha: f32) -> Result<()> {
 pub fn scale_assign(a: &mut Tensor, alpha: f32) -> Result<()> {
     const OP: &str = "scale_assign";
     if alpha == 0.0 {
-        let d = dev(a, OP)?;
+        let d = device_of(a, OP)?;
         let dims = a.dims().to_vec();
         *a = match a.dtype() {
             DType::F32 => from_f32(&d, d.zeros(a.numel(), OP)?, dims)?,
@@ -116,7 +109,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &[usize], s: &AttnShape
 
 pub fn attention_kv(q: &Tensor, k: &Tensor, v: &Tensor, cq: &[usize], ck: &[usize], s: &AttnShape) -> Result<AttnOut> {
     const OP: &str = "attention";
-    let d = dev(q, OP)?;
+    let d = device_of(q, OP)?;
     let (out, lse) =
         at::attention_forward(&d, &*bf16_of(q, OP, "q")?, &*bf16_of(k, OP, "k")?, &*bf16_of(v, OP, "v")?, cq, ck, s)?;
     Ok(AttnOut { out: from_bf16(&d, out, q.dims())?, lse: from_f32(&d, lse, [q.dims()[0], q.dims()[1]])? })
@@ -133,7 +126,7 @@ pub fn attention_backward(
     s: &AttnShape,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_backward";
-    let d = dev(q, OP)?;
+    let d = device_of(q, OP)?;
     let (dq, dk, dv) = at::attention_backward(
         &d,
         &*bf16_of(q, OP, "q")?,
@@ -164,7 +157,7 @@ pub fn attention_cascade(
     if cu_group.windows(2).any(|w| w[1] - w[0] > at::MAX_GROUP) {
         return composed();
     }
-    let d = dev(q, OP)?;
+    let d = device_of(q, OP)?;
     let (hq, hd, hkv) = (q.dims()[1], q.dims()[2], kv.prefix_k.dims()[1]);
     let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: hd, scale, causal: false };
     let (pk, pv) = (bf16_of(kv.prefix_k, OP, "prefix_k")?, bf16_of(kv.prefix_v, OP, "prefix_v")?);
@@ -192,7 +185,7 @@ pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
 /// `x[idx]`, keeping the dtype (bf16 activations or f32 rotary tables).
 pub fn index_select(x: &Tensor, idx: &[i32]) -> Result<Tensor> {
     const OP: &str = "index_select";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let (n, dim) = (x.dims()[0], x.dims()[1]);
     match x.dtype() {
         DType::F32 => from_f32(&d, so::gather_rows_f32(&d, &*f32_of(x, OP, "x")?, n, dim, idx)?, [idx.len(), dim]),
@@ -202,7 +195,7 @@ pub fn index_select(x: &Tensor, idx: &[i32]) -> Result<Tensor> {
 
 pub fn index_select_backward(dx: &mut Tensor, idx: &[i32], dy: &Tensor, skip: Option<&[bool]>) -> Result<()> {
     const OP: &str = "index_select_backward";
-    let d = dev(dy, OP)?;
+    let d = device_of(dy, OP)?;
     let (n, dim) = (dx.dims()[0], dx.dims()[1]);
     let g = bf16_of(dy, OP, "dy")?.into_owned();
     so::scatter_add_rows(&d, f32_mut(dx, OP, "dx")?, n, dim, idx, &g, skip)
@@ -210,7 +203,7 @@ pub fn index_select_backward(dx: &mut Tensor, idx: &[i32], dy: &Tensor, skip: Op
 
 pub fn scatter_rows(x: &Tensor, pos: &[i32], rows: &Tensor) -> Result<Tensor> {
     const OP: &str = "scatter_rows";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let (t, dim) = (x.dims()[0], x.dims()[1]);
     let mut out = bf16_of(x, OP, "x")?.into_owned();
     so::overwrite_rows(&d, &mut out, t, dim, pos, &*bf16_of(rows, OP, "rows")?)?;
@@ -219,7 +212,7 @@ pub fn scatter_rows(x: &Tensor, pos: &[i32], rows: &Tensor) -> Result<Tensor> {
 
 pub fn scatter_rows_backward(dy: &Tensor, pos: &[i32]) -> Result<(Tensor, Tensor)> {
     const OP: &str = "scatter_rows_backward";
-    let d = dev(dy, OP)?;
+    let d = device_of(dy, OP)?;
     let (t, dim) = (dy.dims()[0], dy.dims()[1]);
     let g = bf16_of(dy, OP, "dy")?;
     let drows = so::gather_rows(&d, &g, t, dim, pos)?;
@@ -232,7 +225,7 @@ pub fn scatter_rows_backward(dy: &Tensor, pos: &[i32]) -> Result<(Tensor, Tensor
 /// `dst[start * inner ..] = src`, in `dst`'s dtype (KV caches).
 pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor, inner: usize) -> Result<()> {
     const OP: &str = "write_rows";
-    let d = dev(src, OP)?;
+    let d = device_of(src, OP)?;
     let range = start * inner..start * inner + src.numel();
     let err = |e| d.error(OP, None, e);
     match dst.dtype() {
@@ -251,7 +244,7 @@ pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor, inner: usize) ->
 
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rows: usize, din: usize, dout: usize) -> Result<Tensor> {
     const OP: &str = "linear";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let bias = b.map(|b| bf16_of(b, OP, "bias")).transpose()?;
     let mut out_dims = x.dims().to_vec();
     *out_dims.last_mut().expect("rank checked") = dout;
@@ -272,7 +265,7 @@ pub fn linear_backward(
     dout: usize,
 ) -> Result<Tensor> {
     const OP: &str = "linear_backward";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let g = bf16_of(dy, OP, "dy")?;
     let xs = bf16_of(x, OP, "input")?;
     let mut dx = d.uninit::<bf16>(rows * din, OP)?;
@@ -304,7 +297,7 @@ pub fn matmul(
     out_dims: Vec<usize>,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
-    let d = dev(a, OP)?;
+    let d = device_of(a, OP)?;
     let (av, bv) = (bf16_of(a, OP, "a")?, bf16_of(b, OP, "b")?);
     let mut c = d.uninit::<bf16>(batch * m * n, OP)?;
     let spec = GemmSpec { m, n, k, trans_a, trans_b, alpha: 1.0, beta: 0.0 };
@@ -333,7 +326,7 @@ pub fn lora_linear(
     out_dims: Vec<usize>,
 ) -> Result<super::LoraOut> {
     const OP: &str = "lora_linear";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let bias = bias.map(|b| bf16_of(b, OP, "bias")).transpose()?;
     let (y, xa) = lo::lora_forward(
         &d,
@@ -360,7 +353,7 @@ pub fn lora_linear_backward(
     db: &mut Tensor,
 ) -> Result<Tensor> {
     const OP: &str = "lora_linear_backward";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let dx = lo::lora_backward(
         &d,
         &*bf16_of(x, OP, "input")?,
@@ -380,7 +373,7 @@ pub fn lora_linear_backward(
 
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rms_norm";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let (rows, dim) = (x.shape().rows(), x.shape().last());
     let (y, rstd) = so::rms_norm_forward(&d, &*bf16_of(x, OP, "input")?, &*bf16_of(w, OP, "weight")?, rows, dim, eps)?;
     Ok((from_bf16(&d, y, x.dims())?, from_f32(&d, rstd, [rows])?))
@@ -394,7 +387,7 @@ pub fn rms_norm_backward(
     dw: Option<&mut Tensor>,
 ) -> Result<Tensor> {
     const OP: &str = "rms_norm_backward";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let (rows, dim) = (x.shape().rows(), x.shape().last());
     let dw = dw.map(|t| f32_mut(t, OP, "dw")).transpose()?;
     let dx = so::rms_norm_backward(
@@ -412,7 +405,7 @@ pub fn rms_norm_backward(
 
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, backward: bool) -> Result<Tensor> {
     const OP: &str = "rope";
-    let d = dev(x, OP)?;
+    let d = device_of(x, OP)?;
     let (t, h, hd) = (x.dims()[0], x.dims()[1], x.dims()[2]);
     let y =
         so::rope(&d, &*bf16_of(x, OP, "x")?, &*f32_of(cos, OP, "cos")?, &*f32_of(sin, OP, "sin")?, t, h, hd, backward)?;
@@ -423,7 +416,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, backward: bool) -> Result<Te
 
 pub fn cross_entropy(logits: &Tensor, labels: &[i32], v: usize) -> Result<CrossEntropy> {
     const OP: &str = "cross_entropy";
-    let d = dev(logits, OP)?;
+    let d = device_of(logits, OP)?;
     let (loss, lse, _) = ls::cross_entropy(&d, &*bf16_of(logits, OP, "logits")?, labels, v, None)?;
     let losses = d.download(&loss, OP)?;
     let tokens = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
@@ -435,7 +428,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &[i32], v: usize) -> Result<CrossE
 /// `dlogits` with one scale for every row, or `row_scale[r]` for row `r`.
 pub fn cross_entropy_backward(logits: &Tensor, labels: &[i32], v: usize, scale: RowScale<'_>) -> Result<Tensor> {
     const OP: &str = "cross_entropy_backward";
-    let d = dev(logits, OP)?;
+    let d = device_of(logits, OP)?;
     let uniform = match scale {
         RowScale::Uniform(s) => s,
         RowScale::PerRow(_) => 1.0,
@@ -455,7 +448,7 @@ pub enum RowScale<'a> {
 
 pub fn token_logprobs(logits: &Tensor, ids: &[i32], v: usize, s: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "token_logprobs";
-    let d = dev(logits, OP)?;
+    let d = device_of(logits, OP)?;
     let (lp, lse) = ls::token_logprobs_forward(&d, &*bf16_of(logits, OP, "logits")?, ids, v, s)?;
     Ok((from_f32(&d, lp, [ids.len()])?, from_f32(&d, lse, [ids.len()])?))
 }
@@ -469,7 +462,7 @@ pub fn token_logprobs_backward(
     s: f32,
 ) -> Result<Tensor> {
     const OP: &str = "token_logprobs_backward";
-    let d = dev(logits, OP)?;
+    let d = device_of(logits, OP)?;
     let dl = ls::token_logprobs_backward(
         &d,
         &*bf16_of(logits, OP, "logits")?,
@@ -492,7 +485,7 @@ pub fn sample_streams(
     streams: &[u64],
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "sample";
-    let d = dev(logits, OP)?;
+    let d = device_of(logits, OP)?;
     let (r, v) = (logits.dims()[0], logits.dims()[1]);
     let (tok, lp) = sa::sample_rows(&d, &*bf16_of(logits, OP, "logits")?, v, n, p, seed, streams)?;
     let tok: Vec<i32> = d.download(&tok, OP)?.into_iter().map(|t| t as i32).collect();
@@ -505,7 +498,7 @@ pub fn sample_streams(
 /// are freed in stream order, after the launch has run.
 pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()> {
     const OP: &str = "adamw_step";
-    let d = dev(slots[0].grad, OP)?;
+    let d = device_of(slots[0].grad, OP)?;
     let mut grads = Vec::with_capacity(slots.len());
     let mut addrs = Vec::with_capacity(slots.len());
     for s in slots.iter_mut() {
@@ -531,7 +524,7 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
 /// device: one multi-tensor sum of squares, one scalar read back.
 pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
     const OP: &str = "grad_norm";
-    let d = dev(grads[0], OP)?;
+    let d = device_of(grads[0], OP)?;
     let bufs: Vec<_> = grads.iter().map(|g| f32_of(g, OP, "grad")).collect::<Result<_>>()?;
     let addrs: Vec<crate::cuda::optim::SlotAddrs> = bufs
         .iter()

@@ -165,8 +165,8 @@ impl GrpoTrainer {
             r
         });
         prepare_model(&cfg, &mut model, "grpo")?;
-        if let Some(r) = reference.as_mut().filter(|r| r.device() != model.device()) {
-            r.to_device(model.device(), DType::BF16)?;
+        if let Some(r) = reference.as_mut() {
+            r.place_on(model.device())?;
         }
         let opt = AdamWState::new(&mut model)?;
         if opt.m.is_empty() {

@@ -87,11 +87,7 @@ pub fn prepare_model(cfg: &SftConfig, model: &mut Qwen25Vl, what: &'static str) 
     model.vision.recompute = (0..nv).map(|i| r.recompute_all || r.recompute_vision_blocks.contains(&i)).collect();
     // On CUDA frozen weights are bf16 (what the kernels read); trainable ones keep
     // their f32 master copy. The CPU keeps every weight as loaded.
-    let device = crate::tensor::Device::parse(&r.device)?;
-    if device != crate::tensor::Device::Cpu {
-        model.place_on(device)?;
-    }
-    Ok(())
+    model.place_on(crate::tensor::Device::parse(&r.device)?)
 }
 
 /// Position `q` of a stream over `n` items that visits, in epoch `q / n`, a
