@@ -192,7 +192,7 @@ fn adamw(c: &mut Criterion) {
     g.bench_function("actial ops::adamw_step 16.8M", |b| {
         b.iter(|| {
             step += 1;
-            ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &gr, m: &mut m, v: &mut v }], &h, step).unwrap()
+            ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &gr, m: &mut m, v: &mut v }], &h, step, 1.0).unwrap()
         })
     });
     let (mut pv, gv) = (p.to_vec_f32().unwrap(), gr.to_vec_f32().unwrap());

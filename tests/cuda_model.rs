@@ -114,7 +114,7 @@ mod on_device {
                     .zip(m.iter_mut().zip(v.iter_mut()))
                     .map(|((param, grad), (m, v))| ops::AdamSlot { param, grad, m, v })
                     .collect();
-                ops::adamw_step(&mut slots, &h, step).unwrap();
+                ops::adamw_step(&mut slots, &h, step, 0.75).unwrap();
             }
         }
         for (i, (a, b)) in pc.iter().zip(&pg).enumerate() {
@@ -122,6 +122,20 @@ mod on_device {
             let (a, b) = (a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
             let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0f32, f32::max);
             assert!(worst < 1e-5, "tensor {i} ({:?}): params differ by {worst} (relative)", sizes[i]);
+        }
+    }
+
+    /// NaN logits stop sampling with the row named, as on the CPU.
+    #[test]
+    fn sampling_rejects_nan_logits_naming_the_row() {
+        let Some(dev) = gpu() else { return };
+        let mut x = Philox::new(7, 0).normal_vec(3 * 50, 1.0);
+        x[50 + 17] = f32::NAN;
+        let logits = Tensor::from_f32(x, [3, 50], Device::Cpu).unwrap();
+        let p = ops::sampling::SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        for t in [logits.clone(), logits.to_device(dev).unwrap()] {
+            let e = ops::sampling::sample(&t, 4, &p, 1, 0).unwrap_err().to_string();
+            assert!(e.contains("row 1") && e.contains("NaN"), "{:?}: {e}", t.device());
         }
     }
 

@@ -243,7 +243,7 @@ mod parity {
             group.step(&dev, &h, step, Some(max_norm as f32)).unwrap();
             for i in 0..sizes.len() {
                 let g: Vec<f32> = grads[i].iter().map(|x| x * coef).collect();
-                cpu::optim::adamw_step(&mut cpu_w[i], &g, &mut cpu_m[i], &mut cpu_v[i], &h, step);
+                cpu::optim::adamw_step(&mut cpu_w[i], &g, &mut cpu_m[i], &mut cpu_v[i], &h, step, 1.0);
             }
         }
         for i in 0..sizes.len() {

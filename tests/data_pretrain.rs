@@ -311,7 +311,14 @@ fn reasoning_items_answer_in_the_think_answer_format() {
     use actial::data::pretrain::{PretrainMix, pretrain_records};
     use actial::data::qa::REASONING_INSTRUCTION;
     let dir = std::env::temp_dir().join(format!("actial_reasoning_items_{}", std::process::id()));
-    let m = PretrainMix { photos: 12, pairs: 0, text_items: 200, perspective_items: 0, reasoning_every: 3 };
+    let m = PretrainMix {
+        photos: 12,
+        pairs: 0,
+        text_items: 200,
+        perspective_items: 0,
+        perspective_photos: 0,
+        reasoning_every: 3,
+    };
     let recs = pretrain_records(&dir, 5, m, &SynthConfig::default(), &|| {}).unwrap();
     let (mut reasoning, mut letters) = (0, 0);
     for r in recs.iter().filter(|r| r.answer.len() == 1 && !r.kind.ends_with("describe")) {
@@ -347,4 +354,46 @@ fn reasoning_items_answer_in_the_think_answer_format() {
     let plain = pretrain_records(&dir, 5, none, &SynthConfig::default(), &|| {}).unwrap();
     assert!(plain.iter().all(|r| !r.prompt.ends_with(REASONING_INSTRUCTION)));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn perspective_photos_mirror_the_outer_faces() {
+    use actial::data::pretrain::perspective_photo;
+    use actial::data::qa::OptionOrder;
+    let mut asked = 0;
+    for order in [OptionOrder::Fixed, OptionOrder::Shuffled] {
+        let c = SynthConfig { scene: SceneStyle::KnownCube, size: 112, option_order: order, ..SynthConfig::default() };
+        for i in 0..24 {
+            let v = perspective_photo(9, i, &c);
+            let (qs, scene, cam) = (&v.questions, &v.scene, &v.camera);
+            if qs.is_empty() {
+                continue;
+            }
+            asked += 1;
+            // The outer faces, from the photo's own id buffer.
+            let cover = part_coverage(scene, cam);
+            let mut vis: Vec<usize> = (0..scene.parts.len()).filter(|&k| cover[k].0 >= 25).collect();
+            vis.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+            let (left, right) = (scene.parts[vis[0]].colour_name, scene.parts[*vis.last().unwrap()].colour_name);
+            assert_eq!(qs.len(), 2);
+            let side_left = qs[0].question.ends_with("furthest to the left?");
+            for q in qs {
+                let object = q.question.contains("From the object's perspective");
+                assert_eq!(q.kind, if object { "single_perspective_object" } else { "single_perspective_camera" });
+                // Facing the camera, the object's left is the camera's right.
+                let want = if side_left != object { left } else { right };
+                assert_eq!(option_colour(&q.options[q.answer]), want, "{}", q.question);
+                if order == OptionOrder::Shuffled {
+                    let other = if want == left { right } else { left };
+                    assert!(q.options.iter().any(|o| o == other), "the mirrored face is a distractor: {:?}", q.options);
+                } else {
+                    assert_eq!(q.options.len(), COLOURS.len());
+                }
+            }
+            // Both questions name the same side; their answers are the two outer faces.
+            assert!(qs.iter().all(|q| q.question.ends_with(if side_left { "left?" } else { "right?" })));
+            assert_ne!(qs[0].options[qs[0].answer], qs[1].options[qs[1].answer]);
+        }
+    }
+    assert!(asked >= 20, "only {asked} of 48 photos had clear outer faces");
 }

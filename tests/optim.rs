@@ -20,7 +20,7 @@ fn adamw_two_steps_by_hand() {
     let (mut p, mut m, mut v) = (scalar(1.0), scalar(0.0), scalar(0.0));
     for (step, g, want) in [(1u64, 0.5f32, 0.899f32), (2, -0.25, 0.871_467_3)] {
         let g = scalar(g);
-        ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &g, m: &mut m, v: &mut v }], &h, step).unwrap();
+        ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &g, m: &mut m, v: &mut v }], &h, step, 1.0).unwrap();
         let got = p.to_scalar_f32().unwrap();
         assert!((got - want).abs() < 2e-6, "step {step}: {got} vs {want}");
     }
@@ -46,7 +46,7 @@ fn adamw_multi_tensor_matches_naive_loop() {
             AdamSlot { param: &mut p, grad: &g, m: &mut m, v: &mut v },
             AdamSlot { param: &mut p2, grad: &g2, m: &mut m2, v: &mut v2 },
         ];
-        ops::adamw_step(&mut slots, &h, step).unwrap();
+        ops::adamw_step(&mut slots, &h, step, 1.0).unwrap();
         actial::cpu::optim::adamw_step_naive(&mut pn, &vec_of(&g), &mut mn, &mut vn, &h, step);
     }
     let err = max_rel_err(&vec_of(&p), &pn, 1.0);
@@ -80,6 +80,29 @@ fn adamw_rejects_mismatched_slots() {
     let h = AdamW::default();
     let (mut p, mut m, mut v) = (scalar(1.0), scalar(0.0), scalar(0.0));
     let g = Tensor::from_f32(vec![1.0, 2.0], [2], Device::Cpu).unwrap();
-    let e = ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &g, m: &mut m, v: &mut v }], &h, 1).err().unwrap();
+    let e =
+        ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &g, m: &mut m, v: &mut v }], &h, 1, 1.0).err().unwrap();
     assert!(e.to_string().contains("adamw_step") && e.to_string().contains("[2]"), "{e}");
+}
+
+#[test]
+fn adamw_grad_scale_equals_prescaled_gradients() {
+    // The trainer folds the clip coefficient into the update instead of scaling
+    // the gradients first; both must give the same bits, and the gradient stays.
+    let h = AdamW { lr: 1e-2, weight_decay: 0.1, ..AdamW::default() };
+    let n = 5000;
+    let (mut pa, mut pb) = (randn(3, &[n], 1.0), randn(3, &[n], 1.0));
+    let zeros = || Tensor::zeros([n], DType::F32, Device::Cpu).unwrap();
+    let (mut ma, mut va, mut mb, mut vb) = (zeros(), zeros(), zeros(), zeros());
+    for step in 1..=2u64 {
+        let g = randn(40 + step, &[n], 0.3);
+        let before = vec_of(&g);
+        let scaled = Tensor::from_f32(before.iter().map(|x| x * 0.37).collect(), [n], Device::Cpu).unwrap();
+        ops::adamw_step(&mut [AdamSlot { param: &mut pa, grad: &g, m: &mut ma, v: &mut va }], &h, step, 0.37).unwrap();
+        ops::adamw_step(&mut [AdamSlot { param: &mut pb, grad: &scaled, m: &mut mb, v: &mut vb }], &h, step, 1.0)
+            .unwrap();
+        assert_eq!(vec_of(&g), before, "step {step}: the gradient was modified");
+    }
+    assert_eq!(vec_of(&pa), vec_of(&pb));
+    assert_eq!(vec_of(&va), vec_of(&vb));
 }

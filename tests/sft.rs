@@ -264,7 +264,7 @@ fn training_leaves_the_examples_untouched() {
 }
 
 #[test]
-fn sample_mean_weighs_every_sample_equally() {
+fn sample_and_sqrt_means_weigh_samples_as_documented() {
     use actial::train::config::LossMean;
     let d = tmp("sample-mean");
     let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
@@ -286,23 +286,32 @@ fn sample_mean_weighs_every_sample_equally() {
         c.optim.max_grad_norm = 0.0; // compare raw gradients
         c
     };
-    // Three samples in micro-batches of two, each sample's tokens averaged first.
-    let mut all = SftTrainer::new(with(LossMean::Sample, 3, 2), model(), ex.clone()).unwrap();
-    all.train_step().unwrap();
-    let g = grads(&mut all);
-    // The mean of each sample's own token-mean gradient.
-    let mut mean: Vec<Vec<f32>> = g.iter().map(|(_, x)| vec![0.0; x.len()]).collect();
-    for e in &ex {
-        let mut one = SftTrainer::new(with(LossMean::Token, 1, 1), model(), vec![e.clone()]).unwrap();
-        one.train_step().unwrap();
-        for (m, (_, x)) in mean.iter_mut().zip(grads(&mut one)) {
-            m.iter_mut().zip(&x).for_each(|(a, b)| *a += b / 3.0);
+    // Each sample's own token-mean gradient, alone.
+    let own: Vec<Vec<Vec<f32>>> = ex
+        .iter()
+        .map(|e| {
+            let mut one = SftTrainer::new(with(LossMean::Token, 1, 1), model(), vec![e.clone()]).unwrap();
+            one.train_step().unwrap();
+            grads(&mut one).into_iter().map(|(_, x)| x).collect()
+        })
+        .collect();
+    // Three samples in micro-batches of two: the sample mean averages those
+    // gradients; the sqrt mean weighs them sqrt(tokens) / sum of sqrt(tokens).
+    let roots: Vec<f32> = ex.iter().map(|e| (e.target_tokens as f32).sqrt()).collect();
+    let root_sum: f32 = roots.iter().sum();
+    let mut g = Vec::new();
+    for (mean, weight) in
+        [(LossMean::Sample, vec![1.0 / 3.0; 3]), (LossMean::Sqrt, roots.iter().map(|r| r / root_sum).collect())]
+    {
+        let mut all = SftTrainer::new(with(mean, 3, 2), model(), ex.clone()).unwrap();
+        all.train_step().unwrap();
+        g = grads(&mut all);
+        for (k, (n, x)) in g.iter().enumerate() {
+            let y: Vec<f32> = (0..x.len()).map(|j| (0..3).map(|i| weight[i] * own[i][k][j]).sum()).collect();
+            let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let err = x.iter().zip(&y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+            assert!(err < 1e-4, "{mean:?} {n}: {err}");
         }
-    }
-    for ((n, x), y) in g.iter().zip(&mean) {
-        let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let err = x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
-        assert!(err < 1e-4, "{n}: {err}");
     }
     // And the token mean is a different gradient here (the test can fail).
     let mut tm = SftTrainer::new(with(LossMean::Token, 3, 2), model(), ex).unwrap();

@@ -34,7 +34,14 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let held = pretrain_records(
         &tmp.join("photos"),
         4242,
-        PretrainMix { photos: 60, pairs: 0, text_items: 200, perspective_items: 0, reasoning_every: 0 },
+        PretrainMix {
+            photos: 60,
+            pairs: 0,
+            text_items: 200,
+            perspective_items: 0,
+            perspective_photos: 0,
+            reasoning_every: 0,
+        },
         &synth,
         &|| {},
     )

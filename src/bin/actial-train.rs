@@ -86,6 +86,10 @@ struct Args {
     /// from the camera's or the object's perspective).
     #[arg(long, default_value_t = 0)]
     perspective_items: u64,
+    /// Pretrain: photos asked from the camera's and the object's perspective which
+    /// colour is furthest to one side (the two answers mirror each other).
+    #[arg(long, default_value_t = 0)]
+    perspective_photos: u64,
     /// Pretrain: every N-th multiple-choice item (0: none) asks for reasoning and
     /// answers `<think>…</think><answer>X</answer>` (the format a real base follows).
     #[arg(long, default_value_t = 0)]
@@ -547,22 +551,40 @@ fn full(args: &Args) -> Result<()> {
     // Out of domain is asked the way GRPO asks (`grpo.instruction`).
     let (e_sat, _) =
         encode_prompts(&as_grpo_prompts(&cfg, &held_sat), &tok, &proc, system, cfg.grpo.max_prompt_tokens)?;
+    // In domain a second time, asked to reason the way the CoT items were
+    // (`data.cot_instruction`): whether the pseudo-CoT route answers better than
+    // the bare letter. Without that instruction both prompts would be the same.
+    let e_view_reason = match &cfg.data.cot_instruction {
+        Some(i) => {
+            let asked: Vec<QaRecord> =
+                held_view.iter().map(|r| QaRecord { prompt: with_instruction(&r.prompt, i), ..r.clone() }).collect();
+            Some(encode_prompts(&asked, &tok, &proc, system, cfg.grpo.max_prompt_tokens)?.0)
+        }
+        None => None,
+    };
     let max_new = cfg.grpo.max_new_tokens;
-    let eval_both = |m: &Qwen25Vl, stage: &str| -> Result<(EvalReport, EvalReport)> {
+    let eval_all = |m: &Qwen25Vl, stage: &str| -> Result<StageEval> {
         let a = eval_set_n(m, &tok, &e_view, &format!("eval {stage} in-domain"), max_new)?;
+        let r = match &e_view_reason {
+            Some(items) => Some(eval_set_n(m, &tok, items, &format!("eval {stage} in-domain, reasoning"), max_new)?),
+            None => None,
+        };
         let b = eval_set_n(m, &tok, &e_sat, &format!("eval {stage} out-of-domain"), max_new)?;
         eprintln!(
-            "{stage}: in-domain accuracy {:.1}% (format {:.1}%), out-of-domain accuracy {:.1}% (format {:.1}%)",
+            "{stage}: in-domain accuracy {:.1}%{}, out-of-domain accuracy {:.1}% (format {:.1}%)",
             100.0 * a.accuracy(),
-            100.0 * a.format_rate(),
+            r.as_ref().map_or(String::new(), |r| format!(
+                " (asked to reason: {:.1}%, format {:.1}%)",
+                100.0 * r.accuracy(),
+                100.0 * r.format_rate()
+            )),
             100.0 * b.accuracy(),
             100.0 * b.format_rate()
         );
-        Ok((a, b))
+        Ok(StageEval { in_domain: a, in_domain_reasoning: r, out_of_domain: b })
     };
-    let mut rows: Vec<(String, EvalReport, EvalReport)> = Vec::new();
-    let (a, b) = eval_both(&model, "base")?;
-    rows.push(("base".into(), a, b));
+    let mut rows: Vec<(String, StageEval)> = Vec::new();
+    rows.push(("base".into(), eval_all(&model, "base")?));
 
     // Stage 1: SFT with the hybrid cold-start mix.
     let mc = MixConfig {
@@ -594,8 +616,7 @@ fn full(args: &Args) -> Result<()> {
     sft_plots(&sft.history, &out.join("plots"))?;
     let mut model = sft.model;
     model.merge_lora()?;
-    let (a, b) = eval_both(&model, "SFT")?;
-    rows.push(("SFT (hybrid cold-start)".into(), a, b));
+    rows.push(("SFT (hybrid cold-start)".into(), eval_all(&model, "SFT")?));
 
     // Stage 2: GRPO.
     let prompts = grpo_prompts(&cfg, &grpo_records, &tok, &model)?;
@@ -607,23 +628,26 @@ fn full(args: &Args) -> Result<()> {
         &tok_json,
         &StageDirs { out: &out.join("grpo"), plots: &out.join("plots"), resume: None },
     )?;
-    let (a, b) = eval_both(&model, "SFT+GRPO")?;
-    rows.push(("SFT + GRPO".into(), a, b));
+    rows.push(("SFT + GRPO".into(), eval_all(&model, "SFT+GRPO")?));
     let mut model = model;
     let dir = out.join("final");
     save_trained(&mut model, &dir, &tok_json, "full")?;
 
     // Report.
+    let pct = |r: &EvalReport, f: fn(&EvalReport) -> f64| format!("{:.1}%", 100.0 * f(r));
     let mut md = String::from(
-        "| model | in-domain accuracy (viewpoint) | in-domain format | out-of-domain accuracy (SAT-like) | out-of-domain format |\n|---|---|---|---|---|\n",
+        "| model | in-domain accuracy (viewpoint, letter) | in-domain accuracy, asked to reason | its format | out-of-domain accuracy (SAT-like) | out-of-domain format |\n|---|---|---|---|---|---|\n",
     );
-    for (name, a, b) in &rows {
+    for (name, e) in &rows {
+        let (ra, rf) = match &e.in_domain_reasoning {
+            Some(r) => (pct(r, EvalReport::accuracy), pct(r, EvalReport::format_rate)),
+            None => ("-".into(), "-".into()),
+        };
         md += &format!(
-            "| {name} | {:.1}% | {:.1}% | {:.1}% | {:.1}% |\n",
-            100.0 * a.accuracy(),
-            100.0 * a.format_rate(),
-            100.0 * b.accuracy(),
-            100.0 * b.format_rate()
+            "| {name} | {} | {ra} | {rf} | {} | {} |\n",
+            pct(&e.in_domain, EvalReport::accuracy),
+            pct(&e.out_of_domain, EvalReport::accuracy),
+            pct(&e.out_of_domain, EvalReport::format_rate)
         );
     }
     // The bar to beat: uniform guessing, and answering one letter every time (with
@@ -649,19 +673,24 @@ fn full(args: &Args) -> Result<()> {
             .map(|(k, (a, f, n))| (k, json!({"accuracy": a, "format": f, "items": n})))
             .collect::<serde_json::Map<_, _>>()
     };
+    let summary =
+        |r: &EvalReport| json!({"accuracy": r.accuracy(), "format": r.format_rate(), "per_kind": per_kind(r)});
     let report = json!({
         "wall_s": t0.elapsed().as_secs_f64(),
-        "rows": rows.iter().map(|(n, a, b)| json!({
+        "rows": rows.iter().map(|(n, e)| json!({
             "model": n,
-            "in_domain": {"accuracy": a.accuracy(), "format": a.format_rate(), "per_kind": per_kind(a)},
-            "out_of_domain": {"accuracy": b.accuracy(), "format": b.format_rate(), "per_kind": per_kind(b)},
+            "in_domain": summary(&e.in_domain),
+            "in_domain_reasoning": e.in_domain_reasoning.as_ref().map(summary),
+            "out_of_domain": summary(&e.out_of_domain),
         })).collect::<Vec<_>>(),
         "grpo_last": grpo_hist.last(),
     });
     let eval_dir = out.join("eval");
     std::fs::create_dir_all(&eval_dir).map_err(|e| Error::Io { path: eval_dir.display().to_string(), source: e })?;
-    for (i, (_, a, b)) in rows.iter().enumerate() {
-        for (set, r) in [("in_domain", a), ("out_of_domain", b)] {
+    for (i, (_, e)) in rows.iter().enumerate() {
+        let sets = [("in_domain", Some(&e.in_domain)), ("in_domain_reasoning", e.in_domain_reasoning.as_ref())];
+        for (set, r) in sets.into_iter().chain([("out_of_domain", Some(&e.out_of_domain))]) {
+            let Some(r) = r else { continue };
             let lines: String = r.items.iter().map(|it| serde_json::to_string(it).expect("JSON") + "\n").collect();
             actial::model::weights::write_atomic(
                 &eval_dir.join(format!("{}_{set}.jsonl", ["base", "sft", "grpo"][i])),
@@ -677,6 +706,14 @@ fn full(args: &Args) -> Result<()> {
     println!("\n{md}");
     eprintln!("done in {:.0} s: {}", t0.elapsed().as_secs_f64(), out.display());
     Ok(())
+}
+
+/// One stage's evaluation in `full`.
+struct StageEval {
+    in_domain: EvalReport,
+    /// The same held-out questions asked for the reasoning (`data.cot_instruction`).
+    in_domain_reasoning: Option<EvalReport>,
+    out_of_domain: EvalReport,
 }
 
 fn sft_plots(h: &[actial::train::sft::StepMetrics], plots: &Path) -> Result<()> {
@@ -762,12 +799,13 @@ fn pretrain(args: &Args) -> Result<()> {
     let synth = synth_config(&cfg, order);
     let seed = cfg.run.seed;
 
-    let pb = progress_bar(args.photos + args.pairs, "render");
+    let pb = progress_bar(args.photos + args.pairs + args.perspective_photos, "render");
     let mix = PretrainMix {
         photos: args.photos,
         pairs: args.pairs,
         text_items: args.text_items,
         perspective_items: args.perspective_items,
+        perspective_photos: args.perspective_photos,
         reasoning_every: args.reasoning_every,
     };
     let records = pretrain_records(&out.join("data/train"), seed, mix, &synth, &|| pb.inc(1))?;
@@ -776,7 +814,14 @@ fn pretrain(args: &Args) -> Result<()> {
     let held = pretrain_records(
         &out.join("data/heldout"),
         seed + 1,
-        PretrainMix { photos: 150, pairs: 100, text_items: 400, perspective_items: 100, reasoning_every: 0 },
+        PretrainMix {
+            photos: 150,
+            pairs: 100,
+            text_items: 400,
+            perspective_items: 100,
+            perspective_photos: 60,
+            reasoning_every: 0,
+        },
         &synth,
         &|| {},
     )?;
@@ -869,6 +914,7 @@ fn pretrain(args: &Args) -> Result<()> {
         "pairs": args.pairs,
         "text_items": args.text_items,
         "perspective_items": args.perspective_items,
+        "perspective_photos": args.perspective_photos,
         "reasoning_every": args.reasoning_every,
         "wall_s": train_s,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
@@ -889,6 +935,7 @@ fn pretrain(args: &Args) -> Result<()> {
         "pairs": args.pairs,
         "text_items": args.text_items,
         "perspective_items": args.perspective_items,
+        "perspective_photos": args.perspective_photos,
         "reasoning_every": args.reasoning_every,
         "periodic": evals.into_inner(),
         "final": rows.iter().map(|(n, r)| serde_json::json!({"set": n, "items": r.items.len(), "accuracy": r.accuracy(), "per_kind": r.per_kind()})).collect::<Vec<_>>(),

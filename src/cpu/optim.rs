@@ -23,7 +23,9 @@ impl Default for AdamW {
 
 /// One AdamW step on one tensor; `step` counts from 1. Decoupled decay:
 /// `p ← p·(1 − lr·wd)`, then `p ← p − lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps)`.
-pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, step: u64) {
+/// Every gradient is read as `g·grad_scale` (the clip coefficient, folded in so
+/// clipping costs no extra pass over the gradients; 1 for none).
+pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, step: u64, grad_scale: f32) {
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
     let step_size = (h.lr as f64 / bc1) as f32;
@@ -35,7 +37,7 @@ pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &Ad
         .zip(g.par_chunks(CHUNK))
         .for_each(|(((pc, mc), vc), gc)| {
             for i in 0..pc.len() {
-                let gi = gc[i];
+                let gi = gc[i] * grad_scale;
                 mc[i] = h.beta1 * mc[i] + (1.0 - h.beta1) * gi;
                 vc[i] = h.beta2 * vc[i] + (1.0 - h.beta2) * gi * gi;
                 let denom = vc[i].sqrt() / bc2_sqrt + h.eps;

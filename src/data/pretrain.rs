@@ -286,6 +286,59 @@ pub fn single_view(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
     SingleView { scene, camera: cam, image, questions: f.questions, description }
 }
 
+/// Perspective photo number `index` of stream `seed`: one photo, asked from the
+/// camera's and from the object's perspective which colour is furthest to one
+/// side ("From the object's perspective, what colour is the face furthest to the
+/// left?"). Facing the camera, the object's left is the camera's right, so the two
+/// answers are the photo's two outer faces: the same visual left/right read out
+/// through the perspective word of the viewpoint questions. One photo, no camera
+/// motion (issue #9); no questions when the outer faces lack a clear margin (the
+/// description stays empty).
+pub fn perspective_photo(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
+    let mut rng = Philox::new(seed ^ 0x9e75_1e00, index);
+    let scene = random_scene_of(c.scene, &mut rng);
+    let cam = random_orbit_camera(&scene, c, &mut rng);
+    let image = render(&scene, &cam, c.supersample);
+    let cover = part_coverage(&scene, &cam);
+    let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
+    visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+    let n = visible.len();
+    let w = c.size as f64;
+    if n < 2
+        || (cover[visible[1]].1 - cover[visible[0]].1) / w < MIN_DU
+        || (cover[visible[n - 1]].1 - cover[visible[n - 2]].1) / w < MIN_DU
+    {
+        return SingleView { scene, camera: cam, image, questions: Vec::new(), description: String::new() };
+    }
+    let side = ["left", "right"][(rng.next_u32() % 2) as usize];
+    // The camera's far left is the object's far right.
+    let (camera_left, camera_right) = (colour_name(&scene, visible[0]), colour_name(&scene, visible[n - 1]));
+    let noun = scene.noun;
+    let qs = [("camera", side == "left"), ("object", side == "right")]
+        .into_iter()
+        .map(|(who, cameras_left)| {
+            let correct = if cameras_left { camera_left } else { camera_right };
+            let q = format!(
+                "The object in the photo does not move. From the {who}'s perspective, what colour is the {noun} furthest to the {side}?"
+            );
+            let kind = format!("single_perspective_{who}");
+            match c.option_order {
+                OptionOrder::Fixed => {
+                    let k = COLOURS.iter().position(|x| *x == correct).expect("palette colour");
+                    McQuestion::with_order(&kind, q, &COLOURS, k, OptionOrder::Fixed, &mut rng)
+                }
+                // The other outer face is always a distractor: the perspective word decides.
+                OptionOrder::Shuffled => {
+                    let other = if cameras_left { camera_right } else { camera_left };
+                    let d = distinct(&COLOURS, &[correct, other], 1, &mut rng);
+                    mc(&kind, q, correct, &[other, d[0]], &mut rng)
+                }
+            }
+        })
+        .collect();
+    SingleView { scene, camera: cam, image, questions: qs, description: String::new() }
+}
+
 /// Two photos of one object with questions about each photo on its own and a
 /// description of both. Nothing relates the two cameras: the orbit positions are
 /// drawn independently and no question asks how the camera moved (issue #9), but
@@ -358,6 +411,8 @@ pub struct PretrainMix {
     pub text_items: u64,
     /// Text-only perspective items ([`perspective_question`]).
     pub perspective_items: u64,
+    /// Rendered photos asked from both perspectives ([`perspective_photo`]).
+    pub perspective_photos: u64,
     /// Every this-many-th multiple-choice item (0: none) asks for reasoning
     /// (`qa::REASONING_INSTRUCTION`) and answers `<think>The answer is X: option.
     /// </think><answer>X</answer>`: the answer format a real base model follows
@@ -455,7 +510,28 @@ pub fn pretrain_records(
             item_records(format!("pair{i:06}"), &v.images, &v.questions, "pair_describe", ask, v.description)
         })
         .collect::<Result<_>>()?;
-    let mut recs: Vec<QaRecord> = per_photo.into_iter().chain(per_pair).flatten().collect();
+    let per_perspective: Vec<Vec<QaRecord>> = (0..m.perspective_photos)
+        .into_par_iter()
+        .map(|i| {
+            let SingleView { image, questions: qs, .. } = perspective_photo(seed, i, c);
+            let id = format!("persp_photo{i:06}");
+            on_photo();
+            if qs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let path = img_dir.join(format!("{id}.png"));
+            image.save(&path).map_err(|e| crate::arg_err!("pretrain", "{}: {e}", path.display()))?;
+            Ok(qs
+                .iter()
+                .map(|q| {
+                    let qid = format!("{id}_{}", q.kind);
+                    let img = vec![ImageRef::Path(path.clone())];
+                    if reasoning(&qid) { reasoning_record(qid, q, img) } else { mc_record(qid, q, img) }
+                })
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut recs: Vec<QaRecord> = per_photo.into_iter().chain(per_pair).chain(per_perspective).flatten().collect();
     // A quarter carry Actial's system prompt (answers unchanged), so the base reads
     // questions the same way under the prompt the later stages use.
     let with_system = |mut r: QaRecord, i: usize| {

@@ -489,6 +489,12 @@ pub fn sample_streams(
     let (r, v) = (logits.dims()[0], logits.dims()[1]);
     let (tok, lp) = sa::sample_rows(&d, &*bf16_of(logits, OP, "logits")?, v, n, p, seed, streams)?;
     let tok: Vec<i32> = d.download(&tok, OP)?.into_iter().map(|t| t as i32).collect();
+    // The CPU twin rejects NaN logits before sampling. Here a NaN anywhere in a row
+    // makes that row's log-sum-exp, so every log-prob drawn from it, NaN: reading
+    // the r·n log-probs back (the tokens already were) finds the row.
+    if let Some(i) = d.download(&lp, OP)?.iter().position(|x| x.is_nan()) {
+        return Err(crate::arg_err!(OP, "row {}: the logits hold NaN", i / n.max(1)));
+    }
     let tok = Tensor::from_i32(tok, [r * n], logits.device())?;
     Ok((tok, from_f32(&d, lp, [r * n])?))
 }
@@ -496,7 +502,7 @@ pub fn sample_streams(
 /// One multi-tensor AdamW launch over every slot (all f32 on one device). The
 /// slot table holds the buffers' addresses; it and any gradient cast to f32
 /// are freed in stream order, after the launch has run.
-pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()> {
+pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<()> {
     const OP: &str = "adamw_step";
     let d = device_of(slots[0].grad, OP)?;
     let mut grads = Vec::with_capacity(slots.len());
@@ -515,8 +521,12 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
     }
     let (table, blocks) = crate::cuda::optim::slot_table(&addrs);
     let table = d.upload(&table, OP)?;
-    crate::cuda::optim::launch_adamw(&d, &table, addrs.len(), blocks, h, step, std::ptr::null())?;
-    drop(grads);
+    // The kernel reads the scale from device memory (it may come from a device
+    // norm); 1 needs no buffer.
+    let scale = if grad_scale == 1.0 { None } else { Some(d.upload(&[grad_scale], OP)?) };
+    let scale_ptr = scale.as_ref().map_or(std::ptr::null(), |s| d.address(s) as *const f32);
+    crate::cuda::optim::launch_adamw(&d, &table, addrs.len(), blocks, h, step, scale_ptr)?;
+    drop((grads, scale));
     Ok(())
 }
 

@@ -19,7 +19,9 @@ pub struct AdamSlot<'a> {
 
 /// One AdamW step (torch semantics; `step` counts from 1) over many tensors: on
 /// the CPU one tensor after another, on CUDA one multi-tensor launch for all.
-pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()> {
+/// Gradients are read multiplied by `grad_scale` (a clip coefficient, or 1) and
+/// left unchanged.
+pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<()> {
     const OP: &str = "adamw_step";
     if step == 0 {
         return Err(arg_err!(OP, "step counts from 1"));
@@ -54,11 +56,12 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64) -> Result<()
                     s.v.f32_slice_mut(OP, "v")?,
                     h,
                     step,
+                    grad_scale,
                 );
             }
             Ok(())
         }
-        Some(Device::Cuda(_)) => on_cuda!(cuda::adamw_step(slots, h, step)),
+        Some(Device::Cuda(_)) => on_cuda!(cuda::adamw_step(slots, h, step, grad_scale)),
     }
 }
 

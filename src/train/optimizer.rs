@@ -93,15 +93,13 @@ impl AdamWState {
         let mut slots = Vec::new();
         for (name, p) in model.params_mut() {
             let crate::model::Param { value, grad: Some(grad) } = p else { continue };
-            if clip < 1.0 {
-                ops::scale_assign(grad, clip)?;
-            }
             let (Some(m), Some(v)) = (ms.remove(name.as_str()), vs.remove(name.as_str())) else {
                 return Err(crate::arg_err!(what, "no optimizer state for {name}"));
             };
             slots.push(AdamSlot { param: value, grad: &*grad, m, v });
         }
-        ops::adamw_step(&mut slots, &h, step)?;
+        // The clip coefficient is folded into the update: no pass over the gradients.
+        ops::adamw_step(&mut slots, &h, step, clip)?;
         Ok(grad_norm)
     }
 }

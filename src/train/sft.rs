@@ -13,7 +13,7 @@ use super::data::{Example, make_batch};
 pub use super::optimizer::peft_key;
 use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use crate::error::{Error, Result};
-use crate::model::{LoraSpec, LossScale, Part, Qwen25Vl};
+use crate::model::{Batch, LoraSpec, LossScale, Part, Qwen25Vl};
 use crate::rng::Philox;
 
 /// One optimizer step's figures.
@@ -101,6 +101,17 @@ fn permuted(n: usize, q: usize, seed: u64, stream: u64) -> usize {
     order[q % n]
 }
 
+/// Per-token loss weights for `batch` (samples `ex`): every row of sample `e`
+/// gets `weight(e.target_tokens)` (at least 1 token; unsupervised rows are
+/// ignored by the loss anyway).
+fn per_sample_scale(ex: &[&Example], batch: &Batch, weight: impl Fn(usize) -> f32) -> LossScale {
+    let mut rows = vec![0.0f32; batch.tokens()];
+    for (e, range) in ex.iter().zip(&batch.sample_ranges) {
+        rows[range.clone()].fill(weight(e.target_tokens.max(1)));
+    }
+    LossScale::PerRow(rows)
+}
+
 impl SftTrainer {
     /// Prepares `model` for training as `cfg` says (LoRA or freeze flags).
     pub fn new(cfg: SftConfig, mut model: Qwen25Vl, examples: Vec<Example>) -> Result<SftTrainer> {
@@ -169,13 +180,12 @@ impl SftTrainer {
                 // 1 / (all supervised tokens of the global batch).
                 LossMean::Token => LossScale::Uniform(1.0 / target_tokens as f32),
                 // 1 / (the sample's supervised tokens x samples in the global batch).
-                LossMean::Sample => {
-                    let mut rows = vec![0.0f32; batch.tokens()];
-                    for (e, range) in ex.iter().zip(&batch.sample_ranges) {
-                        let s = 1.0 / (e.target_tokens.max(1) * idx.len()) as f32;
-                        rows[range.clone()].fill(s);
-                    }
-                    LossScale::PerRow(rows)
+                LossMean::Sample => per_sample_scale(&ex, &batch, |n| 1.0 / (n * idx.len()) as f32),
+                // Each token 1 / (sqrt(its sample's tokens) x the batch's sum of
+                // sqrt(tokens)): a sample weighs sqrt(n), the weights sum to 1.
+                LossMean::Sqrt => {
+                    let total: f64 = idx.iter().map(|&i| (self.examples[i].target_tokens.max(1) as f64).sqrt()).sum();
+                    per_sample_scale(&ex, &batch, |n| (1.0 / ((n as f64).sqrt() * total)) as f32)
                 }
             };
             let out = self.model.forward_backward_scaled(&batch, scale)?;
