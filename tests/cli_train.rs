@@ -107,6 +107,7 @@ fn full_recipe_runs_end_to_end_and_grpo_alone() {
         "grpo/checkpoint-000002/optimizer.safetensors",
         "grpo/metrics.jsonl",
         "eval/base_in_domain.jsonl",
+        "eval/sft_in_domain_reasoning.jsonl",
         "eval/grpo_out_of_domain.jsonl",
         "final/model.safetensors",
     ] {
@@ -115,6 +116,11 @@ fn full_recipe_runs_end_to_end_and_grpo_alone() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["rows"].as_array().unwrap().len(), 3);
+    // In domain is also asked with the CoT items' reasoning instruction.
+    let asked = std::fs::read_to_string(out.join("eval/sft_in_domain_reasoning.jsonl")).unwrap();
+    let letter = std::fs::read_to_string(out.join("eval/sft_in_domain.jsonl")).unwrap();
+    assert_eq!(asked.lines().count(), letter.lines().count());
+    assert!(report["rows"][1]["in_domain_reasoning"]["accuracy"].is_number(), "{report}");
     let lines = std::fs::read_to_string(out.join("grpo/metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2);
     for key in

@@ -325,12 +325,23 @@ fn sample_and_sqrt_means_weigh_samples_as_documented() {
 
 #[test]
 fn the_curriculum_draws_each_phase_s_kinds_then_every_example() {
+    use actial::train::config::LossMean;
     let d = tmp("curriculum");
     let ex = examples(6, &d);
-    let phase = |kinds: &[&str], steps| CurriculumPhase { kinds: kinds.iter().map(|k| k.to_string()).collect(), steps };
+    let phase = |kinds: &[&str], steps| CurriculumPhase {
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        steps,
+        loss_mean: None,
+    };
     let mut c = cfg(4, 4, false);
     c.data.curriculum = vec![phase(&["camera_rotation", "object_translation"], 3), phase(&["camera_translation"], 2)];
+    // A phase may weigh its samples its own way; the run's weighting elsewhere.
+    c.train.loss_mean = LossMean::Token;
+    c.data.curriculum[1].loss_mean = Some(LossMean::Sqrt);
     let t = SftTrainer::new(c.clone(), model(), ex.clone()).unwrap();
+    let means: Vec<LossMean> = (0..7).map(|s| t.loss_mean_at(s)).collect();
+    use LossMean::{Sqrt, Token};
+    assert_eq!(means, [Token, Token, Token, Sqrt, Sqrt, Token, Token]);
     let g = c.run.global_batch;
     let kinds_of = |r: std::ops::Range<usize>| -> Vec<(usize, String)> {
         r.map(|p| t.example_at(p)).map(|i| (i, t.examples[i].kind.clone())).collect()

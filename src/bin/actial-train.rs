@@ -688,9 +688,7 @@ fn full(args: &Args) -> Result<()> {
     let eval_dir = out.join("eval");
     std::fs::create_dir_all(&eval_dir).map_err(|e| Error::Io { path: eval_dir.display().to_string(), source: e })?;
     for (i, (_, e)) in rows.iter().enumerate() {
-        let sets = [("in_domain", Some(&e.in_domain)), ("in_domain_reasoning", e.in_domain_reasoning.as_ref())];
-        for (set, r) in sets.into_iter().chain([("out_of_domain", Some(&e.out_of_domain))]) {
-            let Some(r) = r else { continue };
+        for (set, r) in e.sets() {
             let lines: String = r.items.iter().map(|it| serde_json::to_string(it).expect("JSON") + "\n").collect();
             actial::model::weights::write_atomic(
                 &eval_dir.join(format!("{}_{set}.jsonl", ["base", "sft", "grpo"][i])),
@@ -714,6 +712,16 @@ struct StageEval {
     /// The same held-out questions asked for the reasoning (`data.cot_instruction`).
     in_domain_reasoning: Option<EvalReport>,
     out_of_domain: EvalReport,
+}
+
+impl StageEval {
+    /// Each evaluated set with its file-name stem.
+    fn sets(&self) -> Vec<(&'static str, &EvalReport)> {
+        let mut v = vec![("in_domain", &self.in_domain)];
+        v.extend(self.in_domain_reasoning.as_ref().map(|r| ("in_domain_reasoning", r)));
+        v.push(("out_of_domain", &self.out_of_domain));
+        v
+    }
 }
 
 fn sft_plots(h: &[actial::train::sft::StepMetrics], plots: &Path) -> Result<()> {

@@ -81,6 +81,9 @@ pub struct CurriculumPhase {
     pub kinds: Vec<String>,
     /// Optimizer steps.
     pub steps: usize,
+    /// This phase's `train.loss_mean` (absent: the run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_mean: Option<LossMean>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -397,8 +400,11 @@ impl SftConfig {
         // model stays at chance (1500 steps measured). The two that agree first find
         // the motion in ~300 steps; then all three (docs/TINY_BASE.md, "The mirror
         // question").
-        c.data.curriculum =
-            vec![CurriculumPhase { kinds: vec!["camera_rotation".into(), "object_translation".into()], steps: 350 }];
+        c.data.curriculum = vec![CurriculumPhase {
+            kinds: vec!["camera_rotation".into(), "object_translation".into()],
+            steps: 350,
+            loss_mean: None,
+        }];
         // A sample of n supervised tokens weighs sqrt(n): with the token mean the
         // CoTs (~40 tokens each) outweigh the letters and the letters never leave
         // the plateau in the budget (in-domain at the constant letter, 51.3%); with

@@ -140,6 +140,19 @@ impl SftTrainer {
         Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new(), curriculum })
     }
 
+    /// The loss weighting of step `step` (0-based): its curriculum phase's, if
+    /// that phase sets one, else `train.loss_mean`.
+    pub fn loss_mean_at(&self, step: usize) -> LossMean {
+        let mut end = 0;
+        for ph in &self.cfg.data.curriculum {
+            end += ph.steps;
+            if step < end {
+                return ph.loss_mean.unwrap_or(self.cfg.train.loss_mean);
+            }
+        }
+        self.cfg.train.loss_mean
+    }
+
     /// Trainable parameter count.
     pub fn trainable_params(&self) -> usize {
         self.opt.numel()
@@ -176,7 +189,7 @@ impl SftTrainer {
             tokens += batch.tokens();
             // Scales chosen over the whole global batch, so accumulated micro-batch
             // gradients equal those of one big batch.
-            let scale = match self.cfg.train.loss_mean {
+            let scale = match self.loss_mean_at(self.step) {
                 // 1 / (all supervised tokens of the global batch).
                 LossMean::Token => LossScale::Uniform(1.0 / target_tokens as f32),
                 // 1 / (the sample's supervised tokens x samples in the global batch).
