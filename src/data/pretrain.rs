@@ -228,25 +228,37 @@ struct ViewFacts {
     rightmost: Option<&'static str>,
 }
 
-/// The questions about the photo `cam` takes of `scene` (named `photo` in them),
-/// and its visible parts from left to right.
-fn view_facts(scene: &Scene, cam: &Camera, c: &SynthConfig, photo: &str, qrng: &mut Philox) -> ViewFacts {
+/// What the photo `cam` takes of `scene` shows: each part's coverage, the visible
+/// parts from left to right, and the colours of the outermost ones where a clear
+/// margin separates them from the next part.
+struct Layout {
+    cover: Vec<(usize, f64)>,
+    visible: Vec<usize>,
+    leftmost: Option<&'static str>,
+    rightmost: Option<&'static str>,
+}
+
+fn layout(scene: &Scene, cam: &Camera, w: f64) -> Layout {
     let cover = part_coverage(scene, cam);
     let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
     visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
+    let n = visible.len();
+    let clear = |a: usize, b: usize| (cover[b].1 - cover[a].1) / w >= MIN_DU;
+    let leftmost = (n >= 2 && clear(visible[0], visible[1])).then(|| colour_name(scene, visible[0]));
+    let rightmost = (n >= 2 && clear(visible[n - 2], visible[n - 1])).then(|| colour_name(scene, visible[n - 1]));
+    Layout { cover, visible, leftmost, rightmost }
+}
+
+/// The questions about the photo `cam` takes of `scene` (named `photo` in them),
+/// and its visible parts from left to right.
+fn view_facts(scene: &Scene, cam: &Camera, c: &SynthConfig, photo: &str, qrng: &mut Philox) -> ViewFacts {
     let w = c.size as f64;
+    let Layout { cover, visible, leftmost, rightmost } = layout(scene, cam, w);
     let questions = match c.option_order {
         OptionOrder::Shuffled => shuffled_questions(scene, cam, &cover, &visible, w, photo, qrng),
         OptionOrder::Fixed => fixed_questions(scene, cam, &cover, &visible, w, photo),
     };
-    let n = visible.len();
-    let clear = |a: usize, b: usize| (cover[b].1 - cover[a].1) / w >= MIN_DU;
-    ViewFacts {
-        questions,
-        names: visible.iter().map(|&i| colour_name(scene, i)).collect(),
-        leftmost: (n >= 2 && clear(visible[0], visible[1])).then(|| colour_name(scene, visible[0])),
-        rightmost: (n >= 2 && clear(visible[n - 2], visible[n - 1])).then(|| colour_name(scene, visible[n - 1])),
-    }
+    ViewFacts { questions, names: visible.iter().map(|&i| colour_name(scene, i)).collect(), leftmost, rightmost }
 }
 
 /// "The object has three visible faces. From left to right: red, orange and green."
@@ -299,21 +311,13 @@ pub fn perspective_photo(seed: u64, index: u64, c: &SynthConfig) -> SingleView {
     let scene = random_scene_of(c.scene, &mut rng);
     let cam = random_orbit_camera(&scene, c, &mut rng);
     let image = render(&scene, &cam, c.supersample);
-    let cover = part_coverage(&scene, &cam);
-    let mut visible: Vec<usize> = (0..scene.parts.len()).filter(|&i| cover[i].0 >= MIN_PIXELS).collect();
-    visible.sort_by(|&a, &b| cover[a].1.total_cmp(&cover[b].1));
-    let n = visible.len();
-    let w = c.size as f64;
-    if n < 2
-        || (cover[visible[1]].1 - cover[visible[0]].1) / w < MIN_DU
-        || (cover[visible[n - 1]].1 - cover[visible[n - 2]].1) / w < MIN_DU
-    {
+    let l = layout(&scene, &cam, c.size as f64);
+    let (Some(camera_left), Some(camera_right)) = (l.leftmost, l.rightmost) else {
         return SingleView { scene, camera: cam, image, questions: Vec::new(), description: String::new() };
-    }
+    };
     let side = ["left", "right"][(rng.next_u32() % 2) as usize];
-    // The camera's far left is the object's far right.
-    let (camera_left, camera_right) = (colour_name(&scene, visible[0]), colour_name(&scene, visible[n - 1]));
     let noun = scene.noun;
+    // The camera's far left is the object's far right.
     let qs = [("camera", side == "left"), ("object", side == "right")]
         .into_iter()
         .map(|(who, cameras_left)| {
