@@ -90,6 +90,20 @@ mod on_device {
         assert!(w.to_vec_f32().unwrap().iter().all(|&v| v == 0.0));
     }
 
+    /// Empty tensors move to the device and back, and elementwise ops on them
+    /// give empty results, as on the CPU.
+    #[test]
+    fn empty_tensors_round_trip_and_add() {
+        let Some(dev) = gpu() else { return };
+        let x = Tensor::from_f32(vec![], [0, 4], Device::Cpu).unwrap();
+        let g = x.to_device(dev).unwrap();
+        assert_eq!(g.dims(), &[0, 4]);
+        assert!(g.to_vec_f32().unwrap().is_empty());
+        let s = ops::add(&g, &g).unwrap();
+        assert_eq!(s.dims(), &[0, 4]);
+        assert!(s.to_vec_f32().unwrap().is_empty());
+    }
+
     /// The tensor-level optimizer ops on CUDA (one multi-tensor launch each)
     /// against the CPU loop: ragged sizes, two steps, the global norm.
     #[test]

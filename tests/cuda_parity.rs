@@ -388,6 +388,25 @@ mod parity {
         assert!(err.contains("huge buffer") && err.contains("out of GPU memory") && err.contains("requested"), "{err}");
     }
 
+    /// Zero-length buffers are legal (a batch without images, a step without CoT
+    /// samples): allocation, zeroing, upload and download of 0 elements succeed
+    /// and free cleanly, whatever `cuMemAllocAsync(0)` does on this driver.
+    #[test]
+    fn zero_length_buffers_allocate_copy_and_free() {
+        let Some(dev) = gpu() else { return };
+        let z = dev.zeros::<f32>(0, "empty zeros").unwrap();
+        let u = dev.uninit::<bf16>(0, "empty uninit").unwrap();
+        let h = dev.upload::<i32>(&[], "empty upload").unwrap();
+        assert_eq!((z.len(), u.len(), h.len()), (0, 0, 0));
+        assert!(dev.download(&z, "empty download").unwrap().is_empty());
+        assert!(dev.download(&h, "empty download").unwrap().is_empty());
+        drop((z, u, h));
+        dev.synchronize("after freeing empty buffers").unwrap();
+        // A real buffer after them still works.
+        let one = up32(&dev, &[1.5, -2.0]);
+        assert_eq!(down32(&dev, &one), vec![1.5, -2.0]);
+    }
+
     #[test]
     fn memory_statistics_track_the_pool() {
         let Some(dev) = gpu() else { return };

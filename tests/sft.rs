@@ -332,6 +332,7 @@ fn the_curriculum_draws_each_phase_s_kinds_then_every_example() {
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
         steps,
         loss_mean: None,
+        answers: None,
     };
     let mut c = cfg(4, 4, false);
     c.data.curriculum = vec![phase(&["camera_rotation", "object_translation"], 3), phase(&["camera_translation"], 2)];
@@ -370,4 +371,71 @@ fn the_curriculum_draws_each_phase_s_kinds_then_every_example() {
     assert_eq!(c.data.curriculum, vec![phase(&["sat_nearer"], 2)]);
     let err = SftTrainer::new(c, model(), ex).err().unwrap().to_string();
     assert!(err.contains("data.curriculum phase 0"), "{err}");
+}
+
+#[test]
+fn a_curriculum_phase_may_draw_only_reasoning_or_only_letter_answers() {
+    use actial::data::mix::{CotStyle, MixConfig, mix};
+    use actial::train::config::AnswerStyle;
+    let d = tmp("curriculum_answers");
+    let letters = common::viewpoint_records(4, &d);
+    let mc = MixConfig { cot_fraction: 0.4, cot_style: CotStyle::Short, ..MixConfig::default() };
+    let (mixed, rep) = mix(&letters, &Default::default(), &mc);
+    assert!(rep.cot_slots >= 4, "{rep:?}");
+    let ex = common::encode_tiny(&mixed);
+    // The flag follows the response: the mix's CoT items, and only those.
+    for (e, r) in ex.iter().zip(&mixed) {
+        assert_eq!(e.reasoning, r.response.starts_with("<think>"), "{}", r.id);
+        assert_eq!(e.reasoning, r.id.ends_with("_cot"), "{}", r.id);
+    }
+    let all: Vec<String> = ["camera_translation", "object_translation", "camera_rotation"].map(String::from).into();
+    let phase = |answers| CurriculumPhase { kinds: all.clone(), steps: 2, loss_mean: None, answers };
+    let mut c = cfg(4, 4, false);
+    c.data.curriculum = vec![phase(Some(AnswerStyle::Reasoning)), phase(Some(AnswerStyle::Letter))];
+    let t = SftTrainer::new(c.clone(), model(), ex.clone()).unwrap();
+    let g = c.run.global_batch;
+    let styles =
+        |r: std::ops::Range<usize>| -> Vec<bool> { r.map(|p| t.examples[t.example_at(p)].reasoning).collect() };
+    assert!(styles(0..2 * g).iter().all(|&x| x), "phase 0 draws pseudo-CoTs only");
+    assert!(styles(2 * g..4 * g).iter().all(|&x| !x), "phase 1 draws letters only");
+    // Then the whole set: both.
+    let rest = styles(4 * g..4 * g + ex.len());
+    assert!(rest.contains(&true) && rest.contains(&false));
+    // From TOML; and a phase whose filter leaves nothing is an error saying so.
+    let c = SftConfig::from_toml(
+        "",
+        &c,
+        &[r#"data.curriculum=[{kinds=["camera_rotation"],steps=1,answers="reasoning"}]"#.to_string()],
+        "test",
+    )
+    .unwrap();
+    assert_eq!(c.data.curriculum[0].answers, Some(AnswerStyle::Reasoning));
+    let letters_only = common::viewpoint_examples(2, &d);
+    let err = SftTrainer::new(c, model(), letters_only).err().unwrap().to_string();
+    assert!(err.contains("data.curriculum phase 0") && err.contains("Reasoning"), "{err}");
+}
+
+#[test]
+fn batch_by_pair_draws_a_pair_s_questions_together_and_every_example_once_per_epoch() {
+    let d = tmp("batch_by_pair");
+    let ex = examples(5, &d); // 15 examples: 3 questions of 5 pairs
+    assert!(ex.iter().all(|e| e.pair.starts_with("pair ")), "{:?}", ex[0].pair);
+    let mut c = cfg(4, 4, false);
+    c.data.batch_by_pair = true;
+    let t = SftTrainer::new(c.clone(), model(), ex.clone()).unwrap();
+    for epoch in 0..2 {
+        let idx: Vec<usize> = (epoch * 15..(epoch + 1) * 15).map(|p| t.example_at(p)).collect();
+        let mut seen = idx.clone();
+        seen.sort();
+        assert_eq!(seen, (0..15).collect::<Vec<_>>(), "epoch {epoch} visits each example once");
+        // Positions 3k..3k+3 are one pair's three questions.
+        for run in idx.chunks(3) {
+            assert!(run.iter().all(|&i| ex[i].pair == ex[run[0]].pair), "epoch {epoch}: {run:?} mixes pairs");
+        }
+    }
+    // Without it, pairs are split up somewhere in the first epoch.
+    c.data.batch_by_pair = false;
+    let t = SftTrainer::new(c, model(), ex.clone()).unwrap();
+    let idx: Vec<usize> = (0..15).map(|p| t.example_at(p)).collect();
+    assert!(idx.chunks(3).any(|run| run.iter().any(|&i| ex[i].pair != ex[run[0]].pair)));
 }

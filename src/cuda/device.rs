@@ -211,25 +211,52 @@ impl CudaDevice {
         Error::Cuda { op: op.to_string(), msg: describe(&e) }
     }
 
+    /// `n` elements from the pool, contents unset. `n == 0` gets a one-element
+    /// allocation behind a zero-length slice: `cuMemAllocAsync(0)` returns
+    /// `CUDA_ERROR_INVALID_VALUE` on some drivers (cudarc issue #194), and empty
+    /// tensors (a prompt without images, a step without CoT samples) are legal.
+    fn raw_alloc<T: DeviceRepr>(&self, n: usize, op: &str) -> Result<CudaSlice<T>> {
+        let err = |e| self.error(op, Some(n * size_of::<T>()), e);
+        // SAFETY: callers either fill the buffer before it is read (`uninit`,
+        // `upload`) or zero it (`zeros`); the zero-length slice is never read.
+        unsafe {
+            if n > 0 {
+                return self.stream.alloc::<T>(n).map_err(err);
+            }
+            let one = self.stream.alloc::<T>(1).map_err(err)?;
+            // The zero-length slice owns the one-element block and frees it on drop.
+            Ok(self.stream.upgrade_device_ptr(one.leak(), 0))
+        }
+    }
+
     /// `n` zeroed elements.
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize, op: &str) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros::<T>(n).map_err(|e| self.error(op, Some(n * size_of::<T>()), e))
+        let mut d = self.raw_alloc::<T>(n, op)?;
+        if n > 0 {
+            self.stream.memset_zeros(&mut d).map_err(|e| self.error(op, None, e))?;
+        }
+        Ok(d)
     }
 
     /// `n` uninitialised elements, for outputs a kernel writes in full.
     pub fn uninit<T: DeviceRepr>(&self, n: usize, op: &str) -> Result<CudaSlice<T>> {
-        // SAFETY: callers only pass the buffer to kernels that write every element
-        // before anything reads it.
-        unsafe { self.stream.alloc::<T>(n) }.map_err(|e| self.error(op, Some(n * size_of::<T>()), e))
+        self.raw_alloc::<T>(n, op)
     }
 
     /// Copies `host` to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T], op: &str) -> Result<CudaSlice<T>> {
-        self.stream.clone_htod(host).map_err(|e| self.error(op, Some(std::mem::size_of_val(host)), e))
+        let mut d = self.raw_alloc::<T>(host.len(), op)?;
+        if !host.is_empty() {
+            self.stream.memcpy_htod(host, &mut d).map_err(|e| self.error(op, None, e))?;
+        }
+        Ok(d)
     }
 
     /// Copies a device buffer back (waits for the stream).
     pub fn download<T: DeviceRepr + Default + Clone>(&self, d: &CudaSlice<T>, op: &str) -> Result<Vec<T>> {
+        if d.is_empty() {
+            return Ok(Vec::new());
+        }
         self.stream.clone_dtoh(d).map_err(|e| self.error(op, None, e))
     }
 

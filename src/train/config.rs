@@ -71,6 +71,12 @@ pub struct DataSection {
     /// steps=100}]'`). Empty: no curriculum. The tiny preset's embedded default
     /// uses one for the mirror question (docs/TINY_BASE.md).
     pub curriculum: Vec<CurriculumPhase>,
+    /// Draw the questions of one photo pair (and its pseudo-CoT) one after
+    /// another, so they share a batch: for the mirror question the two
+    /// translation answers of a pair are opposite letters for the same photos, and
+    /// in one batch their gradients on everything but the perspective word cancel
+    /// (docs/TINY_BASE.md). Off: every example drawn on its own (the paper).
+    pub batch_by_pair: bool,
 }
 
 /// One phase of `data.curriculum`.
@@ -84,6 +90,25 @@ pub struct CurriculumPhase {
     /// This phase's `train.loss_mean` (absent: the run's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_mean: Option<LossMean>,
+    /// Only examples answered this way: `letter` (a bare answer) or `reasoning`
+    /// (`<think>…</think><answer>…</answer>`, the mix's pseudo-CoTs); absent: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<AnswerStyle>,
+}
+
+/// How a training example answers (`data.curriculum` phases' `answers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerStyle {
+    Letter,
+    Reasoning,
+}
+
+impl AnswerStyle {
+    /// Whether an example with this `reasoning` flag answers in this style.
+    pub fn matches(self, reasoning: bool) -> bool {
+        reasoning == (self == AnswerStyle::Reasoning)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,6 +319,7 @@ impl Default for DataSection {
             option_order: None,
             synth_scene: crate::data::render::SceneStyle::Parts,
             synth_max_yaw_deg: 100.0,
+            batch_by_pair: false,
         }
     }
 }
@@ -404,6 +430,7 @@ impl SftConfig {
             kinds: vec!["camera_rotation".into(), "object_translation".into()],
             steps: 350,
             loss_mean: None,
+            answers: None,
         }];
         // A sample of n supervised tokens weighs sqrt(n): with the token mean the
         // CoTs (~40 tokens each) outweigh the letters and the letters never leave

@@ -26,6 +26,13 @@ pub struct Example {
     pub grids: Vec<[usize; 3]>,
     /// Supervised tokens after the shift (what the loss averages over).
     pub target_tokens: usize,
+    /// The response is in the reasoning format (`<think>…`): a pseudo-CoT item
+    /// of the mix, not a letter answer (`data.curriculum` phases may select it).
+    pub reasoning: bool,
+    /// Examples sharing a key are drawn into one batch under
+    /// `data.batch_by_pair`: the record's `meta.pair` (the three questions of one
+    /// photo pair and its pseudo-CoT), else its id.
+    pub pair: String,
 }
 
 /// Examples built from records, and the records dropped with reasons.
@@ -128,6 +135,11 @@ pub fn encode_records(
             pixels,
             grids,
             target_tokens,
+            reasoning: r.response.trim_start().starts_with("<think>"),
+            pair: match r.meta.get("pair") {
+                Some(v) => format!("pair {v}"),
+                None => r.id.clone(),
+            },
         });
     }
     Ok(enc)

@@ -2,6 +2,7 @@
 //! the whole global batch), AdamW with warm-up and a schedule, global-norm
 //! clipping, checkpoints that resume bit-identically, metrics and plots.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,7 +43,9 @@ pub struct SftTrainer {
     pub history: Vec<StepMetrics>,
     /// Per `data.curriculum` phase: its length in stream positions and the
     /// examples it draws from (indices into `examples`).
-    curriculum: Vec<(usize, Vec<usize>)>,
+    curriculum: Vec<(usize, Stream)>,
+    /// The whole set, after the curriculum.
+    everything: Stream,
 }
 
 /// Peak resident memory of this process in MB (Linux VmHWM; 0 elsewhere).
@@ -90,15 +93,54 @@ pub fn prepare_model(cfg: &SftConfig, model: &mut Qwen25Vl, what: &'static str) 
     model.place_on(crate::tensor::Device::parse(&r.device)?)
 }
 
-/// Position `q` of a stream over `n` items that visits, in epoch `q / n`, a
-/// permutation drawn from (seed, stream + epoch).
-fn permuted(n: usize, q: usize, seed: u64, stream: u64) -> usize {
-    let mut rng = Philox::new(seed, stream + (q / n) as u64);
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, (rng.next_u32() as usize) % (i + 1));
+/// A sampling stream: groups of example indices. Epoch `q / len` visits the
+/// groups in a permutation drawn from (seed, stream + epoch), each group's
+/// examples one after another. Groups of one are plain per-example shuffling.
+#[derive(Debug)]
+struct Stream {
+    groups: Vec<Vec<usize>>,
+    /// Examples in all groups.
+    len: usize,
+}
+
+impl Stream {
+    /// `indices` one per group, or grouped by `key` (first-seen order) when
+    /// `by_key`.
+    fn new(indices: Vec<usize>, by_key: bool, key: impl Fn(usize) -> String) -> Stream {
+        let len = indices.len();
+        if !by_key {
+            return Stream { groups: indices.into_iter().map(|i| vec![i]).collect(), len };
+        }
+        let mut slot: HashMap<String, usize> = HashMap::new();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in indices {
+            let g = *slot.entry(key(i)).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push(i);
+        }
+        Stream { groups, len }
     }
-    order[q % n]
+
+    /// The example at position `q`.
+    fn at(&self, q: usize, seed: u64, stream: u64) -> usize {
+        let n = self.groups.len();
+        let mut rng = Philox::new(seed, stream + (q / self.len) as u64);
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, (rng.next_u32() as usize) % (i + 1));
+        }
+        let mut r = q % self.len;
+        for &g in &order {
+            let members = &self.groups[g];
+            if r < members.len() {
+                return members[r];
+            }
+            r -= members.len();
+        }
+        unreachable!("position {r} past the stream's {} examples", self.len)
+    }
 }
 
 /// Per-token loss weights for `batch` (samples `ex`): every row of sample `e`
@@ -127,17 +169,21 @@ impl SftTrainer {
         }
         let mut curriculum = Vec::new();
         for (k, ph) in cfg.data.curriculum.iter().enumerate() {
-            let subset: Vec<usize> = (0..examples.len()).filter(|&i| ph.kinds.contains(&examples[i].kind)).collect();
+            let wanted = |e: &Example| ph.kinds.contains(&e.kind) && ph.answers.is_none_or(|a| a.matches(e.reasoning));
+            let subset: Vec<usize> = (0..examples.len()).filter(|&i| wanted(&examples[i])).collect();
             if subset.is_empty() {
+                let style = ph.answers.map(|a| format!(" answered as {a:?}")).unwrap_or_default();
                 return Err(crate::arg_err!(
                     "sft",
-                    "data.curriculum phase {k}: no training example has one of the kinds {:?}",
+                    "data.curriculum phase {k}: no training example has one of the kinds {:?}{style}",
                     ph.kinds
                 ));
             }
-            curriculum.push((ph.steps * g, subset));
+            curriculum.push((ph.steps * g, Stream::new(subset, cfg.data.batch_by_pair, |i| examples[i].pair.clone())));
         }
-        Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new(), curriculum })
+        let everything =
+            Stream::new((0..examples.len()).collect(), cfg.data.batch_by_pair, |i| examples[i].pair.clone());
+        Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new(), curriculum, everything })
     }
 
     /// The loss weighting of step `step` (0-based): its curriculum phase's, if
@@ -164,13 +210,13 @@ impl SftTrainer {
     /// stream, epoch). A pure function, so resuming needs only `step`.
     pub fn example_at(&self, p: usize) -> usize {
         let mut q = p;
-        for (k, (len, subset)) in self.curriculum.iter().enumerate() {
+        for (k, (len, stream)) in self.curriculum.iter().enumerate() {
             if q < *len {
-                return subset[permuted(subset.len(), q, self.cfg.run.seed, 0xc0de_0000 + ((k as u64) << 20))];
+                return stream.at(q, self.cfg.run.seed, 0xc0de_0000 + ((k as u64) << 20));
             }
             q -= len;
         }
-        permuted(self.examples.len(), q, self.cfg.run.seed, 0xda7a_0000)
+        self.everything.at(q, self.cfg.run.seed, 0xda7a_0000)
     }
 
     /// One optimizer step over the next global batch.

@@ -81,10 +81,10 @@ pub fn like(x: &Tensor, data: &[f32]) -> Tensor {
 
 /// Viewpoint examples from 56x56 renders of the tiny preset (4 merged tokens per
 /// image), written to `dir`.
-pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
+/// The three viewpoint questions of `n_pairs` rendered 56px pairs (images
+/// written to `dir`).
+pub fn viewpoint_records(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::data::qa::QaRecord> {
     use actial::data::synth::{SynthConfig, pair_records, synth_pair};
-    use actial::model::image::ImageProcessorConfig;
-    use actial::model::tiny::{tiny_config, tiny_tokenizer};
     let c = SynthConfig { size: 56, supersample: 1, ..SynthConfig::default() };
     let mut recs = Vec::new();
     for i in 0..n_pairs {
@@ -94,7 +94,18 @@ pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::tr
         p.images[1].save(&paths[1]).unwrap();
         recs.extend(pair_records(i, &p, paths).0);
     }
+    recs
+}
+
+/// Those records encoded for the tiny preset.
+pub fn encode_tiny(recs: &[actial::data::qa::QaRecord]) -> Vec<actial::train::data::Example> {
+    use actial::model::image::ImageProcessorConfig;
+    use actial::model::tiny::{tiny_config, tiny_tokenizer};
     let tok = tiny_tokenizer().unwrap();
     let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
-    actial::train::data::encode_records(&recs, &tok, &proc, None, 1024).unwrap().examples
+    actial::train::data::encode_records(recs, &tok, &proc, None, 1024).unwrap().examples
+}
+
+pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
+    encode_tiny(&viewpoint_records(n_pairs, dir))
 }
