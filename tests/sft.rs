@@ -333,6 +333,7 @@ fn the_curriculum_draws_each_phase_s_kinds_then_every_example() {
         steps,
         loss_mean: None,
         answers: None,
+        batch_by_pair: None,
     };
     let mut c = cfg(4, 4, false);
     c.data.curriculum = vec![phase(&["camera_rotation", "object_translation"], 3), phase(&["camera_translation"], 2)];
@@ -389,7 +390,8 @@ fn a_curriculum_phase_may_draw_only_reasoning_or_only_letter_answers() {
         assert_eq!(e.reasoning, r.id.ends_with("_cot"), "{}", r.id);
     }
     let all: Vec<String> = ["camera_translation", "object_translation", "camera_rotation"].map(String::from).into();
-    let phase = |answers| CurriculumPhase { kinds: all.clone(), steps: 2, loss_mean: None, answers };
+    let phase =
+        |answers| CurriculumPhase { kinds: all.clone(), steps: 2, loss_mean: None, answers, batch_by_pair: None };
     let mut c = cfg(4, 4, false);
     c.data.curriculum = vec![phase(Some(AnswerStyle::Reasoning)), phase(Some(AnswerStyle::Letter))];
     let t = SftTrainer::new(c.clone(), model(), ex.clone()).unwrap();
@@ -433,6 +435,18 @@ fn batch_by_pair_draws_a_pair_s_questions_together_and_every_example_once_per_ep
             assert!(run.iter().all(|&i| ex[i].pair == ex[run[0]].pair), "epoch {epoch}: {run:?} mixes pairs");
         }
     }
+    // A curriculum phase may turn it off for itself: its positions split pairs,
+    // the whole set after it keeps them together.
+    let all: Vec<String> = ["camera_translation", "object_translation", "camera_rotation"].map(String::from).into();
+    let mut cp = c.clone();
+    cp.data.curriculum =
+        vec![CurriculumPhase { kinds: all, steps: 15, loss_mean: None, answers: None, batch_by_pair: Some(false) }];
+    let t = SftTrainer::new(cp, model(), ex.clone()).unwrap();
+    let phase: Vec<usize> = (0..15).map(|p| t.example_at(p)).collect();
+    assert!(phase.chunks(3).any(|run| run.iter().any(|&i| ex[i].pair != ex[run[0]].pair)));
+    let g = c.run.global_batch;
+    let after: Vec<usize> = (15 * g..15 * g + 15).map(|p| t.example_at(p)).collect();
+    assert!(after.chunks(3).all(|run| run.iter().all(|&i| ex[i].pair == ex[run[0]].pair)), "{after:?}");
     // Without it, pairs are split up somewhere in the first epoch.
     c.data.batch_by_pair = false;
     let t = SftTrainer::new(c, model(), ex.clone()).unwrap();

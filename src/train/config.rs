@@ -94,6 +94,9 @@ pub struct CurriculumPhase {
     /// (`<think>…</think><answer>…</answer>`, the mix's pseudo-CoTs); absent: both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<AnswerStyle>,
+    /// This phase's `data.batch_by_pair` (absent: the run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_by_pair: Option<bool>,
 }
 
 /// How a training example answers (`data.curriculum` phases' `answers`).
@@ -431,6 +434,7 @@ impl SftConfig {
             steps: 350,
             loss_mean: None,
             answers: None,
+            batch_by_pair: None,
         }];
         // A sample of n supervised tokens weighs sqrt(n): with the token mean the
         // CoTs (~40 tokens each) outweigh the letters and the letters never leave

@@ -179,7 +179,8 @@ impl SftTrainer {
                     ph.kinds
                 ));
             }
-            curriculum.push((ph.steps * g, Stream::new(subset, cfg.data.batch_by_pair, |i| examples[i].pair.clone())));
+            let by_pair = ph.batch_by_pair.unwrap_or(cfg.data.batch_by_pair);
+            curriculum.push((ph.steps * g, Stream::new(subset, by_pair, |i| examples[i].pair.clone())));
         }
         let everything =
             Stream::new((0..examples.len()).collect(), cfg.data.batch_by_pair, |i| examples[i].pair.clone());
