@@ -26,8 +26,9 @@ pub struct Example {
     pub grids: Vec<[usize; 3]>,
     /// Supervised tokens after the shift (what the loss averages over).
     pub target_tokens: usize,
-    /// The response is in the reasoning format (`<think>…`): a pseudo-CoT item
-    /// of the mix, not a letter answer (`data.curriculum` phases may select it).
+    /// The response is in the reasoning format (`<think>…</think><answer>…</answer>`,
+    /// `mix::cot_answer`): a pseudo-CoT item of the mix, not a letter answer
+    /// (`data.curriculum` phases may select it).
     pub reasoning: bool,
     /// Examples sharing a key are drawn into one batch under
     /// `data.batch_by_pair`: the record's `meta.pair` (the three questions of one
@@ -135,7 +136,7 @@ pub fn encode_records(
             pixels,
             grids,
             target_tokens,
-            reasoning: r.response.trim_start().starts_with("<think>"),
+            reasoning: crate::data::mix::cot_answer(&r.response).is_some(),
             pair: match r.meta.get("pair") {
                 Some(v) => format!("pair {v}"),
                 None => r.id.clone(),

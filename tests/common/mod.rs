@@ -79,8 +79,6 @@ pub fn like(x: &Tensor, data: &[f32]) -> Tensor {
     Tensor::from_f32(data.to_vec(), x.dims(), Device::Cpu).unwrap()
 }
 
-/// Viewpoint examples from 56x56 renders of the tiny preset (4 merged tokens per
-/// image), written to `dir`.
 /// The three viewpoint questions of `n_pairs` rendered 56px pairs (images
 /// written to `dir`).
 pub fn viewpoint_records(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::data::qa::QaRecord> {
@@ -106,6 +104,8 @@ pub fn encode_tiny(recs: &[actial::data::qa::QaRecord]) -> Vec<actial::train::da
     actial::train::data::encode_records(recs, &tok, &proc, None, 1024).unwrap().examples
 }
 
+/// Viewpoint examples from 56x56 renders of the tiny preset (4 merged tokens per
+/// image), written to `dir`.
 pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
     encode_tiny(&viewpoint_records(n_pairs, dir))
 }
