@@ -9,9 +9,11 @@
 // queries are the last positions of the key sequence, so a causal mask aligns
 // bottom-right (decoding against a cache), as in FlashAttention.
 //
-// This is the correct-first SIMT version: f32 FMAs on bf16 loads, one key per
-// lane for scores, lanes split the head dim for outputs. A tensor-core (mma)
-// version is the next step once a GPU can measure it; the interface stays.
+// Two forwards with one contract: the correct-first SIMT version (f32 FMAs on
+// bf16 loads, one key per lane for scores, lanes split the head dim for
+// outputs), the reference on the device, and the tensor-core version
+// (attention_forward_mma_d*, below), the default. The backward and the cascade
+// decode are SIMT.
 //
 // Work split: blocks own a tile of one segment's queries (forward, dQ) or keys
 // (dK/dV) for one head; the host builds the tile tables (tile -> segment, first
@@ -19,6 +21,7 @@
 #include "common.cuh"
 
 // hot: attention_forward_d32 attention_forward_d64 attention_forward_d80 attention_forward_d128
+// hot: attention_forward_mma_d32 attention_forward_mma_d64 attention_forward_mma_d80 attention_forward_mma_d128
 // hot: attention_decode_cascade_d64 attention_decode_cascade_d128
 // hot: attention_backward_dq_d80 attention_backward_dq_d128 attention_backward_dkv_d80 attention_backward_dkv_d128
 
@@ -146,6 +149,179 @@ extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32) attention_forward_d
 }
 extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32) attention_forward_d128(FWD_ARGS) {
   attention_forward_impl<128>(FWD_PASS);
+}
+
+// ---- tensor-core forward ---------------------------------------------------------
+//
+// The same contract as attention_forward_d*, on mma.m16n8k16 (FlashAttention-2's
+// work split): each warp owns 16 query rows and keeps its scores, probabilities
+// and output in mma fragments, so the online softmax needs only quad shuffles
+// and P feeds the P·V mma straight from registers (the accumulator layout of
+// two 8-key tiles is the "a" layout of one 16-key slab). K and V tiles are
+// staged in shared memory as bf16 and read with ldmatrix. Differences from the
+// SIMT kernel: P is rounded to bf16 before P·V (as FlashAttention does), the
+// scale is applied to the f32 scores. Not yet pipelined (no cp.async double
+// buffer): the next step once a GPU can measure it.
+#define MMA_WARPS 4
+#define MMA_BQ (MMA_WARPS * 16)  // query rows per block (one m16 tile per warp)
+#define MMA_BK 64                // keys per shared-memory tile
+
+template <int D>
+static __device__ void attention_forward_mma_impl(const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *cu_q,
+                                                  const int32_t *cu_k, const int32_t *tile_seg,
+                                                  const int32_t *tile_row, ActialAttentionParams p, bf16 *out,
+                                                  float *lse) {
+  static_assert(D % 16 == 0, "head dim must be a multiple of 16 (k-slabs of Q Kt, pairs of P V n-tiles)");
+  constexpr int KS = D / 16;         // k-slabs of the head dim in Q·Kᵀ
+  constexpr int DN = D / 8;          // n-tiles of the head dim in P·V
+  constexpr int KN = MMA_BK / 8;     // n-tiles of a key tile in Q·Kᵀ
+  constexpr int STRIDE = D + 8;      // bf16 per shared row: 16-byte aligned, ldmatrix rows hit distinct banks
+  constexpr int CHUNKS = D / 8;      // 16-byte chunks per row
+  __shared__ __align__(16) bf16 ks[MMA_BK * STRIDE];
+  __shared__ __align__(16) bf16 vs[MMA_BK * STRIDE];
+  const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int seg = tile_seg[blockIdx.x], q0 = tile_row[blockIdx.x];
+  const int q_begin = cu_q[seg], q_end = cu_q[seg + 1], k_begin = cu_k[seg], k_end = cu_k[seg + 1];
+  const int shift = (k_end - k_begin) - (q_end - q_begin);  // query i sits at key position i + shift
+  const int kvh = h / (p.q_heads / p.kv_heads);
+  const int r0 = q0 + warp * 16;                 // the warp's first query row
+  const int row[2] = {r0 + g, r0 + g + 8};       // this thread's two rows of every fragment
+
+  // Q fragments of the warp's 16 rows, read once from global memory (rows past
+  // the segment are zero and never stored).
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = row[i & 1], col = kk * 16 + 2 * c + (i >> 1) * 8;
+      qf[kk][i] = t < q_end ? *reinterpret_cast<const uint32_t *>(q + head_off(t, p.q_heads, h, D) + col) : 0u;
+    }
+
+  float o[DN][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this thread's share of the row sum
+  const int last_q = min(q0 + MMA_BQ, q_end) - 1;
+  const int k_stop = p.causal ? min(k_end, k_begin + (last_q - q_begin) + shift + 1) : k_end;
+  // The last key (relative to k_begin) the warp's first and last rows may see.
+  const int first_sees = r0 - q_begin + shift, last_sees = r0 + 15 - q_begin + shift;
+  for (int kt = k_begin; kt < k_stop; kt += MMA_BK) {
+    __syncthreads();  // the previous tile is consumed
+    for (int e = threadIdx.x; e < MMA_BK * CHUNKS; e += blockDim.x) {
+      const int j = e / CHUNKS, ch = e % CHUNKS, key = kt + j;
+      uint4 kx = make_uint4(0u, 0u, 0u, 0u), vx = kx;  // zero past k_stop: 0 · garbage could be NaN
+      if (key < k_stop) {
+        kx = *reinterpret_cast<const uint4 *>(k + head_off(key, p.kv_heads, kvh, D) + ch * 8);
+        vx = *reinterpret_cast<const uint4 *>(v + head_off(key, p.kv_heads, kvh, D) + ch * 8);
+      }
+      *reinterpret_cast<uint4 *>(ks + j * STRIDE + ch * 8) = kx;
+      *reinterpret_cast<uint4 *>(vs + j * STRIDE + ch * 8) = vx;
+    }
+    __syncthreads();
+    if (p.causal && kt - k_begin > last_sees) continue;  // the whole tile is above this warp's diagonal
+
+    // S = Q Kᵀ for 16 rows x 64 keys. B[k = dim][n = key] is K's row-major
+    // [key][dim] tile read without .trans; one ldmatrix.x4 serves two key tiles.
+    float s[KN][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+      for (int n = 0; n < KN; n += 2) {
+        const int mat = lane / 8;  // matrices: (n, dims lo), (n, dims hi), (n+1, lo), (n+1, hi)
+        const int key = (n + (mat >> 1)) * 8 + lane % 8, col = kk * 16 + (mat & 1) * 8;
+        uint32_t b[4];
+        ldmatrix_x4(b, ks + key * STRIDE + col);
+        mma_bf16_16816(s[n], qf[kk], b);
+        mma_bf16_16816(s[n + 1], qf[kk], b + 2);
+      }
+
+    // Scale, mask, and the online softmax per row (a row's 64 scores live in
+    // the 4 threads of a quad).
+    const bool unmasked = kt + MMA_BK <= k_stop && (!p.causal || kt + MMA_BK - 1 - k_begin <= first_sees);
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < KN; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float x = s[n][i] * p.scale;
+        if (!unmasked) {
+          const int key = kt + n * 8 + 2 * c + (i & 1), t = row[i >> 1];
+          if (key >= k_stop || (p.causal && key - k_begin > t - q_begin + shift)) x = -INFINITY;
+        }
+        s[n][i] = x;
+        mx[i >> 1] = fmaxf(mx[i >> 1], x);
+      }
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
+      base[r] = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: exp(-inf - 0) = 0, no NaN
+      const float alpha = __expf(m[r] - base[r]);
+      m[r] = m_new;
+      l[r] *= alpha;
+#pragma unroll
+      for (int dn = 0; dn < DN; ++dn) {
+        o[dn][2 * r] *= alpha;
+        o[dn][2 * r + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < KN; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        s[n][i] = __expf(s[n][i] - base[i >> 1]);
+        l[i >> 1] += s[n][i];
+      }
+
+    // O += P V, 16 keys per k-slab: the accumulators of key tiles 2j and 2j+1
+    // are the "a" fragment of slab j. B[k = key][n = dim] is V's row-major
+    // tile read with .trans; one ldmatrix.x4 serves two dim tiles.
+#pragma unroll
+    for (int j = 0; j < MMA_BK / 16; ++j) {
+      const uint32_t a[4] = {pack_bf16x2(s[2 * j][0], s[2 * j][1]), pack_bf16x2(s[2 * j][2], s[2 * j][3]),
+                             pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]),
+                             pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < DN; dn += 2) {
+        const int mat = lane / 8;  // matrices: (dn, keys lo), (dn, keys hi), (dn+1, lo), (dn+1, hi)
+        const int key = j * 16 + (mat & 1) * 8 + lane % 8, col = (dn + (mat >> 1)) * 8;
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vs + key * STRIDE + col);
+        mma_bf16_16816(o[dn], a, b);
+        mma_bf16_16816(o[dn + 1], a, b + 2);
+      }
+    }
+  }
+
+  // Row sums across the quad, then out = O / l and lse = m + log l.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int t = row[r];
+    if (t >= q_end) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    bf16 *dst = out + head_off(t, p.q_heads, h, D) + 2 * c;
+#pragma unroll
+    for (int dn = 0; dn < DN; ++dn)
+      *reinterpret_cast<uint32_t *>(dst + dn * 8) = pack_bf16x2(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+    if (c == 0) lse[(int64_t)t * p.q_heads + h] = m[r] + __logf(l[r]);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) attention_forward_mma_d32(FWD_ARGS) {
+  attention_forward_mma_impl<32>(FWD_PASS);
+}
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) attention_forward_mma_d64(FWD_ARGS) {
+  attention_forward_mma_impl<64>(FWD_PASS);
+}
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) attention_forward_mma_d80(FWD_ARGS) {
+  attention_forward_mma_impl<80>(FWD_PASS);
+}
+extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32) attention_forward_mma_d128(FWD_ARGS) {
+  attention_forward_mma_impl<128>(FWD_PASS);
 }
 
 // delta[t, h] = sum_d dout[t, h, d] * out[t, h, d]: the rowsum(dO o O) of the
@@ -445,4 +621,25 @@ extern "C" __global__ void attention_decode_cascade_d64(DEC_ARGS) { attention_de
 extern "C" __global__ void attention_decode_cascade_d80(DEC_ARGS) { attention_decode_cascade_impl<80>(DEC_PASS); }
 extern "C" __global__ void attention_decode_cascade_d128(DEC_ARGS) {
   attention_decode_cascade_impl<128>(DEC_PASS);
+}
+
+// Merges two attentions of the same queries over disjoint key sets (the cascade
+// fallback for groups wider than one block): per (token, head) row,
+// out = (o_a e^{l_a} + o_b e^{l_b}) / (e^{l_a} + e^{l_b}), lse = log(e^{l_a} + e^{l_b}).
+// A row with no keys on either side (both lse -inf) gets out 0, lse -inf, as
+// the CPU twin (src/ops/attention.rs, merge_attention). One warp per row.
+extern "C" __global__ void attention_merge(const bf16 *out_a, const float *lse_a, const bf16 *out_b,
+                                           const float *lse_b, bf16 *out, float *lse, int rows, int head_dim) {
+  const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32;
+  const float la = lse_a[r], lb = lse_b[r];
+  const float mx = fmaxf(la, lb), base = mx == -INFINITY ? 0.0f : mx;
+  const float wa = __expf(la - base), wb = __expf(lb - base), z = wa + wb;
+  const float inv = z > 0.0f ? 1.0f / z : 0.0f;
+  for (int d = lane; d < head_dim; d += 32) {
+    const int64_t i = r * head_dim + d;
+    out[i] = to_bf16((bf(out_a[i]) * wa + bf(out_b[i]) * wb) * inv);
+  }
+  if (lane == 0) lse[r] = base + __logf(z);
 }

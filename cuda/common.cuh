@@ -73,3 +73,44 @@ static __device__ __forceinline__ float philox_first_uniform(uint32_t seed_lo, u
 // Grid-stride loop over `n` elements.
 #define GRID_STRIDE(i, n) \
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)(n); i += (int64_t)gridDim.x * blockDim.x)
+
+// ---- tensor cores (sm_80+) -------------------------------------------------------
+//
+// One warp-wide mma.m16n8k16 with bf16 inputs and f32 accumulators:
+// d (16x8) += a (16x16, row-major) * b (16x8, "col": stored n-major). Fragment
+// layout (PTX ISA, "Matrix Fragments for mma.m16n8k16"), with g = lane / 4 and
+// c = lane % 4, two bf16 per register, the smaller column (a) or row (b) index
+// in the low 16 bits:
+//   a[0] = A[g][2c..2c+1]   a[1] = A[g+8][2c..2c+1]   a[2] = A[g][2c+8..]   a[3] = A[g+8][2c+8..]
+//   b[0] = B[2c..2c+1][g]   b[1] = B[2c+8..2c+9][g]
+//   d[0..1] = D[g][2c..2c+1]   d[2..3] = D[g+8][2c..2c+1]
+static __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Two floats as one bf16x2 register: `lo` in the low 16 bits.
+static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t *>(&v);
+}
+
+// ldmatrix: four 8x8 bf16 matrices from shared memory into fragments. Lanes
+// 8i..8i+7 give the addresses of the 8 rows (16 contiguous, 16-byte aligned
+// bytes each) of matrix i; r[i] receives matrix i as element (row g, cols 2c, 2c+1),
+// or with .trans as (rows 2c, 2c+1, col g): a "b" fragment of a row-major [k][n] tile.
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *row) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *row) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}

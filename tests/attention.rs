@@ -4,6 +4,7 @@
 
 mod common;
 use actial::ops::{self, AttnSpec};
+use actial::{Device, Tensor};
 use common::*;
 
 /// Naive reference: for each segment, head and query, an explicit softmax in f64.
@@ -175,4 +176,25 @@ fn cascade_merge_equals_attention_over_all_keys() {
     let merged = ops::merge_attention(&pre, &suf).unwrap();
     assert!(max_rel_err(&vec_of(&merged.out), &vec_of(&full.out), 1e-2) < 1e-4);
     assert!(max_rel_err(&vec_of(&merged.lse), &vec_of(&full.lse), 1e-2) < 1e-5);
+}
+
+#[test]
+fn merging_with_a_side_that_saw_no_keys_keeps_the_other_and_two_empty_sides_give_zero() {
+    let (t, h, d) = (3, 1, 4);
+    let out_a = Tensor::from_f32((0..12).map(|i| i as f32).collect(), [t, h, d], Device::Cpu).unwrap();
+    let out_b = Tensor::from_f32(vec![0.0; 12], [t, h, d], Device::Cpu).unwrap();
+    let ninf = f32::NEG_INFINITY;
+    // Row 0: both sides have keys; row 1: only a; row 2: neither.
+    let lse_a = Tensor::from_f32(vec![0.5, 2.0, ninf], [t, h], Device::Cpu).unwrap();
+    let lse_b = Tensor::from_f32(vec![0.5, ninf, ninf], [t, h], Device::Cpu).unwrap();
+    let m = ops::merge_attention(&ops::AttnOut { out: out_a, lse: lse_a }, &ops::AttnOut { out: out_b, lse: lse_b })
+        .unwrap();
+    let (out, lse) = (vec_of(&m.out), vec_of(&m.lse));
+    // Equal lse: the plain average, and lse + ln 2.
+    assert_eq!(&out[0..4], &[0.0, 0.5, 1.0, 1.5]);
+    assert!((lse[0] - (0.5 + 2f32.ln())).abs() < 1e-6);
+    assert_eq!(&out[4..8], &[4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(lse[1], 2.0);
+    assert_eq!(&out[8..12], &[0.0; 4]);
+    assert_eq!(lse[2], ninf);
 }

@@ -22,7 +22,7 @@ mod parity {
     use std::sync::Arc;
 
     use actial::cpu;
-    use actial::cuda::attention::{self, AttnShape, CascadeKv};
+    use actial::cuda::attention::{self, AttnShape, CascadeKv, ForwardKernel};
     use actial::cuda::{CudaDevice, gemm, lora, loss, optim, sampling, small_ops};
     use actial::rng::Philox;
     use cudarc::driver::CudaSlice;
@@ -470,6 +470,107 @@ mod parity {
                 assert_close(&format!("{what}: dv"), &down(&dev, &dv), &dv_ref, 2e-2, 3e-2);
             }
         }
+    }
+
+    /// Both forward kernels on segments around the tensor-core kernel's tiles
+    /// (64 query rows per block, 64 keys per shared tile): 1, 15, 63, 64, 65
+    /// and 200 tokens, every head dim, GQA, both masks; and against a cache,
+    /// where causal masks align bottom-right across several key tiles.
+    #[test]
+    fn both_forward_kernels_match_the_cpu_across_tile_edges() {
+        let Some(dev) = gpu() else { return };
+        let lens = [1usize, 15, 63, 64, 65, 200];
+        let mut cu = vec![0usize];
+        for l in lens {
+            cu.push(cu.last().unwrap() + l);
+        }
+        let t = *cu.last().unwrap();
+        for kernel in [ForwardKernel::Simt, ForwardKernel::TensorCore] {
+            for (hq, hkv, d) in [(2, 1, 32), (3, 3, 64), (4, 2, 80), (6, 2, 128)] {
+                for causal in [false, true] {
+                    let s = shape(hq, hkv, d, causal);
+                    let q = round(&randn(t * hq * d, 170, 1.0));
+                    let k = round(&randn(t * hkv * d, 171, 1.0));
+                    let v = round(&randn(t * hkv * d, 172, 1.0));
+                    let (out_ref, lse_ref) = cpu::attention::attention_forward(&q, &k, &v, &cu, &s);
+                    let (out, lse) = attention::attention_forward_with(
+                        kernel,
+                        &dev,
+                        &up(&dev, &q),
+                        &up(&dev, &k),
+                        &up(&dev, &v),
+                        &cu,
+                        &cu,
+                        &s,
+                    )
+                    .unwrap();
+                    let what = format!("{kernel:?} hq {hq} hkv {hkv} d {d} causal {causal}");
+                    assert_close(&format!("{what}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
+                    assert_close(&format!("{what}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+                }
+            }
+            // Against a cache: 1, 70 and 130 queries at the end of 1, 150 and 300 keys.
+            let (cu_q, cu_k) = ([0usize, 1, 71, 201], [0usize, 1, 151, 451]);
+            let (tq, tk) = (201, 451);
+            for causal in [true, false] {
+                let s = shape(4, 1, 128, causal);
+                let q = round(&randn(tq * 4 * 128, 180, 1.0));
+                let k = round(&randn(tk * 128, 181, 1.0));
+                let v = round(&randn(tk * 128, 182, 1.0));
+                let (out_ref, lse_ref) = cpu::attention::attention_forward_kv(&q, &k, &v, &cu_q, &cu_k, &s);
+                let (out, lse) = attention::attention_forward_with(
+                    kernel,
+                    &dev,
+                    &up(&dev, &q),
+                    &up(&dev, &k),
+                    &up(&dev, &v),
+                    &cu_q,
+                    &cu_k,
+                    &s,
+                )
+                .unwrap();
+                let what = format!("{kernel:?} against a cache, causal {causal}");
+                assert_close(&format!("{what}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
+                assert_close(&format!("{what}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_merge_matches_the_cpu_including_empty_sides() {
+        let Some(dev) = gpu() else { return };
+        let (rows, d) = (37usize, 80usize);
+        let oa = round(&randn(rows * d, 190, 1.0));
+        let ob = round(&randn(rows * d, 191, 1.0));
+        let mut la = randn(rows, 192, 3.0);
+        let mut lb = randn(rows, 193, 3.0);
+        // Row 0: side b saw no keys; row 1: side a saw none; row 2: neither did.
+        lb[0] = f32::NEG_INFINITY;
+        la[1] = f32::NEG_INFINITY;
+        la[2] = f32::NEG_INFINITY;
+        lb[2] = f32::NEG_INFINITY;
+        let cpu_out =
+            |v: &[f32], dims: &[usize]| actial::Tensor::from_f32(v.to_vec(), dims.to_vec(), actial::Device::Cpu);
+        let a =
+            actial::ops::AttnOut { out: cpu_out(&oa, &[rows, 1, d]).unwrap(), lse: cpu_out(&la, &[rows, 1]).unwrap() };
+        let b =
+            actial::ops::AttnOut { out: cpu_out(&ob, &[rows, 1, d]).unwrap(), lse: cpu_out(&lb, &[rows, 1]).unwrap() };
+        let want = actial::ops::merge_attention(&a, &b).unwrap();
+        let (out_ref, lse_ref) = (want.out.to_vec_f32().unwrap(), want.lse.to_vec_f32().unwrap());
+        assert!(out_ref[2 * d..3 * d].iter().all(|&x| x == 0.0) && lse_ref[2] == f32::NEG_INFINITY);
+        let (out, lse) = attention::attention_merge(
+            &dev,
+            (&up(&dev, &oa), &up32(&dev, &la)),
+            (&up(&dev, &ob), &up32(&dev, &lb)),
+            rows,
+            d,
+        )
+        .unwrap();
+        assert_close("merge out", &down(&dev, &out), &out_ref, 1e-2, 1e-2);
+        let lse = down32(&dev, &lse);
+        assert_eq!(lse[2], f32::NEG_INFINITY, "no keys on either side");
+        assert_close("merge lse", &lse[3..], &lse_ref[3..], 1e-4, 1e-5);
+        assert_close("merge lse, one side empty", &lse[..2], &lse_ref[..2], 1e-4, 1e-5);
     }
 
     #[test]

@@ -12,41 +12,62 @@ pub use crate::cpu::attention::AttnShape;
 use crate::error::Result;
 use crate::{arg_err, shape_err};
 
-/// Query rows per forward block, per dQ block, keys per dK/dV block (the
-/// FWD_BQ, DQ_BQ and DKV_BK of the .cu file).
+/// Query rows per forward block (SIMT and tensor-core), per dQ block, keys per
+/// dK/dV block (the FWD_BQ, MMA_BQ, DQ_BQ and DKV_BK of the .cu file).
 const FWD_BQ: usize = 16;
+const MMA_BQ: usize = 64;
 const DQ_BQ: usize = 8;
 const DKV_BK: usize = 32;
 
-/// Kernel names for one head dim: forward, dQ, dK/dV, cascade decode.
-fn kernels(op: &'static str, head_dim: usize) -> Result<[&'static str; 4]> {
+/// Kernel names for one head dim.
+struct Kernels {
+    forward: &'static str,
+    forward_mma: &'static str,
+    dq: &'static str,
+    dkv: &'static str,
+    cascade: &'static str,
+}
+
+fn kernels(op: &'static str, head_dim: usize) -> Result<Kernels> {
+    macro_rules! named {
+        ($d:literal) => {
+            Kernels {
+                forward: concat!("attention_forward_d", $d),
+                forward_mma: concat!("attention_forward_mma_d", $d),
+                dq: concat!("attention_backward_dq_d", $d),
+                dkv: concat!("attention_backward_dkv_d", $d),
+                cascade: concat!("attention_decode_cascade_d", $d),
+            }
+        };
+    }
     Ok(match head_dim {
-        32 => [
-            "attention_forward_d32",
-            "attention_backward_dq_d32",
-            "attention_backward_dkv_d32",
-            "attention_decode_cascade_d32",
-        ],
-        64 => [
-            "attention_forward_d64",
-            "attention_backward_dq_d64",
-            "attention_backward_dkv_d64",
-            "attention_decode_cascade_d64",
-        ],
-        80 => [
-            "attention_forward_d80",
-            "attention_backward_dq_d80",
-            "attention_backward_dkv_d80",
-            "attention_decode_cascade_d80",
-        ],
-        128 => [
-            "attention_forward_d128",
-            "attention_backward_dq_d128",
-            "attention_backward_dkv_d128",
-            "attention_decode_cascade_d128",
-        ],
+        32 => named!("32"),
+        64 => named!("64"),
+        80 => named!("80"),
+        128 => named!("128"),
         d => return Err(arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")),
     })
+}
+
+/// Which forward kernel runs: both have the same contract (and the same parity
+/// tests); the tensor-core one is the default, the SIMT one the reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKernel {
+    /// f32 FMAs, one key per lane (`attention_forward_d*`).
+    Simt,
+    /// mma.m16n8k16 bf16 tensor cores, FlashAttention-2 work split (`attention_forward_mma_d*`).
+    TensorCore,
+}
+
+impl ForwardKernel {
+    /// The tensor-core kernel, unless `ACTIAL_ATTENTION_KERNEL=simt` (for
+    /// bisecting a wrong result on a new GPU).
+    pub fn from_env() -> Self {
+        match std::env::var("ACTIAL_ATTENTION_KERNEL").as_deref() {
+            Ok("simt") => ForwardKernel::Simt,
+            _ => ForwardKernel::TensorCore,
+        }
+    }
 }
 
 fn check_shape(op: &'static str, s: &AttnShape) -> Result<()> {
@@ -91,9 +112,23 @@ fn grid(x: usize, y: usize, threads: u32) -> LaunchConfig {
 
 /// Forward with separate query and key segments (`cu_q == cu_k`: ordinary varlen
 /// attention; shorter query segments: decoding against a cache). Returns
-/// `(out [Tq, Hq, D], lse [Tq, Hq])`.
-#[allow(clippy::too_many_arguments)]
+/// `(out [Tq, Hq, D], lse [Tq, Hq])`. Runs [`ForwardKernel::from_env`].
 pub fn attention_forward(
+    dev: &CudaDevice,
+    q: &CudaSlice<bf16>,
+    k: &CudaSlice<bf16>,
+    v: &CudaSlice<bf16>,
+    cu_q: &[usize],
+    cu_k: &[usize],
+    s: &AttnShape,
+) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
+    attention_forward_with(ForwardKernel::from_env(), dev, q, k, v, cu_q, cu_k, s)
+}
+
+/// [`attention_forward`] on a chosen kernel (the parity tests and benches run both).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_with(
+    kernel: ForwardKernel,
     dev: &CudaDevice,
     q: &CudaSlice<bf16>,
     k: &CudaSlice<bf16>,
@@ -104,7 +139,14 @@ pub fn attention_forward(
 ) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
     const OP: &str = "cuda::attention_forward";
     check_shape(OP, s)?;
-    let [fwd, ..] = kernels(OP, s.head_dim)?;
+    let names = kernels(OP, s.head_dim)?;
+    // The tensor-core kernel moves K and V rows in 16-byte vectors; pool
+    // allocations are 256-byte aligned, but a buffer from elsewhere may not be.
+    let aligned = [dev.address(q), dev.address(k), dev.address(v)].iter().all(|a| a % 16 == 0);
+    let (fwd, rows_per_block, threads) = match kernel {
+        ForwardKernel::TensorCore if aligned => (names.forward_mma, MMA_BQ, 128),
+        _ => (names.forward, FWD_BQ, 128),
+    };
     if cu_q.len() != cu_k.len() || cu_q.is_empty() {
         return Err(shape_err!(
             OP,
@@ -123,7 +165,7 @@ pub fn attention_forward(
     check_len(OP, "v", v.len(), tk * s.kv_heads * d)?;
     let mut out = dev.zeros::<bf16>(tq * s.q_heads * d, OP)?;
     let mut lse = dev.zeros::<f32>(tq * s.q_heads, OP)?;
-    let (seg, first) = tiles(cu_q, FWD_BQ);
+    let (seg, first) = tiles(cu_q, rows_per_block);
     if seg.is_empty() {
         return Ok((out, lse));
     }
@@ -137,7 +179,7 @@ pub fn attention_forward(
         cu_q.len() - 1,
         s.causal
     );
-    launch!(dev, fwd, grid(seg.len(), s.q_heads, 128), shapes;
+    launch!(dev, fwd, grid(seg.len(), s.q_heads, threads), shapes;
         q, k, v, &d_cq, &d_ck, &d_seg, &d_first, &p, &mut out, &mut lse)?;
     Ok((out, lse))
 }
@@ -158,7 +200,8 @@ pub fn attention_backward(
 ) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<bf16>)> {
     const OP: &str = "cuda::attention_backward";
     check_shape(OP, s)?;
-    let [_, dq_k, dkv_k, _] = kernels(OP, s.head_dim)?;
+    let names = kernels(OP, s.head_dim)?;
+    let (dq_k, dkv_k) = (names.dq, names.dkv);
     if cu.is_empty() {
         return Err(shape_err!(OP, "cu_seqlens is empty"));
     }
@@ -225,7 +268,7 @@ pub fn attention_decode_cascade(
 ) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
     const OP: &str = "cuda::attention_decode_cascade";
     check_shape(OP, s)?;
-    let [.., dec] = kernels(OP, s.head_dim)?;
+    let dec = kernels(OP, s.head_dim)?.cascade;
     let groups = kv.cu_group.len().saturating_sub(1);
     if kv.cu_prefix.len() != groups + 1 || groups == 0 {
         return Err(shape_err!(OP, "{} prefix offsets for {groups} groups", kv.cu_prefix.len()));
@@ -258,5 +301,31 @@ pub fn attention_decode_cascade(
     launch!(dev, dec, grid(groups, s.q_heads, threads),
         format!("{samples} samples in {groups} groups, prefix {tp}, suffix {ts}, heads {}/{}", s.q_heads, s.kv_heads);
         q, kv.prefix_k, kv.prefix_v, &d_cp, kv.suffix_k, kv.suffix_v, &d_cs, &d_cg, &p, &mut out, &mut lse)?;
+    Ok((out, lse))
+}
+
+/// Two attentions of the same `rows` (token, head) rows over disjoint key sets,
+/// merged by their log-sum-exps (`ops::merge_attention`). Returns `(out, lse)`.
+pub fn attention_merge(
+    dev: &CudaDevice,
+    a: (&CudaSlice<bf16>, &CudaSlice<f32>),
+    b: (&CudaSlice<bf16>, &CudaSlice<f32>),
+    rows: usize,
+    head_dim: usize,
+) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
+    const OP: &str = "cuda::attention_merge";
+    check_len(OP, "a.out", a.0.len(), rows * head_dim)?;
+    check_len(OP, "b.out", b.0.len(), rows * head_dim)?;
+    check_len(OP, "a.lse", a.1.len(), rows)?;
+    check_len(OP, "b.lse", b.1.len(), rows)?;
+    let mut out = dev.zeros::<bf16>(rows * head_dim, OP)?;
+    let mut lse = dev.zeros::<f32>(rows, OP)?;
+    if rows == 0 {
+        return Ok((out, lse));
+    }
+    let (r, d) = (rows as i32, head_dim as i32);
+    // One warp per row, 8 rows per block.
+    launch!(dev, "attention_merge", grid(rows.div_ceil(8), 1, 256), format!("{rows} rows of {head_dim}");
+        a.0, a.1, b.0, b.1, &mut out, &mut lse, &r, &d)?;
     Ok((out, lse))
 }

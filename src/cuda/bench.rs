@@ -16,7 +16,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, sys};
 use half::bf16;
 
-use super::attention::{self, AttnShape};
+use super::attention::{self, AttnShape, ForwardKernel};
 use super::device::CudaDevice;
 use super::gemm::{self, GemmSpec};
 use super::{lora, loss, optim, sampling, small_ops};
@@ -95,13 +95,30 @@ pub fn rate(work: Work, ms: f64) -> (String, f64) {
     }
 }
 
+/// One attention forward (self-attention over `cu`) on a chosen kernel.
+fn forward_case(
+    dev: &Arc<CudaDevice>,
+    kernel: ForwardKernel,
+    name: String,
+    flops: f64,
+    [q, k, v]: [&CudaSlice<bf16>; 3],
+    cu: &[usize],
+    s: AttnShape,
+) -> Case {
+    let (dv, q, k, v, cu) = (dev.clone(), q.clone(), k.clone(), v.clone(), cu.to_vec());
+    case(name, Work::Flops(flops), move || {
+        attention::attention_forward_with(kernel, &dv, &q, &k, &v, &cu, &cu, &s).map(|_| ())
+    })
+}
+
 /// Every case. `scale` < 1 shrinks the shapes (a quick run), 1 is the full size.
 pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
     let sz = |n: usize| ((n as f64 * scale) as usize).max(1);
     let mut pairs = Vec::new();
 
-    // Attention: bidirectional D=128 (fused vs GEMM + softmax + GEMM per head),
-    // causal GQA (the LM), and vision windows at D=80.
+    // Attention: bidirectional D=128 (fused tensor-core vs GEMM + softmax + GEMM
+    // per head, and vs the SIMT kernel), causal GQA (the LM), and vision windows
+    // at D=80, each tensor-core forward against the SIMT one.
     {
         let (t, h, d) = (sz(4096), 16, 128);
         let s = AttnShape { q_heads: h, kv_heads: h, head_dim: d, scale: 1.0 / (d as f32).sqrt(), causal: false };
@@ -112,10 +129,13 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
         );
         let cu = vec![0, t];
         let flops = 4.0 * (t * t * d * h) as f64;
-        let dv = dev.clone();
-        let fused = case(format!("attention fwd bidir T={t} H={h} D={d}"), Work::Flops(flops), move || {
-            attention::attention_forward(&dv, &q, &k, &v, &cu, &cu, &s).map(|_| ())
+        let fwd = |kernel, name| forward_case(dev, kernel, name, flops, [&q, &k, &v], &cu, s);
+        pairs.push(Pair {
+            family: "attention",
+            case: fwd(ForwardKernel::TensorCore, format!("attention fwd bidir T={t} H={h} D={d}, tensor cores")),
+            baseline: Some(fwd(ForwardKernel::Simt, "the SIMT kernel".into())),
         });
+        let fused = fwd(ForwardKernel::TensorCore, format!("attention fwd bidir T={t} H={h} D={d}, tensor cores"));
         // Baseline: per head, S = Q Kᵀ, P = softmax(S), O = P V, on contiguous
         // per-head copies (the GEMM path needs them).
         let heads: Vec<_> = (0..h)
@@ -161,15 +181,16 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
         let (k, v) = (rand_bf16(dev, t * hkv * d, 5, 1.0)?, rand_bf16(dev, t * hkv * d, 6, 1.0)?);
         let cu = vec![0, t];
         let flops = 2.0 * (t * t * d * hq) as f64; // causal: half of 4·T²·D·H
-        let dv = dev.clone();
-        let (q2, k2, v2, cu2) = (q.clone(), k.clone(), v.clone(), cu.clone());
+        let fwd = |kernel, name| forward_case(dev, kernel, name, flops, [&q, &k, &v], &cu, s);
         pairs.push(Pair {
             family: "attention",
-            case: case(format!("attention fwd causal GQA T={t} H={hq}/{hkv} D={d}"), Work::Flops(flops), move || {
-                attention::attention_forward(&dv, &q, &k, &v, &cu, &cu, &s).map(|_| ())
-            }),
-            baseline: None,
+            case: fwd(
+                ForwardKernel::TensorCore,
+                format!("attention fwd causal GQA T={t} H={hq}/{hkv} D={d}, tensor cores"),
+            ),
+            baseline: Some(fwd(ForwardKernel::Simt, "the SIMT kernel".into())),
         });
+        let (q2, k2, v2, cu2) = (q, k, v, cu);
         let (out, lse) = attention::attention_forward(dev, &q2, &k2, &v2, &cu2, &cu2, &s)?;
         let dout = rand_bf16(dev, t * hq * d, 7, 1.0)?;
         let dv = dev.clone();
@@ -195,13 +216,14 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
         );
         let cu: Vec<usize> = (0..=t / 64).map(|i| i * 64).collect();
         let flops = 4.0 * (t * 64 * d * h) as f64;
-        let dv = dev.clone();
+        let fwd = |kernel, name| forward_case(dev, kernel, name, flops, [&q, &k, &v], &cu, s);
         pairs.push(Pair {
             family: "attention",
-            case: case(format!("attention fwd vision windows T={t} H={h} D={d}"), Work::Flops(flops), move || {
-                attention::attention_forward(&dv, &q, &k, &v, &cu, &cu, &s).map(|_| ())
-            }),
-            baseline: None,
+            case: fwd(
+                ForwardKernel::TensorCore,
+                format!("attention fwd vision windows T={t} H={h} D={d}, tensor cores"),
+            ),
+            baseline: Some(fwd(ForwardKernel::Simt, "the SIMT kernel".into())),
         });
     }
 

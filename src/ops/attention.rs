@@ -160,10 +160,6 @@ pub fn attention_kv(
     }
 }
 
-/// Merges two attentions of the same queries over disjoint key sets (cascade
-/// attention: a shared prompt prefix and each sample's own suffix) into the
-/// attention over their union: `out = (o₁·e^{l₁} + o₂·e^{l₂}) / (e^{l₁} + e^{l₂})`
-/// per query and head, `lse = log(e^{l₁} + e^{l₂})`.
 /// Keys and values of one cascade decoding step (see [`attention_cascade`]).
 pub struct CascadeInputs<'a> {
     /// All groups' prompt prefixes, concatenated: `[Tp, Hkv, D]`.
@@ -214,6 +210,10 @@ pub fn attention_cascade(q: &Tensor, kv: &CascadeInputs<'_>, scale: f32) -> Resu
     }
 }
 
+/// Merges two attentions of the same queries over disjoint key sets (cascade
+/// attention: a shared prompt prefix and each sample's own suffix) into the
+/// attention over their union: `out = (o₁·e^{l₁} + o₂·e^{l₂}) / (e^{l₁} + e^{l₂})`
+/// per query and head, `lse = log(e^{l₁} + e^{l₂})`.
 pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
     const OP: &str = "merge_attention";
     expect_dims(OP, "b.out", &b.out, a.out.dims())?;
@@ -227,12 +227,15 @@ pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
             let mut out = vec![0.0f32; t * h * d];
             let mut lse = vec![0.0f32; t * h];
             for r in 0..t * h {
+                // Both sides empty (lse -inf): out 0, lse -inf, and no NaN from -inf - -inf.
                 let m = la[r].max(lb[r]);
-                let (wa, wb) = ((la[r] - m).exp(), (lb[r] - m).exp());
+                let base = if m == f32::NEG_INFINITY { 0.0 } else { m };
+                let (wa, wb) = ((la[r] - base).exp(), (lb[r] - base).exp());
                 let z = wa + wb;
-                lse[r] = m + z.ln();
+                let inv = if z > 0.0 { 1.0 / z } else { 0.0 };
+                lse[r] = base + z.ln();
                 for c in 0..d {
-                    out[r * d + c] = (oa[r * d + c] * wa + ob[r * d + c] * wb) / z;
+                    out[r * d + c] = (oa[r * d + c] * wa + ob[r * d + c] * wb) * inv;
                 }
             }
             Ok(AttnOut { out: cpu_f32(out, [t, h, d])?, lse: cpu_f32(lse, [t, h])? })

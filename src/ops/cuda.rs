@@ -168,16 +168,16 @@ pub fn attention_cascade(
     Ok(AttnOut { out: from_bf16(&d, out, q.dims())?, lse: from_f32(&d, lse, [q.dims()[0], hq])? })
 }
 
-/// Two partial attentions over disjoint keys merged by their log-sum-exps. On
-/// CUDA only the cascade fallback (groups wider than the kernel's) calls this,
-/// so it takes the host round trip.
+/// Two partial attentions over disjoint keys merged by their log-sum-exps, on
+/// the device (the cascade fallback for groups wider than the kernel's).
 pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
-    let host = |t: &Tensor| t.to_device(crate::tensor::Device::Cpu);
-    let dev = a.out.device();
-    let pa = AttnOut { out: host(&a.out)?, lse: host(&a.lse)? };
-    let pb = AttnOut { out: host(&b.out)?, lse: host(&b.lse)? };
-    let m = super::merge_attention(&pa, &pb)?;
-    Ok(AttnOut { out: m.out.to_dtype(DType::BF16)?.to_device(dev)?, lse: m.lse.to_device(dev)? })
+    const OP: &str = "merge_attention";
+    let d = device_of(&a.out, OP)?;
+    let (rows, hd) = (a.lse.numel(), a.out.dims()[2]);
+    let (oa, ob) = (bf16_of(&a.out, OP, "a.out")?, bf16_of(&b.out, OP, "b.out")?);
+    let (la, lb) = (f32_of(&a.lse, OP, "a.lse")?, f32_of(&b.lse, OP, "b.lse")?);
+    let (out, lse) = at::attention_merge(&d, (&oa, &la), (&ob, &lb), rows, hd)?;
+    Ok(AttnOut { out: from_bf16(&d, out, a.out.dims())?, lse: from_f32(&d, lse, a.lse.dims())? })
 }
 
 // ---- rows: embedding, scatter, caches -------------------------------------------------
