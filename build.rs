@@ -14,6 +14,10 @@
 //!   if a kernel marked `// hot: <name>` spills;
 //! - `cfg(actial_cuda)` is set, which compiles the CUDA device in `src/cuda/`.
 //!
+//! With a C++20 compiler (nvcc not needed), `cuda/emulator/host_emulator.cpp`,
+//! the attention kernels compiled for the CPU against a warp emulator, becomes a
+//! static library and `cfg(actial_emulator)` is set (`tests/cuda_emulated.rs`).
+//!
 //! Without them the crate still builds, CPU-only, with a cargo warning, and
 //! `--device cuda` fails with a message saying what to install; with
 //! `ACTIAL_REQUIRE_CUDA_BUILD` set (CI) a missing tool fails the build instead.
@@ -32,6 +36,7 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=cuda");
     println!("cargo::rustc-check-cfg=cfg(actial_cuda)");
+    println!("cargo::rustc-check-cfg=cfg(actial_emulator)");
     for var in
         ["NVCC", "CUDA_HOME", "CUDA_PATH", "LIBCLANG_PATH", "ACTIAL_NO_CUDA", "ACTIAL_REQUIRE_CUDA_BUILD", "PATH"]
     {
@@ -45,12 +50,13 @@ fn main() {
         println!("cargo::rerun-if-changed={}", s.display());
     }
 
+    let required = env::var_os("ACTIAL_REQUIRE_CUDA_BUILD").is_some();
+    compile_emulator(&cuda_dir, required);
     if env::var_os("ACTIAL_NO_CUDA").is_some() {
         println!("cargo::warning=ACTIAL_NO_CUDA is set: building without CUDA kernels");
         return;
     }
     let toolchain = root.join("tools/.cuda");
-    let required = env::var_os("ACTIAL_REQUIRE_CUDA_BUILD").is_some();
     let Some(nvcc) = find_nvcc(&toolchain) else {
         assert!(
             !required,
@@ -80,6 +86,32 @@ fn main() {
         // A kernel that does not compile is a bug in this repository, not a missing
         // tool: fail the build loudly rather than silently dropping CUDA.
         Err(e) => panic!("compiling cuda/*.cu with {} failed:\n{e}", nvcc.display()),
+    }
+}
+
+/// The CPU emulation of the attention kernels (`cuda/emulator/`): the same
+/// kernel sources, compiled by the host C++ compiler against a warp emulator,
+/// linked as a static library and exposed as `actial::cuda::emulator`. Needs
+/// only a C++20 compiler, not nvcc.
+fn compile_emulator(cuda_dir: &Path, required: bool) {
+    let result = cc::Build::new()
+        .cpp(true)
+        .std("c++20")
+        .file(cuda_dir.join("emulator/host_emulator.cpp"))
+        .include(cuda_dir)
+        .flag("-pthread")
+        .flag_if_supported("-Wno-unknown-pragmas")
+        .opt_level(2)
+        .debug(false)
+        .try_compile("actial_cuda_emulator");
+    match result {
+        Ok(()) => println!("cargo::rustc-cfg=actial_emulator"),
+        Err(e) => {
+            assert!(!required, "ACTIAL_REQUIRE_CUDA_BUILD is set but the kernel emulator did not compile: {e}");
+            println!(
+                "cargo::warning=the CPU emulator of the CUDA kernels did not compile ({e}); its tests are skipped"
+            );
+        }
     }
 }
 

@@ -2,7 +2,11 @@
 // reductions, and the Philox4x32-10 generator (bit-identical to src/rng.rs).
 #pragma once
 
+// On the CPU (cuda/emulator/), host_emulator.hpp supplies bf16 and the
+// built-ins before this file is read.
+#ifndef ACTIAL_HOST_EMULATION
 #include <cuda_bf16.h>
+#endif
 #include <stdint.h>
 
 #include "params.h"
@@ -75,6 +79,9 @@ static __device__ __forceinline__ float philox_first_uniform(uint32_t seed_lo, u
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)(n); i += (int64_t)gridDim.x * blockDim.x)
 
 // ---- tensor cores (sm_80+) -------------------------------------------------------
+// (On the CPU, cuda/emulator/host_emulator.hpp defines these four from the same
+// layout, lane by lane.)
+#ifndef ACTIAL_HOST_EMULATION
 //
 // One warp-wide mma.m16n8k16 with bf16 inputs and f32 accumulators:
 // d (16x8) += a (16x16, row-major) * b (16x8, "col": stored n-major). Fragment
@@ -114,3 +121,4 @@ static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
+#endif  // ACTIAL_HOST_EMULATION

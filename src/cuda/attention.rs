@@ -7,17 +7,13 @@
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use half::bf16;
 
+pub use super::attention_plan::{AttnShape, ForwardKernel};
+use super::attention_plan::{
+    DKV_BK, DQ_BQ, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS, check_shape, forward_plan, offsets, tiles,
+};
 use super::device::{CudaDevice, check_len, launch, params};
-pub use crate::cpu::attention::AttnShape;
 use crate::error::Result;
 use crate::{arg_err, shape_err};
-
-/// Query rows per forward block (SIMT and tensor-core), per dQ block, keys per
-/// dK/dV block (the FWD_BQ, MMA_BQ, DQ_BQ and DKV_BK of the .cu file).
-const FWD_BQ: usize = 16;
-const MMA_BQ: usize = 64;
-const DQ_BQ: usize = 8;
-const DKV_BK: usize = 32;
 
 /// Kernel names for one head dim.
 struct Kernels {
@@ -47,54 +43,6 @@ fn kernels(op: &'static str, head_dim: usize) -> Result<Kernels> {
         128 => named!("128"),
         d => return Err(arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")),
     })
-}
-
-/// Which forward kernel runs: both have the same contract (and the same parity
-/// tests); the tensor-core one is the default, the SIMT one the reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForwardKernel {
-    /// f32 FMAs, one key per lane (`attention_forward_d*`).
-    Simt,
-    /// mma.m16n8k16 bf16 tensor cores, FlashAttention-2 work split (`attention_forward_mma_d*`).
-    TensorCore,
-}
-
-impl ForwardKernel {
-    /// The tensor-core kernel, unless `ACTIAL_ATTENTION_KERNEL=simt` (for
-    /// bisecting a wrong result on a new GPU).
-    pub fn from_env() -> Self {
-        match std::env::var("ACTIAL_ATTENTION_KERNEL").as_deref() {
-            Ok("simt") => ForwardKernel::Simt,
-            _ => ForwardKernel::TensorCore,
-        }
-    }
-}
-
-fn check_shape(op: &'static str, s: &AttnShape) -> Result<()> {
-    if s.q_heads == 0 || s.kv_heads == 0 || !s.q_heads.is_multiple_of(s.kv_heads) {
-        return Err(arg_err!(op, "{} query heads must be a positive multiple of {} kv heads", s.q_heads, s.kv_heads));
-    }
-    Ok(())
-}
-
-/// Checks offsets are `[0, ..., total]`, non-decreasing, and converts them.
-fn offsets(op: &'static str, what: &str, cu: &[usize]) -> Result<Vec<i32>> {
-    if cu.first() != Some(&0) || cu.windows(2).any(|w| w[1] < w[0]) || *cu.last().unwrap() > i32::MAX as usize {
-        return Err(arg_err!(op, "{what} must start at 0 and never decrease, got {cu:?}"));
-    }
-    Ok(cu.iter().map(|&x| x as i32).collect())
-}
-
-/// `(segment, first row)` of every tile of `rows` rows.
-fn tiles(cu: &[usize], rows: usize) -> (Vec<i32>, Vec<i32>) {
-    let (mut seg, mut first) = (Vec::new(), Vec::new());
-    for (s, w) in cu.windows(2).enumerate() {
-        for r in (w[0]..w[1]).step_by(rows) {
-            seg.push(s as i32);
-            first.push(r as i32);
-        }
-    }
-    (seg, first)
 }
 
 fn attn_params(s: &AttnShape) -> params::ActialAttentionParams {
@@ -143,34 +91,27 @@ pub fn attention_forward_with(
     // The tensor-core kernel moves K and V rows in 16-byte vectors; pool
     // allocations are 256-byte aligned, but a buffer from elsewhere may not be.
     let aligned = [dev.address(q), dev.address(k), dev.address(v)].iter().all(|a| a % 16 == 0);
-    let (fwd, rows_per_block, threads) = match kernel {
-        ForwardKernel::TensorCore if aligned => (names.forward_mma, MMA_BQ, 128),
-        _ => (names.forward, FWD_BQ, 128),
+    let kernel = if aligned { kernel } else { ForwardKernel::Simt };
+    let fwd = match kernel {
+        ForwardKernel::TensorCore => names.forward_mma,
+        ForwardKernel::Simt => names.forward,
     };
-    if cu_q.len() != cu_k.len() || cu_q.is_empty() {
-        return Err(shape_err!(
-            OP,
-            "{} query offsets and {} key offsets: one key segment per query segment",
-            cu_q.len(),
-            cu_k.len()
-        ));
-    }
-    let (cq, ck) = (offsets(OP, "cu_q", cu_q)?, offsets(OP, "cu_k", cu_k)?);
-    if let Some(i) = (0..cu_q.len() - 1).find(|&i| cu_q[i + 1] - cu_q[i] > cu_k[i + 1] - cu_k[i]) {
-        return Err(shape_err!(OP, "segment {i} has more queries than keys"));
-    }
-    let (tq, tk, d) = (*cu_q.last().unwrap(), *cu_k.last().unwrap(), s.head_dim);
+    let plan = forward_plan(OP, kernel, cu_q, cu_k, s)?;
+    let (tq, tk, d) = (plan.tq, plan.tk, s.head_dim);
     check_len(OP, "q", q.len(), tq * s.q_heads * d)?;
     check_len(OP, "k", k.len(), tk * s.kv_heads * d)?;
     check_len(OP, "v", v.len(), tk * s.kv_heads * d)?;
     let mut out = dev.zeros::<bf16>(tq * s.q_heads * d, OP)?;
     let mut lse = dev.zeros::<f32>(tq * s.q_heads, OP)?;
-    let (seg, first) = tiles(cu_q, rows_per_block);
-    if seg.is_empty() {
+    if plan.tile_seg.is_empty() {
         return Ok((out, lse));
     }
-    let (d_cq, d_ck, d_seg, d_first) =
-        (dev.upload(&cq, OP)?, dev.upload(&ck, OP)?, dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
+    let (d_cq, d_ck, d_seg, d_first) = (
+        dev.upload(&plan.cu_q, OP)?,
+        dev.upload(&plan.cu_k, OP)?,
+        dev.upload(&plan.tile_seg, OP)?,
+        dev.upload(&plan.tile_row, OP)?,
+    );
     let p = attn_params(s);
     let shapes = format!(
         "q [{tq}, {}, {d}], k [{tk}, {}, {d}], {} segments, causal {}",
@@ -179,7 +120,7 @@ pub fn attention_forward_with(
         cu_q.len() - 1,
         s.causal
     );
-    launch!(dev, fwd, grid(seg.len(), s.q_heads, threads), shapes;
+    launch!(dev, fwd, grid(plan.tile_seg.len(), s.q_heads, FORWARD_THREADS), shapes;
         q, k, v, &d_cq, &d_ck, &d_seg, &d_first, &p, &mut out, &mut lse)?;
     Ok((out, lse))
 }
@@ -324,8 +265,7 @@ pub fn attention_merge(
         return Ok((out, lse));
     }
     let (r, d) = (rows as i32, head_dim as i32);
-    // One warp per row, 8 rows per block.
-    launch!(dev, "attention_merge", grid(rows.div_ceil(8), 1, 256), format!("{rows} rows of {head_dim}");
+    launch!(dev, "attention_merge", grid(rows.div_ceil(MERGE_ROWS_PER_BLOCK), 1, MERGE_THREADS), format!("{rows} rows of {head_dim}");
         a.0, a.1, b.0, b.1, &mut out, &mut lse, &r, &d)?;
     Ok((out, lse))
 }

@@ -14,13 +14,21 @@
 //! - [`bench`]: GPU benchmark workloads and baselines (criterion bench, GPU report);
 //! - [`strided`]: index plans of the strided copy kernel (host functions, tested
 //!   in every build);
+//! - [`attention_plan`]: argument checks and tile tables of the attention
+//!   launches (host functions, tested in every build);
+//! - [`emulator`]: the attention kernels' CUDA sources compiled for the CPU
+//!   (`cuda/emulator/`) and run through a warp emulator, so their index
+//!   arithmetic is tested without a GPU (`cfg(actial_emulator)`: a C++20 compiler was found);
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
 //!
 //! The device layer is compiled only when build.rs found nvcc (`cfg(actial_cuda)`);
 //! without it [`available`] says what to install.
 
+pub mod attention_plan;
 pub mod build_info;
+#[cfg(actial_emulator)]
+pub mod emulator;
 pub mod nvtx;
 pub mod strided;
 

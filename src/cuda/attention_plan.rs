@@ -1,0 +1,154 @@
+//! Host-side planning of the attention launches, shared by the CUDA wrappers
+//! (`super::attention`) and the CPU emulator of the kernels (`super::emulator`):
+//! argument checks, block sizes, and the tile tables that map each block to its
+//! segment and first row, so ragged segments need no padding. Plain host code,
+//! compiled and tested in every build.
+
+pub use crate::cpu::attention::AttnShape;
+use crate::error::Result;
+use crate::{arg_err, shape_err};
+
+/// Query rows per block of the SIMT forward, of the tensor-core forward, of the
+/// dQ kernel, and keys per dK/dV block (FWD_BQ, MMA_BQ, DQ_BQ and DKV_BK in
+/// `cuda/attention.cu`).
+pub const FWD_BQ: usize = 16;
+pub const MMA_BQ: usize = 64;
+pub const DQ_BQ: usize = 8;
+pub const DKV_BK: usize = 32;
+/// Threads per forward block (4 warps for both kernels).
+pub const FORWARD_THREADS: u32 = 128;
+/// `attention_merge`: one warp per (token, head) row, 8 rows per block.
+pub const MERGE_ROWS_PER_BLOCK: usize = 8;
+pub const MERGE_THREADS: u32 = 32 * MERGE_ROWS_PER_BLOCK as u32;
+
+/// Which forward kernel runs: both have the same contract (and the same parity
+/// tests); the tensor-core one is the default, the SIMT one the reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKernel {
+    /// f32 FMAs, one key per lane (`attention_forward_d*`).
+    Simt,
+    /// mma.m16n8k16 bf16 tensor cores, FlashAttention-2 work split (`attention_forward_mma_d*`).
+    TensorCore,
+}
+
+impl ForwardKernel {
+    /// The tensor-core kernel, unless `ACTIAL_ATTENTION_KERNEL=simt` (for
+    /// bisecting a wrong result on a new GPU).
+    pub fn from_env() -> Self {
+        match std::env::var("ACTIAL_ATTENTION_KERNEL").as_deref() {
+            Ok("simt") => ForwardKernel::Simt,
+            _ => ForwardKernel::TensorCore,
+        }
+    }
+
+    /// Query rows one block of this kernel covers.
+    pub fn rows_per_block(self) -> usize {
+        match self {
+            ForwardKernel::Simt => FWD_BQ,
+            ForwardKernel::TensorCore => MMA_BQ,
+        }
+    }
+}
+
+pub fn check_shape(op: &'static str, s: &AttnShape) -> Result<()> {
+    if s.q_heads == 0 || s.kv_heads == 0 || !s.q_heads.is_multiple_of(s.kv_heads) {
+        return Err(arg_err!(op, "{} query heads must be a positive multiple of {} kv heads", s.q_heads, s.kv_heads));
+    }
+    Ok(())
+}
+
+/// Checks offsets are `[0, ..., total]`, non-decreasing, and converts them.
+pub fn offsets(op: &'static str, what: &str, cu: &[usize]) -> Result<Vec<i32>> {
+    if cu.first() != Some(&0) || cu.windows(2).any(|w| w[1] < w[0]) || *cu.last().unwrap() > i32::MAX as usize {
+        return Err(arg_err!(op, "{what} must start at 0 and never decrease, got {cu:?}"));
+    }
+    Ok(cu.iter().map(|&x| x as i32).collect())
+}
+
+/// `(segment, first row)` of every tile of `rows` rows.
+pub fn tiles(cu: &[usize], rows: usize) -> (Vec<i32>, Vec<i32>) {
+    let (mut seg, mut first) = (Vec::new(), Vec::new());
+    for (s, w) in cu.windows(2).enumerate() {
+        for r in (w[0]..w[1]).step_by(rows) {
+            seg.push(s as i32);
+            first.push(r as i32);
+        }
+    }
+    (seg, first)
+}
+
+/// Everything one forward launch needs from the host: checked offsets, the
+/// tile tables (one block per tile along x, one per query head along y) and
+/// the totals the buffers must match.
+#[derive(Debug)]
+pub struct ForwardPlan {
+    pub cu_q: Vec<i32>,
+    pub cu_k: Vec<i32>,
+    pub tile_seg: Vec<i32>,
+    pub tile_row: Vec<i32>,
+    /// Query and key tokens.
+    pub tq: usize,
+    pub tk: usize,
+}
+
+/// Plans a forward with separate query and key segments (decoding against a
+/// cache when a query segment is shorter than its key segment).
+pub fn forward_plan(
+    op: &'static str,
+    kernel: ForwardKernel,
+    cu_q: &[usize],
+    cu_k: &[usize],
+    s: &AttnShape,
+) -> Result<ForwardPlan> {
+    check_shape(op, s)?;
+    if cu_q.len() != cu_k.len() || cu_q.is_empty() {
+        return Err(shape_err!(
+            op,
+            "{} query offsets and {} key offsets: one key segment per query segment",
+            cu_q.len(),
+            cu_k.len()
+        ));
+    }
+    let (cq, ck) = (offsets(op, "cu_q", cu_q)?, offsets(op, "cu_k", cu_k)?);
+    if let Some(i) = (0..cu_q.len() - 1).find(|&i| cu_q[i + 1] - cu_q[i] > cu_k[i + 1] - cu_k[i]) {
+        return Err(shape_err!(op, "segment {i} has more queries than keys"));
+    }
+    let (tile_seg, tile_row) = tiles(cu_q, kernel.rows_per_block());
+    Ok(ForwardPlan { cu_q: cq, cu_k: ck, tile_seg, tile_row, tq: *cu_q.last().unwrap(), tk: *cu_k.last().unwrap() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_every_row_of_ragged_segments_once() {
+        let cu = [0usize, 1, 1, 65, 200];
+        for rows in [FWD_BQ, MMA_BQ] {
+            let (seg, first) = tiles(&cu, rows);
+            let mut covered = vec![0u32; 200];
+            for (&s, &f) in seg.iter().zip(&first) {
+                let (s, f) = (s as usize, f as usize);
+                assert!(cu[s] <= f && f < cu[s + 1], "tile starts inside its segment");
+                for c in &mut covered[f..(f + rows).min(cu[s + 1])] {
+                    *c += 1;
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "rows per tile {rows}: {covered:?}");
+        }
+        assert_eq!(tiles(&cu, MMA_BQ).0, vec![0, 2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn forward_plans_reject_bad_offsets_and_more_queries_than_keys() {
+        let s = AttnShape { q_heads: 4, kv_heads: 2, head_dim: 64, scale: 0.125, causal: true };
+        let plan = forward_plan("t", ForwardKernel::TensorCore, &[0, 3, 70], &[0, 10, 80], &s).unwrap();
+        assert_eq!((plan.tq, plan.tk, plan.tile_seg.len()), (70, 80, 3));
+        let err = |r: Result<ForwardPlan>| r.unwrap_err().to_string();
+        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5], &[0, 4], &s)).contains("more queries than keys"));
+        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5, 3], &[0, 5, 9], &s)).contains("never decrease"));
+        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5], &[0, 5, 9], &s)).contains("one key segment"));
+        let odd = AttnShape { kv_heads: 3, ..s };
+        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5], &[0, 5], &odd)).contains("multiple of 3"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Rung 3, before a GPU: the attention kernels' CUDA sources, compiled for the
+//! CPU and run through the warp emulator (`actial::cuda::emulator`,
+//! `cuda/emulator/`), against their CPU twins. This tests the kernels' index
+//! arithmetic, masks, tile edges, fragment layouts and barriers on any machine;
+//! it does not replace `tests/cuda_parity.rs` on a GPU (the emulated mma and
+//! ldmatrix layouts are written from the PTX ISA, not measured).
+//!
+//! The SIMT forward goes through the emulator too: it uses only shuffles and
+//! barriers, so its agreement with the CPU checks the emulator itself.
+
+#[cfg(not(actial_emulator))]
+#[test]
+fn kernel_emulator_skipped_without_a_cpp_compiler() {
+    assert!(
+        std::env::var_os("ACTIAL_REQUIRE_CUDA_BUILD").is_none(),
+        "ACTIAL_REQUIRE_CUDA_BUILD is set but the kernel emulator was not built"
+    );
+    println!("SKIPPED: the CUDA kernel emulator was not built (no C++20 compiler)");
+}
+
+#[cfg(actial_emulator)]
+mod emulated {
+    use actial::cpu;
+    use actial::cuda::attention_plan::{AttnShape, ForwardKernel};
+    use actial::cuda::emulator;
+    use actial::rng::Philox;
+    use half::bf16;
+
+    fn randn(n: usize, seed: u64) -> Vec<f32> {
+        Philox::new(seed, 0).normal_vec(n, 1.0)
+    }
+
+    fn to_bf16(v: &[f32]) -> Vec<bf16> {
+        v.iter().map(|&x| bf16::from_f32(x)).collect()
+    }
+
+    fn to_f32(v: &[bf16]) -> Vec<f32> {
+        v.iter().map(|x| x.to_f32()).collect()
+    }
+
+    /// |got - want| <= atol + rtol |want| everywhere; names the worst element.
+    fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let mut worst = (0usize, 0.0f32);
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(g.is_finite(), "{what}[{i}] = {g} is not finite (want {w})");
+            let excess = (g - w).abs() - (atol + rtol * w.abs());
+            if excess > worst.1 {
+                worst = (i, excess);
+            }
+        }
+        let i = worst.0;
+        assert!(worst.1 <= 0.0, "{what}[{i}]: got {} want {} (atol {atol}, rtol {rtol})", got[i], want[i]);
+    }
+
+    fn shape(q_heads: usize, kv_heads: usize, head_dim: usize, causal: bool) -> AttnShape {
+        AttnShape { q_heads, kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), causal }
+    }
+
+    /// One forward through the emulator against `cpu::attention::attention_forward_kv`.
+    fn check_forward(kernel: ForwardKernel, cu_q: &[usize], cu_k: &[usize], s: &AttnShape, seed: u64) {
+        let (tq, tk, d) = (*cu_q.last().unwrap(), *cu_k.last().unwrap(), s.head_dim);
+        let q = to_bf16(&randn(tq * s.q_heads * d, seed));
+        let k = to_bf16(&randn(tk * s.kv_heads * d, seed + 1));
+        let v = to_bf16(&randn(tk * s.kv_heads * d, seed + 2));
+        let (out_ref, lse_ref) =
+            cpu::attention::attention_forward_kv(&to_f32(&q), &to_f32(&k), &to_f32(&v), cu_q, cu_k, s);
+        let (out, lse) = emulator::attention_forward(kernel, &q, &k, &v, cu_q, cu_k, s).unwrap();
+        let what =
+            format!("{kernel:?} q {cu_q:?} k {cu_k:?} heads {}/{} d {d} causal {}", s.q_heads, s.kv_heads, s.causal);
+        assert_close(&format!("{what}: out"), &to_f32(&out), &out_ref, 1e-2, 2e-2);
+        assert_close(&format!("{what}: lse"), &lse, &lse_ref, 1e-3, 1e-4);
+    }
+
+    /// Segments around the tensor-core kernel's tiles (64 query rows per block,
+    /// 64 keys per shared tile): 1, 15, 64 and 65 tokens, and 130 (three key
+    /// tiles, the last partial), every head dim, GQA, both masks.
+    #[test]
+    fn tensor_core_forward_matches_the_cpu_across_tile_edges() {
+        let cu = [0usize, 1, 16, 80, 145, 275];
+        for (hq, hkv, d) in [(2, 1, 32), (1, 1, 64), (2, 2, 80), (2, 1, 128)] {
+            for causal in [false, true] {
+                check_forward(ForwardKernel::TensorCore, &cu, &cu, &shape(hq, hkv, d, causal), 10 + d as u64);
+            }
+        }
+    }
+
+    /// Decoding against a cache: queries are the last positions of longer key
+    /// segments, so the causal mask aligns bottom-right and crosses key tiles
+    /// at other offsets than in self-attention; one query segment is empty.
+    #[test]
+    fn tensor_core_forward_against_a_cache_aligns_causal_masks_bottom_right() {
+        let (cu_q, cu_k) = ([0usize, 1, 71, 71, 101], [0usize, 1, 151, 160, 290]);
+        for causal in [true, false] {
+            check_forward(ForwardKernel::TensorCore, &cu_q, &cu_k, &shape(4, 2, 64, causal), 40);
+        }
+    }
+
+    /// The SIMT reference kernel through the same emulator: shuffles and
+    /// barriers only, so this checks the emulator as much as the kernel.
+    #[test]
+    fn simt_forward_matches_the_cpu_through_the_emulator() {
+        let cu = [0usize, 1, 18, 50];
+        for (hq, hkv, d) in [(2, 1, 32), (3, 3, 80)] {
+            for causal in [false, true] {
+                check_forward(ForwardKernel::Simt, &cu, &cu, &shape(hq, hkv, d, causal), 60);
+            }
+        }
+        check_forward(ForwardKernel::Simt, &[0, 2, 5], &[0, 40, 47], &shape(2, 1, 64, true), 70);
+    }
+
+    #[test]
+    fn emulated_forward_rejects_what_the_cuda_wrapper_rejects() {
+        let z = vec![bf16::ZERO; 64 * 4];
+        let s = shape(2, 2, 64, true);
+        let err = emulator::attention_forward(ForwardKernel::TensorCore, &z, &z, &z, &[0, 2], &[0, 1], &s);
+        assert!(err.unwrap_err().to_string().contains("more queries than keys"));
+        let z48 = vec![bf16::ZERO; 48 * 2];
+        let err = emulator::attention_forward(
+            ForwardKernel::TensorCore,
+            &z48,
+            &z48,
+            &z48,
+            &[0, 1],
+            &[0, 1],
+            &AttnShape { head_dim: 48, ..s },
+        );
+        assert!(err.unwrap_err().to_string().contains("head dim 48"));
+    }
+
+    #[test]
+    fn attention_merge_matches_the_cpu_including_empty_sides() {
+        let (rows, d) = (21usize, 80usize);
+        let (oa, ob) = (to_bf16(&randn(rows * d, 80)), to_bf16(&randn(rows * d, 81)));
+        let (mut la, mut lb) = (randn(rows, 82), randn(rows, 83));
+        // Row 0: side b saw no keys; row 1: side a saw none; row 2: neither did.
+        lb[0] = f32::NEG_INFINITY;
+        la[1] = f32::NEG_INFINITY;
+        la[2] = f32::NEG_INFINITY;
+        lb[2] = f32::NEG_INFINITY;
+        let cpu_side = |o: &[bf16], l: &[f32]| actial::ops::AttnOut {
+            out: actial::Tensor::from_f32(to_f32(o), [rows, 1, d], actial::Device::Cpu).unwrap(),
+            lse: actial::Tensor::from_f32(l.to_vec(), [rows, 1], actial::Device::Cpu).unwrap(),
+        };
+        let want = actial::ops::merge_attention(&cpu_side(&oa, &la), &cpu_side(&ob, &lb)).unwrap();
+        let (out_ref, lse_ref) = (want.out.to_vec_f32().unwrap(), want.lse.to_vec_f32().unwrap());
+        let (out, lse) = emulator::attention_merge((&oa, &la), (&ob, &lb), rows, d).unwrap();
+        assert_close("merge out", &to_f32(&out), &out_ref, 1e-2, 1e-2);
+        assert!(to_f32(&out)[2 * d..3 * d].iter().all(|&x| x == 0.0), "no keys on either side: out 0");
+        assert_eq!((lse[2], lse_ref[2]), (f32::NEG_INFINITY, f32::NEG_INFINITY));
+        assert_close("merge lse, one side empty", &lse[..2], &lse_ref[..2], 1e-5, 1e-5);
+        assert_close("merge lse", &lse[3..], &lse_ref[3..], 1e-5, 1e-5);
+    }
+}
