@@ -16,6 +16,9 @@ typedef __nv_bfloat16 bf16;
 static __device__ __forceinline__ float bf(bf16 x) { return __bfloat162float(x); }
 static __device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
 
+// (The CPU emulator, which pays a 32-thread rendezvous per shuffle, supplies
+// one-rendezvous versions with the same butterfly order.)
+#ifndef ACTIAL_HOST_EMULATION
 static __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -25,6 +28,7 @@ static __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
+#endif
 
 // Block-wide reductions; every thread gets the result. `scratch` holds 32 floats
 // in shared memory; blockDim.x is a multiple of 32. The leading barrier makes

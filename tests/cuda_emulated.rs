@@ -109,6 +109,75 @@ mod emulated {
         check_forward(ForwardKernel::Simt, &[0, 2, 5], &[0, 40, 47], &shape(2, 1, 64, true), 70);
     }
 
+    /// The SIMT backward (delta, dQ, dK/dV) against `cpu::attention::attention_backward`,
+    /// from the CPU's own forward outputs rounded as the GPU stores them.
+    #[test]
+    fn backward_matches_the_cpu_through_the_emulator() {
+        // 1 token, a partial dQ tile, several dK/dV tiles (32 keys each).
+        let cu = [0usize, 1, 12, 77];
+        let t = *cu.last().unwrap();
+        for (hq, hkv, d) in [(4, 2, 32), (3, 1, 80)] {
+            for causal in [false, true] {
+                let s = shape(hq, hkv, d, causal);
+                let q = to_bf16(&randn(t * hq * d, 90));
+                let k = to_bf16(&randn(t * hkv * d, 91));
+                let v = to_bf16(&randn(t * hkv * d, 92));
+                let dout = to_bf16(&randn(t * hq * d, 93));
+                let (qf, kf, vf) = (to_f32(&q), to_f32(&k), to_f32(&v));
+                let (out_ref, lse) = cpu::attention::attention_forward(&qf, &kf, &vf, &cu, &s);
+                let out = to_bf16(&out_ref);
+                let (dq_ref, dk_ref, dv_ref) =
+                    cpu::attention::attention_backward(&qf, &kf, &vf, &to_f32(&out), &lse, &to_f32(&dout), &cu, &s);
+                let (dq, dk, dv) = emulator::attention_backward(&q, &k, &v, &out, &lse, &dout, &cu, &s).unwrap();
+                let what = format!("backward heads {hq}/{hkv} d {d} causal {causal}");
+                assert_close(&format!("{what}: dq"), &to_f32(&dq), &dq_ref, 2e-2, 3e-2);
+                assert_close(&format!("{what}: dk"), &to_f32(&dk), &dk_ref, 2e-2, 3e-2);
+                assert_close(&format!("{what}: dv"), &to_f32(&dv), &dv_ref, 2e-2, 3e-2);
+            }
+        }
+    }
+
+    /// The cascade decode (a group's prefix read once for all its samples)
+    /// against attention over each sample's own prefix + suffix cache.
+    #[test]
+    fn cascade_decode_matches_attention_over_prefix_plus_suffix() {
+        let (hq, hkv, d) = (4, 2, 64);
+        let s = shape(hq, hkv, d, true);
+        let (cu_prefix, cu_group) = ([0usize, 40, 47], [0usize, 3, 8]);
+        let suffix_lens: Vec<usize> = (0..8).map(|i| (i * 7) % 10).collect();
+        let mut cu_suffix = vec![0usize];
+        for l in &suffix_lens {
+            cu_suffix.push(cu_suffix.last().unwrap() + l);
+        }
+        let (tp, ts, samples, row) = (47, *cu_suffix.last().unwrap(), 8, hkv * d);
+        let (pk, pv) = (to_bf16(&randn(tp * row, 100)), to_bf16(&randn(tp * row, 101)));
+        let (sk, sv) = (to_bf16(&randn(ts * row, 102)), to_bf16(&randn(ts * row, 103)));
+        let q = to_bf16(&randn(samples * hq * d, 104));
+        let (mut k_all, mut v_all, mut cu_k) = (Vec::new(), Vec::new(), vec![0usize]);
+        for i in 0..samples {
+            let g = if i < 3 { 0 } else { 1 };
+            k_all.extend_from_slice(&to_f32(&pk[cu_prefix[g] * row..cu_prefix[g + 1] * row]));
+            k_all.extend_from_slice(&to_f32(&sk[cu_suffix[i] * row..cu_suffix[i + 1] * row]));
+            v_all.extend_from_slice(&to_f32(&pv[cu_prefix[g] * row..cu_prefix[g + 1] * row]));
+            v_all.extend_from_slice(&to_f32(&sv[cu_suffix[i] * row..cu_suffix[i + 1] * row]));
+            cu_k.push(k_all.len() / row);
+        }
+        let cu_q: Vec<usize> = (0..=samples).collect();
+        let (out_ref, lse_ref) = cpu::attention::attention_forward_kv(&to_f32(&q), &k_all, &v_all, &cu_q, &cu_k, &s);
+        let kv = emulator::CascadeKv {
+            prefix_k: &pk,
+            prefix_v: &pv,
+            cu_prefix: &cu_prefix,
+            suffix_k: &sk,
+            suffix_v: &sv,
+            cu_suffix: &cu_suffix,
+            cu_group: &cu_group,
+        };
+        let (out, lse) = emulator::attention_decode_cascade(&q, &kv, &s).unwrap();
+        assert_close("cascade out", &to_f32(&out), &out_ref, 1e-2, 2e-2);
+        assert_close("cascade lse", &lse, &lse_ref, 1e-3, 1e-4);
+    }
+
     #[test]
     fn emulated_forward_rejects_what_the_cuda_wrapper_rejects() {
         let z = vec![bf16::ZERO; 64 * 4];

@@ -115,6 +115,32 @@ inline float emu_shuffle(float v, int src) {
 inline float __shfl_xor_sync(unsigned, float v, int mask) { return emu_shuffle(v, emu_lane() ^ mask); }
 inline float __shfl_sync(unsigned, float v, int src) { return emu_shuffle(v, src); }
 
+// common.cuh's warp_sum / warp_max in one rendezvous: every lane replays the
+// butterfly (xor 16, 8, 4, 2, 1) on the published values, so the result and
+// its rounding equal the shuffle version's.
+template <class Op>
+inline float emu_butterfly(float v, Op op) {
+  EmuWarp &w = emu_warp();
+  const int lane = emu_lane();
+  w.f[lane] = v;
+  w.bar.arrive_and_wait();
+  float x[32];
+  for (int l = 0; l < 32; ++l) x[l] = w.f[l];
+  w.bar.arrive_and_wait();
+  for (int o = 16; o > 0; o >>= 1) {
+    float y[32];
+    for (int l = 0; l < 32; ++l) y[l] = op(x[l], x[l ^ o]);
+    std::memcpy(x, y, sizeof x);
+  }
+  return x[lane];
+}
+static inline float warp_sum(float v) {
+  return emu_butterfly(v, [](float a, float b) { return a + b; });
+}
+static inline float warp_max(float v) {
+  return emu_butterfly(v, [](float a, float b) { return fmaxf(a, b); });
+}
+
 // ---- tensor cores, lane by lane --------------------------------------------------
 inline uint32_t emu_pack(uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); }
 inline float emu_half(uint32_t r, int hi) {

@@ -1,19 +1,21 @@
 //! Launch wrappers for `cuda/attention.cu`: varlen forward (training, prefill,
 //! decoding against a cache), its backward (dQ; dK and dV), and the cascade
 //! decode for GRPO groups that share a prompt prefix. Shapes and masks follow
-//! `src/cpu/attention.rs` exactly; the host builds the tile tables that map each
-//! block to its segment and first row.
+//! `src/cpu/attention.rs` exactly; the host plans (argument checks, tile tables
+//! that map each block to its segment and first row) are in `attention_plan`,
+//! shared with the CPU emulator of these kernels.
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use half::bf16;
 
-pub use super::attention_plan::{AttnShape, ForwardKernel};
+pub use super::attention_plan::{AttnShape, ForwardKernel, MAX_GROUP};
 use super::attention_plan::{
-    DKV_BK, DQ_BQ, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS, check_shape, forward_plan, offsets, tiles,
+    DELTA_ROWS_PER_BLOCK, DELTA_THREADS, DKV_THREADS, DQ_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS,
+    backward_plan, cascade_plan, check_shape, forward_plan,
 };
 use super::device::{CudaDevice, check_len, launch, params};
+use crate::arg_err;
 use crate::error::Result;
-use crate::{arg_err, shape_err};
 
 /// Kernel names for one head dim.
 struct Kernels {
@@ -140,14 +142,10 @@ pub fn attention_backward(
     s: &AttnShape,
 ) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<bf16>)> {
     const OP: &str = "cuda::attention_backward";
-    check_shape(OP, s)?;
     let names = kernels(OP, s.head_dim)?;
     let (dq_k, dkv_k) = (names.dq, names.dkv);
-    if cu.is_empty() {
-        return Err(shape_err!(OP, "cu_seqlens is empty"));
-    }
-    let c = offsets(OP, "cu_seqlens", cu)?;
-    let (t, d) = (*cu.last().unwrap(), s.head_dim);
+    let plan = backward_plan(OP, cu, s)?;
+    let (t, d) = (plan.t, s.head_dim);
     for (what, buf, heads) in [
         ("q", q, s.q_heads),
         ("k", k, s.kv_heads),
@@ -168,17 +166,15 @@ pub fn attention_backward(
     let rows = (t * s.q_heads) as i32;
     let hd = d as i32;
     let mut delta = dev.uninit::<f32>(t * s.q_heads, OP)?;
-    launch!(dev, "attention_backward_delta", grid((t * s.q_heads).div_ceil(8), 1, 256), &shapes;
+    launch!(dev, "attention_backward_delta", grid((t * s.q_heads).div_ceil(DELTA_ROWS_PER_BLOCK), 1, DELTA_THREADS), &shapes;
         out, dout, &mut delta, &rows, &hd)?;
-    let d_cu = dev.upload(&c, OP)?;
+    let d_cu = dev.upload(&plan.cu, OP)?;
     let p = attn_params(s);
-    let (seg, first) = tiles(cu, DQ_BQ);
-    let (d_seg, d_first) = (dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
-    launch!(dev, dq_k, grid(seg.len(), s.q_heads, 128), &shapes;
+    let (d_seg, d_first) = (dev.upload(&plan.dq_seg, OP)?, dev.upload(&plan.dq_row, OP)?);
+    launch!(dev, dq_k, grid(plan.dq_seg.len(), s.q_heads, DQ_THREADS), &shapes;
         q, k, v, dout, lse, &delta, &d_cu, &d_seg, &d_first, &p, &mut dq)?;
-    let (seg, first) = tiles(cu, DKV_BK);
-    let (d_seg, d_first) = (dev.upload(&seg, OP)?, dev.upload(&first, OP)?);
-    launch!(dev, dkv_k, grid(seg.len(), s.kv_heads, 256), &shapes;
+    let (d_seg, d_first) = (dev.upload(&plan.dkv_seg, OP)?, dev.upload(&plan.dkv_row, OP)?);
+    launch!(dev, dkv_k, grid(plan.dkv_seg.len(), s.kv_heads, DKV_THREADS), &shapes;
         q, k, v, dout, lse, &delta, &d_cu, &d_seg, &d_first, &p, &mut dk, &mut dv)?;
     Ok((dq, dk, dv))
 }
@@ -196,9 +192,6 @@ pub struct CascadeKv<'a> {
     pub cu_group: &'a [usize],
 }
 
-/// Most samples per group: one warp each in a block of at most 1024 threads.
-pub const MAX_GROUP: usize = 32;
-
 /// One query token per sample (`q: [samples, Hq, D]`) against its group's shared
 /// prefix and its own suffix. Returns `(out [samples, Hq, D], lse [samples, Hq])`.
 pub fn attention_decode_cascade(
@@ -208,27 +201,10 @@ pub fn attention_decode_cascade(
     s: &AttnShape,
 ) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
     const OP: &str = "cuda::attention_decode_cascade";
-    check_shape(OP, s)?;
     let dec = kernels(OP, s.head_dim)?.cascade;
-    let groups = kv.cu_group.len().saturating_sub(1);
-    if kv.cu_prefix.len() != groups + 1 || groups == 0 {
-        return Err(shape_err!(OP, "{} prefix offsets for {groups} groups", kv.cu_prefix.len()));
-    }
-    let (cp, cs, cg) = (
-        offsets(OP, "cu_prefix", kv.cu_prefix)?,
-        offsets(OP, "cu_suffix", kv.cu_suffix)?,
-        offsets(OP, "cu_group", kv.cu_group)?,
-    );
-    let samples = *kv.cu_group.last().unwrap();
-    if kv.cu_suffix.len() != samples + 1 {
-        return Err(shape_err!(OP, "{} suffix offsets for {samples} samples", kv.cu_suffix.len()));
-    }
-    let widest = kv.cu_group.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    if widest > MAX_GROUP {
-        return Err(arg_err!(OP, "a group of {widest} samples; at most {MAX_GROUP} per group"));
-    }
-    let d = s.head_dim;
-    let (tp, ts) = (*kv.cu_prefix.last().unwrap(), *kv.cu_suffix.last().unwrap());
+    let plan = cascade_plan(OP, kv.cu_prefix, kv.cu_suffix, kv.cu_group, s)?;
+    let (groups, samples) = (plan.groups, plan.samples);
+    let (d, tp, ts) = (s.head_dim, plan.tp, plan.ts);
     check_len(OP, "q", q.len(), samples * s.q_heads * d)?;
     check_len(OP, "prefix_k", kv.prefix_k.len(), tp * s.kv_heads * d)?;
     check_len(OP, "prefix_v", kv.prefix_v.len(), tp * s.kv_heads * d)?;
@@ -236,10 +212,10 @@ pub fn attention_decode_cascade(
     check_len(OP, "suffix_v", kv.suffix_v.len(), ts * s.kv_heads * d)?;
     let mut out = dev.zeros::<bf16>(samples * s.q_heads * d, OP)?;
     let mut lse = dev.zeros::<f32>(samples * s.q_heads, OP)?;
-    let (d_cp, d_cs, d_cg) = (dev.upload(&cp, OP)?, dev.upload(&cs, OP)?, dev.upload(&cg, OP)?);
+    let (d_cp, d_cs, d_cg) =
+        (dev.upload(&plan.cu_prefix, OP)?, dev.upload(&plan.cu_suffix, OP)?, dev.upload(&plan.cu_group, OP)?);
     let p = attn_params(s);
-    let threads = (32 * widest.max(1)) as u32;
-    launch!(dev, dec, grid(groups, s.q_heads, threads),
+    launch!(dev, dec, grid(groups, s.q_heads, plan.threads),
         format!("{samples} samples in {groups} groups, prefix {tp}, suffix {ts}, heads {}/{}", s.q_heads, s.kv_heads);
         q, kv.prefix_k, kv.prefix_v, &d_cp, kv.suffix_k, kv.suffix_v, &d_cs, &d_cg, &p, &mut out, &mut lse)?;
     Ok((out, lse))

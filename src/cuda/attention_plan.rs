@@ -17,9 +17,18 @@ pub const DQ_BQ: usize = 8;
 pub const DKV_BK: usize = 32;
 /// Threads per forward block (4 warps for both kernels).
 pub const FORWARD_THREADS: u32 = 128;
-/// `attention_merge`: one warp per (token, head) row, 8 rows per block.
-pub const MERGE_ROWS_PER_BLOCK: usize = 8;
-pub const MERGE_THREADS: u32 = 32 * MERGE_ROWS_PER_BLOCK as u32;
+/// Threads per dQ block (4 warps) and per dK/dV block (8 warps).
+pub const DQ_THREADS: u32 = 128;
+pub const DKV_THREADS: u32 = 256;
+/// `attention_backward_delta` and `attention_merge`: one warp per (token, head)
+/// row, 8 rows per block.
+pub const DELTA_ROWS_PER_BLOCK: usize = 8;
+pub const DELTA_THREADS: u32 = 256;
+pub const MERGE_ROWS_PER_BLOCK: usize = DELTA_ROWS_PER_BLOCK;
+pub const MERGE_THREADS: u32 = DELTA_THREADS;
+/// Most samples per cascade-decode group: one warp each in a block of at most
+/// 1024 threads.
+pub const MAX_GROUP: usize = 32;
 
 /// Which forward kernel runs: both have the same contract (and the same parity
 /// tests); the tensor-core one is the default, the SIMT one the reference.
@@ -115,6 +124,82 @@ pub fn forward_plan(
     }
     let (tile_seg, tile_row) = tiles(cu_q, kernel.rows_per_block());
     Ok(ForwardPlan { cu_q: cq, cu_k: ck, tile_seg, tile_row, tq: *cu_q.last().unwrap(), tk: *cu_k.last().unwrap() })
+}
+
+/// The backward of self-attention (`cu_q == cu_k`): checked offsets and the
+/// tile tables of the dQ kernel (query tiles) and the dK/dV kernel (key tiles).
+#[derive(Debug)]
+pub struct BackwardPlan {
+    pub cu: Vec<i32>,
+    pub dq_seg: Vec<i32>,
+    pub dq_row: Vec<i32>,
+    pub dkv_seg: Vec<i32>,
+    pub dkv_row: Vec<i32>,
+    /// Tokens.
+    pub t: usize,
+}
+
+pub fn backward_plan(op: &'static str, cu: &[usize], s: &AttnShape) -> Result<BackwardPlan> {
+    check_shape(op, s)?;
+    if cu.is_empty() {
+        return Err(shape_err!(op, "cu_seqlens is empty"));
+    }
+    let c = offsets(op, "cu_seqlens", cu)?;
+    let (dq_seg, dq_row) = tiles(cu, DQ_BQ);
+    let (dkv_seg, dkv_row) = tiles(cu, DKV_BK);
+    Ok(BackwardPlan { cu: c, dq_seg, dq_row, dkv_seg, dkv_row, t: *cu.last().unwrap() })
+}
+
+/// One cascade-decode step: checked offsets, and one block per group of
+/// `threads` (one warp per sample of the widest group).
+#[derive(Debug)]
+pub struct CascadePlan {
+    pub cu_prefix: Vec<i32>,
+    pub cu_suffix: Vec<i32>,
+    pub cu_group: Vec<i32>,
+    pub groups: usize,
+    pub samples: usize,
+    /// Prefix and suffix key rows.
+    pub tp: usize,
+    pub ts: usize,
+    pub threads: u32,
+}
+
+pub fn cascade_plan(
+    op: &'static str,
+    cu_prefix: &[usize],
+    cu_suffix: &[usize],
+    cu_group: &[usize],
+    s: &AttnShape,
+) -> Result<CascadePlan> {
+    check_shape(op, s)?;
+    let groups = cu_group.len().saturating_sub(1);
+    if cu_prefix.len() != groups + 1 || groups == 0 {
+        return Err(shape_err!(op, "{} prefix offsets for {groups} groups", cu_prefix.len()));
+    }
+    let (cp, cs, cg) = (
+        offsets(op, "cu_prefix", cu_prefix)?,
+        offsets(op, "cu_suffix", cu_suffix)?,
+        offsets(op, "cu_group", cu_group)?,
+    );
+    let samples = *cu_group.last().unwrap();
+    if cu_suffix.len() != samples + 1 {
+        return Err(shape_err!(op, "{} suffix offsets for {samples} samples", cu_suffix.len()));
+    }
+    let widest = cu_group.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    if widest > MAX_GROUP {
+        return Err(arg_err!(op, "a group of {widest} samples; at most {MAX_GROUP} per group"));
+    }
+    Ok(CascadePlan {
+        cu_prefix: cp,
+        cu_suffix: cs,
+        cu_group: cg,
+        groups,
+        samples,
+        tp: *cu_prefix.last().unwrap(),
+        ts: *cu_suffix.last().unwrap(),
+        threads: (32 * widest.max(1)) as u32,
+    })
 }
 
 #[cfg(test)]

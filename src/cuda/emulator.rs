@@ -11,7 +11,10 @@
 
 use half::bf16;
 
-use super::attention_plan::{FORWARD_THREADS, ForwardKernel, MERGE_ROWS_PER_BLOCK, MERGE_THREADS, forward_plan};
+use super::attention_plan::{
+    DELTA_ROWS_PER_BLOCK, DELTA_THREADS, DKV_THREADS, DQ_THREADS, FORWARD_THREADS, ForwardKernel, MERGE_ROWS_PER_BLOCK,
+    MERGE_THREADS, backward_plan, cascade_plan, forward_plan,
+};
 use crate::cpu::attention::AttnShape;
 use crate::error::Result;
 use crate::{arg_err, shape_err};
@@ -48,6 +51,56 @@ unsafe extern "C" {
         blocks: i32,
         threads: i32,
     ) -> i32;
+    fn actial_emu_attention_backward(
+        head_dim: i32,
+        q: *const u16,
+        k: *const u16,
+        v: *const u16,
+        out: *const u16,
+        dout: *const u16,
+        lse: *const f32,
+        cu: *const i32,
+        dq_seg: *const i32,
+        dq_row: *const i32,
+        dq_tiles: i32,
+        dkv_seg: *const i32,
+        dkv_row: *const i32,
+        dkv_tiles: i32,
+        tokens: i32,
+        q_heads: i32,
+        kv_heads: i32,
+        causal: i32,
+        scale: f32,
+        delta_rows_per_block: i32,
+        delta_threads: i32,
+        dq_threads: i32,
+        dkv_threads: i32,
+        dq: *mut u16,
+        dk: *mut u16,
+        dv: *mut u16,
+    ) -> i32;
+    fn actial_emu_attention_decode_cascade(
+        head_dim: i32,
+        q: *const u16,
+        prefix_k: *const u16,
+        prefix_v: *const u16,
+        cu_prefix: *const i32,
+        suffix_k: *const u16,
+        suffix_v: *const u16,
+        cu_suffix: *const i32,
+        cu_group: *const i32,
+        groups: i32,
+        threads: i32,
+        q_heads: i32,
+        kv_heads: i32,
+        scale: f32,
+        out: *mut u16,
+        lse: *mut f32,
+    ) -> i32;
+}
+
+fn no_kernel(op: &'static str, d: usize) -> crate::error::Error {
+    arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")
 }
 
 fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
@@ -104,7 +157,125 @@ pub fn attention_forward(
         )
     };
     if rc != 0 {
-        return Err(arg_err!(OP, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)"));
+        return Err(no_kernel(OP, d));
+    }
+    Ok((out, lse))
+}
+
+/// `cuda::attention::attention_backward` on the CPU (self-attention,
+/// `cpu::attention::attention_backward`'s contract). Returns `(dq, dk, dv)`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[bf16],
+    k: &[bf16],
+    v: &[bf16],
+    out: &[bf16],
+    lse: &[f32],
+    dout: &[bf16],
+    cu: &[usize],
+    s: &AttnShape,
+) -> Result<(Vec<bf16>, Vec<bf16>, Vec<bf16>)> {
+    const OP: &str = "emulator::attention_backward";
+    let plan = backward_plan(OP, cu, s)?;
+    let (t, d) = (plan.t, s.head_dim);
+    for (what, len, heads) in [
+        ("q", q.len(), s.q_heads),
+        ("k", k.len(), s.kv_heads),
+        ("v", v.len(), s.kv_heads),
+        ("out", out.len(), s.q_heads),
+        ("dout", dout.len(), s.q_heads),
+    ] {
+        check_len(OP, what, len, t * heads * d)?;
+    }
+    check_len(OP, "lse", lse.len(), t * s.q_heads)?;
+    let mut dq = vec![bf16::ZERO; t * s.q_heads * d];
+    let (mut dk, mut dv) = (vec![bf16::ZERO; t * s.kv_heads * d], vec![bf16::ZERO; t * s.kv_heads * d]);
+    if t == 0 {
+        return Ok((dq, dk, dv));
+    }
+    // SAFETY: lengths checked above; the tile tables come from the plan.
+    let rc = unsafe {
+        actial_emu_attention_backward(
+            d as i32,
+            q.as_ptr().cast(),
+            k.as_ptr().cast(),
+            v.as_ptr().cast(),
+            out.as_ptr().cast(),
+            dout.as_ptr().cast(),
+            lse.as_ptr(),
+            plan.cu.as_ptr(),
+            plan.dq_seg.as_ptr(),
+            plan.dq_row.as_ptr(),
+            plan.dq_seg.len() as i32,
+            plan.dkv_seg.as_ptr(),
+            plan.dkv_row.as_ptr(),
+            plan.dkv_seg.len() as i32,
+            t as i32,
+            s.q_heads as i32,
+            s.kv_heads as i32,
+            s.causal as i32,
+            s.scale,
+            DELTA_ROWS_PER_BLOCK as i32,
+            DELTA_THREADS as i32,
+            DQ_THREADS as i32,
+            DKV_THREADS as i32,
+            dq.as_mut_ptr().cast(),
+            dk.as_mut_ptr().cast(),
+            dv.as_mut_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(no_kernel(OP, d));
+    }
+    Ok((dq, dk, dv))
+}
+
+/// Keys and values of one emulated cascade-decode step (as `cuda::attention::CascadeKv`).
+pub struct CascadeKv<'a> {
+    pub prefix_k: &'a [bf16],
+    pub prefix_v: &'a [bf16],
+    pub cu_prefix: &'a [usize],
+    pub suffix_k: &'a [bf16],
+    pub suffix_v: &'a [bf16],
+    pub cu_suffix: &'a [usize],
+    pub cu_group: &'a [usize],
+}
+
+/// `cuda::attention::attention_decode_cascade` on the CPU. Returns `(out, lse)`.
+pub fn attention_decode_cascade(q: &[bf16], kv: &CascadeKv<'_>, s: &AttnShape) -> Result<(Vec<bf16>, Vec<f32>)> {
+    const OP: &str = "emulator::attention_decode_cascade";
+    let plan = cascade_plan(OP, kv.cu_prefix, kv.cu_suffix, kv.cu_group, s)?;
+    let (d, row) = (s.head_dim, s.kv_heads * s.head_dim);
+    check_len(OP, "q", q.len(), plan.samples * s.q_heads * d)?;
+    check_len(OP, "prefix_k", kv.prefix_k.len(), plan.tp * row)?;
+    check_len(OP, "prefix_v", kv.prefix_v.len(), plan.tp * row)?;
+    check_len(OP, "suffix_k", kv.suffix_k.len(), plan.ts * row)?;
+    check_len(OP, "suffix_v", kv.suffix_v.len(), plan.ts * row)?;
+    let mut out = vec![bf16::ZERO; plan.samples * s.q_heads * d];
+    let mut lse = vec![0.0f32; plan.samples * s.q_heads];
+    // SAFETY: lengths checked above and by the plan.
+    let rc = unsafe {
+        actial_emu_attention_decode_cascade(
+            d as i32,
+            q.as_ptr().cast(),
+            kv.prefix_k.as_ptr().cast(),
+            kv.prefix_v.as_ptr().cast(),
+            plan.cu_prefix.as_ptr(),
+            kv.suffix_k.as_ptr().cast(),
+            kv.suffix_v.as_ptr().cast(),
+            plan.cu_suffix.as_ptr(),
+            plan.cu_group.as_ptr(),
+            plan.groups as i32,
+            plan.threads as i32,
+            s.q_heads as i32,
+            s.kv_heads as i32,
+            s.scale,
+            out.as_mut_ptr().cast(),
+            lse.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(no_kernel(OP, d));
     }
     Ok((out, lse))
 }
