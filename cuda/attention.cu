@@ -12,8 +12,9 @@
 // Two forwards with one contract: the correct-first SIMT version (f32 FMAs on
 // bf16 loads, one key per lane for scores, lanes split the head dim for
 // outputs), the reference on the device, and the tensor-core version
-// (attention_forward_mma_d*, below), the default. The backward and the cascade
-// decode are SIMT.
+// (attention_forward_mma_d*, below), the default. The backward has the same
+// pair (attention_backward_{dq,dkv}_mma_d* on tensor cores); the cascade decode
+// is SIMT.
 //
 // Work split: blocks own a tile of one segment's queries (forward, dQ) or keys
 // (dK/dV) for one head; the host builds the tile tables (tile -> segment, first
@@ -24,6 +25,8 @@
 // hot: attention_forward_mma_d32 attention_forward_mma_d64 attention_forward_mma_d80 attention_forward_mma_d128
 // hot: attention_decode_cascade_d64 attention_decode_cascade_d128
 // hot: attention_backward_dq_d80 attention_backward_dq_d128 attention_backward_dkv_d80 attention_backward_dkv_d128
+// hot: attention_backward_dq_mma_d32 attention_backward_dq_mma_d64 attention_backward_dq_mma_d80 attention_backward_dq_mma_d128
+// hot: attention_backward_dkv_mma_d32 attention_backward_dkv_mma_d64 attention_backward_dkv_mma_d80 attention_backward_dkv_mma_d128
 
 #define ATT_BK 32                          // keys per shared-memory tile (one per lane)
 #define FWD_WARPS 4
@@ -528,6 +531,268 @@ extern "C" __global__ void __launch_bounds__(DKV_WARPS * 32)
 extern "C" __global__ void __launch_bounds__(DKV_WARPS * 32)
     attention_backward_dkv_d128(BWD_ARGS, bf16 *dk, bf16 *dv) {
   attention_backward_dkv_impl<128>(BWD_PASS, dk, dv);
+}
+
+// ---- tensor-core backward ----------------------------------------------------------
+//
+// The same contract as attention_backward_dq_d* / _dkv_d*, on mma.m16n8k16.
+// Fragment tricks as in the forward: an accumulator pair of 8-wide tiles is the
+// "a" fragment of one 16-wide slab; B operands come from row-major shared tiles
+// through ldmatrix (plain for "[n][k]" tiles, .trans for "[k][n]" ones).
+
+// Loads rows r0.. of one head of a [T, H, D] tensor into a [ROWS][STRIDE] bf16
+// shared tile in 16-byte chunks; rows at or past `stop` are zero.
+template <int D, int STRIDE, int ROWS>
+static __device__ void load_tile_bf16(bf16 *dst, const bf16 *src, int r0, int stop, int heads, int h) {
+  constexpr int CHUNKS = D / 8;
+  for (int e = threadIdx.x; e < ROWS * CHUNKS; e += blockDim.x) {
+    const int j = e / CHUNKS, ch = e % CHUNKS, row = r0 + j;
+    uint4 x = make_uint4(0u, 0u, 0u, 0u);
+    if (row < stop) x = *reinterpret_cast<const uint4 *>(src + head_off(row, heads, h, D) + ch * 8);
+    *reinterpret_cast<uint4 *>(dst + j * STRIDE + ch * 8) = x;
+  }
+}
+
+// The "a" fragments (16 rows x D) of rows r0.. of one head of a [T, H, D]
+// tensor, straight from global memory; rows at or past `stop` are zero.
+template <int D>
+static __device__ void load_a_frags(uint32_t (*f)[4], const bf16 *src, int r0, int stop, int heads, int h) {
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = r0 + g + (i & 1) * 8, col = kk * 16 + 2 * c + (i >> 1) * 8;
+      f[kk][i] = t < stop ? *reinterpret_cast<const uint32_t *>(src + head_off(t, heads, h, D) + col) : 0u;
+    }
+}
+
+// acc[KN][4] += A (16 x D, fragments a[D/16][4]) · Bᵀ, where B is a row-major
+// [KN*8][STRIDE] shared tile (n rows, D columns): S = Q Kᵀ and its relatives.
+template <int D, int STRIDE, int KN>
+static __device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*a)[4], const bf16 *b) {
+  const int lane = threadIdx.x % 32, mat = lane / 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+    for (int n = 0; n < KN; n += 2) {
+      uint32_t f[4];  // matrices (n, k lo), (n, k hi), (n+1, k lo), (n+1, k hi)
+      ldmatrix_x4(f, b + ((n + (mat >> 1)) * 8 + lane % 8) * STRIDE + kk * 16 + (mat & 1) * 8);
+      mma_bf16_16816(acc[n], a[kk], f);
+      mma_bf16_16816(acc[n + 1], a[kk], f + 2);
+    }
+}
+
+// The same with A read from shared memory too: `a` points at the warp's 16
+// rows of a row-major [rows][STRIDE] tile (lanes 0-15 give rows 0-15 at dims
+// kk*16, lanes 16-31 the same rows at kk*16 + 8: matrices a[0..3] in order).
+template <int D, int STRIDE, int KN>
+static __device__ __forceinline__ void mma_abt_shared_a(float (*acc)[4], const bf16 *a, const bf16 *b) {
+  const int lane = threadIdx.x % 32, mat = lane / 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t af[4];
+    ldmatrix_x4(af, a + (lane % 16) * STRIDE + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+    for (int n = 0; n < KN; n += 2) {
+      uint32_t f[4];
+      ldmatrix_x4(f, b + ((n + (mat >> 1)) * 8 + lane % 8) * STRIDE + kk * 16 + (mat & 1) * 8);
+      mma_bf16_16816(acc[n], af, f);
+      mma_bf16_16816(acc[n + 1], af, f + 2);
+    }
+  }
+}
+
+// acc[D/8][4] += P (16 x K, as KN accumulator tiles p[KN][4]) · B, where B is a
+// row-major [K][STRIDE] shared tile (K rows, D columns): O += P V and relatives.
+template <int D, int STRIDE, int KN>
+static __device__ __forceinline__ void mma_pb(float (*acc)[4], const float (*p)[4], const bf16 *b) {
+  const int lane = threadIdx.x % 32, mat = lane / 8;
+#pragma unroll
+  for (int j = 0; j < KN / 2; ++j) {
+    const uint32_t a[4] = {pack_bf16x2(p[2 * j][0], p[2 * j][1]), pack_bf16x2(p[2 * j][2], p[2 * j][3]),
+                           pack_bf16x2(p[2 * j + 1][0], p[2 * j + 1][1]),
+                           pack_bf16x2(p[2 * j + 1][2], p[2 * j + 1][3])};
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn += 2) {
+      uint32_t f[4];  // matrices (dn, k lo), (dn, k hi), (dn+1, k lo), (dn+1, k hi), read transposed
+      ldmatrix_x4_trans(f, b + (j * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (dn + (mat >> 1)) * 8);
+      mma_bf16_16816(acc[dn], a, f);
+      mma_bf16_16816(acc[dn + 1], a, f + 2);
+    }
+  }
+}
+
+// Stores a warp's 16 x D accumulator rows r0.. (times `mul`) into one head of a
+// [T, H, D] bf16 tensor; rows at or past `stop` are skipped.
+template <int D>
+static __device__ void store_rows(const float (*acc)[4], float mul, bf16 *dst, int r0, int stop, int heads, int h) {
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = r0 + g + 8 * r;
+    if (t >= stop) continue;
+    bf16 *out = dst + head_off(t, heads, h, D) + 2 * c;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn)
+      *reinterpret_cast<uint32_t *>(out + dn * 8) = pack_bf16x2(acc[dn][2 * r] * mul, acc[dn][2 * r + 1] * mul);
+  }
+}
+
+#define MMA_DQ_BQ 64   // query rows per dQ block (16 per warp)
+#define MMA_DQ_BK 32   // keys per shared tile of the dQ kernel
+#define MMA_DKV_BK 64  // keys per dK/dV block (16 per warp)
+#define MMA_DKV_BQ 16  // queries per shared tile of the dK/dV kernel
+
+// dQ = scale · dS K, dS = P ∘ (dO Vᵀ − delta), P = exp(scale · Q Kᵀ − lse).
+// Each warp keeps its 16 rows of Q and dO as fragments; K and V stream through
+// shared memory in tiles of 32 keys.
+template <int D>
+static __device__ void attention_backward_dq_mma_impl(const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                      const float *lse, const float *delta, const int32_t *cu,
+                                                      const int32_t *tile_seg, const int32_t *tile_row,
+                                                      ActialAttentionParams p, bf16 *dq) {
+  constexpr int KS = D / 16, DN = D / 8, KN = MMA_DQ_BK / 8, STRIDE = D + 8;
+  __shared__ __align__(16) bf16 ks[MMA_DQ_BK * STRIDE];
+  __shared__ __align__(16) bf16 vs[MMA_DQ_BK * STRIDE];
+  const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int seg = tile_seg[blockIdx.x], q0 = tile_row[blockIdx.x];
+  const int begin = cu[seg], end = cu[seg + 1];
+  const int kvh = h / (p.q_heads / p.kv_heads);
+  const int r0 = q0 + warp * 16;
+  const int row[2] = {r0 + g, r0 + g + 8};
+  uint32_t qf[KS][4], df[KS][4];
+  load_a_frags<D>(qf, q, r0, end, p.q_heads, h);
+  load_a_frags<D>(df, dout, r0, end, p.q_heads, h);
+  float lr[2], dr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t i = (int64_t)min(row[r], end - 1) * p.q_heads + h;  // rows past the end: any valid row
+    lr[r] = lse[i];
+    dr[r] = delta[i];
+  }
+  float acc[DN][4] = {};
+  const int last_q = min(q0 + MMA_DQ_BQ, end) - 1;
+  const int k_stop = p.causal ? last_q + 1 : end;
+  for (int kt = begin; kt < k_stop; kt += MMA_DQ_BK) {
+    __syncthreads();
+    load_tile_bf16<D, STRIDE, MMA_DQ_BK>(ks, k, kt, k_stop, p.kv_heads, kvh);
+    load_tile_bf16<D, STRIDE, MMA_DQ_BK>(vs, v, kt, k_stop, p.kv_heads, kvh);
+    __syncthreads();
+    if (r0 >= end || (p.causal && kt > r0 + 15)) continue;  // no row of this warp sees the tile
+    float s[KN][4] = {}, dp[KN][4] = {};
+    mma_abt<D, STRIDE, KN>(s, qf, ks);
+    mma_abt<D, STRIDE, KN>(dp, df, vs);
+#pragma unroll
+    for (int n = 0; n < KN; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int key = kt + n * 8 + 2 * c + (i & 1), t = row[i >> 1];
+        const bool visible = key < k_stop && t < end && (!p.causal || key <= t);
+        const float pr = visible ? __expf(s[n][i] * p.scale - lr[i >> 1]) : 0.0f;
+        s[n][i] = pr * (dp[n][i] - dr[i >> 1]);  // dS
+      }
+    mma_pb<D, STRIDE, KN>(acc, s, ks);
+  }
+  store_rows<D>(acc, p.scale, dq, r0, end, p.q_heads, h);
+}
+
+// dV = Pᵀ dO and dK = scale · dSᵀ Q for 64 keys of one kv head, summed over the
+// query heads that share it (GQA). Each warp owns 16 keys; K and V stay in
+// shared memory (read as "a" fragments with ldmatrix), queries stream through
+// in tiles of 16 with their lse and delta.
+template <int D>
+static __device__ void attention_backward_dkv_mma_impl(const bf16 *q, const bf16 *k, const bf16 *v,
+                                                       const bf16 *dout, const float *lse, const float *delta,
+                                                       const int32_t *cu, const int32_t *tile_seg,
+                                                       const int32_t *tile_row, ActialAttentionParams p, bf16 *dk,
+                                                       bf16 *dv) {
+  constexpr int DN = D / 8, QN = MMA_DKV_BQ / 8, STRIDE = D + 8;
+  __shared__ __align__(16) bf16 ks[MMA_DKV_BK * STRIDE];
+  __shared__ __align__(16) bf16 vs[MMA_DKV_BK * STRIDE];
+  __shared__ __align__(16) bf16 qs[MMA_DKV_BQ * STRIDE];
+  __shared__ __align__(16) bf16 dos[MMA_DKV_BQ * STRIDE];
+  __shared__ float ls[MMA_DKV_BQ], dels[MMA_DKV_BQ];
+  const int kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int seg = tile_seg[blockIdx.x], k0 = tile_row[blockIdx.x];  // (k0 = first key)
+  const int begin = cu[seg], end = cu[seg + 1];
+  const int rep = p.q_heads / p.kv_heads;
+  const int kw = k0 + warp * 16;  // the warp's first key
+  load_tile_bf16<D, STRIDE, MMA_DKV_BK>(ks, k, k0, end, p.kv_heads, kvh);
+  load_tile_bf16<D, STRIDE, MMA_DKV_BK>(vs, v, k0, end, p.kv_heads, kvh);
+  // (The loop's first barrier publishes ks and vs.) K and V stay in shared
+  // memory and are read as "a" fragments per use: holding them in registers
+  // spills at D = 128.
+  const bf16 *kw_rows = ks + warp * 16 * STRIDE, *vw_rows = vs + warp * 16 * STRIDE;
+  float dka[DN][4] = {}, dva[DN][4] = {};
+  const int q_first = p.causal ? k0 : begin;  // causal: earlier queries see none of these keys
+  for (int h = kvh * rep; h < (kvh + 1) * rep; ++h) {
+    for (int qt = q_first; qt < end; qt += MMA_DKV_BQ) {
+      __syncthreads();  // the previous query tile is consumed
+      load_tile_bf16<D, STRIDE, MMA_DKV_BQ>(qs, q, qt, end, p.q_heads, h);
+      load_tile_bf16<D, STRIDE, MMA_DKV_BQ>(dos, dout, qt, end, p.q_heads, h);
+      for (int r = threadIdx.x; r < MMA_DKV_BQ; r += blockDim.x) {
+        const int t = qt + r;
+        ls[r] = t < end ? lse[(int64_t)t * p.q_heads + h] : 0.0f;
+        dels[r] = t < end ? delta[(int64_t)t * p.q_heads + h] : 0.0f;
+      }
+      __syncthreads();
+      if (kw >= end || (p.causal && qt + MMA_DKV_BQ - 1 < kw)) continue;  // no query sees this warp's keys
+      // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: 16 keys x 16 queries.
+      float st[QN][4] = {}, dpt[QN][4] = {};
+      mma_abt_shared_a<D, STRIDE, QN>(st, kw_rows, qs);
+      mma_abt_shared_a<D, STRIDE, QN>(dpt, vw_rows, dos);
+      float dst[QN][4];
+#pragma unroll
+      for (int n = 0; n < QN; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int key = kw + g + (i >> 1) * 8, j = n * 8 + 2 * c + (i & 1), t = qt + j;
+          const bool visible = key < end && t < end && (!p.causal || key <= t);
+          const float pr = visible ? __expf(st[n][i] * p.scale - ls[j]) : 0.0f;
+          st[n][i] = pr;                                 // Pᵀ
+          dst[n][i] = pr * (dpt[n][i] - dels[j]);        // dSᵀ
+        }
+      mma_pb<D, STRIDE, QN>(dva, st, dos);
+      mma_pb<D, STRIDE, QN>(dka, dst, qs);
+    }
+  }
+  store_rows<D>(dka, p.scale, dk, kw, end, p.kv_heads, kvh);
+  store_rows<D>(dva, 1.0f, dv, kw, end, p.kv_heads, kvh);
+}
+
+// dQ: (threads, 2) lets ptxas use up to 255 registers; without it, it capped
+// d64 at 128 and spilled on sm_80.
+#define MMA_BWD_THREADS 128
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS, 2) attention_backward_dq_mma_d32(BWD_ARGS, bf16 *dq) {
+  attention_backward_dq_mma_impl<32>(BWD_PASS, dq);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS, 2) attention_backward_dq_mma_d64(BWD_ARGS, bf16 *dq) {
+  attention_backward_dq_mma_impl<64>(BWD_PASS, dq);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS, 2) attention_backward_dq_mma_d80(BWD_ARGS, bf16 *dq) {
+  attention_backward_dq_mma_impl<80>(BWD_PASS, dq);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS, 2) attention_backward_dq_mma_d128(BWD_ARGS, bf16 *dq) {
+  attention_backward_dq_mma_impl<128>(BWD_PASS, dq);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS)
+    attention_backward_dkv_mma_d32(BWD_ARGS, bf16 *dk, bf16 *dv) {
+  attention_backward_dkv_mma_impl<32>(BWD_PASS, dk, dv);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS)
+    attention_backward_dkv_mma_d64(BWD_ARGS, bf16 *dk, bf16 *dv) {
+  attention_backward_dkv_mma_impl<64>(BWD_PASS, dk, dv);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS)
+    attention_backward_dkv_mma_d80(BWD_ARGS, bf16 *dk, bf16 *dv) {
+  attention_backward_dkv_mma_impl<80>(BWD_PASS, dk, dv);
+}
+extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS)
+    attention_backward_dkv_mma_d128(BWD_ARGS, bf16 *dk, bf16 *dv) {
+  attention_backward_dkv_mma_impl<128>(BWD_PASS, dk, dv);
 }
 
 // Decoding for GRPO groups (cascade): the G samples of a group share one prompt

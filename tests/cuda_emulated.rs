@@ -21,7 +21,7 @@ fn kernel_emulator_skipped_without_a_cpp_compiler() {
 #[cfg(actial_emulator)]
 mod emulated {
     use actial::cpu;
-    use actial::cuda::attention_plan::{AttnShape, ForwardKernel};
+    use actial::cuda::attention_plan::{AttentionKernel, AttnShape};
     use actial::cuda::emulator;
     use actial::rng::Philox;
     use half::bf16;
@@ -58,7 +58,7 @@ mod emulated {
     }
 
     /// One forward through the emulator against `cpu::attention::attention_forward_kv`.
-    fn check_forward(kernel: ForwardKernel, cu_q: &[usize], cu_k: &[usize], s: &AttnShape, seed: u64) {
+    fn check_forward(kernel: AttentionKernel, cu_q: &[usize], cu_k: &[usize], s: &AttnShape, seed: u64) {
         let (tq, tk, d) = (*cu_q.last().unwrap(), *cu_k.last().unwrap(), s.head_dim);
         let q = to_bf16(&randn(tq * s.q_heads * d, seed));
         let k = to_bf16(&randn(tk * s.kv_heads * d, seed + 1));
@@ -80,7 +80,7 @@ mod emulated {
         let cu = [0usize, 1, 16, 80, 145, 275];
         for (hq, hkv, d) in [(2, 1, 32), (1, 1, 64), (2, 2, 80), (2, 1, 128)] {
             for causal in [false, true] {
-                check_forward(ForwardKernel::TensorCore, &cu, &cu, &shape(hq, hkv, d, causal), 10 + d as u64);
+                check_forward(AttentionKernel::TensorCore, &cu, &cu, &shape(hq, hkv, d, causal), 10 + d as u64);
             }
         }
     }
@@ -92,7 +92,7 @@ mod emulated {
     fn tensor_core_forward_against_a_cache_aligns_causal_masks_bottom_right() {
         let (cu_q, cu_k) = ([0usize, 1, 71, 71, 101], [0usize, 1, 151, 160, 290]);
         for causal in [true, false] {
-            check_forward(ForwardKernel::TensorCore, &cu_q, &cu_k, &shape(4, 2, 64, causal), 40);
+            check_forward(AttentionKernel::TensorCore, &cu_q, &cu_k, &shape(4, 2, 64, causal), 40);
         }
     }
 
@@ -103,20 +103,17 @@ mod emulated {
         let cu = [0usize, 1, 18, 50];
         for (hq, hkv, d) in [(2, 1, 32), (3, 3, 80)] {
             for causal in [false, true] {
-                check_forward(ForwardKernel::Simt, &cu, &cu, &shape(hq, hkv, d, causal), 60);
+                check_forward(AttentionKernel::Simt, &cu, &cu, &shape(hq, hkv, d, causal), 60);
             }
         }
-        check_forward(ForwardKernel::Simt, &[0, 2, 5], &[0, 40, 47], &shape(2, 1, 64, true), 70);
+        check_forward(AttentionKernel::Simt, &[0, 2, 5], &[0, 40, 47], &shape(2, 1, 64, true), 70);
     }
 
-    /// The SIMT backward (delta, dQ, dK/dV) against `cpu::attention::attention_backward`,
+    /// One backward through the emulator against `cpu::attention::attention_backward`,
     /// from the CPU's own forward outputs rounded as the GPU stores them.
-    #[test]
-    fn backward_matches_the_cpu_through_the_emulator() {
-        // 1 token, a partial dQ tile, several dK/dV tiles (32 keys each).
-        let cu = [0usize, 1, 12, 77];
+    fn check_backward(kernel: AttentionKernel, cu: &[usize], configs: &[(usize, usize, usize)]) {
         let t = *cu.last().unwrap();
-        for (hq, hkv, d) in [(4, 2, 32), (3, 1, 80)] {
+        for &(hq, hkv, d) in configs {
             for causal in [false, true] {
                 let s = shape(hq, hkv, d, causal);
                 let q = to_bf16(&randn(t * hq * d, 90));
@@ -124,17 +121,36 @@ mod emulated {
                 let v = to_bf16(&randn(t * hkv * d, 92));
                 let dout = to_bf16(&randn(t * hq * d, 93));
                 let (qf, kf, vf) = (to_f32(&q), to_f32(&k), to_f32(&v));
-                let (out_ref, lse) = cpu::attention::attention_forward(&qf, &kf, &vf, &cu, &s);
+                let (out_ref, lse) = cpu::attention::attention_forward(&qf, &kf, &vf, cu, &s);
                 let out = to_bf16(&out_ref);
                 let (dq_ref, dk_ref, dv_ref) =
-                    cpu::attention::attention_backward(&qf, &kf, &vf, &to_f32(&out), &lse, &to_f32(&dout), &cu, &s);
-                let (dq, dk, dv) = emulator::attention_backward(&q, &k, &v, &out, &lse, &dout, &cu, &s).unwrap();
-                let what = format!("backward heads {hq}/{hkv} d {d} causal {causal}");
+                    cpu::attention::attention_backward(&qf, &kf, &vf, &to_f32(&out), &lse, &to_f32(&dout), cu, &s);
+                let (dq, dk, dv) = emulator::attention_backward(kernel, &q, &k, &v, &out, &lse, &dout, cu, &s).unwrap();
+                let what = format!("{kernel:?} backward {cu:?} heads {hq}/{hkv} d {d} causal {causal}");
                 assert_close(&format!("{what}: dq"), &to_f32(&dq), &dq_ref, 2e-2, 3e-2);
                 assert_close(&format!("{what}: dk"), &to_f32(&dk), &dk_ref, 2e-2, 3e-2);
                 assert_close(&format!("{what}: dv"), &to_f32(&dv), &dv_ref, 2e-2, 3e-2);
             }
         }
+    }
+
+    /// The SIMT backward: 1 token, a partial dQ tile (8 rows), several dK/dV
+    /// tiles (32 keys each).
+    #[test]
+    fn simt_backward_matches_the_cpu_through_the_emulator() {
+        check_backward(AttentionKernel::Simt, &[0, 1, 12, 77], &[(4, 2, 32), (3, 1, 80)]);
+    }
+
+    /// The tensor-core backward around its tiles: 64-row dQ blocks over 32-key
+    /// tiles, 64-key dK/dV blocks over 16-query tiles; segments of 1, 17 and
+    /// 130 tokens, every head dim, GQA.
+    #[test]
+    fn tensor_core_backward_matches_the_cpu_across_tile_edges() {
+        check_backward(
+            AttentionKernel::TensorCore,
+            &[0, 1, 18, 148],
+            &[(2, 1, 32), (1, 1, 64), (2, 2, 80), (2, 1, 128)],
+        );
     }
 
     /// The cascade decode (a group's prefix read once for all its samples)
@@ -182,11 +198,11 @@ mod emulated {
     fn emulated_forward_rejects_what_the_cuda_wrapper_rejects() {
         let z = vec![bf16::ZERO; 64 * 4];
         let s = shape(2, 2, 64, true);
-        let err = emulator::attention_forward(ForwardKernel::TensorCore, &z, &z, &z, &[0, 2], &[0, 1], &s);
+        let err = emulator::attention_forward(AttentionKernel::TensorCore, &z, &z, &z, &[0, 2], &[0, 1], &s);
         assert!(err.unwrap_err().to_string().contains("more queries than keys"));
         let z48 = vec![bf16::ZERO; 48 * 2];
         let err = emulator::attention_forward(
-            ForwardKernel::TensorCore,
+            AttentionKernel::TensorCore,
             &z48,
             &z48,
             &z48,

@@ -22,7 +22,7 @@ mod parity {
     use std::sync::Arc;
 
     use actial::cpu;
-    use actial::cuda::attention::{self, AttnShape, CascadeKv, ForwardKernel};
+    use actial::cuda::attention::{self, AttentionKernel, AttnShape, CascadeKv};
     use actial::cuda::{CudaDevice, gemm, lora, loss, optim, sampling, small_ops};
     use actial::rng::Philox;
     use cudarc::driver::CudaSlice;
@@ -431,9 +431,10 @@ mod parity {
     #[test]
     fn attention_forward_and_backward_match_the_cpu() {
         let Some(dev) = gpu() else { return };
-        // Ragged segments (1 token, a partial tile, several tiles), GQA, odd head
-        // counts, every compiled head dim, both masks.
-        let cu = [0usize, 1, 18, 50, 83];
+        // Ragged segments (1 token, a partial tile, several tiles of both
+        // kernels: 130 tokens), GQA, odd head counts, every compiled head dim,
+        // both masks; the backward on both kernels.
+        let cu = [0usize, 1, 18, 50, 83, 213];
         let t = *cu.last().unwrap();
         for (hq, hkv, d) in [(4, 2, 32), (3, 1, 64), (5, 5, 80), (2, 1, 128)] {
             for causal in [false, true] {
@@ -453,21 +454,25 @@ mod parity {
                 let out_r = round(&out_ref);
                 let (dq_ref, dk_ref, dv_ref) =
                     cpu::attention::attention_backward(&q, &k, &v, &out_r, &lse_ref, &dout, &cu, &s);
-                let (dq, dk, dv) = attention::attention_backward(
-                    &dev,
-                    &cq,
-                    &ck,
-                    &cv,
-                    &up(&dev, &out_r),
-                    &up32(&dev, &lse_ref),
-                    &up(&dev, &dout),
-                    &cu,
-                    &s,
-                )
-                .unwrap();
-                assert_close(&format!("{what}: dq"), &down(&dev, &dq), &dq_ref, 2e-2, 3e-2);
-                assert_close(&format!("{what}: dk"), &down(&dev, &dk), &dk_ref, 2e-2, 3e-2);
-                assert_close(&format!("{what}: dv"), &down(&dev, &dv), &dv_ref, 2e-2, 3e-2);
+                for kernel in [AttentionKernel::Simt, AttentionKernel::TensorCore] {
+                    let (dq, dk, dv) = attention::attention_backward_with(
+                        kernel,
+                        &dev,
+                        &cq,
+                        &ck,
+                        &cv,
+                        &up(&dev, &out_r),
+                        &up32(&dev, &lse_ref),
+                        &up(&dev, &dout),
+                        &cu,
+                        &s,
+                    )
+                    .unwrap();
+                    let what = format!("{what} {kernel:?}");
+                    assert_close(&format!("{what}: dq"), &down(&dev, &dq), &dq_ref, 2e-2, 3e-2);
+                    assert_close(&format!("{what}: dk"), &down(&dev, &dk), &dk_ref, 2e-2, 3e-2);
+                    assert_close(&format!("{what}: dv"), &down(&dev, &dv), &dv_ref, 2e-2, 3e-2);
+                }
             }
         }
     }
@@ -485,7 +490,7 @@ mod parity {
             cu.push(cu.last().unwrap() + l);
         }
         let t = *cu.last().unwrap();
-        for kernel in [ForwardKernel::Simt, ForwardKernel::TensorCore] {
+        for kernel in [AttentionKernel::Simt, AttentionKernel::TensorCore] {
             for (hq, hkv, d) in [(2, 1, 32), (3, 3, 64), (4, 2, 80), (6, 2, 128)] {
                 for causal in [false, true] {
                     let s = shape(hq, hkv, d, causal);

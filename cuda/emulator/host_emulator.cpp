@@ -65,12 +65,24 @@ struct BackwardFns {
   DkvFn dkv;
 };
 
-bool backward_kernels(int head_dim, BackwardFns *f) {
+bool backward_kernels(int tensor_cores, int head_dim, BackwardFns *f) {
   switch (head_dim) {
-    case 32: *f = {attention_backward_dq_d32, attention_backward_dkv_d32}; return true;
-    case 64: *f = {attention_backward_dq_d64, attention_backward_dkv_d64}; return true;
-    case 80: *f = {attention_backward_dq_d80, attention_backward_dkv_d80}; return true;
-    case 128: *f = {attention_backward_dq_d128, attention_backward_dkv_d128}; return true;
+    case 32:
+      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d32, attention_backward_dkv_mma_d32}
+                        : BackwardFns{attention_backward_dq_d32, attention_backward_dkv_d32};
+      return true;
+    case 64:
+      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d64, attention_backward_dkv_mma_d64}
+                        : BackwardFns{attention_backward_dq_d64, attention_backward_dkv_d64};
+      return true;
+    case 80:
+      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d80, attention_backward_dkv_mma_d80}
+                        : BackwardFns{attention_backward_dq_d80, attention_backward_dkv_d80};
+      return true;
+    case 128:
+      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d128, attention_backward_dkv_mma_d128}
+                        : BackwardFns{attention_backward_dq_d128, attention_backward_dkv_d128};
+      return true;
     default: return false;
   }
 }
@@ -122,7 +134,7 @@ extern "C" int actial_emu_attention_merge(const uint16_t *out_a, const float *ls
 // The backward of src/cuda/attention.rs on the CPU: delta, then dQ over query
 // tiles (one block per tile and query head), then dK/dV over key tiles (one
 // block per tile and kv head). Block sizes come from the caller (attention_plan).
-extern "C" int actial_emu_attention_backward(int head_dim, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+extern "C" int actial_emu_attention_backward(int tensor_cores, int head_dim, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                                              const uint16_t *out, const uint16_t *dout, const float *lse,
                                              const int32_t *cu, const int32_t *dq_seg, const int32_t *dq_row,
                                              int dq_tiles, const int32_t *dkv_seg, const int32_t *dkv_row,
@@ -131,7 +143,7 @@ extern "C" int actial_emu_attention_backward(int head_dim, const uint16_t *q, co
                                              int dq_threads, int dkv_threads, uint16_t *dq, uint16_t *dk,
                                              uint16_t *dv) {
   BackwardFns f;
-  if (!backward_kernels(head_dim, &f)) return -1;
+  if (!backward_kernels(tensor_cores, head_dim, &f)) return -1;
   const ActialAttentionParams p{q_heads, kv_heads, causal, scale};
   const int rows = tokens * q_heads;
   std::vector<float> delta((size_t)rows);

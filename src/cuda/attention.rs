@@ -8,10 +8,10 @@
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use half::bf16;
 
-pub use super::attention_plan::{AttnShape, ForwardKernel, MAX_GROUP};
+pub use super::attention_plan::{AttentionKernel, AttnShape, MAX_GROUP};
 use super::attention_plan::{
-    DELTA_ROWS_PER_BLOCK, DELTA_THREADS, DKV_THREADS, DQ_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS,
-    backward_plan, cascade_plan, check_shape, forward_plan,
+    DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS, backward_plan,
+    cascade_plan, check_shape, forward_plan,
 };
 use super::device::{CudaDevice, check_len, launch, params};
 use crate::arg_err;
@@ -23,6 +23,8 @@ struct Kernels {
     forward_mma: &'static str,
     dq: &'static str,
     dkv: &'static str,
+    dq_mma: &'static str,
+    dkv_mma: &'static str,
     cascade: &'static str,
 }
 
@@ -34,6 +36,8 @@ fn kernels(op: &'static str, head_dim: usize) -> Result<Kernels> {
                 forward_mma: concat!("attention_forward_mma_d", $d),
                 dq: concat!("attention_backward_dq_d", $d),
                 dkv: concat!("attention_backward_dkv_d", $d),
+                dq_mma: concat!("attention_backward_dq_mma_d", $d),
+                dkv_mma: concat!("attention_backward_dkv_mma_d", $d),
                 cascade: concat!("attention_decode_cascade_d", $d),
             }
         };
@@ -62,7 +66,7 @@ fn grid(x: usize, y: usize, threads: u32) -> LaunchConfig {
 
 /// Forward with separate query and key segments (`cu_q == cu_k`: ordinary varlen
 /// attention; shorter query segments: decoding against a cache). Returns
-/// `(out [Tq, Hq, D], lse [Tq, Hq])`. Runs [`ForwardKernel::from_env`].
+/// `(out [Tq, Hq, D], lse [Tq, Hq])`. Runs [`AttentionKernel::from_env`].
 pub fn attention_forward(
     dev: &CudaDevice,
     q: &CudaSlice<bf16>,
@@ -72,13 +76,13 @@ pub fn attention_forward(
     cu_k: &[usize],
     s: &AttnShape,
 ) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
-    attention_forward_with(ForwardKernel::from_env(), dev, q, k, v, cu_q, cu_k, s)
+    attention_forward_with(AttentionKernel::from_env(), dev, q, k, v, cu_q, cu_k, s)
 }
 
 /// [`attention_forward`] on a chosen kernel (the parity tests and benches run both).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward_with(
-    kernel: ForwardKernel,
+    kernel: AttentionKernel,
     dev: &CudaDevice,
     q: &CudaSlice<bf16>,
     k: &CudaSlice<bf16>,
@@ -93,10 +97,10 @@ pub fn attention_forward_with(
     // The tensor-core kernel moves K and V rows in 16-byte vectors; pool
     // allocations are 256-byte aligned, but a buffer from elsewhere may not be.
     let aligned = [dev.address(q), dev.address(k), dev.address(v)].iter().all(|a| a % 16 == 0);
-    let kernel = if aligned { kernel } else { ForwardKernel::Simt };
+    let kernel = if aligned { kernel } else { AttentionKernel::Simt };
     let fwd = match kernel {
-        ForwardKernel::TensorCore => names.forward_mma,
-        ForwardKernel::Simt => names.forward,
+        AttentionKernel::TensorCore => names.forward_mma,
+        AttentionKernel::Simt => names.forward,
     };
     let plan = forward_plan(OP, kernel, cu_q, cu_k, s)?;
     let (tq, tk, d) = (plan.tq, plan.tk, s.head_dim);
@@ -128,7 +132,7 @@ pub fn attention_forward_with(
 }
 
 /// Backward of self-attention (`cu_q == cu_k`), as `cpu::attention::attention_backward`.
-/// Returns `(dq, dk, dv)`.
+/// Returns `(dq, dk, dv)`. Runs [`AttentionKernel::from_env`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dev: &CudaDevice,
@@ -141,10 +145,33 @@ pub fn attention_backward(
     cu: &[usize],
     s: &AttnShape,
 ) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<bf16>)> {
+    attention_backward_with(AttentionKernel::from_env(), dev, q, k, v, out, lse, dout, cu, s)
+}
+
+/// [`attention_backward`] on a chosen set of kernels.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with(
+    kernel: AttentionKernel,
+    dev: &CudaDevice,
+    q: &CudaSlice<bf16>,
+    k: &CudaSlice<bf16>,
+    v: &CudaSlice<bf16>,
+    out: &CudaSlice<bf16>,
+    lse: &CudaSlice<f32>,
+    dout: &CudaSlice<bf16>,
+    cu: &[usize],
+    s: &AttnShape,
+) -> Result<(CudaSlice<bf16>, CudaSlice<bf16>, CudaSlice<bf16>)> {
     const OP: &str = "cuda::attention_backward";
     let names = kernels(OP, s.head_dim)?;
-    let (dq_k, dkv_k) = (names.dq, names.dkv);
-    let plan = backward_plan(OP, cu, s)?;
+    // 16-byte row loads in the tensor-core kernels, as in the forward.
+    let aligned = [dev.address(q), dev.address(k), dev.address(v), dev.address(dout)].iter().all(|a| a % 16 == 0);
+    let kernel = if aligned { kernel } else { AttentionKernel::Simt };
+    let (dq_k, dkv_k) = match kernel {
+        AttentionKernel::TensorCore => (names.dq_mma, names.dkv_mma),
+        AttentionKernel::Simt => (names.dq, names.dkv),
+    };
+    let plan = backward_plan(OP, kernel, cu, s)?;
     let (t, d) = (plan.t, s.head_dim);
     for (what, buf, heads) in [
         ("q", q, s.q_heads),
@@ -171,10 +198,10 @@ pub fn attention_backward(
     let d_cu = dev.upload(&plan.cu, OP)?;
     let p = attn_params(s);
     let (d_seg, d_first) = (dev.upload(&plan.dq_seg, OP)?, dev.upload(&plan.dq_row, OP)?);
-    launch!(dev, dq_k, grid(plan.dq_seg.len(), s.q_heads, DQ_THREADS), &shapes;
+    launch!(dev, dq_k, grid(plan.dq_seg.len(), s.q_heads, plan.dq_threads), &shapes;
         q, k, v, dout, lse, &delta, &d_cu, &d_seg, &d_first, &p, &mut dq)?;
     let (d_seg, d_first) = (dev.upload(&plan.dkv_seg, OP)?, dev.upload(&plan.dkv_row, OP)?);
-    launch!(dev, dkv_k, grid(plan.dkv_seg.len(), s.kv_heads, DKV_THREADS), &shapes;
+    launch!(dev, dkv_k, grid(plan.dkv_seg.len(), s.kv_heads, plan.dkv_threads), &shapes;
         q, k, v, dout, lse, &delta, &d_cu, &d_seg, &d_first, &p, &mut dk, &mut dv)?;
     Ok((dq, dk, dv))
 }

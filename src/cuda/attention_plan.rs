@@ -9,17 +9,22 @@ use crate::error::Result;
 use crate::{arg_err, shape_err};
 
 /// Query rows per block of the SIMT forward, of the tensor-core forward, of the
-/// dQ kernel, and keys per dK/dV block (FWD_BQ, MMA_BQ, DQ_BQ and DKV_BK in
+/// SIMT and tensor-core dQ kernels, and keys per SIMT and tensor-core dK/dV
+/// block (FWD_BQ, MMA_BQ, DQ_BQ, MMA_DQ_BQ, DKV_BK and MMA_DKV_BK in
 /// `cuda/attention.cu`).
 pub const FWD_BQ: usize = 16;
 pub const MMA_BQ: usize = 64;
 pub const DQ_BQ: usize = 8;
+pub const MMA_DQ_BQ: usize = 64;
 pub const DKV_BK: usize = 32;
+pub const MMA_DKV_BK: usize = 64;
 /// Threads per forward block (4 warps for both kernels).
 pub const FORWARD_THREADS: u32 = 128;
-/// Threads per dQ block (4 warps) and per dK/dV block (8 warps).
+/// Threads per SIMT dQ block (4 warps), SIMT dK/dV block (8 warps) and
+/// tensor-core backward block (4 warps, MMA_BWD_THREADS).
 pub const DQ_THREADS: u32 = 128;
 pub const DKV_THREADS: u32 = 256;
+pub const MMA_BWD_THREADS: u32 = 128;
 /// `attention_backward_delta` and `attention_merge`: one warp per (token, head)
 /// row, 8 rows per block.
 pub const DELTA_ROWS_PER_BLOCK: usize = 8;
@@ -30,31 +35,41 @@ pub const MERGE_THREADS: u32 = DELTA_THREADS;
 /// 1024 threads.
 pub const MAX_GROUP: usize = 32;
 
-/// Which forward kernel runs: both have the same contract (and the same parity
-/// tests); the tensor-core one is the default, the SIMT one the reference.
+/// Which attention kernels run, forward and backward: both sets have the same
+/// contract (and the same parity tests); the tensor-core one is the default,
+/// the SIMT one the reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForwardKernel {
-    /// f32 FMAs, one key per lane (`attention_forward_d*`).
+pub enum AttentionKernel {
+    /// f32 FMAs, one key per lane (`attention_forward_d*`, `attention_backward_{dq,dkv}_d*`).
     Simt,
-    /// mma.m16n8k16 bf16 tensor cores, FlashAttention-2 work split (`attention_forward_mma_d*`).
+    /// mma.m16n8k16 bf16 tensor cores, FlashAttention-2 work split
+    /// (`attention_forward_mma_d*`, `attention_backward_{dq,dkv}_mma_d*`).
     TensorCore,
 }
 
-impl ForwardKernel {
+impl AttentionKernel {
     /// The tensor-core kernel, unless `ACTIAL_ATTENTION_KERNEL=simt` (for
     /// bisecting a wrong result on a new GPU).
     pub fn from_env() -> Self {
         match std::env::var("ACTIAL_ATTENTION_KERNEL").as_deref() {
-            Ok("simt") => ForwardKernel::Simt,
-            _ => ForwardKernel::TensorCore,
+            Ok("simt") => AttentionKernel::Simt,
+            _ => AttentionKernel::TensorCore,
         }
     }
 
-    /// Query rows one block of this kernel covers.
+    /// Query rows one forward block covers.
     pub fn rows_per_block(self) -> usize {
         match self {
-            ForwardKernel::Simt => FWD_BQ,
-            ForwardKernel::TensorCore => MMA_BQ,
+            AttentionKernel::Simt => FWD_BQ,
+            AttentionKernel::TensorCore => MMA_BQ,
+        }
+    }
+
+    /// Query rows per dQ block, keys per dK/dV block, and their threads.
+    pub fn backward_blocks(self) -> (usize, u32, usize, u32) {
+        match self {
+            AttentionKernel::Simt => (DQ_BQ, DQ_THREADS, DKV_BK, DKV_THREADS),
+            AttentionKernel::TensorCore => (MMA_DQ_BQ, MMA_BWD_THREADS, MMA_DKV_BK, MMA_BWD_THREADS),
         }
     }
 }
@@ -104,7 +119,7 @@ pub struct ForwardPlan {
 /// cache when a query segment is shorter than its key segment).
 pub fn forward_plan(
     op: &'static str,
-    kernel: ForwardKernel,
+    kernel: AttentionKernel,
     cu_q: &[usize],
     cu_k: &[usize],
     s: &AttnShape,
@@ -135,19 +150,22 @@ pub struct BackwardPlan {
     pub dq_row: Vec<i32>,
     pub dkv_seg: Vec<i32>,
     pub dkv_row: Vec<i32>,
+    pub dq_threads: u32,
+    pub dkv_threads: u32,
     /// Tokens.
     pub t: usize,
 }
 
-pub fn backward_plan(op: &'static str, cu: &[usize], s: &AttnShape) -> Result<BackwardPlan> {
+pub fn backward_plan(op: &'static str, kernel: AttentionKernel, cu: &[usize], s: &AttnShape) -> Result<BackwardPlan> {
     check_shape(op, s)?;
     if cu.is_empty() {
         return Err(shape_err!(op, "cu_seqlens is empty"));
     }
     let c = offsets(op, "cu_seqlens", cu)?;
-    let (dq_seg, dq_row) = tiles(cu, DQ_BQ);
-    let (dkv_seg, dkv_row) = tiles(cu, DKV_BK);
-    Ok(BackwardPlan { cu: c, dq_seg, dq_row, dkv_seg, dkv_row, t: *cu.last().unwrap() })
+    let (dq_rows, dq_threads, dkv_keys, dkv_threads) = kernel.backward_blocks();
+    let (dq_seg, dq_row) = tiles(cu, dq_rows);
+    let (dkv_seg, dkv_row) = tiles(cu, dkv_keys);
+    Ok(BackwardPlan { cu: c, dq_seg, dq_row, dkv_seg, dkv_row, dq_threads, dkv_threads, t: *cu.last().unwrap() })
 }
 
 /// One cascade-decode step: checked offsets, and one block per group of
@@ -227,13 +245,13 @@ mod tests {
     #[test]
     fn forward_plans_reject_bad_offsets_and_more_queries_than_keys() {
         let s = AttnShape { q_heads: 4, kv_heads: 2, head_dim: 64, scale: 0.125, causal: true };
-        let plan = forward_plan("t", ForwardKernel::TensorCore, &[0, 3, 70], &[0, 10, 80], &s).unwrap();
+        let plan = forward_plan("t", AttentionKernel::TensorCore, &[0, 3, 70], &[0, 10, 80], &s).unwrap();
         assert_eq!((plan.tq, plan.tk, plan.tile_seg.len()), (70, 80, 3));
         let err = |r: Result<ForwardPlan>| r.unwrap_err().to_string();
-        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5], &[0, 4], &s)).contains("more queries than keys"));
-        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5, 3], &[0, 5, 9], &s)).contains("never decrease"));
-        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5], &[0, 5, 9], &s)).contains("one key segment"));
+        assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5], &[0, 4], &s)).contains("more queries than keys"));
+        assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5, 3], &[0, 5, 9], &s)).contains("never decrease"));
+        assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5], &[0, 5, 9], &s)).contains("one key segment"));
         let odd = AttnShape { kv_heads: 3, ..s };
-        assert!(err(forward_plan("t", ForwardKernel::Simt, &[0, 5], &[0, 5], &odd)).contains("multiple of 3"));
+        assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5], &[0, 5], &odd)).contains("multiple of 3"));
     }
 }

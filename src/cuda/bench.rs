@@ -16,7 +16,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, sys};
 use half::bf16;
 
-use super::attention::{self, AttnShape, ForwardKernel};
+use super::attention::{self, AttentionKernel, AttnShape};
 use super::device::CudaDevice;
 use super::gemm::{self, GemmSpec};
 use super::{lora, loss, optim, sampling, small_ops};
@@ -98,7 +98,7 @@ pub fn rate(work: Work, ms: f64) -> (String, f64) {
 /// One attention forward (self-attention over `cu`) on a chosen kernel.
 fn forward_case(
     dev: &Arc<CudaDevice>,
-    kernel: ForwardKernel,
+    kernel: AttentionKernel,
     name: String,
     flops: f64,
     [q, k, v]: [&CudaSlice<bf16>; 3],
@@ -132,10 +132,10 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
         let fwd = |kernel, name| forward_case(dev, kernel, name, flops, [&q, &k, &v], &cu, s);
         pairs.push(Pair {
             family: "attention",
-            case: fwd(ForwardKernel::TensorCore, format!("attention fwd bidir T={t} H={h} D={d}, tensor cores")),
-            baseline: Some(fwd(ForwardKernel::Simt, "the SIMT kernel".into())),
+            case: fwd(AttentionKernel::TensorCore, format!("attention fwd bidir T={t} H={h} D={d}, tensor cores")),
+            baseline: Some(fwd(AttentionKernel::Simt, "the SIMT kernel".into())),
         });
-        let fused = fwd(ForwardKernel::TensorCore, format!("attention fwd bidir T={t} H={h} D={d}, tensor cores"));
+        let fused = fwd(AttentionKernel::TensorCore, format!("attention fwd bidir T={t} H={h} D={d}, tensor cores"));
         // Baseline: per head, S = Q Kᵀ, P = softmax(S), O = P V, on contiguous
         // per-head copies (the GEMM path needs them).
         let heads: Vec<_> = (0..h)
@@ -185,24 +185,29 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
         pairs.push(Pair {
             family: "attention",
             case: fwd(
-                ForwardKernel::TensorCore,
+                AttentionKernel::TensorCore,
                 format!("attention fwd causal GQA T={t} H={hq}/{hkv} D={d}, tensor cores"),
             ),
-            baseline: Some(fwd(ForwardKernel::Simt, "the SIMT kernel".into())),
+            baseline: Some(fwd(AttentionKernel::Simt, "the SIMT kernel".into())),
         });
         let (q2, k2, v2, cu2) = (q, k, v, cu);
         let (out, lse) = attention::attention_forward(dev, &q2, &k2, &v2, &cu2, &cu2, &s)?;
         let dout = rand_bf16(dev, t * hq * d, 7, 1.0)?;
-        let dv = dev.clone();
+        let bwd = |kernel, name| {
+            let (dv, q, k, v, out, lse, dout, cu) =
+                (dev.clone(), q2.clone(), k2.clone(), v2.clone(), out.clone(), lse.clone(), dout.clone(), cu2.clone());
+            // Backward: 2.5x the forward's FLOPs (dV, dP, dQ, dK GEMMs + recompute).
+            case(name, Work::Flops(2.5 * flops), move || {
+                attention::attention_backward_with(kernel, &dv, &q, &k, &v, &out, &lse, &dout, &cu, &s).map(|_| ())
+            })
+        };
         pairs.push(Pair {
             family: "attention",
-            // Backward: 2.5x the forward's FLOPs (dV, dP, dQ, dK GEMMs + recompute).
-            case: case(
-                format!("attention bwd causal GQA T={t} H={hq}/{hkv} D={d}"),
-                Work::Flops(2.5 * flops),
-                move || attention::attention_backward(&dv, &q2, &k2, &v2, &out, &lse, &dout, &cu2, &s).map(|_| ()),
+            case: bwd(
+                AttentionKernel::TensorCore,
+                format!("attention bwd causal GQA T={t} H={hq}/{hkv} D={d}, tensor cores"),
             ),
-            baseline: None,
+            baseline: Some(bwd(AttentionKernel::Simt, "the SIMT kernels".into())),
         });
     }
     {
@@ -220,10 +225,10 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
         pairs.push(Pair {
             family: "attention",
             case: fwd(
-                ForwardKernel::TensorCore,
+                AttentionKernel::TensorCore,
                 format!("attention fwd vision windows T={t} H={h} D={d}, tensor cores"),
             ),
-            baseline: Some(fwd(ForwardKernel::Simt, "the SIMT kernel".into())),
+            baseline: Some(fwd(AttentionKernel::Simt, "the SIMT kernel".into())),
         });
     }
 

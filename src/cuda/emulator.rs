@@ -12,8 +12,8 @@
 use half::bf16;
 
 use super::attention_plan::{
-    DELTA_ROWS_PER_BLOCK, DELTA_THREADS, DKV_THREADS, DQ_THREADS, FORWARD_THREADS, ForwardKernel, MERGE_ROWS_PER_BLOCK,
-    MERGE_THREADS, backward_plan, cascade_plan, forward_plan,
+    AttentionKernel, DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS,
+    backward_plan, cascade_plan, forward_plan,
 };
 use crate::cpu::attention::AttnShape;
 use crate::error::Result;
@@ -52,6 +52,7 @@ unsafe extern "C" {
         threads: i32,
     ) -> i32;
     fn actial_emu_attention_backward(
+        tensor_cores: i32,
         head_dim: i32,
         q: *const u16,
         k: *const u16,
@@ -113,7 +114,7 @@ fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()
 /// `cuda::attention::attention_forward_with` on the CPU: the same plan, the
 /// same kernel source. Returns `(out [Tq, Hq, D], lse [Tq, Hq])`.
 pub fn attention_forward(
-    kernel: ForwardKernel,
+    kernel: AttentionKernel,
     q: &[bf16],
     k: &[bf16],
     v: &[bf16],
@@ -137,7 +138,7 @@ pub fn attention_forward(
     // after the emulated launch has finished.
     let rc = unsafe {
         actial_emu_attention_forward(
-            (kernel == ForwardKernel::TensorCore) as i32,
+            (kernel == AttentionKernel::TensorCore) as i32,
             d as i32,
             q.as_ptr().cast(),
             k.as_ptr().cast(),
@@ -162,10 +163,11 @@ pub fn attention_forward(
     Ok((out, lse))
 }
 
-/// `cuda::attention::attention_backward` on the CPU (self-attention,
+/// `cuda::attention::attention_backward_with` on the CPU (self-attention,
 /// `cpu::attention::attention_backward`'s contract). Returns `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
+    kernel: AttentionKernel,
     q: &[bf16],
     k: &[bf16],
     v: &[bf16],
@@ -176,7 +178,7 @@ pub fn attention_backward(
     s: &AttnShape,
 ) -> Result<(Vec<bf16>, Vec<bf16>, Vec<bf16>)> {
     const OP: &str = "emulator::attention_backward";
-    let plan = backward_plan(OP, cu, s)?;
+    let plan = backward_plan(OP, kernel, cu, s)?;
     let (t, d) = (plan.t, s.head_dim);
     for (what, len, heads) in [
         ("q", q.len(), s.q_heads),
@@ -196,6 +198,7 @@ pub fn attention_backward(
     // SAFETY: lengths checked above; the tile tables come from the plan.
     let rc = unsafe {
         actial_emu_attention_backward(
+            (kernel == AttentionKernel::TensorCore) as i32,
             d as i32,
             q.as_ptr().cast(),
             k.as_ptr().cast(),
@@ -217,8 +220,8 @@ pub fn attention_backward(
             s.scale,
             DELTA_ROWS_PER_BLOCK as i32,
             DELTA_THREADS as i32,
-            DQ_THREADS as i32,
-            DKV_THREADS as i32,
+            plan.dq_threads as i32,
+            plan.dkv_threads as i32,
             dq.as_mut_ptr().cast(),
             dk.as_mut_ptr().cast(),
             dv.as_mut_ptr().cast(),
