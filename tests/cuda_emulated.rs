@@ -236,4 +236,121 @@ mod emulated {
         assert_close("merge lse, one side empty", &lse[..2], &lse_ref[..2], 1e-5, 1e-5);
         assert_close("merge lse", &lse[3..], &lse_ref[3..], 1e-5, 1e-5);
     }
+
+    /// Philox on the CPU and in the kernel are bit-identical, so with the same
+    /// streams the kernel's bisected threshold must draw the CPU's tokens.
+    #[test]
+    fn sampling_draws_the_cpu_tokens() {
+        let (rows, v, n) = (3usize, 517usize, 8usize);
+        let logits = to_bf16(&Philox::new(61, 0).normal_vec(rows * v, 2.0));
+        let lf = to_f32(&logits);
+        let streams: Vec<u64> = (0..rows as u64).map(|r| 1000 + r * n as u64).collect();
+        use actial::cpu::sampling::SamplingParams;
+        for p in [
+            SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
+            SamplingParams { temperature: 0.7, top_k: 50, top_p: 1.0 },
+            SamplingParams { temperature: 1.3, top_k: 0, top_p: 0.9 },
+            SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 },
+        ] {
+            let (tok, logp) = emulator::sample_rows(&logits, v, n, &p, 7, &streams).unwrap();
+            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 7, &streams);
+            let same = tok.iter().zip(&tok_ref).filter(|(a, b)| a == b).count();
+            assert!(same * 100 >= tok.len() * 95, "{p:?}: only {same} of {} draws match the CPU", tok.len());
+            for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
+                let row = &lf[(i / n) * v..(i / n + 1) * v];
+                let dist = cpu::sampling::RowDistribution::new(row, &p);
+                assert!(dist.tokens.contains(&(t as usize)), "{p:?}: token {t} is outside the CPU's kept set");
+                assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "{p:?}: logprob of draw {i}");
+            }
+        }
+    }
+
+    /// The kernel table holds every `extern "C" __global__` entry point of cuda/*.cu.
+    #[test]
+    fn the_emulator_holds_every_kernel() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "cu") {
+                n += std::fs::read_to_string(&p).unwrap().matches("extern \"C\" __global__ void").count();
+            }
+        }
+        assert!(n > 50, "found only {n} kernels in {}", dir.display());
+        assert_eq!(emulator::kernel_count(), n);
+        let mut none = emulator::Args::new();
+        // SAFETY: the name does not exist, so nothing runs.
+        let err = unsafe { emulator::launch("no_such_kernel", (1, 1, 1), 32, &mut none) }.unwrap_err();
+        assert!(err.to_string().contains("no kernel named no_such_kernel"), "{err}");
+    }
+
+    /// The fused cross-entropy (loss, lse, dlogits in one pass per row) with an
+    /// ignored row and a vocabulary that is no multiple of the block, written
+    /// to a separate buffer and over its own input.
+    #[test]
+    fn cross_entropy_matches_the_cpu_in_place_or_not() {
+        let (v, labels) = (1031usize, vec![3i32, -100, 1030, 0, 517]);
+        let rows = labels.len();
+        let logits = to_bf16(&Philox::new(70, 0).normal_vec(rows * v, 3.0));
+        let lf = to_f32(&logits);
+        let (lse_ref, loss_ref) = cpu::loss::cross_entropy_forward(&lf, &labels, v);
+        let d_ref = cpu::loss::cross_entropy_backward(&lf, &labels, &lse_ref, v, 0.25);
+        for in_place in [false, true] {
+            let (loss, lse, d) = emulator::cross_entropy(&logits, &labels, v, 0.25, in_place).unwrap();
+            assert_close(&format!("ce loss, in place {in_place}"), &loss, &loss_ref, 1e-4, 1e-4);
+            assert_close(&format!("ce lse, in place {in_place}"), &lse, &lse_ref, 1e-4, 1e-4);
+            assert_close(&format!("ce dlogits, in place {in_place}"), &to_f32(&d), &d_ref, 1e-4, 1e-2);
+        }
+    }
+
+    /// Selected-token log-probs at a temperature scale, and their backward
+    /// written over the logits.
+    #[test]
+    fn token_logprobs_match_the_cpu() {
+        let (v, ids) = (700usize, vec![5i32, 699, 0]);
+        let rows = ids.len();
+        let logits = to_bf16(&Philox::new(71, 0).normal_vec(rows * v, 2.0));
+        let lf = to_f32(&logits);
+        let dlogp = vec![1.0f32, -0.5, 2.0];
+        let (logp_ref, lse_ref) = cpu::loss::token_logprobs_forward(&lf, &ids, v, 0.8);
+        let d_ref = cpu::loss::token_logprobs_backward(&lf, &ids, &lse_ref, &dlogp, v, 0.8);
+        let (logp, lse, d) = emulator::token_logprobs(&logits, &ids, v, 0.8, &dlogp).unwrap();
+        assert_close("logp", &logp, &logp_ref, 1e-4, 1e-4);
+        assert_close("lse", &lse, &lse_ref, 1e-4, 1e-4);
+        assert_close("dlogits", &to_f32(&d), &d_ref, 1e-4, 1e-2);
+    }
+
+    /// Multi-tensor AdamW with the clip coefficient computed and read on the
+    /// device, over tensors of 1, CHUNK + 1 and 300 elements (a block boundary
+    /// inside a tensor), against the CPU twin with torch's clipping.
+    #[test]
+    fn clipped_multi_tensor_adamw_matches_the_cpu() {
+        let sizes = [1usize, 4097, 300];
+        let h = actial::cpu::optim::AdamW { lr: 1e-2, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+        let mut tensors: Vec<emulator::AdamWTensor> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| emulator::AdamWTensor {
+                param: randn(n, 200 + i as u64),
+                grad: Philox::new(300 + i as u64, 0).normal_vec(n, 3.0),
+                exp_avg: Philox::new(400 + i as u64, 0).normal_vec(n, 0.1),
+                exp_avg_sq: randn(n, 500 + i as u64).iter().map(|x| x * x).collect(),
+            })
+            .collect();
+        let mut want: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+            tensors.iter().map(|t| (t.param.clone(), t.exp_avg.clone(), t.exp_avg_sq.clone())).collect();
+        let norm_ref = tensors.iter().map(|t| cpu::optim::sum_squares(&t.grad)).sum::<f64>().sqrt();
+        let coef = cpu::optim::clip_coef(norm_ref, 1.0);
+        assert!(coef < 0.1, "the gradients must actually be clipped (coefficient {coef})");
+        for (t, (p, m, v)) in tensors.iter().zip(&mut want) {
+            cpu::optim::adamw_step(p, &t.grad, m, v, &h, 3, coef);
+        }
+        let norm = emulator::adamw_step(&mut tensors, &h, 3, 1.0).unwrap();
+        assert!((norm as f64 - norm_ref).abs() < 1e-3 * norm_ref, "norm {norm} vs {norm_ref}");
+        for (i, (t, (p, m, v))) in tensors.iter().zip(&want).enumerate() {
+            assert_close(&format!("tensor {i} param"), &t.param, p, 1e-6, 1e-5);
+            assert_close(&format!("tensor {i} exp_avg"), &t.exp_avg, m, 1e-6, 1e-5);
+            assert_close(&format!("tensor {i} exp_avg_sq"), &t.exp_avg_sq, v, 1e-6, 1e-5);
+        }
+    }
 }

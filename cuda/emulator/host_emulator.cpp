@@ -1,15 +1,26 @@
-// The attention kernels of cuda/attention.cu, compiled for the CPU against
-// host_emulator.hpp, behind C entry points for src/cuda/emulator.rs. Each entry
-// takes the same tile tables and parameters the CUDA launch wrappers pass, so
-// the host-side planning (src/cuda/attention_plan.rs) is shared too.
+// Every kernel of cuda/*.cu, compiled for the CPU against host_emulator.hpp,
+// behind one C entry point that launches a kernel by name with a
+// cuLaunchKernel-style argument array (src/cuda/emulator.rs builds it with the
+// same plans and geometry as the CUDA wrappers).
 #define ACTIAL_HOST_EMULATION 1
 #include "host_emulator.hpp"
 
+#include <cstddef>
+#include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "../attention.cu"
+#include "../lora.cu"
+#include "../loss.cu"
+#include "../optim.cu"
+#include "../sampling.cu"
+#include "../small_ops.cu"
 
 namespace {
 
@@ -17,7 +28,9 @@ namespace {
 // (the Rust test harness runs tests on several threads).
 std::mutex launch_mutex;
 
-// Runs `kernel()` for every block of `grid` with `threads` threads per block.
+// Runs `kernel()` for every block of `grid` with `threads` threads per block:
+// the block's threads run concurrently (barriers and warp operations need
+// them all), blocks one after another.
 template <class Kernel>
 void emu_launch(EmuDim3 grid, int threads, Kernel kernel) {
   std::lock_guard<std::mutex> lock(launch_mutex);
@@ -30,151 +43,54 @@ void emu_launch(EmuDim3 grid, int threads, Kernel kernel) {
     pool.emplace_back([&, t] {
       threadIdx = EmuDim3{(unsigned)t, 0, 0};
       emu_block = &block;
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) {
-          blockIdx = EmuDim3{x, y, 0};
-          kernel();
-          block.bar.arrive_and_wait();  // the block ends for all its threads
-        }
+      for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+          for (unsigned x = 0; x < grid.x; ++x) {
+            blockIdx = EmuDim3{x, y, z};
+            kernel();
+            block.bar.arrive_and_wait();  // the block ends for all its threads
+          }
     });
   for (auto &th : pool) th.join();
 }
 
-using ForwardFn = void (*)(const bf16 *, const bf16 *, const bf16 *, const int32_t *, const int32_t *,
-                           const int32_t *, const int32_t *, ActialAttentionParams, bf16 *, float *);
+// Calls a kernel with its arguments unpacked from a cuLaunchKernel-style
+// array: params[i] points at the value of argument i.
+using Trampoline = std::function<void(void **)>;
 
-ForwardFn forward_kernel(int tensor_cores, int head_dim) {
-  switch (head_dim) {
-    case 32: return tensor_cores ? attention_forward_mma_d32 : attention_forward_d32;
-    case 64: return tensor_cores ? attention_forward_mma_d64 : attention_forward_d64;
-    case 80: return tensor_cores ? attention_forward_mma_d80 : attention_forward_d80;
-    case 128: return tensor_cores ? attention_forward_mma_d128 : attention_forward_d128;
-    default: return nullptr;
-  }
+template <class... A, std::size_t... I>
+void call_with(void (*f)(A...), void **params, std::index_sequence<I...>) {
+  f(*static_cast<std::remove_cv_t<A> *>(params[I])...);
 }
 
-using DqFn = void (*)(const bf16 *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *,
-                     const int32_t *, const int32_t *, const int32_t *, ActialAttentionParams, bf16 *);
-using DkvFn = void (*)(const bf16 *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *,
-                      const int32_t *, const int32_t *, const int32_t *, ActialAttentionParams, bf16 *, bf16 *);
-using CascadeFn = void (*)(const bf16 *, const bf16 *, const bf16 *, const int32_t *, const bf16 *, const bf16 *,
-                           const int32_t *, const int32_t *, ActialAttentionParams, bf16 *, float *);
-
-struct BackwardFns {
-  DqFn dq;
-  DkvFn dkv;
-};
-
-bool backward_kernels(int tensor_cores, int head_dim, BackwardFns *f) {
-  switch (head_dim) {
-    case 32:
-      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d32, attention_backward_dkv_mma_d32}
-                        : BackwardFns{attention_backward_dq_d32, attention_backward_dkv_d32};
-      return true;
-    case 64:
-      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d64, attention_backward_dkv_mma_d64}
-                        : BackwardFns{attention_backward_dq_d64, attention_backward_dkv_d64};
-      return true;
-    case 80:
-      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d80, attention_backward_dkv_mma_d80}
-                        : BackwardFns{attention_backward_dq_d80, attention_backward_dkv_d80};
-      return true;
-    case 128:
-      *f = tensor_cores ? BackwardFns{attention_backward_dq_mma_d128, attention_backward_dkv_mma_d128}
-                        : BackwardFns{attention_backward_dq_d128, attention_backward_dkv_d128};
-      return true;
-    default: return false;
-  }
+template <class... A>
+Trampoline trampoline(void (*f)(A...)) {
+  return [f](void **params) { call_with(f, params, std::index_sequence_for<A...>{}); };
 }
 
-CascadeFn cascade_kernel(int head_dim) {
-  switch (head_dim) {
-    case 32: return attention_decode_cascade_d32;
-    case 64: return attention_decode_cascade_d64;
-    case 80: return attention_decode_cascade_d80;
-    case 128: return attention_decode_cascade_d128;
-    default: return nullptr;
-  }
-}
-
-template <class T>
-const bf16 *as_bf16(const T *p) {
-  return reinterpret_cast<const bf16 *>(p);
+// Every extern "C" __global__ kernel of cuda/*.cu, listed by build.rs.
+const std::unordered_map<std::string, Trampoline> &kernel_table() {
+#define EMU_KERNEL(name) {#name, trampoline(name)},
+  static const std::unordered_map<std::string, Trampoline> table = {
+#include "emulator_kernels.inc"
+  };
+#undef EMU_KERNEL
+  return table;
 }
 
 }  // namespace
 
-// The forward of src/cuda/attention.rs on the CPU: `tiles` blocks along x (the
-// tile tables), one per query head along y. Returns -1 for a head dim with no kernel.
-extern "C" int actial_emu_attention_forward(int tensor_cores, int head_dim, const uint16_t *q, const uint16_t *k,
-                                            const uint16_t *v, const int32_t *cu_q, const int32_t *cu_k,
-                                            const int32_t *tile_seg, const int32_t *tile_row, int tiles,
-                                            int threads, int q_heads, int kv_heads, int causal, float scale,
-                                            uint16_t *out, float *lse) {
-  const ForwardFn f = forward_kernel(tensor_cores, head_dim);
-  if (f == nullptr) return -1;
-  const ActialAttentionParams p{q_heads, kv_heads, causal, scale};
-  auto *bo = reinterpret_cast<bf16 *>(out);
-  emu_launch(EmuDim3{(unsigned)tiles, (unsigned)q_heads, 1}, threads,
-             [&] { f(as_bf16(q), as_bf16(k), as_bf16(v), cu_q, cu_k, tile_seg, tile_row, p, bo, lse); });
+// Launches kernel `name` on a (gx, gy, gz) grid of `threads`-thread blocks.
+// Returns 0, or -1 if no kernel has that name.
+extern "C" int actial_emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
+                                 void **params) {
+  const auto &table = kernel_table();
+  const auto it = table.find(name);
+  if (it == table.end()) return -1;
+  const Trampoline &run = it->second;
+  emu_launch(EmuDim3{gx, gy, gz}, (int)threads, [&] { run(params); });
   return 0;
 }
 
-// attention_merge on the CPU, launched as src/cuda/attention.rs launches it.
-extern "C" int actial_emu_attention_merge(const uint16_t *out_a, const float *lse_a, const uint16_t *out_b,
-                                          const float *lse_b, uint16_t *out, float *lse, int rows, int head_dim,
-                                          int blocks, int threads) {
-  emu_launch(EmuDim3{(unsigned)blocks, 1, 1}, threads, [&] {
-    attention_merge(as_bf16(out_a), lse_a, as_bf16(out_b), lse_b, reinterpret_cast<bf16 *>(out), lse, rows,
-                    head_dim);
-  });
-  return 0;
-}
-
-// The backward of src/cuda/attention.rs on the CPU: delta, then dQ over query
-// tiles (one block per tile and query head), then dK/dV over key tiles (one
-// block per tile and kv head). Block sizes come from the caller (attention_plan).
-extern "C" int actial_emu_attention_backward(int tensor_cores, int head_dim, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-                                             const uint16_t *out, const uint16_t *dout, const float *lse,
-                                             const int32_t *cu, const int32_t *dq_seg, const int32_t *dq_row,
-                                             int dq_tiles, const int32_t *dkv_seg, const int32_t *dkv_row,
-                                             int dkv_tiles, int tokens, int q_heads, int kv_heads, int causal,
-                                             float scale, int delta_rows_per_block, int delta_threads,
-                                             int dq_threads, int dkv_threads, uint16_t *dq, uint16_t *dk,
-                                             uint16_t *dv) {
-  BackwardFns f;
-  if (!backward_kernels(tensor_cores, head_dim, &f)) return -1;
-  const ActialAttentionParams p{q_heads, kv_heads, causal, scale};
-  const int rows = tokens * q_heads;
-  std::vector<float> delta((size_t)rows);
-  float *dp = delta.data();
-  emu_launch(EmuDim3{(unsigned)((rows + delta_rows_per_block - 1) / delta_rows_per_block), 1, 1}, delta_threads,
-             [&] { attention_backward_delta(as_bf16(out), as_bf16(dout), dp, rows, head_dim); });
-  auto *bdq = reinterpret_cast<bf16 *>(dq), *bdk = reinterpret_cast<bf16 *>(dk), *bdv = reinterpret_cast<bf16 *>(dv);
-  emu_launch(EmuDim3{(unsigned)dq_tiles, (unsigned)q_heads, 1}, dq_threads, [&] {
-    f.dq(as_bf16(q), as_bf16(k), as_bf16(v), as_bf16(dout), lse, dp, cu, dq_seg, dq_row, p, bdq);
-  });
-  emu_launch(EmuDim3{(unsigned)dkv_tiles, (unsigned)kv_heads, 1}, dkv_threads, [&] {
-    f.dkv(as_bf16(q), as_bf16(k), as_bf16(v), as_bf16(dout), lse, dp, cu, dkv_seg, dkv_row, p, bdk, bdv);
-  });
-  return 0;
-}
-
-// The cascade decode on the CPU: one block per (group, query head), `threads`
-// threads (one warp per sample of the widest group).
-extern "C" int actial_emu_attention_decode_cascade(int head_dim, const uint16_t *q, const uint16_t *prefix_k,
-                                                   const uint16_t *prefix_v, const int32_t *cu_prefix,
-                                                   const uint16_t *suffix_k, const uint16_t *suffix_v,
-                                                   const int32_t *cu_suffix, const int32_t *cu_group, int groups,
-                                                   int threads, int q_heads, int kv_heads, float scale,
-                                                   uint16_t *out, float *lse) {
-  const CascadeFn f = cascade_kernel(head_dim);
-  if (f == nullptr) return -1;
-  const ActialAttentionParams p{q_heads, kv_heads, 0, scale};
-  auto *bo = reinterpret_cast<bf16 *>(out);
-  emu_launch(EmuDim3{(unsigned)groups, (unsigned)q_heads, 1}, threads, [&] {
-    f(as_bf16(q), as_bf16(prefix_k), as_bf16(prefix_v), cu_prefix, as_bf16(suffix_k), as_bf16(suffix_v), cu_suffix,
-      cu_group, p, bo, lse);
-  });
-  return 0;
-}
+// How many kernels the table holds (a test compares it with cuda/*.cu).
+extern "C" int actial_emu_kernel_count() { return (int)kernel_table().size(); }

@@ -1,7 +1,9 @@
-//! The attention kernels of `cuda/attention.cu`, compiled for the CPU against
+//! Every kernel of `cuda/*.cu`, compiled for the CPU against
 //! `cuda/emulator/host_emulator.hpp` (one thread per CUDA thread, warp-wide
-//! shuffles, mma.m16n8k16 and ldmatrix emulated lane by lane) and launched
-//! with the same plans as the CUDA wrappers (`super::attention_plan`).
+//! shuffles, mma.m16n8k16 and ldmatrix emulated lane by lane) and launched by
+//! name, like `cuLaunchKernel`, with host buffers. The attention wrappers here
+//! use the same plans as the CUDA ones (`super::attention_plan`); [`launch`]
+//! reaches any other kernel.
 //!
 //! This checks a kernel's index arithmetic, masks, fragment layouts and
 //! barriers on any machine: `tests/cuda_emulated.rs` compares it with the CPU
@@ -9,99 +11,92 @@
 //! the PTX ISA, and only `tests/cuda_parity.rs` on a GPU confirms the hardware
 //! agrees. Slow (every warp operation is a 32-thread rendezvous): tiny shapes only.
 
+use std::ffi::{CString, c_void};
+
 use half::bf16;
 
 use super::attention_plan::{
     AttentionKernel, DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS,
     backward_plan, cascade_plan, forward_plan,
 };
+use super::device::params::ActialAttentionParams;
 use crate::cpu::attention::AttnShape;
 use crate::error::Result;
 use crate::{arg_err, shape_err};
 
 unsafe extern "C" {
-    fn actial_emu_attention_forward(
-        tensor_cores: i32,
-        head_dim: i32,
-        q: *const u16,
-        k: *const u16,
-        v: *const u16,
-        cu_q: *const i32,
-        cu_k: *const i32,
-        tile_seg: *const i32,
-        tile_row: *const i32,
-        tiles: i32,
-        threads: i32,
-        q_heads: i32,
-        kv_heads: i32,
-        causal: i32,
-        scale: f32,
-        out: *mut u16,
-        lse: *mut f32,
-    ) -> i32;
-    fn actial_emu_attention_merge(
-        out_a: *const u16,
-        lse_a: *const f32,
-        out_b: *const u16,
-        lse_b: *const f32,
-        out: *mut u16,
-        lse: *mut f32,
-        rows: i32,
-        head_dim: i32,
-        blocks: i32,
-        threads: i32,
-    ) -> i32;
-    fn actial_emu_attention_backward(
-        tensor_cores: i32,
-        head_dim: i32,
-        q: *const u16,
-        k: *const u16,
-        v: *const u16,
-        out: *const u16,
-        dout: *const u16,
-        lse: *const f32,
-        cu: *const i32,
-        dq_seg: *const i32,
-        dq_row: *const i32,
-        dq_tiles: i32,
-        dkv_seg: *const i32,
-        dkv_row: *const i32,
-        dkv_tiles: i32,
-        tokens: i32,
-        q_heads: i32,
-        kv_heads: i32,
-        causal: i32,
-        scale: f32,
-        delta_rows_per_block: i32,
-        delta_threads: i32,
-        dq_threads: i32,
-        dkv_threads: i32,
-        dq: *mut u16,
-        dk: *mut u16,
-        dv: *mut u16,
-    ) -> i32;
-    fn actial_emu_attention_decode_cascade(
-        head_dim: i32,
-        q: *const u16,
-        prefix_k: *const u16,
-        prefix_v: *const u16,
-        cu_prefix: *const i32,
-        suffix_k: *const u16,
-        suffix_v: *const u16,
-        cu_suffix: *const i32,
-        cu_group: *const i32,
-        groups: i32,
-        threads: i32,
-        q_heads: i32,
-        kv_heads: i32,
-        scale: f32,
-        out: *mut u16,
-        lse: *mut f32,
-    ) -> i32;
+    fn actial_emu_launch(name: *const i8, gx: u32, gy: u32, gz: u32, threads: u32, params: *mut *mut c_void) -> i32;
+    fn actial_emu_kernel_count() -> i32;
 }
 
-fn no_kernel(op: &'static str, d: usize) -> crate::error::Error {
-    arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")
+/// Kernel arguments, in order, as `cuLaunchKernel` takes them: each slot owns
+/// one value and `params` points at each. Push buffers as raw pointers.
+#[derive(Default)]
+pub struct Args {
+    slots: Vec<Box<dyn std::any::Any>>,
+    params: Vec<*mut c_void>,
+}
+
+impl Args {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one argument (a pointer, a scalar or a parameter struct).
+    pub fn push<T: 'static>(&mut self, value: T) -> &mut Self {
+        let mut b = Box::new(value);
+        // The box's heap slot does not move when the box does.
+        self.params.push((&mut *b as *mut T).cast());
+        self.slots.push(b);
+        self
+    }
+}
+
+/// How many kernels the emulator holds (every `extern "C" __global__` of `cuda/*.cu`).
+pub fn kernel_count() -> usize {
+    // SAFETY: reads a static table.
+    unsafe { actial_emu_kernel_count() as usize }
+}
+
+/// Runs kernel `name` on a `grid` of `threads`-thread blocks.
+///
+/// # Safety
+/// `args` must match the kernel's C signature in number, order and type, and
+/// every pointer must cover what the kernel reads and writes at this geometry,
+/// exactly as for a CUDA launch.
+pub unsafe fn launch(name: &str, grid: (u32, u32, u32), threads: u32, args: &mut Args) -> Result<()> {
+    const OP: &str = "emulator::launch";
+    if threads == 0 || !threads.is_multiple_of(32) || threads > 1024 {
+        return Err(arg_err!(OP, "{name}: {threads} threads per block (a multiple of 32, at most 1024)"));
+    }
+    let c = CString::new(name).map_err(|_| arg_err!(OP, "kernel name {name:?} contains a NUL"))?;
+    // SAFETY: the caller vouches for the arguments; the call returns after the
+    // emulated launch has finished.
+    let rc = unsafe { actial_emu_launch(c.as_ptr(), grid.0, grid.1, grid.2, threads, args.params.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(arg_err!(OP, "no kernel named {name} in cuda/*.cu"));
+    }
+    Ok(())
+}
+
+fn attn_params(s: &AttnShape) -> ActialAttentionParams {
+    ActialAttentionParams {
+        q_heads: s.q_heads as i32,
+        kv_heads: s.kv_heads as i32,
+        causal: s.causal as i32,
+        scale: s.scale,
+    }
+}
+
+/// The name suffix of a compiled head dim.
+fn head_dim_suffix(op: &'static str, d: usize) -> Result<&'static str> {
+    Ok(match d {
+        32 => "d32",
+        64 => "d64",
+        80 => "d80",
+        128 => "d128",
+        _ => return Err(arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")),
+    })
 }
 
 fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
@@ -133,33 +128,14 @@ pub fn attention_forward(
     if plan.tile_seg.is_empty() {
         return Ok((out, lse));
     }
-    // SAFETY: every buffer has the length the kernel reads or writes (checked
-    // above and by the plan); bf16 and u16 share a layout; the call returns
-    // after the emulated launch has finished.
-    let rc = unsafe {
-        actial_emu_attention_forward(
-            (kernel == AttentionKernel::TensorCore) as i32,
-            d as i32,
-            q.as_ptr().cast(),
-            k.as_ptr().cast(),
-            v.as_ptr().cast(),
-            plan.cu_q.as_ptr(),
-            plan.cu_k.as_ptr(),
-            plan.tile_seg.as_ptr(),
-            plan.tile_row.as_ptr(),
-            plan.tile_seg.len() as i32,
-            FORWARD_THREADS as i32,
-            s.q_heads as i32,
-            s.kv_heads as i32,
-            s.causal as i32,
-            s.scale,
-            out.as_mut_ptr().cast(),
-            lse.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(no_kernel(OP, d));
-    }
+    let mma = if kernel == AttentionKernel::TensorCore { "mma_" } else { "" };
+    let name = format!("attention_forward_{mma}{}", head_dim_suffix(OP, d)?);
+    let mut a = Args::new();
+    a.push(q.as_ptr()).push(k.as_ptr()).push(v.as_ptr()).push(plan.cu_q.as_ptr()).push(plan.cu_k.as_ptr());
+    a.push(plan.tile_seg.as_ptr()).push(plan.tile_row.as_ptr()).push(attn_params(s));
+    a.push(out.as_mut_ptr()).push(lse.as_mut_ptr());
+    // SAFETY: the arguments follow FWD_ARGS; lengths checked above and by the plan.
+    unsafe { launch(&name, (plan.tile_seg.len() as u32, s.q_heads as u32, 1), FORWARD_THREADS, &mut a)? };
     Ok((out, lse))
 }
 
@@ -195,41 +171,31 @@ pub fn attention_backward(
     if t == 0 {
         return Ok((dq, dk, dv));
     }
-    // SAFETY: lengths checked above; the tile tables come from the plan.
-    let rc = unsafe {
-        actial_emu_attention_backward(
-            (kernel == AttentionKernel::TensorCore) as i32,
-            d as i32,
-            q.as_ptr().cast(),
-            k.as_ptr().cast(),
-            v.as_ptr().cast(),
-            out.as_ptr().cast(),
-            dout.as_ptr().cast(),
-            lse.as_ptr(),
-            plan.cu.as_ptr(),
-            plan.dq_seg.as_ptr(),
-            plan.dq_row.as_ptr(),
-            plan.dq_seg.len() as i32,
-            plan.dkv_seg.as_ptr(),
-            plan.dkv_row.as_ptr(),
-            plan.dkv_seg.len() as i32,
-            t as i32,
-            s.q_heads as i32,
-            s.kv_heads as i32,
-            s.causal as i32,
-            s.scale,
-            DELTA_ROWS_PER_BLOCK as i32,
-            DELTA_THREADS as i32,
-            plan.dq_threads as i32,
-            plan.dkv_threads as i32,
-            dq.as_mut_ptr().cast(),
-            dk.as_mut_ptr().cast(),
-            dv.as_mut_ptr().cast(),
-        )
+    let dsuf = head_dim_suffix(OP, d)?;
+    let mma = if kernel == AttentionKernel::TensorCore { "mma_" } else { "" };
+    let rows = t * s.q_heads;
+    let mut delta = vec![0.0f32; rows];
+    let mut a = Args::new();
+    a.push(out.as_ptr()).push(dout.as_ptr()).push(delta.as_mut_ptr()).push(rows as i32).push(d as i32);
+    let blocks = rows.div_ceil(DELTA_ROWS_PER_BLOCK) as u32;
+    // SAFETY: attention_backward_delta(out, dout, delta, rows, head_dim), lengths checked above.
+    unsafe { launch("attention_backward_delta", (blocks, 1, 1), DELTA_THREADS, &mut a)? };
+    let common = |a: &mut Args, seg: &Vec<i32>, row: &Vec<i32>| {
+        a.push(q.as_ptr()).push(k.as_ptr()).push(v.as_ptr()).push(dout.as_ptr()).push(lse.as_ptr());
+        a.push(delta.as_ptr()).push(plan.cu.as_ptr()).push(seg.as_ptr()).push(row.as_ptr()).push(attn_params(s));
     };
-    if rc != 0 {
-        return Err(no_kernel(OP, d));
-    }
+    let mut a = Args::new();
+    common(&mut a, &plan.dq_seg, &plan.dq_row);
+    a.push(dq.as_mut_ptr());
+    let grid = (plan.dq_seg.len() as u32, s.q_heads as u32, 1);
+    // SAFETY: BWD_ARGS then dq, as the CUDA wrapper launches it.
+    unsafe { launch(&format!("attention_backward_dq_{mma}{dsuf}"), grid, plan.dq_threads, &mut a)? };
+    let mut a = Args::new();
+    common(&mut a, &plan.dkv_seg, &plan.dkv_row);
+    a.push(dk.as_mut_ptr()).push(dv.as_mut_ptr());
+    let grid = (plan.dkv_seg.len() as u32, s.kv_heads as u32, 1);
+    // SAFETY: BWD_ARGS then dk, dv.
+    unsafe { launch(&format!("attention_backward_dkv_{mma}{dsuf}"), grid, plan.dkv_threads, &mut a)? };
     Ok((dq, dk, dv))
 }
 
@@ -256,30 +222,13 @@ pub fn attention_decode_cascade(q: &[bf16], kv: &CascadeKv<'_>, s: &AttnShape) -
     check_len(OP, "suffix_v", kv.suffix_v.len(), plan.ts * row)?;
     let mut out = vec![bf16::ZERO; plan.samples * s.q_heads * d];
     let mut lse = vec![0.0f32; plan.samples * s.q_heads];
-    // SAFETY: lengths checked above and by the plan.
-    let rc = unsafe {
-        actial_emu_attention_decode_cascade(
-            d as i32,
-            q.as_ptr().cast(),
-            kv.prefix_k.as_ptr().cast(),
-            kv.prefix_v.as_ptr().cast(),
-            plan.cu_prefix.as_ptr(),
-            kv.suffix_k.as_ptr().cast(),
-            kv.suffix_v.as_ptr().cast(),
-            plan.cu_suffix.as_ptr(),
-            plan.cu_group.as_ptr(),
-            plan.groups as i32,
-            plan.threads as i32,
-            s.q_heads as i32,
-            s.kv_heads as i32,
-            s.scale,
-            out.as_mut_ptr().cast(),
-            lse.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(no_kernel(OP, d));
-    }
+    let mut a = Args::new();
+    a.push(q.as_ptr()).push(kv.prefix_k.as_ptr()).push(kv.prefix_v.as_ptr()).push(plan.cu_prefix.as_ptr());
+    a.push(kv.suffix_k.as_ptr()).push(kv.suffix_v.as_ptr()).push(plan.cu_suffix.as_ptr()).push(plan.cu_group.as_ptr());
+    a.push(attn_params(s)).push(out.as_mut_ptr()).push(lse.as_mut_ptr());
+    let name = format!("attention_decode_cascade_{}", head_dim_suffix(OP, d)?);
+    // SAFETY: DEC_ARGS, lengths checked above and by the plan.
+    unsafe { launch(&name, (plan.groups as u32, s.q_heads as u32, 1), plan.threads, &mut a)? };
     Ok((out, lse))
 }
 
@@ -301,20 +250,140 @@ pub fn attention_merge(
     if rows == 0 {
         return Ok((out, lse));
     }
-    // SAFETY: as above; the kernel bound-checks rows.
-    unsafe {
-        actial_emu_attention_merge(
-            a.0.as_ptr().cast(),
-            a.1.as_ptr(),
-            b.0.as_ptr().cast(),
-            b.1.as_ptr(),
-            out.as_mut_ptr().cast(),
-            lse.as_mut_ptr(),
-            rows as i32,
-            head_dim as i32,
-            rows.div_ceil(MERGE_ROWS_PER_BLOCK) as i32,
-            MERGE_THREADS as i32,
-        )
-    };
+    let mut args = Args::new();
+    args.push(a.0.as_ptr()).push(a.1.as_ptr()).push(b.0.as_ptr()).push(b.1.as_ptr());
+    args.push(out.as_mut_ptr()).push(lse.as_mut_ptr()).push(rows as i32).push(head_dim as i32);
+    let blocks = rows.div_ceil(MERGE_ROWS_PER_BLOCK) as u32;
+    // SAFETY: attention_merge's signature; lengths checked above.
+    unsafe { launch("attention_merge", (blocks, 1, 1), MERGE_THREADS, &mut args)? };
     Ok((out, lse))
+}
+
+/// `cuda::sampling::sample_rows` on the CPU: one block of
+/// [`super::sampling::SAMPLE_THREADS`] per row, the same parameter struct.
+/// Returns `(tokens, logprobs)`, both `[rows·n]`.
+pub fn sample_rows(
+    logits: &[bf16],
+    v: usize,
+    n: usize,
+    p: &crate::cpu::sampling::SamplingParams,
+    seed: u64,
+    streams: &[u64],
+) -> Result<(Vec<u32>, Vec<f32>)> {
+    const OP: &str = "emulator::sample_rows";
+    let rows = streams.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    if v == 0 || n == 0 {
+        return Err(arg_err!(OP, "vocabulary {v} and samples per row {n} must be positive"));
+    }
+    let (mut tokens, mut logp) = (vec![0u32; rows * n], vec![0.0f32; rows * n]);
+    let mut a = Args::new();
+    a.push(logits.as_ptr()).push(streams.as_ptr()).push(super::sampling::kernel_params(p, v, rows, n, seed));
+    a.push(tokens.as_mut_ptr()).push(logp.as_mut_ptr());
+    // SAFETY: sample_rows(logits, streams, params, tokens, logp), lengths checked above.
+    unsafe { launch("sample_rows", (rows.max(1) as u32, 1, 1), super::sampling::SAMPLE_THREADS, &mut a)? };
+    Ok((tokens, logp))
+}
+
+/// `cross_entropy_forward_backward` on the CPU, one block of
+/// [`super::loss::THREADS`] per row: `(loss, lse, dlogits)` of `logits: [rows, v]`.
+/// With `in_place` the kernel writes dlogits over its own input, as the chunked
+/// linear + cross-entropy does.
+pub fn cross_entropy(
+    logits: &[bf16],
+    labels: &[i32],
+    v: usize,
+    grad_scale: f32,
+    in_place: bool,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<bf16>)> {
+    const OP: &str = "emulator::cross_entropy";
+    let rows = labels.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    let (mut loss, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    let mut buf = logits.to_vec();
+    let mut separate = vec![bf16::ZERO; if in_place { 0 } else { rows * v }];
+    let input = buf.as_mut_ptr();
+    let dlogits = if in_place { input } else { separate.as_mut_ptr() };
+    let mut a = Args::new();
+    a.push(input.cast_const()).push(labels.as_ptr()).push(loss.as_mut_ptr()).push(lse.as_mut_ptr());
+    a.push(dlogits).push(rows as i32).push(v as i32).push(grad_scale);
+    // SAFETY: cross_entropy_forward_backward's signature; every buffer is [rows] or [rows, v].
+    unsafe { launch("cross_entropy_forward_backward", (rows.max(1) as u32, 1, 1), super::loss::THREADS, &mut a)? };
+    Ok((loss, lse, if in_place { buf } else { separate }))
+}
+
+/// `token_logprobs_forward` then `token_logprobs_backward` on the CPU (the
+/// backward in place over a copy of the logits, as the chunked linear path
+/// runs it): `(logp, lse, dlogits)` for scale `s` and upstream `dlogp`.
+pub fn token_logprobs(
+    logits: &[bf16],
+    ids: &[i32],
+    v: usize,
+    s: f32,
+    dlogp: &[f32],
+) -> Result<(Vec<f32>, Vec<f32>, Vec<bf16>)> {
+    const OP: &str = "emulator::token_logprobs";
+    let rows = ids.len();
+    check_len(OP, "logits", logits.len(), rows * v)?;
+    check_len(OP, "dlogp", dlogp.len(), rows)?;
+    let (mut logp, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    let grid = (rows.max(1) as u32, 1, 1);
+    let mut a = Args::new();
+    a.push(logits.as_ptr()).push(ids.as_ptr()).push(logp.as_mut_ptr()).push(lse.as_mut_ptr());
+    a.push(rows as i32).push(v as i32).push(s);
+    // SAFETY: token_logprobs_forward's signature; buffers are [rows] or [rows, v].
+    unsafe { launch("token_logprobs_forward", grid, super::loss::THREADS, &mut a)? };
+    let mut buf = logits.to_vec();
+    let p = buf.as_mut_ptr();
+    let mut a = Args::new();
+    a.push(p.cast_const()).push(ids.as_ptr()).push(lse.as_ptr()).push(dlogp.as_ptr()).push(p);
+    a.push(rows as i32).push(v as i32).push(s);
+    // SAFETY: token_logprobs_backward's signature, logits and dlogits aliased on purpose.
+    unsafe { launch("token_logprobs_backward", grid, super::loss::THREADS, &mut a)? };
+    Ok((logp, lse, buf))
+}
+
+/// One tensor's optimizer state for [`adamw_step`].
+pub struct AdamWTensor {
+    pub param: Vec<f32>,
+    pub grad: Vec<f32>,
+    pub exp_avg: Vec<f32>,
+    pub exp_avg_sq: Vec<f32>,
+}
+
+/// One clipped multi-tensor AdamW step on the CPU, launched as
+/// `cuda::optim::AdamWGroup::step` launches it: `sum_squares_multi`,
+/// `clip_coefficient` (which leaves `[norm, coefficient]` where AdamW reads it),
+/// `adamw_multi_tensor`. Returns the gradient norm.
+pub fn adamw_step(tensors: &mut [AdamWTensor], h: &crate::cpu::optim::AdamW, step: u64, max_norm: f32) -> Result<f32> {
+    use super::optim::{CLIP_THREADS, SlotAddrs, THREADS, adamw_params, slot_table};
+    let addrs: Vec<SlotAddrs> = tensors
+        .iter_mut()
+        .map(|t| SlotAddrs {
+            param: t.param.as_mut_ptr() as u64,
+            grad: t.grad.as_ptr() as u64,
+            exp_avg: t.exp_avg.as_mut_ptr() as u64,
+            exp_avg_sq: t.exp_avg_sq.as_mut_ptr() as u64,
+            numel: t.param.len(),
+        })
+        .collect();
+    let (slots, blocks) = slot_table(&addrs);
+    if blocks == 0 {
+        return Ok(0.0);
+    }
+    let (mut partials, mut norm) = (vec![0.0f32; blocks], [0.0f32; 2]);
+    let n = tensors.len();
+    let mut a = Args::new();
+    a.push(slots.as_ptr()).push(n as i32).push(partials.as_mut_ptr());
+    // SAFETY: sum_squares_multi(slots, num_tensors, partials); the slots point at live host buffers.
+    unsafe { launch("sum_squares_multi", (blocks as u32, 1, 1), THREADS, &mut a)? };
+    let mut a = Args::new();
+    a.push(partials.as_ptr()).push(blocks as i32).push(max_norm).push(norm.as_mut_ptr());
+    // SAFETY: clip_coefficient(partials, n, max_norm, out[2]).
+    unsafe { launch("clip_coefficient", (1, 1, 1), CLIP_THREADS, &mut a)? };
+    let mut a = Args::new();
+    a.push(slots.as_ptr()).push(adamw_params(h, step, n, norm[1..].as_ptr()));
+    // SAFETY: adamw_multi_tensor(slots, params); grad_scale points at norm[1].
+    unsafe { launch("adamw_multi_tensor", (blocks as u32, 1, 1), THREADS, &mut a)? };
+    Ok(norm[0])
 }

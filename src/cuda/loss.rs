@@ -13,7 +13,8 @@ use crate::arg_err;
 use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::Result;
 
-const THREADS: u32 = 512;
+/// Threads per row block of the loss kernels.
+pub const THREADS: u32 = 512;
 
 fn upload_labels(
     dev: &CudaDevice,

@@ -12,7 +12,9 @@ use crate::error::Result;
 use crate::shape_err;
 
 const CHUNK: usize = params::ACTIAL_MULTI_TENSOR_CHUNK as usize;
-const THREADS: u32 = params::ACTIAL_MULTI_TENSOR_THREADS;
+/// Threads per multi-tensor block, and of the one clip-coefficient block.
+pub const THREADS: u32 = params::ACTIAL_MULTI_TENSOR_THREADS;
+pub const CLIP_THREADS: u32 = 1024;
 
 /// All trained tensors of a model with their optimizer state, on the device:
 /// f32 master weights, f32 gradients (the backward accumulates into them), both
@@ -110,7 +112,8 @@ impl AdamWGroup {
         };
         launch!(dev, "sum_squares_multi", cfg, shapes; &self.slots, &n, &mut self.partials)?;
         let nb = self.blocks as i32;
-        let one = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        let one =
+            cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (CLIP_THREADS, 1, 1), shared_mem_bytes: 0 };
         launch!(dev, "clip_coefficient", one, shapes; &self.partials, &nb, &max_norm, &mut self.norm)
     }
 
@@ -196,9 +199,28 @@ pub fn global_grad_norm(
     let cfg =
         cudarc::driver::LaunchConfig { grid_dim: (nb as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
     launch!(dev, "sum_squares_multi", cfg, shapes; slots, &n, &mut partials)?;
-    let one = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    let one =
+        cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (CLIP_THREADS, 1, 1), shared_mem_bytes: 0 };
     launch!(dev, "clip_coefficient", one, shapes; &partials, &nb, &no_clip, &mut norm)?;
     Ok(dev.download(&norm, OP)?[0])
+}
+
+/// The kernel's parameter struct for step `step` (from 1): the same f64 bias
+/// corrections as the CPU twin. Shared with the CPU emulator of the kernel.
+pub fn adamw_params(h: &AdamW, step: u64, num_tensors: usize, grad_scale: *const f32) -> params::ActialAdamWParams {
+    let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
+    let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
+    params::ActialAdamWParams {
+        lr: h.lr,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        weight_decay: h.weight_decay,
+        step_size: (h.lr as f64 / bc1) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        num_tensors: num_tensors as i32,
+        grad_scale,
+    }
 }
 
 /// One AdamW step over the tensors of an uploaded slot table, in one launch.
@@ -218,20 +240,7 @@ pub fn launch_adamw(
     if blocks == 0 {
         return Ok(());
     }
-    // The same f64 bias corrections as the CPU twin.
-    let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
-    let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
-    let p = params::ActialAdamWParams {
-        lr: h.lr,
-        beta1: h.beta1,
-        beta2: h.beta2,
-        eps: h.eps,
-        weight_decay: h.weight_decay,
-        step_size: (h.lr as f64 / bc1) as f32,
-        bc2_sqrt: bc2.sqrt() as f32,
-        num_tensors: num_tensors as i32,
-        grad_scale,
-    };
+    let p = adamw_params(h, step, num_tensors, grad_scale);
     let cfg = cudarc::driver::LaunchConfig {
         grid_dim: (blocks as u32, 1, 1),
         block_dim: (THREADS, 1, 1),

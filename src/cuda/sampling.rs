@@ -9,6 +9,9 @@ use crate::arg_err;
 use crate::cpu::sampling::SamplingParams;
 use crate::error::Result;
 
+/// Threads per row block (SAMPLE_THREADS in `cuda/sampling.cu`).
+pub const SAMPLE_THREADS: u32 = 1024;
+
 /// Draws `n` tokens from each row of `logits: [rows, v]`; sample `j` of row `r`
 /// uses Philox stream `streams[r] + j` under key `seed`. Returns device buffers
 /// `(tokens, logprobs)`, both `[rows·n]`, row-major.
@@ -24,7 +27,7 @@ pub fn sample_rows(
     const OP: &str = "cuda::sample_rows";
     let Launch { rows, streams: d_streams, mut tokens, mut logp, params: k } =
         prepare(dev, OP, logits, v, n, p, seed, streams)?;
-    launch!(dev, "sample_rows", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
+    launch!(dev, "sample_rows", per_row(rows, SAMPLE_THREADS), format!("[{rows}, {v}] x {n}");
         logits, &d_streams, &k, &mut tokens, &mut logp)?;
     Ok((tokens, logp))
 }
@@ -67,7 +70,8 @@ fn prepare(
     })
 }
 
-fn kernel_params(p: &SamplingParams, v: usize, rows: usize, n: usize, seed: u64) -> params::ActialSamplingParams {
+/// The kernel's parameter struct (shared with the CPU emulator of the kernel).
+pub fn kernel_params(p: &SamplingParams, v: usize, rows: usize, n: usize, seed: u64) -> params::ActialSamplingParams {
     params::ActialSamplingParams {
         temperature: p.temperature,
         top_k: p.top_k.min(i32::MAX as usize) as i32,
@@ -99,7 +103,7 @@ pub fn sample_rows_sorted_baseline(
     let mut val = dev.uninit::<f32>(rows * padded, OP)?;
     let mut idx = dev.uninit::<i32>(rows * padded, OP)?;
     let pad = padded as i32;
-    launch!(dev, "sample_rows_sorted_baseline", per_row(rows, 1024), format!("[{rows}, {v}] x {n}");
+    launch!(dev, "sample_rows_sorted_baseline", per_row(rows, SAMPLE_THREADS), format!("[{rows}, {v}] x {n}");
         logits, &d_streams, &k, &mut val, &mut idx, &pad, &mut tokens, &mut logp)?;
     Ok((tokens, logp))
 }
