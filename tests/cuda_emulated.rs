@@ -282,6 +282,19 @@ mod emulated {
         // SAFETY: the name does not exist, so nothing runs.
         let err = unsafe { emulator::launch("no_such_kernel", (1, 1, 1), 32, &mut none) }.unwrap_err();
         assert!(err.to_string().contains("no kernel named no_such_kernel"), "{err}");
+        // A wrong argument list is refused before anything runs: swiglu_forward
+        // takes an int64_t n, not an int.
+        let (x, mut y) = (vec![bf16::ZERO; 4], vec![bf16::ZERO; 4]);
+        let mut a = emulator::Args::new();
+        a.push(x.as_ptr()).push(x.as_ptr()).push(y.as_mut_ptr()).push(4i32);
+        // SAFETY: refused by the size check, nothing runs.
+        let err = unsafe { emulator::launch("swiglu_forward", (1, 1, 1), 32, &mut a) }.unwrap_err().to_string();
+        assert!(err.contains("argument 3 has 4 bytes, the kernel takes 8"), "{err}");
+        let mut a = emulator::Args::new();
+        a.push(x.as_ptr());
+        // SAFETY: refused by the count check.
+        let err = unsafe { emulator::launch("swiglu_forward", (1, 1, 1), 32, &mut a) }.unwrap_err().to_string();
+        assert!(err.contains("takes 4 arguments, 1 given"), "{err}");
     }
 
     /// The fused cross-entropy (loss, lse, dlogits in one pass per row) with an
@@ -352,5 +365,76 @@ mod emulated {
             assert_close(&format!("tensor {i} exp_avg"), &t.exp_avg, m, 1e-6, 1e-5);
             assert_close(&format!("tensor {i} exp_avg_sq"), &t.exp_avg_sq, v, 1e-6, 1e-5);
         }
+    }
+
+    /// RMSNorm forward (plain and fused with the residual add) and backward
+    /// with the deterministic dw (partial rows per block, then a column sum).
+    #[test]
+    fn rms_norm_forward_fused_add_and_backward_match_the_cpu() {
+        for (rows, dim) in [(1usize, 128usize), (37, 80), (300, 72)] {
+            let x = to_bf16(&randn(rows * dim, 1));
+            let res = to_bf16(&randn(rows * dim, 2));
+            let w = to_bf16(&Philox::new(3, 0).normal_vec(dim, 0.5));
+            let dy = to_bf16(&randn(rows * dim, 4));
+            let (xf, wf, dyf) = (to_f32(&x), to_f32(&w), to_f32(&dy));
+            let (y_ref, rstd_ref) = cpu::norm::rms_norm_forward(&xf, &wf, 1e-6);
+            let (_, y, rstd) = emulator::rms_norm_forward(&x, None, &w, rows, dim, 1e-6).unwrap();
+            assert_close("rms_norm y", &to_f32(&y), &y_ref, 1e-2, 1e-2);
+            assert_close("rms_norm rstd", &rstd, &rstd_ref, 1e-5, 1e-4);
+            // Fused: h is the bf16-rounded sum, y normalises exactly that h.
+            let h_ref = to_bf16(&xf.iter().zip(to_f32(&res)).map(|(a, b)| a + b).collect::<Vec<_>>());
+            let (h, y, _) = emulator::rms_norm_forward(&x, Some(&res), &w, rows, dim, 1e-6).unwrap();
+            assert_eq!(to_f32(&h), to_f32(&h_ref), "h is the bf16-rounded sum");
+            let (y_ref, _) = cpu::norm::rms_norm_forward(&to_f32(&h_ref), &wf, 1e-6);
+            assert_close("add+rms_norm y", &to_f32(&y), &y_ref, 1e-2, 1e-2);
+            // Backward, accumulating into a dw that already holds a value.
+            let mut dw_ref = vec![0.25f32; dim];
+            let dx_ref = cpu::norm::rms_norm_backward(&xf, &wf, &rstd_ref, &dyf, Some(&mut dw_ref));
+            let mut dw = vec![0.25f32; dim];
+            let dx = emulator::rms_norm_backward(&x, &w, &rstd_ref, &dy, rows, dim, &mut dw).unwrap();
+            assert_close("rms_norm dx", &to_f32(&dx), &dx_ref, 1e-2, 1e-2);
+            assert_close("rms_norm dw", &dw, &dw_ref, 1e-3, 1e-3);
+        }
+    }
+
+    #[test]
+    fn rope_swiglu_gelu_and_scatter_add_match_the_cpu() {
+        for (t, h, d) in [(1usize, 1usize, 2usize), (17, 3, 80)] {
+            let x = to_bf16(&randn(t * h * d, 5));
+            let cos: Vec<f32> = (0..t * d).map(|i| (i as f32 * 0.37).cos()).collect();
+            let sin: Vec<f32> = (0..t * d).map(|i| (i as f32 * 0.53).sin()).collect();
+            let xf = to_f32(&x);
+            let y = emulator::rope(&x, &cos, &sin, t, h, d, false).unwrap();
+            assert_close("rope", &to_f32(&y), &cpu::rope::rope_forward(&xf, &cos, &sin, h, d), 1e-2, 1e-2);
+            let dx = emulator::rope(&x, &cos, &sin, t, h, d, true).unwrap();
+            assert_close("rope backward", &to_f32(&dx), &cpu::rope::rope_backward(&xf, &cos, &sin, h, d), 1e-2, 1e-2);
+        }
+        for n in [1usize, 1000, 4099] {
+            let g = to_bf16(&Philox::new(6, 0).normal_vec(n, 2.0));
+            let u = to_bf16(&randn(n, 7));
+            let dy = to_bf16(&randn(n, 8));
+            let (gf, uf, dyf) = (to_f32(&g), to_f32(&u), to_f32(&dy));
+            let (y, dg, du) = emulator::swiglu(&g, &u, &dy).unwrap();
+            let (dg_ref, du_ref) = cpu::activation::swiglu_backward(&gf, &uf, &dyf);
+            assert_close("swiglu", &to_f32(&y), &cpu::activation::swiglu_forward(&gf, &uf), 1e-2, 1e-2);
+            assert_close("swiglu d_gate", &to_f32(&dg), &dg_ref, 1e-2, 1e-2);
+            assert_close("swiglu d_up", &to_f32(&du), &du_ref, 1e-2, 1e-2);
+            let (y, dx) = emulator::gelu(&g, &dy).unwrap();
+            assert_close("gelu", &to_f32(&y), &cpu::activation::gelu_forward(&gf), 1e-2, 1e-2);
+            assert_close("gelu backward", &to_f32(&dx), &cpu::activation::gelu_backward(&gf, &dyf), 1e-2, 1e-2);
+        }
+        // Repeated indices add up (atomics), flagged rows are skipped.
+        let (rows, dim) = (50usize, 72usize);
+        let idx = [3i32, 0, 49, 3, 3, 17];
+        let skip = [false, false, true, false, false, false];
+        let src = to_bf16(&randn(idx.len() * dim, 9));
+        let base = randn(rows * dim, 10);
+        let mut dst = base.clone();
+        emulator::scatter_add_rows(&mut dst, dim, &idx, &src, Some(&skip)).unwrap();
+        let mut want = base;
+        let idx_u: Vec<usize> = idx.iter().map(|&i| i as usize).collect();
+        cpu::embedding::scatter_add_rows(&mut want, dim, &idx_u, &to_f32(&src), Some(&skip));
+        assert_close("scatter_add_rows (repeated index 3)", &dst, &want, 1e-5, 1e-5);
+        assert!(emulator::scatter_add_rows(&mut dst, dim, &[50], &src[..dim], None).is_err());
     }
 }

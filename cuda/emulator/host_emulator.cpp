@@ -54,9 +54,14 @@ void emu_launch(EmuDim3 grid, int threads, Kernel kernel) {
   for (auto &th : pool) th.join();
 }
 
-// Calls a kernel with its arguments unpacked from a cuLaunchKernel-style
-// array: params[i] points at the value of argument i.
-using Trampoline = std::function<void(void **)>;
+// A kernel's argument sizes and a caller that unpacks its arguments from a
+// cuLaunchKernel-style array (params[i] points at the value of argument i).
+// The sizes let a launch with the wrong argument list fail with a message
+// instead of reading garbage, which cuLaunchKernel itself cannot check.
+struct Trampoline {
+  std::vector<std::size_t> sizes;
+  std::function<void(void **)> call;
+};
 
 template <class... A, std::size_t... I>
 void call_with(void (*f)(A...), void **params, std::index_sequence<I...>) {
@@ -65,7 +70,7 @@ void call_with(void (*f)(A...), void **params, std::index_sequence<I...>) {
 
 template <class... A>
 Trampoline trampoline(void (*f)(A...)) {
-  return [f](void **params) { call_with(f, params, std::index_sequence_for<A...>{}); };
+  return {{sizeof(A)...}, [f](void **params) { call_with(f, params, std::index_sequence_for<A...>{}); }};
 }
 
 // Every extern "C" __global__ kernel of cuda/*.cu, listed by build.rs.
@@ -80,15 +85,26 @@ const std::unordered_map<std::string, Trampoline> &kernel_table() {
 
 }  // namespace
 
-// Launches kernel `name` on a (gx, gy, gz) grid of `threads`-thread blocks.
-// Returns 0, or -1 if no kernel has that name.
+// Launches kernel `name` on a (gx, gy, gz) grid of `threads`-thread blocks
+// with `count` arguments of `sizes[i]` bytes. Returns 0; -1 if no kernel has
+// that name; -2 if the argument count differs (`*expected` = the kernel's);
+// -3 - i if argument i has the wrong size (`*expected` = its size).
 extern "C" int actial_emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
-                                 void **params) {
+                                 void **params, const std::size_t *sizes, int count, std::size_t *expected) {
   const auto &table = kernel_table();
   const auto it = table.find(name);
   if (it == table.end()) return -1;
   const Trampoline &run = it->second;
-  emu_launch(EmuDim3{gx, gy, gz}, (int)threads, [&] { run(params); });
+  if ((std::size_t)count != run.sizes.size()) {
+    *expected = run.sizes.size();
+    return -2;
+  }
+  for (int i = 0; i < count; ++i)
+    if (sizes[i] != run.sizes[i]) {
+      *expected = run.sizes[i];
+      return -3 - i;
+    }
+  emu_launch(EmuDim3{gx, gy, gz}, (int)threads, [&] { run.call(params); });
   return 0;
 }
 

@@ -302,9 +302,17 @@ impl CudaDevice {
 
 /// Launch geometry helpers shared by the family wrappers.
 pub(crate) fn grid_for(n: usize, threads: u32) -> cudarc::driver::LaunchConfig {
-    // Grid-stride kernels: enough blocks to fill an H100 several times over, no more.
-    let blocks = n.div_ceil(threads as usize).clamp(1, 132 * 32) as u32;
-    cudarc::driver::LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+    cudarc::driver::LaunchConfig {
+        grid_dim: (grid_blocks(n, threads), 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Blocks of a grid-stride launch over `n` elements: enough to fill an H100
+/// several times over, no more (shared with the CPU emulator).
+pub fn grid_blocks(n: usize, threads: u32) -> u32 {
+    n.div_ceil(threads as usize).clamp(1, 132 * 32) as u32
 }
 
 /// One block of `threads` per row.

@@ -25,16 +25,29 @@ use crate::error::Result;
 use crate::{arg_err, shape_err};
 
 unsafe extern "C" {
-    fn actial_emu_launch(name: *const i8, gx: u32, gy: u32, gz: u32, threads: u32, params: *mut *mut c_void) -> i32;
+    fn actial_emu_launch(
+        name: *const i8,
+        gx: u32,
+        gy: u32,
+        gz: u32,
+        threads: u32,
+        params: *mut *mut c_void,
+        sizes: *const usize,
+        count: i32,
+        expected: *mut usize,
+    ) -> i32;
     fn actial_emu_kernel_count() -> i32;
 }
 
 /// Kernel arguments, in order, as `cuLaunchKernel` takes them: each slot owns
-/// one value and `params` points at each. Push buffers as raw pointers.
+/// one value and `params` points at each. Push buffers as raw pointers. The
+/// sizes travel along, so a launch whose arguments do not match the kernel's C
+/// signature fails instead of reading garbage.
 #[derive(Default)]
 pub struct Args {
     slots: Vec<Box<dyn std::any::Any>>,
     params: Vec<*mut c_void>,
+    sizes: Vec<usize>,
 }
 
 impl Args {
@@ -47,6 +60,7 @@ impl Args {
         let mut b = Box::new(value);
         // The box's heap slot does not move when the box does.
         self.params.push((&mut *b as *mut T).cast());
+        self.sizes.push(std::mem::size_of::<T>());
         self.slots.push(b);
         self
     }
@@ -72,11 +86,30 @@ pub unsafe fn launch(name: &str, grid: (u32, u32, u32), threads: u32, args: &mut
     let c = CString::new(name).map_err(|_| arg_err!(OP, "kernel name {name:?} contains a NUL"))?;
     // SAFETY: the caller vouches for the arguments; the call returns after the
     // emulated launch has finished.
-    let rc = unsafe { actial_emu_launch(c.as_ptr(), grid.0, grid.1, grid.2, threads, args.params.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(arg_err!(OP, "no kernel named {name} in cuda/*.cu"));
+    let mut expected = 0usize;
+    let (count, sizes) = (args.sizes.len() as i32, args.sizes.as_ptr());
+    let rc = unsafe {
+        actial_emu_launch(
+            c.as_ptr(),
+            grid.0,
+            grid.1,
+            grid.2,
+            threads,
+            args.params.as_mut_ptr(),
+            sizes,
+            count,
+            &mut expected,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        -1 => Err(arg_err!(OP, "no kernel named {name} in cuda/*.cu")),
+        -2 => Err(arg_err!(OP, "{name} takes {expected} arguments, {count} given")),
+        r => {
+            let i = (-3 - r) as usize;
+            Err(arg_err!(OP, "{name}: argument {i} has {} bytes, the kernel takes {expected}", args.sizes[i]))
+        }
     }
-    Ok(())
 }
 
 fn attn_params(s: &AttnShape) -> ActialAttentionParams {
@@ -386,4 +419,147 @@ pub fn adamw_step(tensors: &mut [AdamWTensor], h: &crate::cpu::optim::AdamW, ste
     // SAFETY: adamw_multi_tensor(slots, params); grad_scale points at norm[1].
     unsafe { launch("adamw_multi_tensor", (blocks as u32, 1, 1), THREADS, &mut a)? };
     Ok(norm[0])
+}
+
+// ---- small ops -------------------------------------------------------------------
+
+/// A grid-stride kernel over `n` elements, launched as `cuda::small_ops` does.
+fn grid_stride(name: &str, n: usize, args: &mut Args) -> Result<()> {
+    use super::small_ops::THREADS;
+    // SAFETY: the callers below pass each kernel's signature with buffers of n elements.
+    unsafe { launch(name, (super::device::grid_blocks(n, THREADS), 1, 1), THREADS, args) }
+}
+
+/// `rms_norm_forward`, or with a residual `add_rms_norm_forward`:
+/// `(h, y, rstd)` for `x: [rows, dim]` (`h = x + residual`, or `x`).
+pub fn rms_norm_forward(
+    x: &[bf16],
+    residual: Option<&[bf16]>,
+    w: &[bf16],
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) -> Result<(Vec<bf16>, Vec<bf16>, Vec<f32>)> {
+    const OP: &str = "emulator::rms_norm_forward";
+    check_len(OP, "x", x.len(), rows * dim)?;
+    check_len(OP, "w", w.len(), dim)?;
+    let (mut h, mut y, mut rstd) = (x.to_vec(), vec![bf16::ZERO; rows * dim], vec![0.0f32; rows]);
+    let mut a = Args::new();
+    let name = match residual {
+        Some(r) => {
+            check_len(OP, "residual", r.len(), rows * dim)?;
+            a.push(x.as_ptr()).push(r.as_ptr()).push(w.as_ptr()).push(h.as_mut_ptr());
+            "add_rms_norm_forward"
+        }
+        None => {
+            a.push(x.as_ptr()).push(w.as_ptr());
+            "rms_norm_forward"
+        }
+    };
+    a.push(y.as_mut_ptr()).push(rstd.as_mut_ptr()).push(rows as i32).push(dim as i32).push(eps);
+    // SAFETY: the kernel's signature; one block of THREADS per row.
+    unsafe { launch(name, (rows.max(1) as u32, 1, 1), super::small_ops::THREADS, &mut a)? };
+    Ok((h, y, rstd))
+}
+
+/// `rms_norm_backward` with its deterministic dw (per-block partial rows, then
+/// `column_sum_accumulate` into `dw`), launched as `cuda::small_ops` does.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_backward(
+    x: &[bf16],
+    w: &[bf16],
+    rstd: &[f32],
+    dy: &[bf16],
+    rows: usize,
+    dim: usize,
+    dw: &mut [f32],
+) -> Result<Vec<bf16>> {
+    use super::small_ops::{RMS_BWD_BLOCKS, THREADS};
+    const OP: &str = "emulator::rms_norm_backward";
+    check_len(OP, "x", x.len(), rows * dim)?;
+    check_len(OP, "dy", dy.len(), rows * dim)?;
+    check_len(OP, "rstd", rstd.len(), rows)?;
+    check_len(OP, "dw", dw.len(), dim)?;
+    let blocks = rows.clamp(1, RMS_BWD_BLOCKS);
+    // Poisoned, as uninitialised device memory may be: the kernel must write every partial.
+    let (mut dx, mut partial) = (vec![bf16::NAN; rows * dim], vec![f32::NAN; blocks * dim]);
+    let mut a = Args::new();
+    a.push(x.as_ptr()).push(w.as_ptr()).push(rstd.as_ptr()).push(dy.as_ptr()).push(dx.as_mut_ptr());
+    a.push(partial.as_mut_ptr()).push(rows as i32).push(dim as i32);
+    // SAFETY: rms_norm_backward's signature; `blocks` partial rows.
+    unsafe { launch("rms_norm_backward", (blocks as u32, 1, 1), THREADS, &mut a)? };
+    let mut a = Args::new();
+    a.push(partial.as_ptr()).push(blocks as i32).push(dim as i32).push(dw.as_mut_ptr());
+    grid_stride("column_sum_accumulate", dim, &mut a)?;
+    Ok(dx)
+}
+
+/// `rope_apply` on `x: [tokens, heads, head_dim]` with f32 tables `[tokens, head_dim]`.
+pub fn rope(
+    x: &[bf16],
+    cos: &[f32],
+    sin: &[f32],
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+    backward: bool,
+) -> Result<Vec<bf16>> {
+    const OP: &str = "emulator::rope";
+    check_len(OP, "x", x.len(), tokens * heads * head_dim)?;
+    check_len(OP, "cos", cos.len(), tokens * head_dim)?;
+    check_len(OP, "sin", sin.len(), tokens * head_dim)?;
+    let mut y = vec![bf16::ZERO; x.len()];
+    let mut a = Args::new();
+    a.push(x.as_ptr()).push(cos.as_ptr()).push(sin.as_ptr()).push(y.as_mut_ptr());
+    a.push(tokens as i32).push(heads as i32).push(head_dim as i32).push(backward as i32);
+    grid_stride("rope_apply", tokens * heads * head_dim / 2, &mut a)?;
+    Ok(y)
+}
+
+/// SwiGLU forward and backward: `(y, d_gate, d_up)`.
+pub fn swiglu(gate: &[bf16], up: &[bf16], dy: &[bf16]) -> Result<(Vec<bf16>, Vec<bf16>, Vec<bf16>)> {
+    const OP: &str = "emulator::swiglu";
+    let n = gate.len();
+    check_len(OP, "up", up.len(), n)?;
+    check_len(OP, "dy", dy.len(), n)?;
+    let (mut y, mut dg, mut du) = (vec![bf16::ZERO; n], vec![bf16::ZERO; n], vec![bf16::ZERO; n]);
+    let mut a = Args::new();
+    a.push(gate.as_ptr()).push(up.as_ptr()).push(y.as_mut_ptr()).push(n as i64);
+    grid_stride("swiglu_forward", n, &mut a)?;
+    let mut a = Args::new();
+    a.push(gate.as_ptr()).push(up.as_ptr()).push(dy.as_ptr()).push(dg.as_mut_ptr()).push(du.as_mut_ptr());
+    a.push(n as i64);
+    grid_stride("swiglu_backward", n, &mut a)?;
+    Ok((y, dg, du))
+}
+
+/// erf GELU forward and backward: `(y, dx)`.
+pub fn gelu(x: &[bf16], dy: &[bf16]) -> Result<(Vec<bf16>, Vec<bf16>)> {
+    const OP: &str = "emulator::gelu";
+    let n = x.len();
+    check_len(OP, "dy", dy.len(), n)?;
+    let (mut y, mut dx) = (vec![bf16::ZERO; n], vec![bf16::ZERO; n]);
+    let mut a = Args::new();
+    a.push(x.as_ptr()).push(y.as_mut_ptr()).push(n as i64);
+    grid_stride("gelu_forward", n, &mut a)?;
+    let mut a = Args::new();
+    a.push(x.as_ptr()).push(dy.as_ptr()).push(dx.as_mut_ptr()).push(n as i64);
+    grid_stride("gelu_backward", n, &mut a)?;
+    Ok((y, dx))
+}
+
+/// `scatter_add_rows`: `dst[idx[i]] += src[i]` (f32, atomics), skipping flagged rows.
+pub fn scatter_add_rows(dst: &mut [f32], dim: usize, idx: &[i32], src: &[bf16], skip: Option<&[bool]>) -> Result<()> {
+    const OP: &str = "emulator::scatter_add_rows";
+    check_len(OP, "src", src.len(), idx.len() * dim)?;
+    let rows = dst.len() / dim.max(1);
+    if let Some(&bad) = idx.iter().find(|&&i| i < 0 || i as usize >= rows) {
+        return Err(arg_err!(OP, "index {bad} is outside 0..{rows}"));
+    }
+    let flags: Option<Vec<u8>> = skip.map(|s| s.iter().map(|&b| b as u8).collect());
+    let mut a = Args::new();
+    a.push(dst.as_mut_ptr()).push(idx.as_ptr()).push(src.as_ptr());
+    a.push(flags.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()));
+    a.push(idx.len() as i32).push(dim as i32);
+    grid_stride("scatter_add_rows", idx.len() * dim, &mut a)
 }

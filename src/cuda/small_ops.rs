@@ -9,7 +9,8 @@ use super::device::{CudaDevice, check_len, grid_for, launch, per_row};
 use crate::arg_err;
 use crate::error::Result;
 
-const THREADS: u32 = 256;
+/// Threads per block of the small ops (rows or grid-stride).
+pub const THREADS: u32 = 256;
 
 /// `(y, rstd)` for `x: [rows, dim]`, `w: [dim]`.
 pub fn rms_norm_forward(
@@ -57,7 +58,8 @@ pub fn add_rms_norm_forward(
 }
 
 /// Blocks of the RMSNorm backward: each writes one row of dw partials.
-const RMS_BWD_BLOCKS: usize = 264;
+/// Most blocks of the RMSNorm backward (each owns a partial dw row).
+pub const RMS_BWD_BLOCKS: usize = 264;
 
 /// `dx`; accumulates `dw += Σ_rows dy·x̂` when `dw` is given (deterministic).
 #[allow(clippy::too_many_arguments)]
