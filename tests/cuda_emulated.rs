@@ -437,4 +437,70 @@ mod emulated {
         assert_close("scatter_add_rows (repeated index 3)", &dst, &want, 1e-5, 1e-5);
         assert!(emulator::scatter_add_rows(&mut dst, dim, &[50], &src[..dim], None).is_err());
     }
+
+    /// LoRA's projections at both compiled rank bounds, x·Aᵀ and dy·B, with a
+    /// row count that leaves the last block's warps partly idle.
+    #[test]
+    fn lora_projections_match_a_naive_product() {
+        for (rows, n, r) in [(1usize, 64usize, 1usize), (13, 96, 16), (9, 40, 17), (5, 33, 64)] {
+            let x = to_bf16(&randn(rows * n, 20));
+            let m = to_bf16(&Philox::new(21, 0).normal_vec(n * r, 0.1));
+            let (xf, mf) = (to_f32(&x), to_f32(&m));
+            for m_is_a in [true, false] {
+                let want: Vec<f32> = (0..rows * r)
+                    .map(|e| {
+                        let (row, j) = (e / r, e % r);
+                        (0..n).map(|i| xf[row * n + i] * if m_is_a { mf[j * n + i] } else { mf[i * r + j] }).sum()
+                    })
+                    .collect();
+                let got = emulator::lora_project(&x, &m, rows, n, r, m_is_a).unwrap();
+                assert_close(&format!("lora project {rows}x{n} rank {r} a {m_is_a}"), &to_f32(&got), &want, 1e-2, 1e-2);
+            }
+        }
+        assert!(emulator::lora_project(&[], &[], 0, 4, 65, true).is_err());
+    }
+
+    #[test]
+    fn softmax_gathers_overwrites_and_strided_copies_match_the_cpu() {
+        let (rows, cols) = (3usize, 1000usize);
+        let x = to_bf16(&Philox::new(30, 0).normal_vec(rows * cols, 3.0));
+        let xf = to_f32(&x);
+        let y = to_f32(&emulator::softmax_rows(&x, rows, cols, 0.5).unwrap());
+        for r in 0..rows {
+            let row = &xf[r * cols..(r + 1) * cols];
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * 0.5));
+            let z: f32 = row.iter().map(|&v| (v * 0.5 - m).exp()).sum();
+            let want: Vec<f32> = row.iter().map(|&v| (v * 0.5 - m).exp() / z).collect();
+            assert_close(&format!("softmax row {r}"), &y[r * cols..(r + 1) * cols], &want, 1e-3, 1e-2);
+        }
+        // Gather (repeated indices) and overwrite are copies: bit-exact.
+        let (n, dim) = (50usize, 72usize);
+        let src = to_bf16(&randn(n * dim, 31));
+        let idx = [3i32, 0, 49, 3];
+        let got = emulator::gather_rows(&src, dim, &idx).unwrap();
+        let want: Vec<bf16> =
+            idx.iter().flat_map(|&i| src[i as usize * dim..(i as usize + 1) * dim].to_vec()).collect();
+        assert_eq!(got, want, "gather_rows");
+        assert!(emulator::gather_rows(&src, dim, &[50]).is_err());
+        let mut x2 = src.clone();
+        let new_rows = to_bf16(&randn(2 * dim, 32));
+        emulator::overwrite_rows(&mut x2, dim, &[1, 40], &new_rows).unwrap();
+        let mut want = src.clone();
+        want[dim..2 * dim].copy_from_slice(&new_rows[..dim]);
+        want[40 * dim..41 * dim].copy_from_slice(&new_rows[dim..]);
+        assert_eq!(x2, want, "overwrite_rows");
+        // The strided copy behind permute and narrow, against its plan's host loop.
+        use actial::cuda::strided;
+        let dims = [4usize, 3, 5, 6];
+        let t = to_bf16(&randn(dims.iter().product(), 33));
+        for plan in [strided::permute(&dims, &[2, 0, 3, 1]), strided::narrow(&dims, 2, 1, 3)] {
+            let numel: usize = plan.dims.iter().product();
+            let (mut got, mut want) = (vec![bf16::ZERO; numel], vec![bf16::ZERO; numel]);
+            emulator::strided_copy(&t, &mut got, &plan).unwrap();
+            strided::emulate(&t, &mut want, &plan);
+            assert_eq!(got, want, "strided copy {plan:?}");
+        }
+        let bad = strided::permute(&dims, &[2, 0, 3, 1]);
+        assert!(emulator::strided_copy(&t[..10], &mut vec![bf16::ZERO; 360], &bad).is_err(), "a plan past the source");
+    }
 }

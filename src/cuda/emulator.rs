@@ -563,3 +563,91 @@ pub fn scatter_add_rows(dst: &mut [f32], dim: usize, idx: &[i32], src: &[bf16], 
     a.push(idx.len() as i32).push(dim as i32);
     grid_stride("scatter_add_rows", idx.len() * dim, &mut a)
 }
+
+/// LoRA's rank-r projection `x[rows, n] · M` (`M = Aᵀ` from `m: [r, n]` when
+/// `m_is_a`, else `M = B` from `m: [n, r]`), launched as `cuda::lora` does.
+pub fn lora_project(x: &[bf16], m: &[bf16], rows: usize, n: usize, r: usize, m_is_a: bool) -> Result<Vec<bf16>> {
+    use super::lora::{MAX_RANK, PROJECT_ROWS_PER_BLOCK, PROJECT_THREADS, project_kernel};
+    const OP: &str = "emulator::lora_project";
+    check_len(OP, "x", x.len(), rows * n)?;
+    check_len(OP, "factor", m.len(), n * r)?;
+    if r == 0 || r > MAX_RANK {
+        return Err(arg_err!(OP, "rank {r} must be in 1..={MAX_RANK}"));
+    }
+    let mut out = vec![bf16::NAN; rows * r];
+    let mut a = Args::new();
+    a.push(x.as_ptr()).push(m.as_ptr()).push(out.as_mut_ptr());
+    a.push(rows as i32).push(n as i32).push(r as i32).push(m_is_a as i32);
+    let blocks = rows.div_ceil(PROJECT_ROWS_PER_BLOCK).max(1) as u32;
+    // SAFETY: LORA_ARGS; x is [rows, n], m [n·r], out [rows, r].
+    unsafe { launch(project_kernel(r), (blocks, 1, 1), PROJECT_THREADS, &mut a)? };
+    Ok(out)
+}
+
+/// `softmax_rows`: `softmax(scale·x)` per row of `x: [rows, cols]`.
+pub fn softmax_rows(x: &[bf16], rows: usize, cols: usize, scale: f32) -> Result<Vec<bf16>> {
+    check_len("emulator::softmax_rows", "x", x.len(), rows * cols)?;
+    let mut y = vec![bf16::NAN; rows * cols];
+    let mut a = Args::new();
+    a.push(x.as_ptr()).push(y.as_mut_ptr()).push(rows as i32).push(cols as i32).push(scale);
+    // SAFETY: softmax_rows's signature; one block per row.
+    unsafe { launch("softmax_rows", (rows.max(1) as u32, 1, 1), super::small_ops::SOFTMAX_THREADS, &mut a)? };
+    Ok(y)
+}
+
+/// `gather_rows`: `src[idx[i]]` for `src: [_, dim]` (indices range-checked here, as the wrapper does).
+pub fn gather_rows(src: &[bf16], dim: usize, idx: &[i32]) -> Result<Vec<bf16>> {
+    let rows = src.len() / dim.max(1);
+    if let Some(&bad) = idx.iter().find(|&&i| i < 0 || i as usize >= rows) {
+        return Err(arg_err!("emulator::gather_rows", "index {bad} is outside 0..{rows}"));
+    }
+    let mut out = vec![bf16::NAN; idx.len() * dim];
+    let mut a = Args::new();
+    a.push(src.as_ptr()).push(idx.as_ptr()).push(out.as_mut_ptr()).push(idx.len() as i32).push(dim as i32);
+    grid_stride("gather_rows", idx.len() * dim, &mut a)?;
+    Ok(out)
+}
+
+/// `overwrite_rows`: `x[pos[i]] = rows[i]` in place.
+pub fn overwrite_rows(x: &mut [bf16], dim: usize, pos: &[i32], rows: &[bf16]) -> Result<()> {
+    check_len("emulator::overwrite_rows", "rows", rows.len(), pos.len() * dim)?;
+    let n = x.len() / dim.max(1);
+    if let Some(&bad) = pos.iter().find(|&&i| i < 0 || i as usize >= n) {
+        return Err(arg_err!("emulator::overwrite_rows", "position {bad} is outside 0..{n}"));
+    }
+    let mut a = Args::new();
+    a.push(x.as_mut_ptr()).push(pos.as_ptr()).push(rows.as_ptr()).push(pos.len() as i32).push(dim as i32);
+    grid_stride("overwrite_rows", pos.len() * dim, &mut a)
+}
+
+/// `strided_copy_u16` for a bf16 copy plan (permute, narrow, a part of a cat).
+pub fn strided_copy(src: &[bf16], dst: &mut [bf16], plan: &super::strided::CopyPlan) -> Result<()> {
+    const OP: &str = "emulator::strided_copy";
+    let p = super::tensor::copy_params(OP, plan)?;
+    let n = p.numel as usize;
+    // The last element each side touches must lie inside its buffer.
+    let reach = |strides: &[usize], offset: usize| {
+        offset + plan.dims.iter().zip(strides).map(|(&d, &s)| d.saturating_sub(1) * s).sum::<usize>()
+    };
+    if n > 0
+        && (reach(&plan.src_strides, plan.src_offset) >= src.len()
+            || reach(&plan.dst_strides, plan.dst_offset) >= dst.len())
+    {
+        return Err(shape_err!(OP, "plan {plan:?} reaches past a buffer ({} and {} elements)", src.len(), dst.len()));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let mut a = Args::new();
+    a.push(src[plan.src_offset..].as_ptr().cast::<u16>()).push(dst[plan.dst_offset..].as_mut_ptr().cast::<u16>());
+    a.push(p);
+    // SAFETY: strided_copy_u16(src, dst, params); the plan stays inside both buffers (checked above).
+    unsafe {
+        launch(
+            "strided_copy_u16",
+            (super::device::grid_blocks(n, super::tensor::COPY_THREADS), 1, 1),
+            super::tensor::COPY_THREADS,
+            &mut a,
+        )
+    }
+}

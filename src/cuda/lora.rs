@@ -31,6 +31,16 @@ pub struct LoraShape {
     pub scale: f32,
 }
 
+/// Rows per projection block (one warp each, LORA_WARPS in `cuda/lora.cu`)
+/// and threads per block.
+pub const PROJECT_ROWS_PER_BLOCK: usize = 8;
+pub const PROJECT_THREADS: u32 = 32 * PROJECT_ROWS_PER_BLOCK as u32;
+
+/// The projection kernel compiled for rank `r` (1..=MAX_RANK).
+pub fn project_kernel(r: usize) -> &'static str {
+    if r <= 16 { "lora_project_r16" } else { "lora_project_r64" }
+}
+
 /// `out[rows, r] = x[rows, n] · M` with `M = Aᵀ` (`m: [r, n]`, `m_is_a`) or
 /// `M = B` (`m: [n, r]`).
 fn project(
@@ -48,14 +58,14 @@ fn project(
     if r == 0 || r > MAX_RANK {
         return Err(arg_err!(OP, "rank {r} must be in 1..={MAX_RANK}"));
     }
-    let kernel = if r <= 16 { "lora_project_r16" } else { "lora_project_r64" };
+    let kernel = project_kernel(r);
     let mut out = dev.uninit::<bf16>(rows * r, OP)?;
     if rows == 0 {
         return Ok(out);
     }
     let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (rows.div_ceil(8) as u32, 1, 1),
-        block_dim: (256, 1, 1),
+        grid_dim: (rows.div_ceil(PROJECT_ROWS_PER_BLOCK) as u32, 1, 1),
+        block_dim: (PROJECT_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
     let (ri, ni, rr, a) = (rows as i32, n as i32, r as i32, m_is_a as i32);

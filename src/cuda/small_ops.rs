@@ -330,6 +330,9 @@ pub fn overwrite_rows(
         x, &d_pos, rows, &n, &d)
 }
 
+/// Threads per row block of `softmax_rows`.
+pub const SOFTMAX_THREADS: u32 = 512;
+
 /// `softmax(scale·x)` per row of `x: [rows, cols]` (the unfused attention
 /// baseline's middle step).
 pub fn softmax_rows(
@@ -343,6 +346,6 @@ pub fn softmax_rows(
     check_len(OP, "x", x.len(), rows * cols)?;
     let mut y = dev.uninit::<bf16>(rows * cols, OP)?;
     let (r, c) = (rows as i32, cols as i32);
-    launch!(dev, "softmax_rows", per_row(rows, 512), format!("[{rows}, {cols}]"); x, &mut y, &r, &c, &scale)?;
+    launch!(dev, "softmax_rows", per_row(rows, SOFTMAX_THREADS), format!("[{rows}, {cols}]"); x, &mut y, &r, &c, &scale)?;
     Ok(y)
 }

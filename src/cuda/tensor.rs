@@ -216,7 +216,8 @@ pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     }
 }
 
-fn copy_params(op: &'static str, plan: &CopyPlan) -> Result<params::ActialStridedCopy> {
+/// The strided copy kernel's parameter struct for `plan` (shared with the CPU emulator).
+pub fn copy_params(op: &'static str, plan: &CopyPlan) -> Result<params::ActialStridedCopy> {
     let max = params::ACTIAL_MAX_COPY_RANK as usize;
     if plan.dims.len() > max {
         return Err(shape_err!(op, "rank {} is above the strided copy's {max}", plan.dims.len()));
@@ -236,6 +237,9 @@ fn copy_params(op: &'static str, plan: &CopyPlan) -> Result<params::ActialStride
     Ok(p)
 }
 
+/// Threads per block of the strided copy.
+pub const COPY_THREADS: u32 = 256;
+
 /// Launches the strided copy between two views of one element size.
 fn launch_copy<T: DeviceRepr>(
     dev: &CudaDevice,
@@ -248,7 +252,7 @@ fn launch_copy<T: DeviceRepr>(
     if p.numel == 0 {
         return Ok(());
     }
-    launch!(dev, kernel, grid_for(p.numel as usize, 256), format!("{op} {:?}", &p.dims[..p.rank as usize]);
+    launch!(dev, kernel, grid_for(p.numel as usize, COPY_THREADS), format!("{op} {:?}", &p.dims[..p.rank as usize]);
         src, dst, &p)
 }
 
