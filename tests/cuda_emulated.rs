@@ -503,4 +503,87 @@ mod emulated {
         let bad = strided::permute(&dims, &[2, 0, 3, 1]);
         assert!(emulator::strided_copy(&t[..10], &mut vec![bf16::ZERO; 360], &bad).is_err(), "a plan past the source");
     }
+
+    /// The remaining elementwise kernels through the generic launcher, with the
+    /// geometry `cuda::small_ops` uses (grid-stride over n elements).
+    #[test]
+    fn casts_adds_axpy_and_row_scaling_match_the_cpu() {
+        use actial::cuda::{device::grid_blocks, small_ops::THREADS};
+        let n = 1000usize;
+        let grid = (grid_blocks(n, THREADS), 1, 1);
+        let raw = Philox::new(40, 0).normal_vec(n, 3.0);
+        let mut b = vec![bf16::ZERO; n];
+        let mut a = emulator::Args::new();
+        a.push(raw.as_ptr()).push(b.as_mut_ptr()).push(n as i64);
+        // SAFETY: cast_f32_to_bf16(x, y, n) over n elements; the same for each launch below.
+        unsafe { emulator::launch("cast_f32_to_bf16", grid, THREADS, &mut a) }.unwrap();
+        assert_eq!(b, to_bf16(&raw), "cast to bf16 rounds to nearest even, as half does");
+        let mut f = vec![0.0f32; n];
+        let mut a = emulator::Args::new();
+        a.push(b.as_ptr()).push(f.as_mut_ptr()).push(n as i64);
+        unsafe { emulator::launch("cast_bf16_to_f32", grid, THREADS, &mut a) }.unwrap();
+        assert_eq!(f, to_f32(&b));
+        let c = to_bf16(&randn(n, 41));
+        let mut sum = vec![bf16::ZERO; n];
+        let mut a = emulator::Args::new();
+        a.push(b.as_ptr()).push(c.as_ptr()).push(sum.as_mut_ptr()).push(n as i64);
+        unsafe { emulator::launch("add_bf16", grid, THREADS, &mut a) }.unwrap();
+        let want: Vec<f32> = to_f32(&b).iter().zip(to_f32(&c)).map(|(x, y)| x + y).collect();
+        assert_eq!(sum, to_bf16(&want), "the residual add rounds once");
+        let (mut acc, g) = (randn(n, 42), randn(n, 43));
+        let mut want = acc.clone();
+        cpu::activation::axpy(&mut want, &g, -0.5);
+        let mut a = emulator::Args::new();
+        a.push(acc.as_mut_ptr()).push(g.as_ptr()).push(-0.5f32).push(n as i64);
+        unsafe { emulator::launch("axpy_f32", grid, THREADS, &mut a) }.unwrap();
+        assert_close("axpy", &acc, &want, 1e-6, 1e-6);
+        // Per-row scaling of [4, 250] and the f32 row gather.
+        let scale = [0.5f32, -1.0, 2.0, 0.0];
+        let mut x = b.clone();
+        let mut a = emulator::Args::new();
+        a.push(x.as_mut_ptr()).push(scale.as_ptr()).push(4i32).push(250i32);
+        unsafe { emulator::launch("scale_rows_bf16", grid, THREADS, &mut a) }.unwrap();
+        let want: Vec<f32> = to_f32(&b).iter().enumerate().map(|(e, v)| v * scale[e / 250]).collect();
+        assert_eq!(x, to_bf16(&want));
+        let idx = [3i32, 0, 3];
+        let mut rows = vec![0.0f32; 3 * 250];
+        let mut a = emulator::Args::new();
+        a.push(raw.as_ptr()).push(idx.as_ptr()).push(rows.as_mut_ptr()).push(3i32).push(250i32);
+        unsafe { emulator::launch("gather_rows_f32", (grid_blocks(750, THREADS), 1, 1), THREADS, &mut a) }.unwrap();
+        let want: Vec<f32> = idx.iter().flat_map(|&i| raw[i as usize * 250..(i as usize + 1) * 250].to_vec()).collect();
+        assert_eq!(rows, want, "gather_rows_f32");
+    }
+
+    /// The sort-based sampler of the benches: a different walk order than
+    /// `sample_rows`, so not the same tokens, but always inside the CPU's kept
+    /// set with the CPU's log-prob.
+    #[test]
+    fn the_sort_based_baseline_sampler_stays_in_the_kept_set() {
+        use actial::cpu::sampling::SamplingParams;
+        use actial::cuda::sampling::{SAMPLE_THREADS, kernel_params};
+        let (rows, v, n) = (2usize, 300usize, 8usize);
+        let logits = to_bf16(&Philox::new(62, 0).normal_vec(rows * v, 2.0));
+        let lf = to_f32(&logits);
+        let streams: Vec<u64> = vec![5, 500];
+        let p = SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.8 };
+        let padded = v.next_power_of_two();
+        let (mut val, mut idx) = (vec![0.0f32; rows * padded], vec![0i32; rows * padded]);
+        let (mut tok, mut logp) = (vec![0u32; rows * n], vec![0.0f32; rows * n]);
+        let mut a = emulator::Args::new();
+        a.push(logits.as_ptr()).push(streams.as_ptr()).push(kernel_params(&p, v, rows, n, 9));
+        a.push(val.as_mut_ptr())
+            .push(idx.as_mut_ptr())
+            .push(padded as i32)
+            .push(tok.as_mut_ptr())
+            .push(logp.as_mut_ptr());
+        // SAFETY: sample_rows_sorted_baseline's signature with [rows, padded] scratch.
+        unsafe { emulator::launch("sample_rows_sorted_baseline", (rows as u32, 1, 1), SAMPLE_THREADS, &mut a) }
+            .unwrap();
+        for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
+            let row = &lf[(i / n) * v..(i / n + 1) * v];
+            let dist = cpu::sampling::RowDistribution::new(row, &p);
+            assert!(dist.tokens.contains(&(t as usize)), "draw {i}: token {t} is outside the CPU's kept set");
+            assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "draw {i}: logprob");
+        }
+    }
 }
