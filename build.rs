@@ -116,6 +116,9 @@ fn compile_emulator(cuda_dir: &Path, sources: &[PathBuf], out: &Path, required: 
         .flag_if_supported("-Wno-unused-parameter")
         .opt_level(2)
         .debug(false)
+        // Static libstdc++: the binaries carried to a GPU machine must not
+        // depend on a C++ runtime being installed there.
+        .cpp_link_stdlib_static(true)
         .try_compile("actial_cuda_emulator");
     match result {
         Ok(()) => println!("cargo::rustc-cfg=actial_emulator"),
