@@ -38,9 +38,16 @@ fn main() {
     println!("cargo::rerun-if-changed=cuda");
     println!("cargo::rustc-check-cfg=cfg(actial_cuda)");
     println!("cargo::rustc-check-cfg=cfg(actial_emulator)");
-    for var in
-        ["NVCC", "CUDA_HOME", "CUDA_PATH", "LIBCLANG_PATH", "ACTIAL_NO_CUDA", "ACTIAL_REQUIRE_CUDA_BUILD", "PATH"]
-    {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "LIBCLANG_PATH",
+        "ACTIAL_NO_CUDA",
+        "ACTIAL_REQUIRE_CUDA_BUILD",
+        "ACTIAL_EMULATOR_ASAN",
+        "PATH",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -104,7 +111,18 @@ fn compile_emulator(cuda_dir: &Path, sources: &[PathBuf], out: &Path, required: 
         }
     }
     fs::write(out.join("emulator_kernels.inc"), table).expect("write the emulator kernel table");
-    let result = cc::Build::new()
+    let mut build = cc::Build::new();
+    // ACTIAL_EMULATOR_ASAN: the kernels under AddressSanitizer, so an
+    // out-of-bounds read or write on a ragged size (global or shared memory)
+    // stops the emulated test that caused it. Rust's allocations go through
+    // malloc, so ASan guards the buffers the tests hand to the kernels.
+    let asan = env::var_os("ACTIAL_EMULATOR_ASAN").is_some();
+    if asan {
+        build.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
+        // rustc links with -nodefaultlibs, so name the runtime itself.
+        println!("cargo::rustc-link-lib=dylib=asan");
+    }
+    let result = build
         .cpp(true)
         .std("c++20")
         .file(cuda_dir.join("emulator/host_emulator.cpp"))
