@@ -165,6 +165,105 @@ extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32) attention_forward_d
 // SIMT kernel: P is rounded to bf16 before P·V (as FlashAttention does), the
 // scale is applied to the f32 scores. Not yet pipelined (no cp.async double
 // buffer): the next step once a GPU can measure it.
+// Loads rows r0.. of one head of a [T, H, D] tensor into a [ROWS][STRIDE] bf16
+// shared tile in 16-byte chunks; rows at or past `stop` are zero.
+template <int D, int STRIDE, int ROWS>
+static __device__ void load_tile_bf16(bf16 *dst, const bf16 *src, int r0, int stop, int heads, int h) {
+  constexpr int CHUNKS = D / 8;
+  for (int e = threadIdx.x; e < ROWS * CHUNKS; e += blockDim.x) {
+    const int j = e / CHUNKS, ch = e % CHUNKS, row = r0 + j;
+    uint4 x = make_uint4(0u, 0u, 0u, 0u);
+    if (row < stop) x = *reinterpret_cast<const uint4 *>(src + head_off(row, heads, h, D) + ch * 8);
+    *reinterpret_cast<uint4 *>(dst + j * STRIDE + ch * 8) = x;
+  }
+}
+
+// The "a" fragments (16 rows x D) of rows r0.. of one head of a [T, H, D]
+// tensor, straight from global memory; rows at or past `stop` are zero.
+template <int D>
+static __device__ void load_a_frags(uint32_t (*f)[4], const bf16 *src, int r0, int stop, int heads, int h) {
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = r0 + g + (i & 1) * 8, col = kk * 16 + 2 * c + (i >> 1) * 8;
+      f[kk][i] = t < stop ? *reinterpret_cast<const uint32_t *>(src + head_off(t, heads, h, D) + col) : 0u;
+    }
+}
+
+// acc[KN][4] += A (16 x D, fragments a[D/16][4]) · Bᵀ, where B is a row-major
+// [KN*8][STRIDE] shared tile (n rows, D columns): S = Q Kᵀ and its relatives.
+template <int D, int STRIDE, int KN>
+static __device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*a)[4], const bf16 *b) {
+  const int lane = threadIdx.x % 32, mat = lane / 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+    for (int n = 0; n < KN; n += 2) {
+      uint32_t f[4];  // matrices (n, k lo), (n, k hi), (n+1, k lo), (n+1, k hi)
+      ldmatrix_x4(f, b + ((n + (mat >> 1)) * 8 + lane % 8) * STRIDE + kk * 16 + (mat & 1) * 8);
+      mma_bf16_16816(acc[n], a[kk], f);
+      mma_bf16_16816(acc[n + 1], a[kk], f + 2);
+    }
+}
+
+// The same with A read from shared memory too: `a` points at the warp's 16
+// rows of a row-major [rows][STRIDE] tile (lanes 0-15 give rows 0-15 at dims
+// kk*16, lanes 16-31 the same rows at kk*16 + 8: matrices a[0..3] in order).
+template <int D, int STRIDE, int KN>
+static __device__ __forceinline__ void mma_abt_shared_a(float (*acc)[4], const bf16 *a, const bf16 *b) {
+  const int lane = threadIdx.x % 32, mat = lane / 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t af[4];
+    ldmatrix_x4(af, a + (lane % 16) * STRIDE + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+    for (int n = 0; n < KN; n += 2) {
+      uint32_t f[4];
+      ldmatrix_x4(f, b + ((n + (mat >> 1)) * 8 + lane % 8) * STRIDE + kk * 16 + (mat & 1) * 8);
+      mma_bf16_16816(acc[n], af, f);
+      mma_bf16_16816(acc[n + 1], af, f + 2);
+    }
+  }
+}
+
+// acc[D/8][4] += P (16 x K, as KN accumulator tiles p[KN][4]) · B, where B is a
+// row-major [K][STRIDE] shared tile (K rows, D columns): O += P V and relatives.
+template <int D, int STRIDE, int KN>
+static __device__ __forceinline__ void mma_pb(float (*acc)[4], const float (*p)[4], const bf16 *b) {
+  const int lane = threadIdx.x % 32, mat = lane / 8;
+#pragma unroll
+  for (int j = 0; j < KN / 2; ++j) {
+    const uint32_t a[4] = {pack_bf16x2(p[2 * j][0], p[2 * j][1]), pack_bf16x2(p[2 * j][2], p[2 * j][3]),
+                           pack_bf16x2(p[2 * j + 1][0], p[2 * j + 1][1]),
+                           pack_bf16x2(p[2 * j + 1][2], p[2 * j + 1][3])};
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn += 2) {
+      uint32_t f[4];  // matrices (dn, k lo), (dn, k hi), (dn+1, k lo), (dn+1, k hi), read transposed
+      ldmatrix_x4_trans(f, b + (j * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (dn + (mat >> 1)) * 8);
+      mma_bf16_16816(acc[dn], a, f);
+      mma_bf16_16816(acc[dn + 1], a, f + 2);
+    }
+  }
+}
+
+// Stores a warp's 16 x D accumulator rows r0.. (times `mul`) into one head of a
+// [T, H, D] bf16 tensor; rows at or past `stop` are skipped.
+template <int D>
+static __device__ void store_rows(const float (*acc)[4], float mul, bf16 *dst, int r0, int stop, int heads, int h) {
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = r0 + g + 8 * r;
+    if (t >= stop) continue;
+    bf16 *out = dst + head_off(t, heads, h, D) + 2 * c;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn)
+      *reinterpret_cast<uint32_t *>(out + dn * 8) = pack_bf16x2(acc[dn][2 * r] * mul, acc[dn][2 * r + 1] * mul);
+  }
+}
+
 #define MMA_WARPS 4
 #define MMA_BQ (MMA_WARPS * 16)  // query rows per block (one m16 tile per warp)
 #define MMA_BK 64                // keys per shared-memory tile
@@ -179,7 +278,6 @@ static __device__ void attention_forward_mma_impl(const bf16 *q, const bf16 *k, 
   constexpr int DN = D / 8;          // n-tiles of the head dim in P·V
   constexpr int KN = MMA_BK / 8;     // n-tiles of a key tile in Q·Kᵀ
   constexpr int STRIDE = D + 8;      // bf16 per shared row: 16-byte aligned, ldmatrix rows hit distinct banks
-  constexpr int CHUNKS = D / 8;      // 16-byte chunks per row
   __shared__ __align__(16) bf16 ks[MMA_BK * STRIDE];
   __shared__ __align__(16) bf16 vs[MMA_BK * STRIDE];
   const int h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -194,13 +292,7 @@ static __device__ void attention_forward_mma_impl(const bf16 *q, const bf16 *k, 
   // Q fragments of the warp's 16 rows, read once from global memory (rows past
   // the segment are zero and never stored).
   uint32_t qf[KS][4];
-#pragma unroll
-  for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int t = row[i & 1], col = kk * 16 + 2 * c + (i >> 1) * 8;
-      qf[kk][i] = t < q_end ? *reinterpret_cast<const uint32_t *>(q + head_off(t, p.q_heads, h, D) + col) : 0u;
-    }
+  load_a_frags<D>(qf, q, r0, q_end, p.q_heads, h);
 
   float o[DN][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this thread's share of the row sum
@@ -210,33 +302,15 @@ static __device__ void attention_forward_mma_impl(const bf16 *q, const bf16 *k, 
   const int first_sees = r0 - q_begin + shift, last_sees = r0 + 15 - q_begin + shift;
   for (int kt = k_begin; kt < k_stop; kt += MMA_BK) {
     __syncthreads();  // the previous tile is consumed
-    for (int e = threadIdx.x; e < MMA_BK * CHUNKS; e += blockDim.x) {
-      const int j = e / CHUNKS, ch = e % CHUNKS, key = kt + j;
-      uint4 kx = make_uint4(0u, 0u, 0u, 0u), vx = kx;  // zero past k_stop: 0 · garbage could be NaN
-      if (key < k_stop) {
-        kx = *reinterpret_cast<const uint4 *>(k + head_off(key, p.kv_heads, kvh, D) + ch * 8);
-        vx = *reinterpret_cast<const uint4 *>(v + head_off(key, p.kv_heads, kvh, D) + ch * 8);
-      }
-      *reinterpret_cast<uint4 *>(ks + j * STRIDE + ch * 8) = kx;
-      *reinterpret_cast<uint4 *>(vs + j * STRIDE + ch * 8) = vx;
-    }
+    // Zero past k_stop: 0 · garbage could be NaN.
+    load_tile_bf16<D, STRIDE, MMA_BK>(ks, k, kt, k_stop, p.kv_heads, kvh);
+    load_tile_bf16<D, STRIDE, MMA_BK>(vs, v, kt, k_stop, p.kv_heads, kvh);
     __syncthreads();
     if (p.causal && kt - k_begin > last_sees) continue;  // the whole tile is above this warp's diagonal
 
-    // S = Q Kᵀ for 16 rows x 64 keys. B[k = dim][n = key] is K's row-major
-    // [key][dim] tile read without .trans; one ldmatrix.x4 serves two key tiles.
+    // S = Q Kᵀ for 16 rows x 64 keys (B[k = dim][n = key] is K's row-major tile).
     float s[KN][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-      for (int n = 0; n < KN; n += 2) {
-        const int mat = lane / 8;  // matrices: (n, dims lo), (n, dims hi), (n+1, lo), (n+1, hi)
-        const int key = (n + (mat >> 1)) * 8 + lane % 8, col = kk * 16 + (mat & 1) * 8;
-        uint32_t b[4];
-        ldmatrix_x4(b, ks + key * STRIDE + col);
-        mma_bf16_16816(s[n], qf[kk], b);
-        mma_bf16_16816(s[n + 1], qf[kk], b + 2);
-      }
+    mma_abt<D, STRIDE, KN>(s, qf, ks);
 
     // Scale, mask, and the online softmax per row (a row's 64 scores live in
     // the 4 threads of a quad).
@@ -278,24 +352,9 @@ static __device__ void attention_forward_mma_impl(const bf16 *q, const bf16 *k, 
         l[i >> 1] += s[n][i];
       }
 
-    // O += P V, 16 keys per k-slab: the accumulators of key tiles 2j and 2j+1
-    // are the "a" fragment of slab j. B[k = key][n = dim] is V's row-major
-    // tile read with .trans; one ldmatrix.x4 serves two dim tiles.
-#pragma unroll
-    for (int j = 0; j < MMA_BK / 16; ++j) {
-      const uint32_t a[4] = {pack_bf16x2(s[2 * j][0], s[2 * j][1]), pack_bf16x2(s[2 * j][2], s[2 * j][3]),
-                             pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]),
-                             pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3])};
-#pragma unroll
-      for (int dn = 0; dn < DN; dn += 2) {
-        const int mat = lane / 8;  // matrices: (dn, keys lo), (dn, keys hi), (dn+1, lo), (dn+1, hi)
-        const int key = j * 16 + (mat & 1) * 8 + lane % 8, col = (dn + (mat >> 1)) * 8;
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, vs + key * STRIDE + col);
-        mma_bf16_16816(o[dn], a, b);
-        mma_bf16_16816(o[dn + 1], a, b + 2);
-      }
-    }
+    // O += P V: the accumulators of key tiles 2j and 2j+1 are the "a" fragment
+    // of 16-key slab j; V's row-major tile is read transposed.
+    mma_pb<D, STRIDE, KN>(o, s, vs);
   }
 
   // Row sums across the quad, then out = O / l and lse = m + log l.
@@ -539,105 +598,6 @@ extern "C" __global__ void __launch_bounds__(DKV_WARPS * 32)
 // Fragment tricks as in the forward: an accumulator pair of 8-wide tiles is the
 // "a" fragment of one 16-wide slab; B operands come from row-major shared tiles
 // through ldmatrix (plain for "[n][k]" tiles, .trans for "[k][n]" ones).
-
-// Loads rows r0.. of one head of a [T, H, D] tensor into a [ROWS][STRIDE] bf16
-// shared tile in 16-byte chunks; rows at or past `stop` are zero.
-template <int D, int STRIDE, int ROWS>
-static __device__ void load_tile_bf16(bf16 *dst, const bf16 *src, int r0, int stop, int heads, int h) {
-  constexpr int CHUNKS = D / 8;
-  for (int e = threadIdx.x; e < ROWS * CHUNKS; e += blockDim.x) {
-    const int j = e / CHUNKS, ch = e % CHUNKS, row = r0 + j;
-    uint4 x = make_uint4(0u, 0u, 0u, 0u);
-    if (row < stop) x = *reinterpret_cast<const uint4 *>(src + head_off(row, heads, h, D) + ch * 8);
-    *reinterpret_cast<uint4 *>(dst + j * STRIDE + ch * 8) = x;
-  }
-}
-
-// The "a" fragments (16 rows x D) of rows r0.. of one head of a [T, H, D]
-// tensor, straight from global memory; rows at or past `stop` are zero.
-template <int D>
-static __device__ void load_a_frags(uint32_t (*f)[4], const bf16 *src, int r0, int stop, int heads, int h) {
-  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int t = r0 + g + (i & 1) * 8, col = kk * 16 + 2 * c + (i >> 1) * 8;
-      f[kk][i] = t < stop ? *reinterpret_cast<const uint32_t *>(src + head_off(t, heads, h, D) + col) : 0u;
-    }
-}
-
-// acc[KN][4] += A (16 x D, fragments a[D/16][4]) · Bᵀ, where B is a row-major
-// [KN*8][STRIDE] shared tile (n rows, D columns): S = Q Kᵀ and its relatives.
-template <int D, int STRIDE, int KN>
-static __device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*a)[4], const bf16 *b) {
-  const int lane = threadIdx.x % 32, mat = lane / 8;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-    for (int n = 0; n < KN; n += 2) {
-      uint32_t f[4];  // matrices (n, k lo), (n, k hi), (n+1, k lo), (n+1, k hi)
-      ldmatrix_x4(f, b + ((n + (mat >> 1)) * 8 + lane % 8) * STRIDE + kk * 16 + (mat & 1) * 8);
-      mma_bf16_16816(acc[n], a[kk], f);
-      mma_bf16_16816(acc[n + 1], a[kk], f + 2);
-    }
-}
-
-// The same with A read from shared memory too: `a` points at the warp's 16
-// rows of a row-major [rows][STRIDE] tile (lanes 0-15 give rows 0-15 at dims
-// kk*16, lanes 16-31 the same rows at kk*16 + 8: matrices a[0..3] in order).
-template <int D, int STRIDE, int KN>
-static __device__ __forceinline__ void mma_abt_shared_a(float (*acc)[4], const bf16 *a, const bf16 *b) {
-  const int lane = threadIdx.x % 32, mat = lane / 8;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t af[4];
-    ldmatrix_x4(af, a + (lane % 16) * STRIDE + kk * 16 + (lane / 16) * 8);
-#pragma unroll
-    for (int n = 0; n < KN; n += 2) {
-      uint32_t f[4];
-      ldmatrix_x4(f, b + ((n + (mat >> 1)) * 8 + lane % 8) * STRIDE + kk * 16 + (mat & 1) * 8);
-      mma_bf16_16816(acc[n], af, f);
-      mma_bf16_16816(acc[n + 1], af, f + 2);
-    }
-  }
-}
-
-// acc[D/8][4] += P (16 x K, as KN accumulator tiles p[KN][4]) · B, where B is a
-// row-major [K][STRIDE] shared tile (K rows, D columns): O += P V and relatives.
-template <int D, int STRIDE, int KN>
-static __device__ __forceinline__ void mma_pb(float (*acc)[4], const float (*p)[4], const bf16 *b) {
-  const int lane = threadIdx.x % 32, mat = lane / 8;
-#pragma unroll
-  for (int j = 0; j < KN / 2; ++j) {
-    const uint32_t a[4] = {pack_bf16x2(p[2 * j][0], p[2 * j][1]), pack_bf16x2(p[2 * j][2], p[2 * j][3]),
-                           pack_bf16x2(p[2 * j + 1][0], p[2 * j + 1][1]),
-                           pack_bf16x2(p[2 * j + 1][2], p[2 * j + 1][3])};
-#pragma unroll
-    for (int dn = 0; dn < D / 8; dn += 2) {
-      uint32_t f[4];  // matrices (dn, k lo), (dn, k hi), (dn+1, k lo), (dn+1, k hi), read transposed
-      ldmatrix_x4_trans(f, b + (j * 16 + (mat & 1) * 8 + lane % 8) * STRIDE + (dn + (mat >> 1)) * 8);
-      mma_bf16_16816(acc[dn], a, f);
-      mma_bf16_16816(acc[dn + 1], a, f + 2);
-    }
-  }
-}
-
-// Stores a warp's 16 x D accumulator rows r0.. (times `mul`) into one head of a
-// [T, H, D] bf16 tensor; rows at or past `stop` are skipped.
-template <int D>
-static __device__ void store_rows(const float (*acc)[4], float mul, bf16 *dst, int r0, int stop, int heads, int h) {
-  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int t = r0 + g + 8 * r;
-    if (t >= stop) continue;
-    bf16 *out = dst + head_off(t, heads, h, D) + 2 * c;
-#pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn)
-      *reinterpret_cast<uint32_t *>(out + dn * 8) = pack_bf16x2(acc[dn][2 * r] * mul, acc[dn][2 * r + 1] * mul);
-  }
-}
 
 #define MMA_DQ_BQ 64   // query rows per dQ block (16 per warp)
 #define MMA_DQ_BK 32   // keys per shared tile of the dQ kernel
