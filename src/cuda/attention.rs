@@ -11,7 +11,7 @@ use half::bf16;
 pub use super::attention_plan::{AttentionKernel, AttnShape, MAX_GROUP};
 use super::attention_plan::{
     DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS, backward_plan,
-    cascade_plan, check_shape, forward_plan,
+    cascade_plan, forward_plan,
 };
 use super::device::{CudaDevice, check_len, launch, params};
 use crate::arg_err;
@@ -92,7 +92,6 @@ pub fn attention_forward_with(
     s: &AttnShape,
 ) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
     const OP: &str = "cuda::attention_forward";
-    check_shape(OP, s)?;
     let names = kernels(OP, s.head_dim)?;
     // The tensor-core kernel moves K and V rows in 16-byte vectors; pool
     // allocations are 256-byte aligned, but a buffer from elsewhere may not be.

@@ -19,6 +19,7 @@ use super::attention_plan::{
     AttentionKernel, DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS,
     backward_plan, cascade_plan, forward_plan,
 };
+use super::device::check_len;
 use super::device::params::ActialAttentionParams;
 use crate::cpu::attention::AttnShape;
 use crate::error::Result;
@@ -130,13 +131,6 @@ fn head_dim_suffix(op: &'static str, d: usize) -> Result<&'static str> {
         128 => "d128",
         _ => return Err(arg_err!(op, "head dim {d} has no kernel (32, 64, 80 and 128 are compiled)")),
     })
-}
-
-fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
-    if len != want {
-        return Err(shape_err!(op, "{what} has {len} elements, expected {want}"));
-    }
-    Ok(())
 }
 
 /// `cuda::attention::attention_forward_with` on the CPU: the same plan, the
