@@ -146,6 +146,53 @@ fn kv_attention_equals_the_tail_of_full_attention() {
     );
 }
 
+/// Bidirectional segments may have more queries than keys (the shared prompt
+/// prefix of a GRPO group wider than the cascade kernel): each query's softmax
+/// runs over every key of its segment, which an f64 loop recomputes.
+#[test]
+fn bidirectional_kv_attention_allows_more_queries_than_keys() {
+    let (hq, hkv, d) = (4, 2, 8);
+    let (cu_q, cu_k) = (vec![0usize, 33, 35], vec![0usize, 5, 12]);
+    let (q, k, v) = (randn(7, &[35, hq, d], 1.0), randn(8, &[12, hkv, d], 1.0), randn(9, &[12, hkv, d], 1.0));
+    let spec = AttnSpec { scale: 0.3, causal: false };
+    let to_ids = |c: &[usize]| ids(c.iter().map(|&x| x as i32).collect());
+    let got = ops::attention_kv(&q, &k, &v, &to_ids(&cu_q), &to_ids(&cu_k), spec).unwrap();
+    let (qv, kv, vv, out, lse) = (vec_of(&q), vec_of(&k), vec_of(&v), vec_of(&got.out), vec_of(&got.lse));
+    for seg in 0..2 {
+        for i in cu_q[seg]..cu_q[seg + 1] {
+            for h in 0..hq {
+                let g = h * hkv / hq;
+                let keys = cu_k[seg]..cu_k[seg + 1];
+                let s: Vec<f64> = keys
+                    .clone()
+                    .map(|j| {
+                        (0..d).map(|p| qv[(i * hq + h) * d + p] as f64 * kv[(j * hkv + g) * d + p] as f64).sum::<f64>()
+                            * 0.3
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                assert!((lse[i * hq + h] as f64 - (m + z.ln())).abs() < 1e-4, "lse of query {i} head {h}");
+                for c in 0..d {
+                    let want: f64 =
+                        keys.clone().zip(&s).map(|(j, &x)| (x - m).exp() / z * vv[(j * hkv + g) * d + c] as f64).sum();
+                    assert!(
+                        (out[(i * hq + h) * d + c] as f64 - want).abs() < 1e-4,
+                        "out of query {i} head {h} col {c}"
+                    );
+                }
+            }
+        }
+    }
+    // Causal, the same offsets are refused: the queries would sit before the first key.
+    let causal = AttnSpec { causal: true, ..spec };
+    let e = ops::attention_kv(&q, &k, &v, &to_ids(&cu_q), &to_ids(&cu_k), causal)
+        .err()
+        .expect("causal must refuse")
+        .to_string();
+    assert!(e.contains("at least as many keys as queries"), "{e}");
+}
+
 #[test]
 fn cascade_merge_equals_attention_over_all_keys() {
     // 3 queries (the last positions of a 40-token sequence) against a 25-key prefix

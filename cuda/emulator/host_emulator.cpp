@@ -9,7 +9,8 @@
 #include <functional>
 #include <mutex>
 #include <string>
-#include <thread>
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -28,31 +29,146 @@ namespace {
 // (the Rust test harness runs tests on several threads).
 std::mutex launch_mutex;
 
+// ---- fibers ------------------------------------------------------------------------
+// Each CUDA thread of a block is a ucontext fiber; the launching thread is the
+// scheduler. Fibers run round-robin, each until it waits at a barrier
+// (emu_yield) or finishes its last block. A round in which no fiber got past
+// a barrier or finished means the block's threads wait at different barriers
+// (a __syncthreads in divergent code, say): that is reported, not hung on.
+
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+extern "C" void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+#endif
+
+constexpr size_t kStackBytes = 256 << 10;  // per fiber; kernels keep register-sized arrays
+
+struct Fiber {
+  ucontext_t context;
+  char *stack = nullptr;  // kStackBytes above one guard page
+  bool finished = false;
+};
+
+struct Scheduler {
+  ucontext_t main;
+  std::vector<Fiber> fibers;
+  int current = -1;
+  std::function<void()> body;  // what each fiber runs: all blocks of the launch
+  void *main_fake_stack = nullptr;
+};
+Scheduler scheduler;
+
+// Switches from the current context to `to`, with ASan told about the stack change.
+void switch_context(ucontext_t *from, ucontext_t *to, const char *to_stack, bool from_finishes) {
+#if defined(__SANITIZE_ADDRESS__)
+  void *fake = nullptr;
+  __sanitizer_start_switch_fiber(from_finishes ? nullptr : &fake, to_stack ? to_stack : nullptr,
+                                 to_stack ? kStackBytes : 0);
+  swapcontext(from, to);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  (void)to_stack;
+  (void)from_finishes;
+  swapcontext(from, to);
+#endif
+}
+
+char *fiber_stack(Fiber &f) {
+  if (!f.stack) {
+    const size_t page = 4096;
+    void *m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (m == MAP_FAILED) {
+      std::fprintf(stderr, "emulator: could not map a fiber stack\n");
+      std::abort();
+    }
+    mprotect(m, page, PROT_NONE);  // an overflow faults instead of corrupting a neighbour
+    f.stack = static_cast<char *>(m) + page;
+  }
+  return f.stack;
+}
+
+void fiber_main() {
+  Scheduler &s = scheduler;
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
+  s.body();
+  Fiber &me = s.fibers[s.current];
+  me.finished = true;
+  ++emu_progress;
+  switch_context(&me.context, &s.main, nullptr, true);  // never resumed
+}
+
+// Runs `threads` fibers of `body` to completion on this OS thread.
+void run_fibers(int threads, std::function<void()> body) {
+  Scheduler &s = scheduler;
+  if ((int)s.fibers.size() < threads) s.fibers.resize(threads);
+  s.body = std::move(body);
+  for (int t = 0; t < threads; ++t) {
+    Fiber &f = s.fibers[t];
+    f.finished = false;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = fiber_stack(f);
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = nullptr;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  int remaining = threads;
+  while (remaining > 0) {
+    const unsigned long before = emu_progress;
+    for (int t = 0; t < threads; ++t) {
+      Fiber &f = s.fibers[t];
+      if (f.finished) continue;
+      s.current = t;
+      threadIdx = EmuDim3{(unsigned)t, 0, 0};
+      switch_context(&s.main, &f.context, f.stack, false);
+      if (f.finished) --remaining;
+    }
+    if (remaining > 0 && emu_progress == before) {
+      std::fprintf(stderr,
+                   "emulator: deadlock in block (%u, %u, %u): %d threads wait at barriers no other thread reaches "
+                   "(a __syncthreads or warp operation in divergent code?)\n",
+                   blockIdx.x, blockIdx.y, blockIdx.z, remaining);
+      std::abort();
+    }
+  }
+  s.current = -1;
+  s.body = nullptr;
+}
+
 // Runs `kernel()` for every block of `grid` with `threads` threads per block:
-// the block's threads run concurrently (barriers and warp operations need
-// them all), blocks one after another.
+// the block's threads run as fibers (barriers and warp operations need them
+// all), blocks one after another.
 template <class Kernel>
 void emu_launch(EmuDim3 grid, int threads, Kernel kernel) {
   std::lock_guard<std::mutex> lock(launch_mutex);
   gridDim = grid;
   blockDim = EmuDim3{(unsigned)threads, 1, 1};
   EmuBlock block(threads);
-  std::vector<std::thread> pool;
-  pool.reserve(threads);
-  for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] {
-      threadIdx = EmuDim3{(unsigned)t, 0, 0};
-      emu_block = &block;
-      for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-          for (unsigned x = 0; x < grid.x; ++x) {
-            blockIdx = EmuDim3{x, y, z};
-            kernel();
-            block.bar.arrive_and_wait();  // the block ends for all its threads
-          }
-    });
-  for (auto &th : pool) th.join();
+  emu_block = &block;
+  run_fibers(threads, [&] {
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          blockIdx = EmuDim3{x, y, z};
+          kernel();
+          block.bar.arrive_and_wait();  // the block ends for all its threads
+        }
+  });
+  emu_block = nullptr;
 }
+
+}  // namespace
+
+// A fiber waiting at a barrier hands the thread back to the scheduler.
+void emu_yield() {
+  Scheduler &s = scheduler;
+  Fiber &me = s.fibers[s.current];
+  switch_context(&me.context, &s.main, nullptr, false);
+}
+
+namespace {
 
 // A kernel's argument sizes and a caller that unpacks its arguments from a
 // cuLaunchKernel-style array (params[i] points at the value of argument i).
@@ -110,3 +226,18 @@ extern "C" int actial_emu_launch(const char *name, unsigned gx, unsigned gy, uns
 
 // How many kernels the table holds (a test compares it with cuda/*.cu).
 extern "C" int actial_emu_kernel_count() { return (int)kernel_table().size(); }
+
+// The entry points of the emulated driver (emulated_driver.cpp): a kernel
+// looked up once by name (cuModuleGetFunction), then launched from a
+// cuLaunchKernel argument array, whose sizes the driver API does not carry.
+extern "C" const void *actial_emu_find(const char *name) {
+  const auto &table = kernel_table();
+  const auto it = table.find(name);
+  return it == table.end() ? nullptr : &it->second;
+}
+
+extern "C" void actial_emu_run(const void *kernel, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
+                               void **params) {
+  const Trampoline &run = *static_cast<const Trampoline *>(kernel);
+  emu_launch(EmuDim3{gx, gy, gz}, (int)threads, [&] { run.call(params); });
+}

@@ -1,9 +1,11 @@
 // A CPU stand-in for the CUDA execution model, precise enough to run this
-// project's kernel sources unchanged: one std::thread per CUDA thread, blocks
-// run one after another, `__shared__` arrays are function statics (shared by
+// project's kernel sources unchanged: one fiber (a user-level context with its
+// own stack) per CUDA thread, all fibers of a block on the launching OS thread,
+// blocks one after another; `__shared__` arrays are function statics (shared by
 // the block's threads; stale from the previous block, as on a GPU), and every
 // warp-wide operation (shuffles, mma.m16n8k16, ldmatrix) is a rendezvous of the
-// warp's 32 threads on a barrier.
+// warp's 32 threads on a barrier. A thread that waits at a barrier yields to
+// the next fiber, so a rendezvous costs context switches, not OS wakeups.
 //
 // What it checks: a kernel's index arithmetic, masks, fragment layouts and
 // barriers, on machines without a GPU (tests/cuda_emulated.rs). What it cannot:
@@ -19,7 +21,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -42,7 +43,9 @@ using std::min;
 struct EmuDim3 {
   unsigned x = 0, y = 0, z = 0;
 };
-inline thread_local EmuDim3 threadIdx, blockIdx;
+// Set by the scheduler before it resumes a fiber (host_emulator.cpp), so plain
+// globals: only one block of one launch runs at a time.
+inline EmuDim3 threadIdx, blockIdx;
 inline EmuDim3 blockDim, gridDim;  // fixed for one launch
 
 struct alignas(16) uint4 {
@@ -92,19 +95,42 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
 }
 
 // ---- threads, warps, barriers ----------------------------------------------------
+// Hands the OS thread to the next fiber of the block (host_emulator.cpp).
+void emu_yield();
+// Barrier passes so far: the scheduler's evidence that a round made progress.
+inline unsigned long emu_progress = 0;
+
+// A barrier of `expected` fibers: the last to arrive releases the others,
+// which notice the new generation when they are next resumed.
+struct EmuBarrier {
+  int expected, arrived = 0;
+  unsigned generation = 0;
+  explicit EmuBarrier(int n) : expected(n) {}
+  void arrive_and_wait() {
+    const unsigned mine = generation;
+    if (++arrived == expected) {
+      arrived = 0;
+      ++generation;
+      ++emu_progress;
+      return;
+    }
+    while (generation == mine) emu_yield();
+  }
+};
+
 struct EmuWarp {
-  std::barrier<> bar{32};
+  EmuBarrier bar{32};
   float f[32];
   uint32_t u[32][6];
   const __nv_bfloat16 *row[32];
 };
 
 struct EmuBlock {
-  std::barrier<> bar;
+  EmuBarrier bar;
   std::unique_ptr<EmuWarp[]> warps;
   explicit EmuBlock(int threads) : bar(threads), warps(new EmuWarp[threads / 32]) {}
 };
-inline thread_local EmuBlock *emu_block = nullptr;
+inline EmuBlock *emu_block = nullptr;
 
 inline EmuWarp &emu_warp() { return emu_block->warps[threadIdx.x / 32]; }
 inline int emu_lane() { return (int)(threadIdx.x % 32); }

@@ -112,7 +112,7 @@ pub fn attention_forward_kv(
     let t = *cu_q.last().unwrap_or(&0);
     let mut tasks = Vec::new();
     for (wq, wk) in cu_q.windows(2).zip(cu_k.windows(2)) {
-        assert!(wk[1] - wk[0] >= wq[1] - wq[0], "a query segment is longer than its keys");
+        assert!(!s.causal || wk[1] - wk[0] >= wq[1] - wq[0], "a causal query segment is longer than its keys");
         for h in 0..hq {
             for q0 in (0..wq[1] - wq[0]).step_by(Q_BLOCK) {
                 tasks.push((wq[0], wq[1] - wq[0], wk[0], wk[1] - wk[0], h, q0));
@@ -122,7 +122,8 @@ pub fn attention_forward_kv(
     let blocks: Vec<FwdBlock> = tasks
         .into_par_iter()
         .map(|(q_seg0, q_len, k_seg0, k_len, h, q0)| {
-            let shift = k_len - q_len; // query i sits at key position i + shift
+            // Causal: query i sits at key position i + shift (unused without a mask).
+            let shift = k_len.saturating_sub(q_len);
             let bq = Q_BLOCK.min(q_len - q0);
             let lk = s.key_count(q0 + bq + shift, k_len);
             let mut p = scores(q, k, s, q_seg0 + q0, k_seg0, bq, lk, h);

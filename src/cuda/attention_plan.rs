@@ -134,8 +134,10 @@ pub fn forward_plan(
         ));
     }
     let (cq, ck) = (offsets(op, "cu_q", cu_q)?, offsets(op, "cu_k", cu_k)?);
-    if let Some(i) = (0..cu_q.len() - 1).find(|&i| cu_q[i + 1] - cu_q[i] > cu_k[i + 1] - cu_k[i]) {
-        return Err(shape_err!(op, "segment {i} has more queries than keys"));
+    // Causal masks align bottom-right, which needs keys >= queries; bidirectional
+    // segments may have fewer keys (the kernels take k_stop = the segment's end).
+    if let Some(i) = (0..cu_q.len() - 1).find(|&i| s.causal && cu_q[i + 1] - cu_q[i] > cu_k[i + 1] - cu_k[i]) {
+        return Err(shape_err!(op, "causal segment {i} has more queries than keys"));
     }
     let (tile_seg, tile_row) = tiles(cu_q, kernel.rows_per_block());
     Ok(ForwardPlan { cu_q: cq, cu_k: ck, tile_seg, tile_row, tq: *cu_q.last().unwrap(), tk: *cu_k.last().unwrap() })
@@ -249,6 +251,9 @@ mod tests {
         assert_eq!((plan.tq, plan.tk, plan.tile_seg.len()), (70, 80, 3));
         let err = |r: Result<ForwardPlan>| r.unwrap_err().to_string();
         assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5], &[0, 4], &s)).contains("more queries than keys"));
+        // Without a causal mask a segment may have fewer keys than queries.
+        let bidir = AttnShape { causal: false, ..s };
+        assert_eq!(forward_plan("t", AttentionKernel::TensorCore, &[0, 33], &[0, 5], &bidir).unwrap().tk, 5);
         assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5, 3], &[0, 5, 9], &s)).contains("never decrease"));
         assert!(err(forward_plan("t", AttentionKernel::Simt, &[0, 5], &[0, 5, 9], &s)).contains("one key segment"));
         let odd = AttnShape { kv_heads: 3, ..s };

@@ -44,6 +44,7 @@ unsafe impl DeviceRepr for params::ActialStridedCopy {}
 
 /// How many CUDA devices this machine has, or why none can be used.
 pub fn device_count() -> std::result::Result<usize, String> {
+    super::emulated::install_if_requested()?;
     // SAFETY: only probes whether the driver library can be loaded.
     if !unsafe { sys::is_culib_present() } {
         return Err("no NVIDIA driver found (libcuda.so could not be loaded)".into());

@@ -19,6 +19,9 @@
 //! - [`emulator`]: the attention kernels' CUDA sources compiled for the CPU
 //!   (`cuda/emulator/`) and run through a warp emulator, so their index
 //!   arithmetic is tested without a GPU (`cfg(actial_emulator)`: a C++20 compiler was found);
+//! - [`emulated`]: `ACTIAL_EMULATED_DRIVER=1` loads an emulated libcuda and
+//!   libcublasLt (`cuda/emulator/emulated_*.cpp`) in place of NVIDIA's, so this
+//!   whole device layer runs on the CPU with the emulated kernels;
 //! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
 //!
@@ -27,6 +30,8 @@
 
 pub mod attention_plan;
 pub mod build_info;
+#[cfg(actial_cuda)]
+pub mod emulated;
 #[cfg(actial_emulator)]
 pub mod emulator;
 pub mod nvtx;

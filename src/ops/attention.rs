@@ -112,7 +112,8 @@ pub fn attention_backward(
 /// Forward-only attention of queries against longer key/value sequences (a KV
 /// cache): segment `i` pairs queries `cu_q[i]..cu_q[i+1]` with keys
 /// `cu_k[i]..cu_k[i+1]`, the queries being the last positions of that sequence
-/// (causal masks align bottom-right). Used for decoding.
+/// (causal masks align bottom-right, so a causal segment needs at least as many
+/// keys as queries; a bidirectional one may have fewer). Used for decoding.
 pub fn attention_kv(
     q: &Tensor,
     k: &Tensor,
@@ -137,10 +138,14 @@ pub fn attention_kv(
     }
     let cq = cu_seqlens(OP, cu_q, tq)?;
     let ck = cu_seqlens(OP, cu_k, tk)?;
-    if cq.len() != ck.len() || cq.windows(2).zip(ck.windows(2)).any(|(a, b)| a[1] - a[0] > b[1] - b[0]) {
+    // A causal segment's queries are the last positions of its keys, so it
+    // cannot have more queries than keys; bidirectional ones (a shared prompt
+    // prefix seen by a whole GRPO group) can.
+    let longer = |(a, b): (&[usize], &[usize])| a[1] - a[0] > b[1] - b[0];
+    if cq.len() != ck.len() || (spec.causal && cq.windows(2).zip(ck.windows(2)).any(longer)) {
         return Err(arg_err!(
             OP,
-            "cu_q {cq:?} and cu_k {ck:?} must pair segments, each with at least as many keys as queries"
+            "cu_q {cq:?} and cu_k {ck:?} must pair segments, each causal one with at least as many keys as queries"
         ));
     }
     let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: d, scale: spec.scale, causal: spec.causal };
