@@ -7,8 +7,10 @@
 // found by bisection on the float's bit pattern (positive floats order like
 // their bits): ~30 counting passes over a row that stays in L2, instead of a
 // sort of the whole vocabulary. Draws walk the kept tokens in vocabulary order,
-// as the CPU twin does. Ties at the top-k threshold keep every tied token (the
-// CPU keeps the first k); with real-valued logits ties are rare.
+// as the CPU twin does. Ties at the cut (common: bf16 logits take few distinct
+// values) are broken as the CPU's stable sort breaks them: the tokens above the
+// threshold, then the first tied ones in vocabulary order, as many as top-k
+// (or, for top-p, the mass still needed) asks for.
 #include "common.cuh"
 
 // hot: sample_rows
@@ -42,6 +44,22 @@ static __device__ uint32_t bisect_threshold(const bf16 *row, int v, float inv_t,
       hi = mid;
   }
   return lo;
+}
+
+// Inclusive prefix sum of one value per thread (Hillis-Steele over `scan`,
+// blockDim.x entries); scan[blockDim.x - 1] holds the total afterwards.
+static __device__ float block_inclusive_scan(float v, float *scan) {
+  const int tid = threadIdx.x;
+  __syncthreads();  // earlier readers of scan are done
+  scan[tid] = v;
+  __syncthreads();
+  for (int off = 1; off < blockDim.x; off <<= 1) {
+    const float add = tid >= off ? scan[tid - off] : 0.0f;
+    __syncthreads();
+    scan[tid] += add;
+    __syncthreads();
+  }
+  return scan[tid];
 }
 
 // One block of SAMPLE_THREADS per row; tokens and logp are [rows * samples_per_row].
@@ -81,38 +99,60 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     return;
   }
 
-  // Keep e >= tau; 0 keeps everything.
+  // Keep e > tau, and the first `tied` tokens with e == tau; tau = 0 with no
+  // limit on ties keeps everything.
   uint32_t tau_bits = 0;
-  if (p.top_k > 0 && p.top_k < v) tau_bits = bisect_threshold(row, v, inv_t, m, 0, (float)p.top_k, false, scratch);
+  float tied = (float)v;
+  if (p.top_k > 0 && p.top_k < v) {
+    tau_bits = bisect_threshold(row, v, inv_t, m, 0, (float)p.top_k, false, scratch);
+    tied = (float)p.top_k - mass_at_least(row, v, inv_t, m, __uint_as_float(tau_bits + 1), false, scratch);
+  }
   if (p.top_p < 1.0f) {
-    const float kept = mass_at_least(row, v, inv_t, m, __uint_as_float(tau_bits), true, scratch);
-    tau_bits = bisect_threshold(row, v, inv_t, m, tau_bits, p.top_p * kept, true, scratch);
+    const float tau_k = __uint_as_float(tau_bits);
+    const float above = tau_bits ? mass_at_least(row, v, inv_t, m, __uint_as_float(tau_bits + 1), true, scratch) : 0.0f;
+    const float kept = tau_bits ? above + tied * tau_k : mass_at_least(row, v, inv_t, m, 0.0f, true, scratch);
+    const float need = p.top_p * kept;
+    // Thresholds above tau_k see no top-k ties; at tau_k itself the kept ties
+    // alone may already be enough mass, checked below.
+    const uint32_t top = bisect_threshold(row, v, inv_t, m, tau_bits, need, true, scratch);
+    const float t = __uint_as_float(top);
+    const float above_t = mass_at_least(row, v, inv_t, m, __uint_as_float(top + 1), true, scratch);
+    // The CPU's prefix walk stops at the first tied token that reaches `need`.
+    const float wanted = t > 0.0f ? fmaxf(1.0f, ceilf((need - above_t) / t)) : (float)v;
+    tied = top == tau_bits ? fminf(tied, wanted) : wanted;
+    tau_bits = top;
   }
   const float tau = __uint_as_float(tau_bits);
 
-  // Each thread owns a contiguous slice of the vocabulary; an inclusive scan of
-  // the slices' masses partitions [0, total) exactly, so one thread owns each draw.
+  // Each thread owns a contiguous slice of the vocabulary; inclusive scans of
+  // the slices' tie counts and kept masses partition the ties and [0, total)
+  // exactly, so one thread owns each draw.
   const int chunk = (v + blockDim.x - 1) / blockDim.x;
   const int c0 = min(v, tid * chunk), c1 = min(v, c0 + chunk);
-  float local = 0.0f;
+  float ties_here = 0.0f;
+  for (int c = c0; c < c1; ++c) ties_here += tempered_e(row, c, inv_t, m) == tau ? 1.0f : 0.0f;
+  block_inclusive_scan(ties_here, scan);
+  const float ties_before = tid == 0 ? 0.0f : scan[tid - 1];
+  // Whether token c (visited in order within the slice) is kept; `rank` counts
+  // the ties seen so far.
+  auto kept_token = [&](float e, float &rank) {
+    if (e > tau) return true;
+    if (e != tau) return false;
+    return rank++ < tied;
+  };
+  float local = 0.0f, rank = ties_before;
   int last_kept = -1;
   for (int c = c0; c < c1; ++c) {
     const float e = tempered_e(row, c, inv_t, m);
-    if (e >= tau) {
+    if (kept_token(e, rank)) {
       local += e;
       last_kept = c;
     }
   }
-  scan[tid] = local;
-  __syncthreads();
-  for (int off = 1; off < blockDim.x; off <<= 1) {
-    const float add = tid >= off ? scan[tid - off] : 0.0f;
-    __syncthreads();
-    scan[tid] += add;
-    __syncthreads();
-  }
+  // lo is the previous thread's hi itself, so the slices tile [0, total) with
+  // no gap or overlap from rounding.
+  const float hi = block_inclusive_scan(local, scan), lo = tid == 0 ? 0.0f : scan[tid - 1];
   const float total = scan[blockDim.x - 1];
-  const float lo = tid == 0 ? 0.0f : scan[tid - 1], hi = scan[tid];
   const int last_overall = (int)block_max((float)last_kept, scratch);
 
   for (int j = 0; j < n; ++j) {
@@ -123,11 +163,11 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     if (target >= lo && target < hi) {
       // Walk the slice as the CPU walks the row; rounding can leave target a
       // hair above the running sum at the slice's end: take its last kept token.
-      float cum = lo;
+      float cum = lo, rank_walk = ties_before;
       int pick = last_kept;
       for (int c = c0; c < c1; ++c) {
         const float e = tempered_e(row, c, inv_t, m);
-        if (e < tau) continue;
+        if (!kept_token(e, rank_walk)) continue;
         cum += e;
         if (target < cum) {
           pick = c;

@@ -255,13 +255,40 @@ mod emulated {
             let (tok, logp) = emulator::sample_rows(&logits, v, n, &p, 7, &streams).unwrap();
             let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 7, &streams);
             let same = tok.iter().zip(&tok_ref).filter(|(a, b)| a == b).count();
-            assert!(same * 100 >= tok.len() * 95, "{p:?}: only {same} of {} draws match the CPU", tok.len());
+            println!("{p:?}: {same} of {} draws equal the CPU's", tok.len());
+            // The emulator's exp is the CPU's, so no uniform can fall on a bucket
+            // edge differently: every draw is the CPU's.
+            assert_eq!(same, tok.len(), "{p:?}: only {same} of {} draws match the CPU", tok.len());
             for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
                 let row = &lf[(i / n) * v..(i / n + 1) * v];
                 let dist = cpu::sampling::RowDistribution::new(row, &p);
                 assert!(dist.tokens.contains(&(t as usize)), "{p:?}: token {t} is outside the CPU's kept set");
                 assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "{p:?}: logprob of draw {i}");
             }
+        }
+    }
+
+    /// bf16 logits take few distinct values, so the top-k / top-p cut often falls
+    /// inside a run of equal logits. The kernel finds the cut by a threshold, the
+    /// CPU by a stable sort; both must keep the first tied tokens in vocabulary
+    /// order, so every draw is the CPU's (before the tie rule, 7 of 96 differed in
+    /// tests/cuda_parity.rs). Rows of 7 distinct values make every cut a tie.
+    #[test]
+    fn sampling_breaks_ties_at_the_cut_as_the_cpu_does() {
+        let (rows, v, n) = (2usize, 700usize, 16usize);
+        let lf: Vec<f32> = (0..rows * v).map(|i| ((i * 5 + i / v) % 7) as f32 * 0.5).collect();
+        let logits = to_bf16(&lf);
+        let streams: Vec<u64> = (0..rows as u64).map(|r| 50 + r * n as u64).collect();
+        use actial::cpu::sampling::SamplingParams;
+        for p in [
+            SamplingParams { temperature: 1.0, top_k: 10, top_p: 1.0 },
+            SamplingParams { temperature: 0.8, top_k: 150, top_p: 1.0 },
+            SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.3 },
+            SamplingParams { temperature: 1.0, top_k: 130, top_p: 0.6 },
+        ] {
+            let (tok, _) = emulator::sample_rows(&logits, v, n, &p, 3, &streams).unwrap();
+            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 3, &streams);
+            assert_eq!(tok, tok_ref, "{p:?}");
         }
     }
 

@@ -89,12 +89,14 @@ CUresult allocate(CUdeviceptr *out, size_t bytes) {
   std::lock_guard<std::mutex> lock(memory.mu);
   if (memory.capacity == 0) memory.capacity = capacity_bytes();
   if (bytes > memory.capacity - memory.used) return CUDA_ERROR_OUT_OF_MEMORY;
-  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void *p = std::aligned_alloc(kAlignment, rounded);
-  if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+  // Exactly `bytes`, 256-aligned: under AddressSanitizer a kernel that reads
+  // or writes one element past a buffer fails, even inside the padding a GPU
+  // allocation would have.
+  void *p = nullptr;
+  if (posix_memalign(&p, kAlignment, bytes) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
   // Fresh device memory is not zero on a GPU; a recognisable pattern (bf16 and
   // f32 NaN) makes a read of unset memory show up in the results.
-  std::memset(p, 0xFF, rounded);
+  std::memset(p, 0xFF, bytes);
   memory.live[(uintptr_t)p] = bytes;
   memory.used += bytes;
   memory.used_high = std::max(memory.used_high, memory.used);

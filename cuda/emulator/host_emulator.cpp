@@ -43,33 +43,92 @@ extern "C" void __sanitizer_finish_switch_fiber(void *fake_stack_save, const voi
 
 constexpr size_t kStackBytes = 256 << 10;  // per fiber; kernels keep register-sized arrays
 
+#if defined(__x86_64__)
+// A context is a saved stack pointer: actial_emu_switch pushes the System V
+// callee-saved registers, stores rsp in *save, loads `to` and pops them. glibc's
+// swapcontext would also save the signal mask, one system call per switch,
+// which dominated the emulator's time (a rendezvous is 32 switches).
+struct Context {
+  void *sp = nullptr;
+};
+extern "C" void actial_emu_switch(void **save, void *to);
+asm(R"(
+  .text
+  .p2align 4
+  .globl actial_emu_switch
+  .hidden actial_emu_switch
+  .type actial_emu_switch, @function
+actial_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size actial_emu_switch, .-actial_emu_switch
+)");
+void raw_switch(Context *from, Context *to) { actial_emu_switch(&from->sp, to->sp); }
+// A fresh stack that "returns" into entry() as if it had been called: six
+// zeroed registers, entry's address, and a null return address for entry.
+void make_context(Context *c, char *stack, void (*entry)()) {
+  auto *top = reinterpret_cast<uintptr_t *>((reinterpret_cast<uintptr_t>(stack) + kStackBytes) & ~uintptr_t{15});
+  *--top = 0;  // entry never returns
+  *--top = reinterpret_cast<uintptr_t>(entry);
+  for (int i = 0; i < 6; ++i) *--top = 0;
+  c->sp = top;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+void raw_switch(Context *from, Context *to) { swapcontext(&from->uc, &to->uc); }
+void make_context(Context *c, char *stack, void (*entry)()) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = kStackBytes;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, entry, 0);
+}
+#endif
+
 struct Fiber {
-  ucontext_t context;
+  Context context;
   char *stack = nullptr;  // kStackBytes above one guard page
   bool finished = false;
 };
 
 struct Scheduler {
-  ucontext_t main;
+  Context main;
   std::vector<Fiber> fibers;
   int current = -1;
   std::function<void()> body;  // what each fiber runs: all blocks of the launch
-  void *main_fake_stack = nullptr;
+  const void *main_stack = nullptr;  // the launching thread's stack, for ASan
+  size_t main_stack_size = 0;
 };
 Scheduler scheduler;
 
-// Switches from the current context to `to`, with ASan told about the stack change.
-void switch_context(ucontext_t *from, ucontext_t *to, const char *to_stack, bool from_finishes) {
+// Switches from `from` to `to`, whose stack is [to_stack, + to_size); with ASan,
+// tells it about the stack change (a finishing fiber's fake stack is dropped).
+void switch_context(Context *from, Context *to, const void *to_stack, size_t to_size, bool from_finishes) {
 #if defined(__SANITIZE_ADDRESS__)
   void *fake = nullptr;
-  __sanitizer_start_switch_fiber(from_finishes ? nullptr : &fake, to_stack ? to_stack : nullptr,
-                                 to_stack ? kStackBytes : 0);
-  swapcontext(from, to);
+  __sanitizer_start_switch_fiber(from_finishes ? nullptr : &fake, to_stack, to_size);
+  raw_switch(from, to);
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
   (void)to_stack;
+  (void)to_size;
   (void)from_finishes;
-  swapcontext(from, to);
+  raw_switch(from, to);
 #endif
 }
 
@@ -91,13 +150,15 @@ char *fiber_stack(Fiber &f) {
 void fiber_main() {
   Scheduler &s = scheduler;
 #if defined(__SANITIZE_ADDRESS__)
-  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+  // The first entry into a fiber learns the launching thread's stack bounds.
+  __sanitizer_finish_switch_fiber(nullptr, &s.main_stack, &s.main_stack_size);
 #endif
   s.body();
   Fiber &me = s.fibers[s.current];
   me.finished = true;
   ++emu_progress;
-  switch_context(&me.context, &s.main, nullptr, true);  // never resumed
+  switch_context(&me.context, &s.main, s.main_stack, s.main_stack_size, true);  // never resumed
+  std::abort();
 }
 
 // Runs `threads` fibers of `body` to completion on this OS thread.
@@ -108,11 +169,7 @@ void run_fibers(int threads, std::function<void()> body) {
   for (int t = 0; t < threads; ++t) {
     Fiber &f = s.fibers[t];
     f.finished = false;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = fiber_stack(f);
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = nullptr;
-    makecontext(&f.context, fiber_main, 0);
+    make_context(&f.context, fiber_stack(f), fiber_main);
   }
   int remaining = threads;
   while (remaining > 0) {
@@ -122,7 +179,7 @@ void run_fibers(int threads, std::function<void()> body) {
       if (f.finished) continue;
       s.current = t;
       threadIdx = EmuDim3{(unsigned)t, 0, 0};
-      switch_context(&s.main, &f.context, f.stack, false);
+      switch_context(&s.main, &f.context, f.stack, kStackBytes, false);
       if (f.finished) --remaining;
     }
     if (remaining > 0 && emu_progress == before) {
@@ -165,7 +222,7 @@ void emu_launch(EmuDim3 grid, int threads, Kernel kernel) {
 void emu_yield() {
   Scheduler &s = scheduler;
   Fiber &me = s.fibers[s.current];
-  switch_context(&me.context, &s.main, nullptr, false);
+  switch_context(&me.context, &s.main, s.main_stack, s.main_stack_size, false);
 }
 
 namespace {

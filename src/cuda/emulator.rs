@@ -1,5 +1,5 @@
 //! Every kernel of `cuda/*.cu`, compiled for the CPU against
-//! `cuda/emulator/host_emulator.hpp` (one thread per CUDA thread, warp-wide
+//! `cuda/emulator/host_emulator.hpp` (one fiber per CUDA thread, warp-wide
 //! shuffles, mma.m16n8k16 and ldmatrix emulated lane by lane) and launched by
 //! name, like `cuLaunchKernel`, with host buffers. The attention wrappers here
 //! use the same plans as the CUDA ones (`super::attention_plan`); [`launch`]
@@ -9,7 +9,9 @@
 //! barriers on any machine: `tests/cuda_emulated.rs` compares it with the CPU
 //! twins. It is not a GPU run: the fragment layouts it emulates are written from
 //! the PTX ISA, and only `tests/cuda_parity.rs` on a GPU confirms the hardware
-//! agrees. Slow (every warp operation is a 32-thread rendezvous): tiny shapes only.
+//! agrees. Every warp operation is a rendezvous of 32 fibers (a few hundred
+//! nanoseconds of context switches): small shapes only. The same kernels also
+//! run behind an emulated CUDA driver, [`super::emulated`].
 
 use std::ffi::{CString, c_void};
 
