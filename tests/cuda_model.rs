@@ -331,6 +331,109 @@ mod on_device {
         assert_matches_cpu(m, dev);
     }
 
+    /// A GRPO trainer on `device` over three text prompts (a group of 4, 6 new
+    /// tokens), from the bf16 tiny model of `seed`, as tests/grpo_trainer.rs.
+    fn grpo_trainer(device: &str, seed: u64) -> actial::train::grpo_trainer::GrpoTrainer {
+        use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
+        let tok = tiny_tokenizer().unwrap();
+        let model = bf16_model(seed);
+        let proc = ImageProcessorConfig::for_vision(&model.config.vision);
+        let records: Vec<QaRecord> = ["red", "blue", "left"]
+            .iter()
+            .map(|w| QaRecord {
+                id: w.to_string(),
+                kind: "text".into(),
+                system: None,
+                prompt: format!("Which option says {w}? A: cube B: {w} C: two"),
+                images: vec![],
+                response: "B".into(),
+                answer: "B".into(),
+                meta: serde_json::Value::Null,
+            })
+            .collect();
+        let (items, _) = actial::train::eval::encode_prompts(&records, &tok, &proc, Some(ACTIAL_SYSTEM), 512).unwrap();
+        let mut cfg = actial::train::config::SftConfig::embedded_defaults();
+        cfg.run.device = device.into();
+        let g = &mut cfg.grpo;
+        (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) =
+            (2, 2, 4, 2, 3, 6);
+        g.beta = 0.05;
+        actial::train::grpo_trainer::GrpoTrainer::new(cfg, model, items, tok).unwrap()
+    }
+
+    /// GRPO's CUDA-only paths: rollouts (the shared prompt prefilled once, the
+    /// group decoded by the cascade kernel, tokens drawn by the device sampler)
+    /// must carry the log-probs the CPU model assigns to the same tokens by
+    /// teacher forcing, and the accumulated GRPO loss and gradient over the same
+    /// rollouts (off-policy, with a reference, so ratio, clip and k3 all act)
+    /// must match the CPU's.
+    #[test]
+    fn grpo_rollouts_and_gradient_on_cuda_match_the_cpu() {
+        use actial::train::grpo::{GrpoParams, LossAgg};
+        use actial::train::grpo_trainer::{Rollout, UpdateStats};
+        let Some(_dev) = gpu() else { return };
+        let (mut cpu, mut gpu) = (grpo_trainer("cpu", 5), grpo_trainer("cuda", 5));
+        assert!(matches!(gpu.model.device(), Device::Cuda(_)));
+        let prompts: Vec<_> = gpu.prompts[..2].iter().map(|p| p.prompt.clone()).collect();
+        let samples = gpu.model.rollout(&prompts, &gpu.rollout_config()).unwrap();
+        assert_eq!(samples.len(), 8, "2 prompts x a group of 4");
+        let mut rolls: Vec<Rollout> = samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Rollout {
+                prompt: s.prompt,
+                tokens: s.tokens,
+                old_logp: s.logprobs,
+                ref_logp: vec![],
+                advantage: [1.0, -0.5, 0.25, -0.75][i % 4],
+            })
+            .collect();
+        let refs: Vec<&Rollout> = rolls.iter().collect();
+        let teacher = cpu.logprobs(&cpu.model, &refs).unwrap();
+        let mut worst = 0.0f32;
+        for (r, t) in rolls.iter().zip(&teacher) {
+            assert_eq!(r.old_logp.len(), t.len());
+            for (a, b) in r.old_logp.iter().zip(t) {
+                assert!(a.is_finite() && *a <= 0.0, "rollout log-prob {a}");
+                worst = worst.max((a - b).abs());
+            }
+        }
+        println!("CUDA rollout log-probs vs CPU teacher forcing: worst |difference| {worst:.2e}");
+        assert!(worst < 5e-2, "CUDA rollout log-probs differ from the CPU's teacher forcing by {worst}");
+
+        for r in &mut rolls {
+            r.ref_logp = r.old_logp.iter().map(|x| x + 0.3).collect();
+            r.old_logp = r.old_logp.iter().map(|x| x - 0.05).collect();
+        }
+        let mini: Vec<usize> = (0..rolls.len()).collect();
+        let tokens: usize = rolls.iter().map(|r| r.tokens.len()).sum();
+        let p = GrpoParams {
+            eps_low: 0.2,
+            eps_high: 0.2,
+            beta: 0.05,
+            agg: LossAgg::TokenMean,
+            adv_eps: 1e-4,
+            max_completion_len: 6,
+            global_tokens: tokens,
+            global_seqs: rolls.len(),
+        };
+        let mut loss = Vec::new();
+        for t in [&mut cpu, &mut gpu] {
+            t.model.zero_grad().unwrap();
+            let mut st = UpdateStats::default();
+            t.accumulate(&rolls, &mini, &p, true, &mut st).unwrap();
+            loss.push(st.loss);
+        }
+        println!("GRPO loss cpu {:.5} cuda {:.5}", loss[0], loss[1]);
+        assert!(
+            (loss[0] - loss[1]).abs() <= 1e-2 * loss[0].abs().max(1e-1),
+            "GRPO loss cpu {} cuda {}",
+            loss[0],
+            loss[1]
+        );
+        compare_grads(&mut cpu.model, &mut gpu.model, 5e-2);
+    }
+
     /// The SFT trainer on CUDA (bf16 frozen weights, f32 masters, the
     /// multi-tensor AdamW launch) follows the CPU's loss curve over 4 steps, for
     /// full fine-tuning and LoRA.

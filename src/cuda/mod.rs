@@ -66,6 +66,12 @@ pub use device::CudaDevice;
 pub fn unverified_warning(device: crate::tensor::Device) -> Option<String> {
     match device {
         crate::tensor::Device::Cpu => None,
+        #[cfg(actial_cuda)]
+        d if emulated::requested() => Some(format!(
+            "warning: running on {d} through the emulated CUDA driver ({} is set): the kernels run on the CPU, \
+             slowly; this checks the CUDA code path, not a GPU",
+            emulated::ENV
+        )),
         d => Some(format!(
             "warning: running on {d}: the CUDA path is compiled but not yet verified on a GPU \
              (tools/gpu-check.sh runs tests/cuda_model.rs); compare a few steps with --device cpu"
