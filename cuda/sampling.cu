@@ -243,14 +243,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
   const int c0 = min(keep, tid * chunk), c1 = min(keep, c0 + chunk);
   float local = 0.0f;
   for (int c = c0; c < c1; ++c) local += val[c];
-  scan[tid] = local;
-  __syncthreads();
-  for (int off = 1; off < blockDim.x; off <<= 1) {
-    const float add = tid >= off ? scan[tid - off] : 0.0f;
-    __syncthreads();
-    scan[tid] += add;
-    __syncthreads();
-  }
+  block_inclusive_scan(local, scan);
   float total = scan[blockDim.x - 1];
   if (p.top_p < 1.0f) {
     // The first sorted position where the running mass reaches top_p.

@@ -334,23 +334,11 @@ mod on_device {
     /// A GRPO trainer on `device` over three text prompts (a group of 4, 6 new
     /// tokens), from the bf16 tiny model of `seed`, as tests/grpo_trainer.rs.
     fn grpo_trainer(device: &str, seed: u64) -> actial::train::grpo_trainer::GrpoTrainer {
-        use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
+        use actial::data::qa::ACTIAL_SYSTEM;
         let tok = tiny_tokenizer().unwrap();
         let model = bf16_model(seed);
         let proc = ImageProcessorConfig::for_vision(&model.config.vision);
-        let records: Vec<QaRecord> = ["red", "blue", "left"]
-            .iter()
-            .map(|w| QaRecord {
-                id: w.to_string(),
-                kind: "text".into(),
-                system: None,
-                prompt: format!("Which option says {w}? A: cube B: {w} C: two"),
-                images: vec![],
-                response: "B".into(),
-                answer: "B".into(),
-                meta: serde_json::Value::Null,
-            })
-            .collect();
+        let records = crate::common::text_prompt_records();
         let (items, _) = actial::train::eval::encode_prompts(&records, &tok, &proc, Some(ACTIAL_SYSTEM), 512).unwrap();
         let mut cfg = actial::train::config::SftConfig::embedded_defaults();
         cfg.run.device = device.into();

@@ -3,7 +3,9 @@
 //! clipping, zero KL), flat groups give no update, and the gradient sent through
 //! token_logprobs_backward and the model matches finite differences of the loss.
 
-use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
+mod common;
+
+use actial::data::qa::ACTIAL_SYSTEM;
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
 use actial::model::tiny::{tiny_config, tiny_tokenizer};
@@ -16,19 +18,7 @@ fn trainer(beta: f32) -> GrpoTrainer {
     let tok = tiny_tokenizer().unwrap();
     let model = Qwen25Vl::random(tiny_config(&tok), 5).unwrap();
     let proc = ImageProcessorConfig::for_vision(&model.config.vision);
-    let records: Vec<QaRecord> = ["red", "blue", "left"]
-        .iter()
-        .map(|w| QaRecord {
-            id: w.to_string(),
-            kind: "text".into(),
-            system: None,
-            prompt: format!("Which option says {w}? A: cube B: {w} C: two"),
-            images: vec![],
-            response: "B".into(),
-            answer: "B".into(),
-            meta: serde_json::Value::Null,
-        })
-        .collect();
+    let records = common::text_prompt_records();
     let (items, skipped) = encode_prompts(&records, &tok, &proc, Some(ACTIAL_SYSTEM), 512).unwrap();
     assert!(skipped.is_empty());
     let mut cfg = SftConfig::embedded_defaults();

@@ -109,3 +109,21 @@ pub fn encode_tiny(recs: &[actial::data::qa::QaRecord]) -> Vec<actial::train::da
 pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::train::data::Example> {
     encode_tiny(&viewpoint_records(n_pairs, dir))
 }
+
+/// Three text-only multiple-choice prompts ("Which option says red? ..."), the
+/// answer always B: the GRPO trainers' tiny prompt set.
+pub fn text_prompt_records() -> Vec<actial::data::qa::QaRecord> {
+    ["red", "blue", "left"]
+        .iter()
+        .map(|w| actial::data::qa::QaRecord {
+            id: w.to_string(),
+            kind: "text".into(),
+            system: None,
+            prompt: format!("Which option says {w}? A: cube B: {w} C: two"),
+            images: vec![],
+            response: "B".into(),
+            answer: "B".into(),
+            meta: serde_json::Value::Null,
+        })
+        .collect()
+}
