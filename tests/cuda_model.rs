@@ -331,24 +331,6 @@ mod on_device {
         assert_matches_cpu(m, dev);
     }
 
-    /// A GRPO trainer on `device` over three text prompts (a group of 4, 6 new
-    /// tokens), from the bf16 tiny model of `seed`, as tests/grpo_trainer.rs.
-    fn grpo_trainer(device: &str, seed: u64) -> actial::train::grpo_trainer::GrpoTrainer {
-        use actial::data::qa::ACTIAL_SYSTEM;
-        let tok = tiny_tokenizer().unwrap();
-        let model = bf16_model(seed);
-        let proc = ImageProcessorConfig::for_vision(&model.config.vision);
-        let records = crate::common::text_prompt_records();
-        let (items, _) = actial::train::eval::encode_prompts(&records, &tok, &proc, Some(ACTIAL_SYSTEM), 512).unwrap();
-        let mut cfg = actial::train::config::SftConfig::embedded_defaults();
-        cfg.run.device = device.into();
-        let g = &mut cfg.grpo;
-        (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) =
-            (2, 2, 4, 2, 3, 6);
-        g.beta = 0.05;
-        actial::train::grpo_trainer::GrpoTrainer::new(cfg, model, items, tok).unwrap()
-    }
-
     /// GRPO's CUDA-only paths: rollouts (the shared prompt prefilled once, the
     /// group decoded by the cascade kernel, tokens drawn by the device sampler)
     /// must carry the log-probs the CPU model assigns to the same tokens by
@@ -360,7 +342,8 @@ mod on_device {
         use actial::train::grpo::{GrpoParams, LossAgg};
         use actial::train::grpo_trainer::{Rollout, UpdateStats};
         let Some(_dev) = gpu() else { return };
-        let (mut cpu, mut gpu) = (grpo_trainer("cpu", 5), grpo_trainer("cuda", 5));
+        let trainer = |device| crate::common::tiny_grpo_trainer(bf16_model(5), device, 0.05);
+        let (mut cpu, mut gpu) = (trainer("cpu"), trainer("cuda"));
         assert!(matches!(gpu.model.device(), Device::Cuda(_)));
         let prompts: Vec<_> = gpu.prompts[..2].iter().map(|p| p.prompt.clone()).collect();
         let samples = gpu.model.rollout(&prompts, &gpu.rollout_config()).unwrap();

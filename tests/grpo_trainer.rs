@@ -5,28 +5,14 @@
 
 mod common;
 
-use actial::data::qa::ACTIAL_SYSTEM;
 use actial::model::Qwen25Vl;
-use actial::model::image::ImageProcessorConfig;
 use actial::model::tiny::{tiny_config, tiny_tokenizer};
-use actial::train::config::SftConfig;
-use actial::train::eval::encode_prompts;
 use actial::train::grpo::{GrpoParams, LossAgg};
 use actial::train::grpo_trainer::{GrpoTrainer, Rollout, UpdateStats};
 
 fn trainer(beta: f32) -> GrpoTrainer {
     let tok = tiny_tokenizer().unwrap();
-    let model = Qwen25Vl::random(tiny_config(&tok), 5).unwrap();
-    let proc = ImageProcessorConfig::for_vision(&model.config.vision);
-    let records = common::text_prompt_records();
-    let (items, skipped) = encode_prompts(&records, &tok, &proc, Some(ACTIAL_SYSTEM), 512).unwrap();
-    assert!(skipped.is_empty());
-    let mut cfg = SftConfig::embedded_defaults();
-    let g = &mut cfg.grpo;
-    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) = (2, 2, 4, 2, 3, 6);
-    g.beta = beta;
-    cfg.optim.weight_decay = 0.0;
-    GrpoTrainer::new(cfg, model, items, tok).unwrap()
+    common::tiny_grpo_trainer(Qwen25Vl::random(tiny_config(&tok), 5).unwrap(), "cpu", beta)
 }
 
 fn rollouts(t: &GrpoTrainer) -> Vec<Rollout> {

@@ -186,19 +186,21 @@ EXPORT cublasStatus_t cublasLtMatrixLayoutDestroy(Layout *layout) {
   return CUBLAS_STATUS_SUCCESS;
 }
 EXPORT cublasStatus_t cublasLtMatrixLayoutSetAttribute(Layout *l, int attr, const void *buf, size_t size) {
-  if (size != 4 && attr != LAYOUT_ROWS && attr != LAYOUT_COLS && attr != LAYOUT_LD &&
-      attr != LAYOUT_STRIDED_BATCH_OFFSET)
-    return report(CUBLAS_STATUS_INVALID_VALUE, "layout attribute", "size");
+  // Each attribute is a value of one documented size (int32 or 64-bit).
+  auto copy = [&](void *field, size_t bytes) {
+    if (size != bytes) return report(CUBLAS_STATUS_INVALID_VALUE, "layout attribute", "wrong value size");
+    std::memcpy(field, buf, bytes);
+    return CUBLAS_STATUS_SUCCESS;
+  };
   switch (attr) {
-    case LAYOUT_TYPE: std::memcpy(&l->type, buf, 4); break;
-    case LAYOUT_ORDER: std::memcpy(&l->order, buf, 4); break;
-    case LAYOUT_BATCH_COUNT: std::memcpy(&l->batch, buf, 4); break;
-    case LAYOUT_ROWS: if (size != 8) return CUBLAS_STATUS_INVALID_VALUE; std::memcpy(&l->rows, buf, 8); break;
-    case LAYOUT_COLS: if (size != 8) return CUBLAS_STATUS_INVALID_VALUE; std::memcpy(&l->cols, buf, 8); break;
-    case LAYOUT_LD: if (size != 8) return CUBLAS_STATUS_INVALID_VALUE; std::memcpy(&l->ld, buf, 8); break;
+    case LAYOUT_TYPE: return copy(&l->type, 4);
+    case LAYOUT_ORDER: return copy(&l->order, 4);
+    case LAYOUT_BATCH_COUNT: return copy(&l->batch, 4);
+    case LAYOUT_ROWS: return copy(&l->rows, 8);
+    case LAYOUT_COLS: return copy(&l->cols, 8);
+    case LAYOUT_LD: return copy(&l->ld, 8);
     default: return report(CUBLAS_STATUS_NOT_SUPPORTED, "layout attribute", "not emulated");
   }
-  return CUBLAS_STATUS_SUCCESS;
 }
 
 EXPORT cublasStatus_t cublasLtMatmulDescCreate(Desc **desc, int compute, int scale) {

@@ -62,11 +62,14 @@ struct Memory {
   uint64_t release_threshold = 0;  // 0: freed memory goes back to the "OS" at once
 } memory;
 
-uint64_t capacity_bytes() {
-  // ACTIAL_EMULATED_DEVICE_MEMORY: bytes of device memory to emulate (default 8 GiB).
-  const char *v = std::getenv("ACTIAL_EMULATED_DEVICE_MEMORY");
-  if (v && *v) return std::strtoull(v, nullptr, 10);
-  return 8ull << 30;
+// The emulated capacity, read once (caller holds memory.mu).
+// ACTIAL_EMULATED_DEVICE_MEMORY: bytes of device memory to emulate (default 8 GiB).
+uint64_t capacity() {
+  if (memory.capacity == 0) {
+    const char *v = std::getenv("ACTIAL_EMULATED_DEVICE_MEMORY");
+    memory.capacity = v && *v ? std::strtoull(v, nullptr, 10) : 8ull << 30;
+  }
+  return memory.capacity;
 }
 
 // Whether [p, p + n) lies inside one live allocation (caller holds memory.mu).
@@ -87,8 +90,7 @@ CUresult allocate(CUdeviceptr *out, size_t bytes) {
   if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
   if (!out || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   std::lock_guard<std::mutex> lock(memory.mu);
-  if (memory.capacity == 0) memory.capacity = capacity_bytes();
-  if (bytes > memory.capacity - memory.used) return CUDA_ERROR_OUT_OF_MEMORY;
+  if (bytes > capacity() - memory.used) return CUDA_ERROR_OUT_OF_MEMORY;
   // Exactly `bytes`, 256-aligned: under AddressSanitizer a kernel that reads
   // or writes one element past a buffer fails, even inside the padding a GPU
   // allocation would have.
@@ -174,8 +176,7 @@ EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice device) {
 EXPORT CUresult cuDeviceTotalMem(size_t *bytes, CUdevice device) {
   if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
   std::lock_guard<std::mutex> lock(memory.mu);
-  if (memory.capacity == 0) memory.capacity = capacity_bytes();
-  *bytes = memory.capacity;
+  *bytes = capacity();
   return CUDA_SUCCESS;
 }
 
@@ -257,9 +258,8 @@ EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
 
 EXPORT CUresult cuMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
   std::lock_guard<std::mutex> lock(memory.mu);
-  if (memory.capacity == 0) memory.capacity = capacity_bytes();
-  *free_bytes = memory.capacity - memory.used;
-  *total_bytes = memory.capacity;
+  *free_bytes = capacity() - memory.used;
+  *total_bytes = capacity();
   return CUDA_SUCCESS;
 }
 

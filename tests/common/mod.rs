@@ -110,10 +110,17 @@ pub fn viewpoint_examples(n_pairs: u64, dir: &std::path::Path) -> Vec<actial::tr
     encode_tiny(&viewpoint_records(n_pairs, dir))
 }
 
-/// Three text-only multiple-choice prompts ("Which option says red? ..."), the
-/// answer always B: the GRPO trainers' tiny prompt set.
-pub fn text_prompt_records() -> Vec<actial::data::qa::QaRecord> {
-    ["red", "blue", "left"]
+/// A GRPO trainer for `model` on `device` over three text-only prompts ("Which
+/// option says red? ...", the answer always B): groups of 4, 6 new tokens, two
+/// prompts per step, no weight decay.
+pub fn tiny_grpo_trainer(
+    model: actial::model::Qwen25Vl,
+    device: &str,
+    beta: f32,
+) -> actial::train::grpo_trainer::GrpoTrainer {
+    let tok = actial::model::tiny::tiny_tokenizer().unwrap();
+    let proc = actial::model::image::ImageProcessorConfig::for_vision(&model.config.vision);
+    let records: Vec<actial::data::qa::QaRecord> = ["red", "blue", "left"]
         .iter()
         .map(|w| actial::data::qa::QaRecord {
             id: w.to_string(),
@@ -125,5 +132,15 @@ pub fn text_prompt_records() -> Vec<actial::data::qa::QaRecord> {
             answer: "B".into(),
             meta: serde_json::Value::Null,
         })
-        .collect()
+        .collect();
+    let system = Some(actial::data::qa::ACTIAL_SYSTEM);
+    let (items, skipped) = actial::train::eval::encode_prompts(&records, &tok, &proc, system, 512).unwrap();
+    assert!(skipped.is_empty());
+    let mut cfg = actial::train::config::SftConfig::embedded_defaults();
+    cfg.run.device = device.into();
+    let g = &mut cfg.grpo;
+    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) = (2, 2, 4, 2, 3, 6);
+    g.beta = beta;
+    cfg.optim.weight_decay = 0.0;
+    actial::train::grpo_trainer::GrpoTrainer::new(cfg, model, items, tok).unwrap()
 }
