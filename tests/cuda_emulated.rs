@@ -322,6 +322,59 @@ mod emulated {
         // SAFETY: refused by the count check.
         let err = unsafe { emulator::launch("swiglu_forward", (1, 1, 1), 32, &mut a) }.unwrap_err().to_string();
         assert!(err.contains("takes 4 arguments, 1 given"), "{err}");
+        // A block bigger than the kernel's __launch_bounds__ (lora_project_r16:
+        // LORA_WARPS * 32 = 256) fails as it would on a GPU, before anything runs.
+        let null = std::ptr::null::<bf16>();
+        let mut a = emulator::Args::new();
+        a.push(null).push(null).push(null.cast_mut()).push(0i32).push(0i32).push(0i32).push(0i32);
+        // SAFETY: refused by the block-size check, nothing runs.
+        let err = unsafe { emulator::launch("lora_project_r16", (1, 1, 1), 512, &mut a) }.unwrap_err().to_string();
+        assert!(err.contains("512 threads per block, but a GPU launches it with at most 256"), "{err}");
+    }
+
+    /// ACTIAL_EMULATOR_SCHEDULE changes the order threads and blocks take
+    /// their turns, so a race that ascending order hides shows in another
+    /// (CI runs the emulated tests under `reverse` too). A kernel with a
+    /// missing barrier (thread 0 publishes, all read) passes in forward order
+    /// and reads stale values in the others.
+    #[test]
+    fn emulator_schedules_expose_a_missing_barrier_and_block_order() {
+        let (blocks, threads) = (8u32, 64u32);
+        let per_block = |v: &[f32], b: usize| v[b * threads as usize..(b + 1) * threads as usize].to_vec();
+
+        let (v, ticket) = emulator::planted_race("forward", blocks, threads).unwrap();
+        assert_eq!(ticket, (0..blocks as i32).collect::<Vec<_>>());
+        for b in 0..blocks as usize {
+            assert!(
+                per_block(&v, b).iter().all(|&x| x == b as f32 + 1.0),
+                "forward, block {b}: {:?}",
+                per_block(&v, b)
+            );
+        }
+
+        // Reverse: blocks run last to first and thread 0 runs last, so threads
+        // 1.. read what the previously run block (b + 1) published, or the
+        // launch's initial 0 in the first block to run.
+        let (v, ticket) = emulator::planted_race("reverse", blocks, threads).unwrap();
+        assert_eq!(ticket, (0..blocks as i32).rev().collect::<Vec<_>>());
+        for b in 0..blocks as usize {
+            let stale = if b + 1 == blocks as usize { 0.0 } else { b as f32 + 2.0 };
+            let got = per_block(&v, b);
+            assert_eq!(got[0], b as f32 + 1.0, "reverse, block {b}, thread 0");
+            assert!(got[1..].iter().all(|&x| x == stale), "reverse, block {b}: {got:?}");
+        }
+
+        // Shuffle: some other permutation of blocks, and stale reads.
+        let (v, ticket) = emulator::planted_race("shuffle:5", blocks, threads).unwrap();
+        let mut sorted = ticket.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..blocks as i32).collect::<Vec<_>>(), "tickets {ticket:?}");
+        assert_ne!(ticket, sorted, "shuffle ran the blocks in ascending order");
+        let stale = (0..blocks as usize).flat_map(|b| per_block(&v, b).into_iter().map(move |x| x != b as f32 + 1.0));
+        assert!(stale.filter(|&s| s).count() > threads as usize, "shuffle hid the missing barrier: {v:?}");
+
+        let err = emulator::planted_race("backwards", blocks, threads).unwrap_err().to_string();
+        assert!(err.contains("not forward, reverse, shuffle or shuffle:SEED"), "{err}");
     }
 
     /// The fused cross-entropy (loss, lse, dlogits in one pass per row) with an

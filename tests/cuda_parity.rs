@@ -389,6 +389,29 @@ mod parity {
         assert!(err.contains("huge buffer") && err.contains("out of GPU memory") && err.contains("requested"), "{err}");
     }
 
+    /// A block bigger than a kernel's `__launch_bounds__` does not launch (on a
+    /// GPU, and on the emulated driver, which knows each kernel's bounds and
+    /// registers from build.rs), and the device still works after the refusal.
+    #[test]
+    fn a_block_past_the_launch_bounds_does_not_launch() {
+        use cudarc::driver::{LaunchConfig, PushKernelArg as _};
+        let Some(dev) = gpu() else { return };
+        let f = dev.function("lora_project_r16").unwrap();
+        let (null, zero) = (0u64, 0i32);
+        let launch = |threads: u32| {
+            let mut b = dev.stream().launch_builder(&f);
+            b.arg(&null).arg(&null).arg(&null).arg(&zero).arg(&zero).arg(&zero).arg(&zero);
+            let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: seven arguments as the kernel declares them; rows = 0, so a
+            // launch that runs returns before touching a pointer.
+            unsafe { b.launch(cfg) }.map(|_| ())
+        };
+        // lora_project_r16 is declared __launch_bounds__(LORA_WARPS * 32) = 256.
+        assert!(launch(512).is_err(), "a 512-thread block of a 256-thread kernel launched");
+        launch(256).expect("a block within the bounds launches");
+        dev.synchronize("after a refused launch").unwrap();
+    }
+
     /// Zero-length buffers are legal (a batch without images, a step without CoT
     /// samples): allocation, zeroing, upload and download of 0 elements succeed
     /// and free cleanly, whatever `cuMemAllocAsync(0)` does on this driver.

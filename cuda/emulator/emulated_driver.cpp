@@ -31,6 +31,7 @@
 #include <mutex>
 
 extern "C" const void *actial_emu_find(const char *name);
+extern "C" unsigned actial_emu_max_threads(const void *kernel);
 extern "C" void actial_emu_run(const void *kernel, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
                                void **params);
 
@@ -135,6 +136,7 @@ constexpr ErrorText kErrors[] = {
     {CUDA_ERROR_INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
     {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"},
 };
 
 }  // namespace
@@ -368,10 +370,15 @@ EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, u
                                void **extra) {
   if (!current_context) return CUDA_ERROR_INVALID_CONTEXT;
   if (!f) return CUDA_ERROR_INVALID_HANDLE;
-  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || bx > 1024) return CUDA_ERROR_INVALID_VALUE;
+  // The hardware's grid limits: 2^31 - 1 blocks in x, 65535 in y and z.
+  if (gx == 0 || gy == 0 || gz == 0 || gx > 0x7fffffffu || gy > 65535 || gz > 65535) return CUDA_ERROR_INVALID_VALUE;
+  if (bx == 0 || bx > 1024) return CUDA_ERROR_INVALID_VALUE;
   // The emulator runs 1-D blocks with static shared memory only, which is all
   // cuda/*.cu uses; anything else is refused rather than run wrongly.
   if (by != 1 || bz != 1 || shared_bytes != 0 || extra) return CUDA_ERROR_NOT_SUPPORTED;
+  // As on a GPU: a block bigger than the kernel's __launch_bounds__, or than
+  // its registers per thread leave room for, does not launch.
+  if (bx > actial_emu_max_threads((const void *)f)) return CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
   actial_emu_run((const void *)f, gx, gy, gz, bx, params);
   return CUDA_SUCCESS;
 }

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <mutex>
+#include <random>
 #include <string>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -31,8 +32,8 @@ std::mutex launch_mutex;
 
 // ---- fibers ------------------------------------------------------------------------
 // Each CUDA thread of a block is a ucontext fiber; the launching thread is the
-// scheduler. Fibers run round-robin, each until it waits at a barrier
-// (emu_yield) or finishes its last block. A round in which no fiber got past
+// scheduler. Fibers run round-robin (in the schedule's order, below), each
+// until it waits at a barrier (emu_yield) or finishes its last block. A round in which no fiber got past
 // a barrier or finished means the block's threads wait at different barriers
 // (a __syncthreads in divergent code, say): that is reported, not hung on.
 
@@ -161,8 +162,76 @@ void fiber_main() {
   std::abort();
 }
 
-// Runs `threads` fibers of `body` to completion on this OS thread.
-void run_fibers(int threads, std::function<void()> body) {
+// ---- schedule ---------------------------------------------------------------------
+// The order in which fibers of a block, and blocks of a grid, take their turns.
+// A GPU promises no order at all, so a kernel that is right only in the
+// default one (thread 0 first, block 0 first) has a race: a shared-memory read
+// before the __syncthreads that publishes it, a block reading what another
+// block writes. ACTIAL_EMULATOR_SCHEDULE=reverse or shuffle[:SEED] runs the
+// same kernels in other orders (CI runs the emulated tests in both), so such
+// a race changes results instead of hiding behind ascending order. shuffle
+// draws a fresh permutation per round of fibers and per launch, from SEED
+// (default 1) and the launch count.
+enum class Order { Forward, Reverse, Shuffle };
+struct Schedule {
+  Order order = Order::Forward;
+  uint64_t seed = 1;
+};
+
+// Parses forward | reverse | shuffle | shuffle:SEED; false if `v` is none of them.
+bool parse_schedule(const char *v, Schedule *out) {
+  Schedule s;
+  if (std::strcmp(v, "forward") == 0) {
+  } else if (std::strcmp(v, "reverse") == 0) {
+    s.order = Order::Reverse;
+  } else if (std::strcmp(v, "shuffle") == 0) {
+    s.order = Order::Shuffle;
+  } else if (std::strncmp(v, "shuffle:", 8) == 0 && v[8] != 0) {
+    s.order = Order::Shuffle;
+    char *end = nullptr;
+    s.seed = std::strtoull(v + 8, &end, 10);
+    if (*end != 0) return false;
+  } else {
+    return false;
+  }
+  *out = s;
+  return true;
+}
+
+// The schedule of every launch: ACTIAL_EMULATOR_SCHEDULE, read once.
+const Schedule &schedule() {
+  static const Schedule s = [] {
+    Schedule s;
+    const char *v = std::getenv("ACTIAL_EMULATOR_SCHEDULE");
+    if (v && *v && !parse_schedule(v, &s)) {
+      std::fprintf(stderr, "emulator: ACTIAL_EMULATOR_SCHEDULE=%s is not forward, reverse, shuffle or shuffle:SEED\n",
+                   v);
+      std::abort();
+    }
+    return s;
+  }();
+  return s;
+}
+
+// 0..n-1 in the schedule's order; `rng` drives the shuffle.
+void order_indices(std::vector<unsigned> &idx, size_t n, Order order, std::mt19937_64 &rng) {
+  idx.resize(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = (unsigned)i;
+  switch (order) {
+    case Order::Forward:
+      break;
+    case Order::Reverse:
+      std::reverse(idx.begin(), idx.end());
+      break;
+    case Order::Shuffle:
+      std::shuffle(idx.begin(), idx.end(), rng);
+      break;
+  }
+}
+
+// Runs `threads` fibers of `body` to completion on this OS thread, taking
+// turns in the schedule's order (re-drawn every round under shuffle).
+void run_fibers(int threads, std::function<void()> body, Order order, std::mt19937_64 &rng) {
   Scheduler &s = scheduler;
   if ((int)s.fibers.size() < threads) s.fibers.resize(threads);
   s.body = std::move(body);
@@ -172,9 +241,11 @@ void run_fibers(int threads, std::function<void()> body) {
     make_context(&f.context, fiber_stack(f), fiber_main);
   }
   int remaining = threads;
+  std::vector<unsigned> turn;
   while (remaining > 0) {
     const unsigned long before = emu_progress;
-    for (int t = 0; t < threads; ++t) {
+    order_indices(turn, threads, order, rng);
+    for (const unsigned t : turn) {
       Fiber &f = s.fibers[t];
       if (f.finished) continue;
       s.current = t;
@@ -196,23 +267,28 @@ void run_fibers(int threads, std::function<void()> body) {
 
 // Runs `kernel()` for every block of `grid` with `threads` threads per block:
 // the block's threads run as fibers (barriers and warp operations need them
-// all), blocks one after another.
+// all), blocks one after another in the schedule's order.
 template <class Kernel>
-void emu_launch(EmuDim3 grid, int threads, Kernel kernel) {
+void emu_launch(EmuDim3 grid, int threads, Kernel kernel, const Schedule &sched = schedule()) {
   std::lock_guard<std::mutex> lock(launch_mutex);
+  static uint64_t launches = 0;
+  std::mt19937_64 rng(sched.seed * 0x9e3779b97f4a7c15ull + launches++);
   gridDim = grid;
   blockDim = EmuDim3{(unsigned)threads, 1, 1};
+  std::vector<unsigned> blocks;
+  order_indices(blocks, (size_t)grid.x * grid.y * grid.z, sched.order, rng);
   EmuBlock block(threads);
   emu_block = &block;
-  run_fibers(threads, [&] {
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) {
-          blockIdx = EmuDim3{x, y, z};
+  run_fibers(
+      threads,
+      [&] {
+        for (const unsigned b : blocks) {
+          blockIdx = EmuDim3{b % grid.x, (b / grid.x) % grid.y, b / (grid.x * grid.y)};
           kernel();
           block.bar.arrive_and_wait();  // the block ends for all its threads
         }
-  });
+      },
+      sched.order, rng);
   emu_block = nullptr;
 }
 
@@ -234,7 +310,20 @@ namespace {
 struct Trampoline {
   std::vector<std::size_t> sizes;
   std::function<void(void **)> call;
+  // The most threads per block a GPU launches this kernel with (see below).
+  unsigned max_threads = 1024;
 };
+
+// What bounds a kernel's block on a GPU: its __launch_bounds__ and its
+// registers. An SM has 64K 32-bit registers, handed out per warp in units of
+// 256 (8 per thread), so a block of W warps needs W * 32 * round8(registers);
+// a launch past either limit fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES.
+// (Sessions without a GPU would otherwise only learn this on one.)
+unsigned launch_limit(unsigned launch_bounds, unsigned registers) {
+  const unsigned per_thread = (std::max(registers, 1u) + 7) / 8 * 8;
+  const unsigned warps_by_registers = 65536 / (32 * per_thread);
+  return std::min({launch_bounds, 1024u, warps_by_registers * 32});
+}
 
 template <class... A, std::size_t... I>
 void call_with(void (*f)(A...), void **params, std::index_sequence<I...>) {
@@ -242,13 +331,15 @@ void call_with(void (*f)(A...), void **params, std::index_sequence<I...>) {
 }
 
 template <class... A>
-Trampoline trampoline(void (*f)(A...)) {
-  return {{sizeof(A)...}, [f](void **params) { call_with(f, params, std::index_sequence_for<A...>{}); }};
+Trampoline trampoline(void (*f)(A...), unsigned launch_bounds, unsigned registers) {
+  return {{sizeof(A)...},
+          [f](void **params) { call_with(f, params, std::index_sequence_for<A...>{}); },
+          launch_limit(launch_bounds, registers)};
 }
 
 // Every extern "C" __global__ kernel of cuda/*.cu, listed by build.rs.
 const std::unordered_map<std::string, Trampoline> &kernel_table() {
-#define EMU_KERNEL(name) {#name, trampoline(name)},
+#define EMU_KERNEL(name, launch_bounds, registers) {#name, trampoline(name, launch_bounds, registers)},
   static const std::unordered_map<std::string, Trampoline> table = {
 #include "emulator_kernels.inc"
   };
@@ -261,7 +352,8 @@ const std::unordered_map<std::string, Trampoline> &kernel_table() {
 // Launches kernel `name` on a (gx, gy, gz) grid of `threads`-thread blocks
 // with `count` arguments of `sizes[i]` bytes. Returns 0; -1 if no kernel has
 // that name; -2 if the argument count differs (`*expected` = the kernel's);
-// -3 - i if argument i has the wrong size (`*expected` = its size).
+// -3 - i if argument i has the wrong size (`*expected` = its size); 1 if a GPU
+// would refuse `threads` per block (`*expected` = the most it takes).
 extern "C" int actial_emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
                                  void **params, const std::size_t *sizes, int count, std::size_t *expected) {
   const auto &table = kernel_table();
@@ -277,6 +369,10 @@ extern "C" int actial_emu_launch(const char *name, unsigned gx, unsigned gy, uns
       *expected = run.sizes[i];
       return -3 - i;
     }
+  if (threads > run.max_threads) {
+    *expected = run.max_threads;
+    return 1;
+  }
   emu_launch(EmuDim3{gx, gy, gz}, (int)threads, [&] { run.call(params); });
   return 0;
 }
@@ -293,8 +389,44 @@ extern "C" const void *actial_emu_find(const char *name) {
   return it == table.end() ? nullptr : &it->second;
 }
 
+// The most threads per block a GPU launches `kernel` with (launch bounds, registers).
+extern "C" unsigned actial_emu_max_threads(const void *kernel) {
+  return static_cast<const Trampoline *>(kernel)->max_threads;
+}
+
 extern "C" void actial_emu_run(const void *kernel, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
                                void **params) {
   const Trampoline &run = *static_cast<const Trampoline *>(kernel);
   emu_launch(EmuDim3{gx, gy, gz}, (int)threads, [&] { run.call(params); });
+}
+
+namespace {
+// A kernel with two planted races, the kind a schedule must expose: thread 0
+// publishes a value in shared memory that the others read with no
+// __syncthreads between, and each block takes a ticket from a global counter,
+// so `ticket` records the order blocks ran in.
+float planted_published;  // the kernel's __shared__ value (reset per launch below)
+void emu_planted_race(float *values, int *ticket, int *counter) {
+  if (threadIdx.x == 0) {
+    planted_published = (float)blockIdx.x + 1.0f;
+    ticket[blockIdx.x] = (*counter)++;
+  }
+  values[blockIdx.x * blockDim.x + threadIdx.x] = planted_published;  // the missing barrier
+}
+std::mutex planted_mutex;
+}  // namespace
+
+// Runs emu_planted_race on `blocks` x `threads` under `schedule` (the
+// ACTIAL_EMULATOR_SCHEDULE syntax) for tests/cuda_emulated.rs; each call
+// starts with the shared value at 0. Returns 0, or -1 if `schedule` does not
+// parse.
+extern "C" int actial_emu_planted_race(const char *schedule_text, unsigned blocks, unsigned threads, float *values,
+                                       int *ticket) {
+  Schedule sched;
+  if (!parse_schedule(schedule_text, &sched)) return -1;
+  std::lock_guard<std::mutex> lock(planted_mutex);
+  planted_published = 0.0f;
+  int counter = 0;
+  emu_launch(EmuDim3{blocks, 1, 1}, (int)threads, [&] { emu_planted_race(values, ticket, &counter); }, sched);
+  return 0;
 }

@@ -8,9 +8,11 @@
 // the next fiber, so a rendezvous costs context switches, not OS wakeups.
 //
 // What it checks: a kernel's index arithmetic, masks, fragment layouts and
-// barriers, on machines without a GPU (tests/cuda_emulated.rs). What it cannot:
-// timing, races the real memory model would expose, or whether the hardware
-// agrees with the fragment layouts below. Those are written from the PTX ISA
+// barriers, on machines without a GPU (tests/cuda_emulated.rs); races that
+// depend on which thread or block runs first, under ACTIAL_EMULATOR_SCHEDULE's
+// reverse and shuffled orders (host_emulator.cpp). What it cannot: timing,
+// races only a weak memory model would expose (missing fences between
+// blocks), or whether the hardware agrees with the fragment layouts below. Those are written from the PTX ISA
 // ("Matrix Fragments for mma.m16n8k16", "ldmatrix"); the GPU parity tests
 // (tests/cuda_parity.rs) remain the judge.
 //
@@ -101,7 +103,9 @@ void emu_yield();
 inline unsigned long emu_progress = 0;
 
 // A barrier of `expected` fibers: the last to arrive releases the others,
-// which notice the new generation when they are next resumed.
+// which notice the new generation when they are next resumed. The last one
+// yields too, so who runs first past the barrier is the scheduler's choice
+// (ACTIAL_EMULATOR_SCHEDULE), not always the last arrival.
 struct EmuBarrier {
   int expected, arrived = 0;
   unsigned generation = 0;
@@ -112,6 +116,7 @@ struct EmuBarrier {
       arrived = 0;
       ++generation;
       ++emu_progress;
+      emu_yield();
       return;
     }
     while (generation == mine) emu_yield();

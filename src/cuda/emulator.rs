@@ -40,6 +40,13 @@ unsafe extern "C" {
         expected: *mut usize,
     ) -> i32;
     fn actial_emu_kernel_count() -> i32;
+    fn actial_emu_planted_race(
+        schedule: *const i8,
+        blocks: u32,
+        threads: u32,
+        values: *mut f32,
+        ticket: *mut i32,
+    ) -> i32;
 }
 
 /// Kernel arguments, in order, as `cuLaunchKernel` takes them: each slot owns
@@ -75,6 +82,29 @@ pub fn kernel_count() -> usize {
     unsafe { actial_emu_kernel_count() as usize }
 }
 
+/// Runs the emulator's planted-race kernel on `blocks` blocks of `threads`
+/// threads under `schedule` (`forward`, `reverse`, `shuffle[:SEED]`, as
+/// `ACTIAL_EMULATOR_SCHEDULE` takes it): thread 0 of each block publishes
+/// `block + 1` in shared memory, which every thread reads with no barrier in
+/// between, and each block takes a ticket from a counter. Returns what each
+/// thread read (`[blocks * threads]`) and the order the blocks ran in; the
+/// test that the schedules expose races reads both.
+pub fn planted_race(schedule: &str, blocks: u32, threads: u32) -> Result<(Vec<f32>, Vec<i32>)> {
+    const OP: &str = "emulator::planted_race";
+    if blocks == 0 || threads == 0 || !threads.is_multiple_of(32) || threads > 1024 {
+        return Err(arg_err!(OP, "{blocks} blocks of {threads} threads"));
+    }
+    let c = CString::new(schedule).map_err(|_| arg_err!(OP, "schedule {schedule:?} contains a NUL"))?;
+    let mut values = vec![f32::NAN; (blocks * threads) as usize];
+    let mut ticket = vec![-1i32; blocks as usize];
+    // SAFETY: the buffers have the lengths the kernel writes at this geometry.
+    let rc = unsafe { actial_emu_planted_race(c.as_ptr(), blocks, threads, values.as_mut_ptr(), ticket.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(arg_err!(OP, "schedule {schedule:?} is not forward, reverse, shuffle or shuffle:SEED"));
+    }
+    Ok((values, ticket))
+}
+
 /// Runs kernel `name` on a `grid` of `threads`-thread blocks.
 ///
 /// # Safety
@@ -108,6 +138,11 @@ pub unsafe fn launch(name: &str, grid: (u32, u32, u32), threads: u32, args: &mut
         0 => Ok(()),
         -1 => Err(arg_err!(OP, "no kernel named {name} in cuda/*.cu")),
         -2 => Err(arg_err!(OP, "{name} takes {expected} arguments, {count} given")),
+        1 => Err(arg_err!(
+            OP,
+            "{name}: {threads} threads per block, but a GPU launches it with at most {expected} (its \
+             __launch_bounds__ and registers per thread; CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on hardware)"
+        )),
         r => {
             let i = (-3 - r) as usize;
             Err(arg_err!(OP, "{name}: argument {i} has {} bytes, the kernel takes {expected}", args.sizes[i]))
