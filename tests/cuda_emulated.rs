@@ -617,6 +617,16 @@ mod emulated {
         a.push(acc.as_mut_ptr()).push(g.as_ptr()).push(-0.5f32).push(n as i64);
         unsafe { emulator::launch("axpy_f32", grid, THREADS, &mut a) }.unwrap();
         assert_close("axpy", &acc, &want, 1e-6, 1e-6);
+        // The kernels are built with --use_fast_math, so f32 arithmetic on the
+        // GPU flushes denormal operands and results to zero; the emulator runs
+        // launches in that mode too, and gives the caller's mode back after.
+        let tiny = f32::MIN_POSITIVE / 4.0;
+        let (mut acc, g) = (vec![0.0f32, 1.0], vec![tiny, tiny]);
+        let mut a = emulator::Args::new();
+        a.push(acc.as_mut_ptr()).push(g.as_ptr()).push(1.0f32).push(2i64);
+        unsafe { emulator::launch("axpy_f32", (1, 1, 1), THREADS, &mut a) }.unwrap();
+        assert_eq!(acc, vec![0.0, 1.0], "a denormal operand is flushed to zero, as on the GPU");
+        assert!(std::hint::black_box(tiny) * 1.0 > 0.0, "the host's denormal mode is restored after the launch");
         // Per-row scaling of [4, 250] and the f32 row gather.
         let scale = [0.5f32, -1.0, 2.0, 0.0];
         let mut x = b.clone();

@@ -16,6 +16,9 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "../attention.cu"
 #include "../lora.cu"
@@ -268,9 +271,22 @@ void run_fibers(int threads, std::function<void()> body, Order order, std::mt199
 // Runs `kernel()` for every block of `grid` with `threads` threads per block:
 // the block's threads run as fibers (barriers and warp operations need them
 // all), blocks one after another in the schedule's order.
+// Flush-to-zero and denormals-are-zero for the launch, as --use_fast_math
+// compiles the kernels (.ftz on every f32 instruction); the caller's mode
+// comes back afterwards. MXCSR is per OS thread, and all fibers of a launch
+// run on the launching one.
+struct FlushDenormals {
+#if defined(__x86_64__)
+  unsigned saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040u); }  // FTZ (bit 15) | DAZ (bit 6)
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
 template <class Kernel>
 void emu_launch(EmuDim3 grid, int threads, Kernel kernel, const Schedule &sched = schedule()) {
   std::lock_guard<std::mutex> lock(launch_mutex);
+  const FlushDenormals ftz;
   static uint64_t launches = 0;
   std::mt19937_64 rng(sched.seed * 0x9e3779b97f4a7c15ull + launches++);
   gridDim = grid;

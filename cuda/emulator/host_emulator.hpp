@@ -59,7 +59,12 @@ struct alignas(8) uint2 {
 inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return {x, y, z, w}; }
 inline uint2 make_uint2(uint32_t x, uint32_t y) { return {x, y}; }
 
-inline float __expf(float x) { return std::exp(x); }
+// The kernels are built with --use_fast_math: __expf is ex2.approx of a
+// rounded x * log2(e), __logf is lg2.approx times ln 2, and every f32 operation
+// flushes denormals to zero (the emulator sets the CPU's FTZ/DAZ bits for a
+// launch, host_emulator.cpp). The two roundings are reproduced here; the
+// approximations' last-bit error (about 2^-22) is not.
+inline float __expf(float x) { return std::exp2(x * 1.4426950408889634f); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __uint_as_float(uint32_t u) {
   float f;
@@ -73,7 +78,7 @@ inline uint32_t __float_as_uint(float f) {
 }
 // Threads of one block run concurrently here, as on a GPU: atomics are real ones.
 inline float atomicAdd(float *addr, float v) { return std::atomic_ref<float>(*addr).fetch_add(v); }
-inline float __logf(float x) { return std::log(x); }
+inline float __logf(float x) { return std::log2(x) * 0.6931471805599453f; }
 inline uint32_t __umulhi(uint32_t a, uint32_t b) { return (uint32_t)(((uint64_t)a * b) >> 32); }
 
 // ---- bf16 ----------------------------------------------------------------------
