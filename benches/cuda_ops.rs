@@ -21,7 +21,15 @@ fn cuda_benches(c: &mut Criterion) {
         return;
     }
     let dev = CudaDevice::open(0).expect("a CUDA device is present, so opening it must work");
-    let mut pairs = bench::cases(&dev, 1.0).expect("bench setup");
+    // On the emulated driver the full shapes would take hours; smoke sizes
+    // still exercise every case (the figures are the emulator's, not a GPU's).
+    let (scale, width) = if actial::cuda::emulated::requested() {
+        println!("{}: smoke sizes, timings are not a GPU's", dev.name());
+        bench::SMOKE
+    } else {
+        (1.0, 1.0)
+    };
+    let mut pairs = bench::cases(&dev, scale, width).expect("bench setup");
     for p in pairs.iter_mut() {
         let mut g = c.benchmark_group(format!("cuda {}", p.family));
         g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));

@@ -389,6 +389,30 @@ mod parity {
         assert!(err.contains("huge buffer") && err.contains("out of GPU memory") && err.contains("requested"), "{err}");
     }
 
+    /// Every case of the GPU report (and its baseline) runs at smoke size and
+    /// the table holds a timing for each: a shape or setup error in the bench
+    /// code fails here, on the emulated driver in CI, not in the one GPU run a
+    /// session may get.
+    #[test]
+    fn every_bench_case_runs_at_smoke_size() {
+        use actial::cuda::bench;
+        let Some(dev) = gpu() else { return };
+        let (scale, width) = bench::SMOKE;
+        let mut pairs = bench::cases(&dev, scale, width).unwrap();
+        let baselines = pairs.iter().filter(|p| p.baseline.is_some()).count();
+        let rows = bench::measure(&dev, &mut pairs, 0, 1).unwrap();
+        for r in &rows {
+            println!("{:<10} {:<70} {:>10.3} ms", r.family, r.name, r.ms);
+        }
+        for family in ["attention", "lora", "optim", "sampling", "loss", "small ops"] {
+            assert!(rows.iter().any(|r| r.family == family), "no {family} case");
+        }
+        assert_eq!(rows.len(), pairs.len() + baselines, "one timed row per case and baseline");
+        assert_eq!(rows.iter().filter(|r| r.case_speedup.is_some()).count(), baselines);
+        let timed: Vec<f64> = rows.iter().map(|r| r.ms).collect();
+        assert!(timed.iter().all(|ms| ms.is_finite() && *ms > 0.0), "{timed:?}");
+    }
+
     /// A block bigger than a kernel's `__launch_bounds__` does not launch (on a
     /// GPU, and on the emulated driver, which knows each kernel's bounds and
     /// registers from build.rs), and the device still works after the refusal.

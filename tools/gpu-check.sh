@@ -5,7 +5,11 @@
 # runs from binaries built on this machine:
 #
 #   tools/gpu-check.sh build        # here: release test/bench binaries -> gpu-bundle/
+#   tools/gpu-check.sh rehearse     # here: the same run on the emulated driver (smoke-size benches)
 #   tools/gpu-check.sh run          # there: run them all, print and save the report
+#
+# `rehearse` proves the bundle and this script work end to end before a lent
+# GPU's few minutes are spent on them; its figures are the emulator's.
 #
 # With the device tool: build here, then
 #   run(command="tools/gpu-check.sh run", carry=["gpu-bundle"], timeout_s=...)
@@ -73,18 +77,23 @@ run() {
     echo "## tiny model training step (forward + backward, batch of 16 two-image samples)"
     for mode in full lora; do
       for dev in cuda cpu; do
-        ACTIAL_DEVICE=$dev timeout 120 "$bundle/bench_train_step" "$out/step-$mode-$dev" 20 $mode 2>&1 | tail -1 ||
+        ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bundle/bench_train_step" "$out/step-$mode-$dev" \
+          "${TRAIN_STEPS:-20}" $mode 2>&1 | tail -1 ||
           echo "bench_train_step $mode on $dev failed (exit $?)"
       done
     done
     echo
     echo "## benches"
-    timeout 420 "$bundle/gpu_report" --out "$out/bench.txt" 2>&1 || echo "gpu_report failed or timed out (exit $?)"
+    timeout 420 "$bundle/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
+      echo "gpu_report failed or timed out (exit $?)"
   } 2>&1 | tee "$report"
 }
 
 case "${1:-}" in
   build) build ;;
   run) run ;;
-  *) echo "usage: $0 build|run" >&2; exit 2 ;;
+  # One timed training step (after two warm-ups) takes ~40 s on the emulator.
+  rehearse) ACTIAL_EMULATED_DRIVER=1 GPU_REPORT_ARGS=--smoke TRAIN_STEPS=1 TRAIN_TIMEOUT=300 \
+    OUT="${OUT:-$bundle/rehearsal}" run ;;
+  *) echo "usage: $0 build|rehearse|run" >&2; exit 2 ;;
 esac

@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
 #include <map>
 #include <mutex>
 
@@ -241,16 +242,41 @@ EXPORT CUresult cuStreamDestroy(CUstream stream) {
 }
 EXPORT CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
 EXPORT CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned int) { return CUDA_SUCCESS; }
-EXPORT CUresult cuEventCreate(CUevent *event, unsigned int) {
-  *event = (CUevent) new char;
+// Streams are synchronous, so an event completes when it is recorded and its
+// timestamp is the host clock at that moment: elapsed times are those of the
+// emulator (the benches run, their figures mean nothing for a GPU).
+struct EmuEvent {
+  unsigned flags = 0;
+  bool recorded = false;
+  std::chrono::steady_clock::time_point at;
+};
+EXPORT CUresult cuEventCreate(CUevent *event, unsigned int flags) {
+  if (!event) return CUDA_ERROR_INVALID_VALUE;
+  *event = (CUevent) new EmuEvent{flags};
   return CUDA_SUCCESS;
 }
 EXPORT CUresult cuEventDestroy(CUevent event) {
-  delete (char *)event;
+  if (!event) return CUDA_ERROR_INVALID_HANDLE;
+  delete (EmuEvent *)event;
   return CUDA_SUCCESS;
 }
-EXPORT CUresult cuEventRecord(CUevent, CUstream) { return CUDA_SUCCESS; }
-EXPORT CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+EXPORT CUresult cuEventRecord(CUevent event, CUstream) {
+  if (!event) return CUDA_ERROR_INVALID_HANDLE;
+  auto *e = (EmuEvent *)event;
+  e->recorded = true;
+  e->at = std::chrono::steady_clock::now();
+  return CUDA_SUCCESS;
+}
+EXPORT CUresult cuEventSynchronize(CUevent event) { return event ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
+// As the driver: both events recorded, neither created with DISABLE_TIMING.
+EXPORT CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
+  if (!ms) return CUDA_ERROR_INVALID_VALUE;
+  const auto *a = (const EmuEvent *)start, *b = (const EmuEvent *)end;
+  if (!a || !b || !a->recorded || !b->recorded) return CUDA_ERROR_INVALID_HANDLE;
+  if ((a->flags | b->flags) & CU_EVENT_DISABLE_TIMING) return CUDA_ERROR_INVALID_HANDLE;
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return CUDA_SUCCESS;
+}
 
 // ---- memory ---------------------------------------------------------------------------
 EXPORT CUresult cuMemAlloc(CUdeviceptr *p, size_t bytes) { return allocate(p, bytes); }

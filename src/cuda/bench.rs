@@ -28,6 +28,11 @@ use crate::rng::Philox;
 pub const H100_BF16_TFLOPS: f64 = 989.0;
 pub const H100_HBM_TBS: f64 = 3.35;
 
+/// `(scale, width)` of a smoke run ([`cases`]): every case at 1/64 of the
+/// tokens and 1/16 of the widths, small enough for the emulated driver, so a
+/// shape error in the bench code shows in CI instead of on a lent GPU.
+pub const SMOKE: (f64, f64) = (1.0 / 64.0, 1.0 / 16.0);
+
 /// What one run of a case must do: FLOPs (compute-bound) or bytes (memory-bound).
 #[derive(Clone, Copy, Debug)]
 pub enum Work {
@@ -111,9 +116,13 @@ fn forward_case(
     })
 }
 
-/// Every case. `scale` < 1 shrinks the shapes (a quick run), 1 is the full size.
-pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
+/// Every case. `scale` < 1 shrinks the token counts (a quick run), 1 is the
+/// full size; `width` shrinks the model widths too (hidden size, vocabulary,
+/// MLP width; kept multiples of 32), for [`SMOKE`] runs that check the bench
+/// code on the emulated driver. Head dims and head counts never shrink.
+pub fn cases(dev: &Arc<CudaDevice>, scale: f64, width: f64) -> Result<Vec<Pair>> {
     let sz = |n: usize| ((n as f64 * scale) as usize).max(1);
+    let wd = |n: usize| ((n as f64 * width) as usize / 32 * 32).max(32);
     let mut pairs = Vec::new();
 
     // Attention: bidirectional D=128 (fused tensor-core vs GEMM + softmax + GEMM
@@ -235,7 +244,7 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
     // LoRA forward + backward at a 7B projection, against the frozen base GEMMs
     // alone (the 1.1x target) and against PEFT's unfused form.
     {
-        let (rows, din, dout, r) = (sz(4096), 3584, 3584, 16);
+        let (rows, din, dout, r) = (sz(4096), wd(3584), wd(3584), 16);
         let sh = lora::LoraShape { rows, din, dout, rank: r, scale: 2.0 };
         let x = rand_bf16(dev, rows * din, 20, 1.0)?;
         let w = rand_bf16(dev, dout * din, 21, 0.02)?;
@@ -321,7 +330,8 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
 
     // AdamW over ~7B-like tensor sizes (scaled down): one launch vs one per tensor.
     {
-        let sizes: Vec<usize> = (0..sz(280)).map(|i| if i % 7 == 0 { 3584 } else { sz(3584 * 100) + i }).collect();
+        let sizes: Vec<usize> =
+            (0..sz(280)).map(|i| if i % 7 == 0 { wd(3584) } else { sz(wd(3584) * 100) + i }).collect();
         let total: usize = sizes.iter().sum();
         let weights: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.01f32; n]).collect();
         let h = AdamW::default();
@@ -354,7 +364,7 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
 
     // Sampling: 4 prompts x G=16 rows of the Qwen2.5 vocabulary, top-k + top-p.
     {
-        let (rows, v, n) = (64, 151_936, 1);
+        let (rows, v, n) = (sz(64), wd(151_936), 1);
         let logits = rand_bf16(dev, rows * v, 30, 3.0)?;
         let streams: Vec<u64> = (0..rows as u64).collect();
         let p = SamplingParams { temperature: 1.0, top_k: 50, top_p: 0.9 };
@@ -374,7 +384,7 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
 
     // Loss: chunked linear + CE against the unchunked path (full logits + CE).
     {
-        let (t, d, v) = (sz(4096), 3584, 151_936);
+        let (t, d, v) = (sz(4096), wd(3584), wd(151_936));
         let h = rand_bf16(dev, t * d, 40, 1.0)?;
         let w = rand_bf16(dev, v * d, 41, 0.02)?;
         let labels: Vec<i32> = (0..t).map(|i| ((i * 7919) % v) as i32).collect();
@@ -396,7 +406,7 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
 
     // Small ops: memory-bound, bytes read + written.
     {
-        let (rows, dim) = (sz(16384), 3584);
+        let (rows, dim) = (sz(16384), wd(3584));
         let x = rand_bf16(dev, rows * dim, 50, 1.0)?;
         let w = rand_bf16(dev, dim, 51, 1.0)?;
         let dv = dev.clone();
@@ -422,7 +432,7 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
             small_ops::rms_norm_forward(&dv, &h, &w2, rows, dim, 1e-6).map(|_| ())
         });
         pairs.push(Pair { family: "small ops", case: fused, baseline: Some(separate) });
-        let n = rows * 18944 / 4;
+        let n = rows * wd(18944) / 4;
         let (g, u) = (rand_bf16(dev, n, 52, 1.0)?, rand_bf16(dev, n, 53, 1.0)?);
         let dv = dev.clone();
         pairs.push(Pair {
@@ -448,8 +458,53 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64) -> Result<Vec<Pair>> {
     Ok(pairs)
 }
 
+/// One timed row of the report: a case, or the baseline of the case above it.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub family: &'static str,
+    pub name: String,
+    pub ms: f64,
+    /// "X TFLOP/s" or "X GB/s".
+    pub rate: String,
+    /// Percent of the H100 peak.
+    pub percent_of_peak: f64,
+    /// For a baseline: its time over the case's (how much faster the case is).
+    pub case_speedup: Option<f64>,
+}
+
+/// Runs every case and baseline: `warmup` untimed runs, then `iters` timed.
+pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize) -> Result<Vec<Timing>> {
+    let mut rows = Vec::new();
+    for p in pairs.iter_mut() {
+        let ms = time_ms(dev, &mut p.case.run, warmup, iters)?;
+        let (r, percent_of_peak) = rate(p.case.work, ms);
+        rows.push(Timing {
+            family: p.family,
+            name: p.case.name.clone(),
+            ms,
+            rate: r,
+            percent_of_peak,
+            case_speedup: None,
+        });
+        if let Some(b) = p.baseline.as_mut() {
+            let bms = time_ms(dev, &mut b.run, warmup, iters)?;
+            let (r, percent_of_peak) = rate(b.work, bms);
+            rows.push(Timing {
+                family: p.family,
+                name: format!("  baseline: {}", b.name),
+                ms: bms,
+                rate: r,
+                percent_of_peak,
+                case_speedup: Some(bms / ms),
+            });
+        }
+    }
+    Ok(rows)
+}
+
 /// Runs every case (and baseline) and formats the report table.
 pub fn report(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize) -> Result<String> {
+    let rows = measure(dev, pairs, warmup, iters)?;
     let mut out = format!(
         "GPU: {} (sm_{}{}); peaks used: {H100_BF16_TFLOPS} TFLOP/s bf16 dense, {H100_HBM_TBS} TB/s (H100 SXM)\n\n",
         dev.name(),
@@ -460,23 +515,15 @@ pub fn report(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize)
         "{:<10} {:<62} {:>10} {:>16} {:>7} {:>9}\n",
         "family", "case", "ms", "rate", "%peak", "vs case"
     ));
-    for p in pairs.iter_mut() {
-        let ms = time_ms(dev, &mut p.case.run, warmup, iters)?;
-        let (r, pct) = rate(p.case.work, ms);
-        out.push_str(&format!("{:<10} {:<62} {:>10.3} {:>16} {:>6.1}% {:>9}\n", p.family, p.case.name, ms, r, pct, ""));
-        if let Some(b) = p.baseline.as_mut() {
-            let bms = time_ms(dev, &mut b.run, warmup, iters)?;
-            let (r, pct) = rate(b.work, bms);
-            out.push_str(&format!(
-                "{:<10} {:<62} {:>10.3} {:>16} {:>6.1}% {:>8.2}x\n",
-                "",
-                format!("  baseline: {}", b.name),
-                bms,
-                r,
-                pct,
-                bms / ms
-            ));
-        }
+    for r in &rows {
+        let (family, vs) = match r.case_speedup {
+            None => (r.family, String::new()),
+            Some(x) => ("", format!("{x:.2}x")),
+        };
+        out.push_str(&format!(
+            "{:<10} {:<62} {:>10.3} {:>16} {:>6.1}% {:>9}\n",
+            family, r.name, r.ms, r.rate, r.percent_of_peak, vs
+        ));
     }
     let m = dev.memory();
     out.push_str(&format!(
