@@ -6,7 +6,8 @@
 //!   cargo run --release --example bench_rollout -- OUT_DIR [PROMPTS] [GROUP] [NEW_TOKENS]
 //!
 //! Writes OUT_DIR/{config.json, model.safetensors, prompts.safetensors} and prints
-//! one JSON line.
+//! one JSON line. `ACTIAL_DEVICE=cuda` runs the rollouts on the GPU (bf16
+//! weights; tools/gpu-check.sh reports both devices).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -60,6 +61,10 @@ fn main() -> Result<()> {
     ];
     let refs: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
     weights::save_safetensors(&out.join("prompts.safetensors"), &refs, DType::F32, None)?;
+    let device = Device::parse(&std::env::var("ACTIAL_DEVICE").unwrap_or_else(|_| "cpu".into()))?;
+    if device != Device::Cpu {
+        model.to_device(device, DType::BF16)?;
+    }
     let c = RolloutConfig {
         group,
         max_new_tokens: new_tokens,
@@ -76,13 +81,14 @@ fn main() -> Result<()> {
     for i in 0..3 {
         let t0 = Instant::now();
         let out = model.rollout(&prompts, &RolloutConfig { stream: i, ..c.clone() })?;
+        device.synchronize()?;
         times.push(t0.elapsed().as_secs_f64());
         generated = out.iter().map(|s| s.tokens.len()).sum::<usize>();
     }
     times.sort_by(f64::total_cmp);
     let med = times[1];
     println!(
-        "{{\"engine\": \"actial\", \"prompts\": {n_prompts}, \"group\": {group}, \"new_tokens\": {new_tokens}, \"generated\": {generated}, \"median_s\": {med:.4}, \"tokens_per_s\": {:.0}}}",
+        "{{\"engine\": \"actial\", \"device\": \"{device}\", \"prompts\": {n_prompts}, \"group\": {group}, \"new_tokens\": {new_tokens}, \"generated\": {generated}, \"median_s\": {med:.4}, \"tokens_per_s\": {:.0}}}",
         generated as f64 / med
     );
     Ok(())

@@ -14,7 +14,8 @@
 # With the device tool: build here, then
 #   run(command="tools/gpu-check.sh run", carry=["gpu-bundle"], timeout_s=...)
 # The report goes to stdout and to $OUT/gpu-report.txt (or gpu-bundle/ without $OUT):
-# kernel build table, parity pass/fail per test (= per kernel family), the bench
+# kernel build table, parity pass/fail per test (= per kernel family), the tiny
+# model's training step and grouped rollouts (tokens/s, CUDA and CPU), the bench
 # table (TFLOP/s or GB/s, % of H100 peak, speedup over each baseline).
 set -uo pipefail
 
@@ -39,8 +40,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])' |
     while read -r name exe; do cp "$exe" "$bundle/$name"; done
-  cargo build --release --example gpu_report --example bench_train_step
-  cp target/release/examples/gpu_report target/release/examples/bench_train_step "$bundle/"
+  cargo build --release --example gpu_report --example bench_train_step --example bench_rollout
+  cp target/release/examples/{gpu_report,bench_train_step,bench_rollout} "$bundle/"
   # Line tables make the binaries ~65 MB each; the device tool carries 64 MiB in all.
   strip "$bundle"/*
   git rev-parse HEAD > "$bundle/COMMIT"
@@ -83,6 +84,13 @@ run() {
       done
     done
     echo
+    echo "## tiny model rollouts (GRPO groups: prompts, group size, new tokens per sample)"
+    for dev in cuda cpu; do
+      # shellcheck disable=SC2086 # ROLLOUT_ARGS is a list of numbers
+      ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bundle/bench_rollout" "$out/rollout-$dev" \
+        ${ROLLOUT_ARGS:-4 16 64} 2>&1 | tail -1 || echo "bench_rollout on $dev failed (exit $?)"
+    done
+    echo
     echo "## benches"
     timeout 420 "$bundle/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
       echo "gpu_report failed or timed out (exit $?)"
@@ -93,7 +101,7 @@ case "${1:-}" in
   build) build ;;
   run) run ;;
   # One timed training step (after two warm-ups) takes ~40 s on the emulator.
-  rehearse) ACTIAL_EMULATED_DRIVER=1 GPU_REPORT_ARGS=--smoke TRAIN_STEPS=1 TRAIN_TIMEOUT=300 \
+  rehearse) ACTIAL_EMULATED_DRIVER=1 GPU_REPORT_ARGS=--smoke TRAIN_STEPS=1 TRAIN_TIMEOUT=300 ROLLOUT_ARGS="1 2 4" \
     OUT="${OUT:-$bundle/rehearsal}" run ;;
   *) echo "usage: $0 build|rehearse|run" >&2; exit 2 ;;
 esac
