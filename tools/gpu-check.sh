@@ -27,6 +27,9 @@ build() {
   cd "$root"
   tools/install-cuda-toolchain.sh >/dev/null
   export ACTIAL_REQUIRE_CUDA_BUILD=1
+  local staging
+  staging="$(mktemp -d)"
+  trap 'rm -rf "$staging"' RETURN
   rm -rf "$bundle" && mkdir -p "$bundle"
   # Test binaries' paths come from cargo's JSON messages (their names carry hashes).
   cargo test --release --no-run --message-format=json --test cuda_parity --test cuda_model --test cuda_build 2>/dev/null |
@@ -39,14 +42,24 @@ for line in sys.stdin:
         continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])' |
-    while read -r name exe; do cp "$exe" "$bundle/$name"; done
+    while read -r name exe; do cp "$exe" "$staging/$name"; done
   cargo build --release --example gpu_report --example bench_train_step --example bench_rollout
-  cp target/release/examples/{gpu_report,bench_train_step,bench_rollout} "$bundle/"
-  # Line tables make the binaries ~65 MB each; the device tool carries 64 MiB in all.
-  strip "$bundle"/*
+  cp target/release/examples/{gpu_report,bench_train_step,bench_rollout} "$staging/"
+  # Line tables make the binaries ~65 MB each, and even stripped they are ~56 MiB
+  # together: with the tracked tree that is over the 64 MiB the device tool
+  # carries, so they travel compressed (about 3x) and run() unpacks them.
+  strip "$staging"/*
+  ls -la "$staging"
+  tar -C "$staging" -czf "$bundle/bundle.tar.gz" .
   git rev-parse HEAD > "$bundle/COMMIT"
-  ls -la "$bundle"
-  du -sh "$bundle"
+  local tracked carried
+  tracked=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}')
+  carried=$(du -sb "$bundle" | cut -f1)
+  echo "bundle: $((carried >> 20)) MiB compressed; with the tracked tree $(((tracked + carried) >> 20)) MiB of the 64 MiB that travel"
+  if (((tracked + carried) > (60 << 20))); then
+    echo "too close to the device tool's 64 MiB limit: trim the bundle" >&2
+    return 1
+  fi
 }
 
 run() {
@@ -54,6 +67,14 @@ run() {
   local out="${OUT:-$bundle}"
   local report="$out/gpu-report.txt"
   mkdir -p "$out"
+  # The binaries, unpacked outside the tree (the report must not travel back with them).
+  local bin
+  bin="$(mktemp -d)"
+  trap 'rm -rf "$bin"' RETURN
+  if ! tar -C "$bin" -xzf "$bundle/bundle.tar.gz"; then
+    echo "no usable $bundle/bundle.tar.gz: run tools/gpu-check.sh build first" | tee "$report"
+    return 1
+  fi
   # Common places for libcublasLt when it is not on the loader path.
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
     [[ -d "$d" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
@@ -64,13 +85,13 @@ run() {
     echo "libcublasLt: $( (ldconfig -p 2>/dev/null | grep -o 'libcublasLt.so[.0-9]*' | head -1) || echo 'not in ldconfig')"
     echo
     echo "## kernel build (ptxas)"
-    "$bundle/cuda_build" --nocapture --test-threads=1 2>&1 | grep -v '^running\|^$'
+    "$bin/cuda_build" --nocapture --test-threads=1 2>&1 | grep -v '^running\|^$'
     echo
     echo "## parity (CUDA kernels vs CPU twins)"
-    "$bundle/cuda_parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" | grep -E '^test |SKIPPED|panicked|test result' | head -100
+    "$bin/cuda_parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" | grep -E '^test |SKIPPED|panicked|test result' | head -100
     echo
     echo "## tensors and the tiny model on CUDA vs CPU"
-    "$bundle/cuda_model" --test-threads=1 --nocapture 2>&1 | tee -a "$out/parity.log" | grep -E '^test |SKIPPED|panicked|error|loss cpu|gradients, worst|test result' | head -60
+    "$bin/cuda_model" --test-threads=1 --nocapture 2>&1 | tee -a "$out/parity.log" | grep -E '^test |SKIPPED|panicked|error|loss cpu|gradients, worst|test result' | head -60
     if grep -q SKIPPED "$out/parity.log"; then
       echo "PARITY NOT RUN: the tests skipped themselves (no usable CUDA device); nothing was checked"
     fi
@@ -78,7 +99,7 @@ run() {
     echo "## tiny model training step (forward + backward, batch of 16 two-image samples)"
     for mode in full lora; do
       for dev in cuda cpu; do
-        ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bundle/bench_train_step" "$out/step-$mode-$dev" \
+        ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bin/bench_train_step" "$out/step-$mode-$dev" \
           "${TRAIN_STEPS:-20}" $mode 2>&1 | tail -1 ||
           echo "bench_train_step $mode on $dev failed (exit $?)"
       done
@@ -87,12 +108,12 @@ run() {
     echo "## tiny model rollouts (GRPO groups: prompts, group size, new tokens per sample)"
     for dev in cuda cpu; do
       # shellcheck disable=SC2086 # ROLLOUT_ARGS is a list of numbers
-      ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bundle/bench_rollout" "$out/rollout-$dev" \
+      ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bin/bench_rollout" "$out/rollout-$dev" \
         ${ROLLOUT_ARGS:-4 16 64} 2>&1 | tail -1 || echo "bench_rollout on $dev failed (exit $?)"
     done
     echo
     echo "## benches"
-    timeout 420 "$bundle/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
+    timeout 420 "$bin/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
       echo "gpu_report failed or timed out (exit $?)"
   } 2>&1 | tee "$report"
 }
@@ -102,6 +123,6 @@ case "${1:-}" in
   run) run ;;
   # One timed training step (after two warm-ups) takes ~40 s on the emulator.
   rehearse) ACTIAL_EMULATED_DRIVER=1 GPU_REPORT_ARGS=--smoke TRAIN_STEPS=1 TRAIN_TIMEOUT=300 ROLLOUT_ARGS="1 2 4" \
-    OUT="${OUT:-$bundle/rehearsal}" run ;;
+    OUT="${OUT:-$root/runs/gpu-rehearsal}" run ;;
   *) echo "usage: $0 build|rehearse|run" >&2; exit 2 ;;
 esac
