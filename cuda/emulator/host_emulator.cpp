@@ -34,11 +34,12 @@ namespace {
 std::mutex launch_mutex;
 
 // ---- fibers ------------------------------------------------------------------------
-// Each CUDA thread of a block is a ucontext fiber; the launching thread is the
+// Each CUDA thread of a block is a fiber; the launching thread is the
 // scheduler. Fibers run round-robin (in the schedule's order, below), each
-// until it waits at a barrier (emu_yield) or finishes its last block. A round in which no fiber got past
-// a barrier or finished means the block's threads wait at different barriers
-// (a __syncthreads in divergent code, say): that is reported, not hung on.
+// until it waits at a barrier (emu_yield) or finishes its last block. A round
+// in which no fiber got past a barrier or finished means the block's threads
+// wait at different barriers (a __syncthreads in divergent code, say): that is
+// reported, not hung on.
 
 #if defined(__SANITIZE_ADDRESS__)
 extern "C" void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
@@ -268,9 +269,6 @@ void run_fibers(int threads, std::function<void()> body, Order order, std::mt199
   s.body = nullptr;
 }
 
-// Runs `kernel()` for every block of `grid` with `threads` threads per block:
-// the block's threads run as fibers (barriers and warp operations need them
-// all), blocks one after another in the schedule's order.
 // Flush-to-zero and denormals-are-zero for the launch, as --use_fast_math
 // compiles the kernels (.ftz on every f32 instruction); the caller's mode
 // comes back afterwards. MXCSR is per OS thread, and all fibers of a launch
@@ -283,6 +281,9 @@ struct FlushDenormals {
 #endif
 };
 
+// Runs `kernel()` for every block of `grid` with `threads` threads per block:
+// the block's threads run as fibers (barriers and warp operations need them
+// all), blocks one after another in the schedule's order.
 template <class Kernel>
 void emu_launch(EmuDim3 grid, int threads, Kernel kernel, const Schedule &sched = schedule()) {
   std::lock_guard<std::mutex> lock(launch_mutex);
