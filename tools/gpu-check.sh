@@ -88,12 +88,29 @@ run() {
     "$bin/cuda_build" --nocapture --test-threads=1 2>&1 | grep -v '^running\|^$'
     echo
     echo "## parity (CUDA kernels vs CPU twins)"
-    "$bin/cuda_parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" | grep -E '^test |SKIPPED|panicked|test result' | head -100
+    # A kernel that hangs on hardware must not eat the whole call: each test
+    # binary gets TEST_TIMEOUT seconds, so the sections after it still run.
+    local limit="${TEST_TIMEOUT:-150}" parity_rc model_rc
+    timeout "$limit" "$bin/cuda_parity" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log" |
+      grep -E '^test |SKIPPED|panicked|test result'
+    parity_rc=${PIPESTATUS[0]}
     echo
     echo "## tensors and the tiny model on CUDA vs CPU"
-    "$bin/cuda_model" --test-threads=1 --nocapture 2>&1 | tee -a "$out/parity.log" | grep -E '^test |SKIPPED|panicked|error|loss cpu|gradients, worst|test result' | head -60
+    timeout "$limit" "$bin/cuda_model" --test-threads=1 --nocapture 2>&1 | tee -a "$out/parity.log" |
+      grep -E '^test |SKIPPED|panicked|error|loss cpu|gradients, worst|test result'
+    model_rc=${PIPESTATUS[0]}
+    if ((parity_rc == 124 || model_rc == 124)); then
+      echo "TIMED OUT: a test binary ran past $limit s (a kernel hanging on the GPU?); see parity.log"
+    fi
     if grep -q SKIPPED "$out/parity.log"; then
       echo "PARITY NOT RUN: the tests skipped themselves (no usable CUDA device); nothing was checked"
+    elif ((model_rc != 0)); then
+      # Bisect in the same call: if the model passes on the SIMT attention, the
+      # tensor-core kernels (mma / ldmatrix fragment layouts) are the suspects.
+      echo
+      echo "## cuda_model again with ACTIAL_ATTENTION_KERNEL=simt (does the failure follow the tensor-core attention?)"
+      ACTIAL_ATTENTION_KERNEL=simt timeout "$limit" "$bin/cuda_model" --test-threads=1 2>&1 |
+        tee "$out/model-simt.log" | grep -E '^test |panicked|test result'
     fi
     echo
     echo "## tiny model training step (forward + backward, batch of 16 two-image samples)"
