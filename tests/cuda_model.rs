@@ -345,20 +345,8 @@ mod on_device {
         let trainer = |device| crate::common::tiny_grpo_trainer(bf16_model(5), device, 0.05);
         let (mut cpu, mut gpu) = (trainer("cpu"), trainer("cuda"));
         assert!(matches!(gpu.model.device(), Device::Cuda(_)));
-        let prompts: Vec<_> = gpu.prompts[..2].iter().map(|p| p.prompt.clone()).collect();
-        let samples = gpu.model.rollout(&prompts, &gpu.rollout_config()).unwrap();
-        assert_eq!(samples.len(), 8, "2 prompts x a group of 4");
-        let mut rolls: Vec<Rollout> = samples
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| Rollout {
-                prompt: s.prompt,
-                tokens: s.tokens,
-                old_logp: s.logprobs,
-                ref_logp: vec![],
-                advantage: [1.0, -0.5, 0.25, -0.75][i % 4],
-            })
-            .collect();
+        let mut rolls = crate::common::fixed_advantage_rollouts(&gpu);
+        assert_eq!(rolls.len(), 8, "2 prompts x a group of 4");
         let refs: Vec<&Rollout> = rolls.iter().collect();
         let teacher = cpu.logprobs(&cpu.model, &refs).unwrap();
         let mut worst = 0.0f32;

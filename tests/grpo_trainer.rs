@@ -16,19 +16,7 @@ fn trainer(beta: f32) -> GrpoTrainer {
 }
 
 fn rollouts(t: &GrpoTrainer) -> Vec<Rollout> {
-    let prompts: Vec<_> = t.prompts[..2].iter().map(|p| p.prompt.clone()).collect();
-    let samples = t.model.rollout(&prompts, &t.rollout_config()).unwrap();
-    samples
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| Rollout {
-            prompt: s.prompt,
-            tokens: s.tokens,
-            old_logp: s.logprobs,
-            ref_logp: vec![],
-            advantage: [1.0, -0.5, 0.25, -0.75][i % 4],
-        })
-        .collect()
+    common::fixed_advantage_rollouts(t)
 }
 
 #[test]

@@ -144,3 +144,24 @@ pub fn tiny_grpo_trainer(
     cfg.optim.weight_decay = 0.0;
     actial::train::grpo_trainer::GrpoTrainer::new(cfg, model, items, tok).unwrap()
 }
+
+/// The trainer's own rollouts of its first two prompts (one group each), with
+/// fixed advantages 1, -0.5, 0.25, -0.75 per group and no reference log-probs:
+/// inputs for loss and gradient checks.
+pub fn fixed_advantage_rollouts(
+    t: &actial::train::grpo_trainer::GrpoTrainer,
+) -> Vec<actial::train::grpo_trainer::Rollout> {
+    let prompts: Vec<_> = t.prompts[..2].iter().map(|p| p.prompt.clone()).collect();
+    let samples = t.model.rollout(&prompts, &t.rollout_config()).unwrap();
+    samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| actial::train::grpo_trainer::Rollout {
+            prompt: s.prompt,
+            tokens: s.tokens,
+            old_logp: s.logprobs,
+            ref_logp: vec![],
+            advantage: [1.0, -0.5, 0.25, -0.75][i % 4],
+        })
+        .collect()
+}
