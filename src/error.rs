@@ -44,10 +44,19 @@ pub enum Error {
 
     /// A device allocation that did not fit.
     #[error(
-        "{op}: out of GPU memory: requested {requested} bytes, {free} of {total} bytes free on the device \
-         ({in_use} in use and {reserved} reserved by actial's pool)"
+        "{op} (phase {phase}): out of GPU memory: requested {requested} bytes, {free} of {total} bytes free on the \
+         device ({in_use} in use and {reserved} reserved by actial's pool, whose high-water mark is {peak})"
     )]
-    OutOfMemory { op: String, requested: usize, free: usize, total: usize, in_use: usize, reserved: usize },
+    OutOfMemory {
+        op: String,
+        phase: &'static str,
+        requested: usize,
+        free: usize,
+        total: usize,
+        in_use: usize,
+        reserved: usize,
+        peak: usize,
+    },
 
     /// A device this build or machine cannot provide.
     #[error("device {device} is not available: {why}")]

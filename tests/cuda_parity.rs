@@ -455,6 +455,9 @@ mod parity {
         assert_eq!(down32(&dev, &one), vec![1.5, -2.0]);
     }
 
+    /// The pool statistics are this handle's own (`CudaDevice::open` makes a
+    /// pool per handle), so the figures are exact even while other tests
+    /// allocate and free on the same device in parallel.
     #[test]
     fn memory_statistics_track_the_pool() {
         let Some(dev) = gpu() else { return };
@@ -463,13 +466,91 @@ mod parity {
         let buf = dev.zeros::<f32>(1 << 24, "stats").unwrap();
         dev.synchronize("stats").unwrap();
         let during = dev.memory();
-        assert!(during.in_use >= before.in_use + (4 << 24), "{before:?} -> {during:?}");
-        assert!(during.peak >= during.in_use);
+        assert_eq!(during.in_use - before.in_use, 4 << 24, "{before:?} -> {during:?}");
+        assert_eq!(during.peak, during.in_use, "{during:?}");
         drop(buf);
         dev.synchronize("stats").unwrap();
         let after = dev.memory();
-        assert!(after.in_use < during.in_use, "freed memory leaves in_use: {during:?} -> {after:?}");
-        assert!(after.reserved >= during.in_use - before.in_use, "the pool keeps the freed block cached");
+        assert_eq!(after.in_use, before.in_use, "freed memory leaves in_use: {during:?} -> {after:?}");
+        assert_eq!(after.peak, during.peak, "the high-water mark stays until reset");
+        assert!(after.reserved >= during.in_use, "the pool keeps the freed block cached: {after:?}");
+        dev.reset_peak();
+        assert_eq!(dev.memory().peak, after.in_use, "a reset restarts the mark from what is in use");
+    }
+
+    /// Two handles of one device share nothing they report: memory and counts
+    /// of one never move with the other's work. An isolated handle is what
+    /// tensors on `Device::Cuda(0)` use on this thread until its guard drops,
+    /// and only there.
+    #[test]
+    fn handles_report_only_their_own_memory_and_work() {
+        use actial::cuda::device::{isolated, shared};
+        use actial::tensor::{DType, Device, Tensor};
+        let Some(a) = gpu() else { return };
+        let b = CudaDevice::open(0).unwrap();
+        let (mem_a, acc_a) = (a.memory(), a.accounting());
+        let kept = b.upload(&[1.0f32; 1000], "on b").unwrap();
+        let _ = b.download(&kept, "on b").unwrap();
+        assert_eq!(b.memory().in_use, 4000);
+        assert_eq!((a.memory(), a.accounting()), (mem_a, acc_a), "b's work moved a's figures");
+
+        let iso = isolated(0).unwrap();
+        assert!(Arc::ptr_eq(&shared(0).unwrap(), iso.device()), "shared(0) is the isolated handle on this thread");
+        let other_thread = std::thread::spawn(|| shared(0).unwrap()).join().unwrap();
+        assert!(!Arc::ptr_eq(&other_thread, iso.device()), "other threads keep the process-wide handle");
+        let t = Tensor::zeros([256, 4], DType::F32, Device::Cuda(0)).unwrap();
+        let acc = iso.accounting().total();
+        assert_eq!((acc.allocs, acc.alloc_bytes, acc.memsets), (1, 4096, 1), "{acc:?}");
+        assert_eq!(iso.memory().in_use, 4096);
+        let iso_dev = iso.device().clone();
+        drop(iso);
+        assert!(!Arc::ptr_eq(&shared(0).unwrap(), &iso_dev), "the guard's drop ends the isolation");
+        assert_eq!(t.to_vec_f32().unwrap(), vec![0.0; 1024], "a tensor outlives its isolated handle's guard");
+    }
+
+    /// Copies, waits, launches, GEMMs and allocations are counted, each under
+    /// the outermost phase open on the calling thread.
+    #[test]
+    fn the_device_counts_copies_launches_and_allocations_per_phase() {
+        use actial::cuda::nvtx::{self, Phase};
+        let Some(dev) = gpu() else { return };
+        let spec = gemm::GemmSpec { m: 8, n: 4, k: 16, trans_a: false, trans_b: true, alpha: 1.0, beta: 0.0 };
+        // The first GEMM creates the cuBLASLt handle and its workspace (one
+        // allocation, counted where it happens); measure from after it.
+        let (a0, w0, mut c0) =
+            (up(&dev, &[0.0; 8 * 16]), up(&dev, &[0.0; 4 * 16]), dev.zeros::<bf16>(32, "c").unwrap());
+        gemm::gemm(&dev, spec, &a0, &w0, &mut c0, None).unwrap();
+        dev.reset_accounting();
+        let x = up32(&dev, &[1.0; 300]);
+        let loss = {
+            let _outer = nvtx::range(Phase::Loss);
+            let _inner = nvtx::range(Phase::Backward);
+            let mut y = dev.zeros::<f32>(300, "y").unwrap();
+            small_ops::axpy(&dev, &mut y, &x, 2.0).unwrap();
+            down32(&dev, &y)
+        };
+        assert_eq!(loss, vec![2.0; 300]);
+        let a = up(&dev, &[0.5; 8 * 16]);
+        let w = up(&dev, &[0.25; 4 * 16]);
+        {
+            let _r = nvtx::range(Phase::LmForward);
+            let mut c = dev.zeros::<bf16>(8 * 4, "c").unwrap();
+            gemm::gemm(&dev, spec, &a, &w, &mut c, None).unwrap();
+            dev.synchronize("gemm").unwrap();
+        }
+        let acc = dev.take_accounting();
+        let other = acc.phase(Phase::Other);
+        assert_eq!((other.h2d_copies, other.h2d_bytes), (3, 1200 + 256 + 128), "{other:?}");
+        assert_eq!((other.launches, other.d2h_bytes, other.allocs), (0, 0, 3));
+        let l = acc.phase(Phase::Loss);
+        assert_eq!((l.launches, l.memsets, l.allocs, l.alloc_bytes), (1, 1, 1, 1200), "{l:?}");
+        assert_eq!((l.d2h_copies, l.d2h_bytes, l.syncs), (1, 1200, 1));
+        assert!(acc.phase(Phase::Backward).is_empty(), "nested ranges count under the outermost");
+        let f = acc.phase(Phase::LmForward);
+        assert_eq!((f.gemms, f.launches, f.syncs, f.largest_alloc), (1, 0, 1, 64), "{f:?}");
+        assert_eq!(acc.total().allocs, 5);
+        assert!(acc.pool_peak_bytes >= 1200 + 1200 + 256 + 128 + 64 + (32 << 20), "the workspace is still held");
+        assert!(dev.accounting().total().is_empty(), "take_accounting resets");
     }
 
     fn shape(q_heads: usize, kv_heads: usize, head_dim: usize, causal: bool) -> AttnShape {

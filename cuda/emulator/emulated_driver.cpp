@@ -14,6 +14,8 @@
 // What it checks beyond the kernels' own arithmetic, as a real driver would:
 // copies and memsets must lie inside one live allocation, frees must name one,
 // allocations fail with CUDA_ERROR_OUT_OF_MEMORY past the emulated capacity,
+// memory pools keep their own statistics (cuMemPoolCreate; a destroyed pool
+// lives on until its last allocation is freed, as the driver documents),
 // cuMemAllocAsync(0) is refused (as some drivers do), the module must be a
 // fatbin, kernels are found by name, launches need 1..1024 threads in x only.
 //
@@ -30,6 +32,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <set>
 
 extern "C" const void *actial_emu_find(const char *name);
 extern "C" unsigned actial_emu_max_threads(const void *kernel);
@@ -51,17 +54,32 @@ struct Context {
 } primary_context;
 struct Module {
 } the_module;
-struct Pool {
-} the_pool;
 thread_local CUcontext current_context = nullptr;
 
-// Live allocations by address, and the pool statistics the device layer reads.
-struct Memory {
-  std::mutex mu;
-  std::map<uintptr_t, size_t> live;  // address -> requested bytes
-  uint64_t capacity = 0;             // emulated device memory
+// A memory pool: the statistics cuMemPoolGetAttribute reports. The device's
+// default pool always exists; cuMemPoolCreate makes more (src/cuda/device.rs
+// gives every opened device its own, so one test's figures are its own).
+struct Pool {
   uint64_t used = 0, used_high = 0, reserved = 0, reserved_high = 0;
   uint64_t release_threshold = 0;  // 0: freed memory goes back to the "OS" at once
+  size_t live = 0;                 // allocations not yet freed
+  bool destroyed = false;          // destroyed with allocations outstanding
+};
+
+struct Allocation {
+  size_t bytes;
+  Pool *pool;
+};
+
+// Live allocations by address, the pools, and the device-wide total that the
+// emulated capacity bounds.
+struct Memory {
+  std::mutex mu;
+  std::map<uintptr_t, Allocation> live;  // address -> requested bytes and pool
+  std::set<Pool *> pools;                // handles that may be used
+  Pool default_pool;
+  uint64_t capacity = 0;  // emulated device memory
+  uint64_t used = 0;      // over all pools
 } memory;
 
 // The emulated capacity, read once (caller holds memory.mu).
@@ -74,12 +92,20 @@ uint64_t capacity() {
   return memory.capacity;
 }
 
+// The pool behind a handle, or null for an unknown or destroyed one (caller
+// holds memory.mu).
+Pool *pool_of(CUmemoryPool handle) {
+  Pool *p = (Pool *)handle;
+  if (p == &memory.default_pool) return p;
+  return memory.pools.count(p) ? p : nullptr;
+}
+
 // Whether [p, p + n) lies inside one live allocation (caller holds memory.mu).
 bool inside_live(uintptr_t p, size_t n) {
   auto it = memory.live.upper_bound(p);
   if (it == memory.live.begin()) return false;
   --it;
-  return p >= it->first && p + n <= it->first + it->second && p + n >= p;
+  return p >= it->first && p + n <= it->first + it->second.bytes && p + n >= p;
 }
 
 CUresult check_device_range(CUdeviceptr p, size_t n) {
@@ -88,10 +114,12 @@ CUresult check_device_range(CUdeviceptr p, size_t n) {
   return inside_live((uintptr_t)p, n) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-CUresult allocate(CUdeviceptr *out, size_t bytes) {
+CUresult allocate(CUdeviceptr *out, size_t bytes, CUmemoryPool handle) {
   if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
   if (!out || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   std::lock_guard<std::mutex> lock(memory.mu);
+  Pool *pool = handle ? pool_of(handle) : &memory.default_pool;
+  if (!pool) return CUDA_ERROR_INVALID_HANDLE;
   if (bytes > capacity() - memory.used) return CUDA_ERROR_OUT_OF_MEMORY;
   // Exactly `bytes`, 256-aligned: under AddressSanitizer a kernel that reads
   // or writes one element past a buffer fails, even inside the padding a GPU
@@ -101,11 +129,13 @@ CUresult allocate(CUdeviceptr *out, size_t bytes) {
   // Fresh device memory is not zero on a GPU; a recognisable pattern (bf16 and
   // f32 NaN) makes a read of unset memory show up in the results.
   std::memset(p, 0xFF, bytes);
-  memory.live[(uintptr_t)p] = bytes;
+  memory.live[(uintptr_t)p] = Allocation{bytes, pool};
   memory.used += bytes;
-  memory.used_high = std::max(memory.used_high, memory.used);
-  memory.reserved = std::max(memory.reserved, memory.used);
-  memory.reserved_high = std::max(memory.reserved_high, memory.reserved);
+  pool->live += 1;
+  pool->used += bytes;
+  pool->used_high = std::max(pool->used_high, pool->used);
+  pool->reserved = std::max(pool->reserved, pool->used);
+  pool->reserved_high = std::max(pool->reserved_high, pool->reserved);
   *out = (CUdeviceptr)(uintptr_t)p;
   return CUDA_SUCCESS;
 }
@@ -114,11 +144,17 @@ CUresult release(CUdeviceptr p) {
   std::lock_guard<std::mutex> lock(memory.mu);
   const auto it = memory.live.find((uintptr_t)p);
   if (it == memory.live.end()) return CUDA_ERROR_INVALID_VALUE;
-  memory.used -= it->second;
+  Pool *pool = it->second.pool;
+  memory.used -= it->second.bytes;
+  pool->used -= it->second.bytes;
+  pool->live -= 1;
   std::free((void *)it->first);
   memory.live.erase(it);
   // A pool keeps freed blocks reserved up to its release threshold.
-  memory.reserved = std::max(memory.used, std::min(memory.reserved, memory.release_threshold));
+  pool->reserved = std::max(pool->used, std::min(pool->reserved, pool->release_threshold));
+  // A pool destroyed while it still had allocations goes with the last one,
+  // as cuMemPoolDestroy documents.
+  if (pool->destroyed && pool->live == 0) delete pool;
   return CUDA_SUCCESS;
 }
 
@@ -279,8 +315,12 @@ EXPORT CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
 }
 
 // ---- memory ---------------------------------------------------------------------------
-EXPORT CUresult cuMemAlloc(CUdeviceptr *p, size_t bytes) { return allocate(p, bytes); }
-EXPORT CUresult cuMemAllocAsync(CUdeviceptr *p, size_t bytes, CUstream) { return allocate(p, bytes); }
+EXPORT CUresult cuMemAlloc(CUdeviceptr *p, size_t bytes) { return allocate(p, bytes, nullptr); }
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *p, size_t bytes, CUstream) { return allocate(p, bytes, nullptr); }
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t bytes, CUmemoryPool pool, CUstream) {
+  if (!pool) return CUDA_ERROR_INVALID_VALUE;
+  return allocate(p, bytes, pool);
+}
 EXPORT CUresult cuMemFree(CUdeviceptr p) { return release(p); }
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
 
@@ -293,39 +333,71 @@ EXPORT CUresult cuMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 
 EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice device) {
   if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
-  *pool = (CUmemoryPool)&the_pool;
+  *pool = (CUmemoryPool)&memory.default_pool;
   return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) {
-  if (pool != (CUmemoryPool)&the_pool) return CUDA_ERROR_INVALID_HANDLE;
+// Device-memory pools on device 0 only (pinned, no IPC handles), as src/cuda/
+// asks for; other properties are refused rather than ignored.
+EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props) {
+  if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+  if (!pool || !props) return CUDA_ERROR_INVALID_VALUE;
+  if (props->allocType != CU_MEM_ALLOCATION_TYPE_PINNED || props->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (props->location.id != 0) return CUDA_ERROR_INVALID_DEVICE;
+  if (props->handleTypes != CU_MEM_HANDLE_TYPE_NONE || props->maxSize != 0) return CUDA_ERROR_NOT_SUPPORTED;
   std::lock_guard<std::mutex> lock(memory.mu);
+  Pool *p = new Pool;
+  memory.pools.insert(p);
+  *pool = (CUmemoryPool)p;
+  return CUDA_SUCCESS;
+}
+
+// The handle is gone at once; allocations still outstanding stay valid and the
+// pool's memory is released with the last of them.
+EXPORT CUresult cuMemPoolDestroy(CUmemoryPool handle) {
+  std::lock_guard<std::mutex> lock(memory.mu);
+  Pool *pool = (Pool *)handle;
+  if (pool == &memory.default_pool) return CUDA_ERROR_INVALID_VALUE;
+  if (!memory.pools.erase(pool)) return CUDA_ERROR_INVALID_HANDLE;
+  if (pool->live == 0)
+    delete pool;
+  else
+    pool->destroyed = true;
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool handle, CUmemPool_attribute attr, void *value) {
+  std::lock_guard<std::mutex> lock(memory.mu);
+  Pool *pool = pool_of(handle);
+  if (!pool) return CUDA_ERROR_INVALID_HANDLE;
   const uint64_t v = *static_cast<uint64_t *>(value);
   switch (attr) {
-    case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: memory.release_threshold = v; return CUDA_SUCCESS;
+    case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: pool->release_threshold = v; return CUDA_SUCCESS;
     // The high-water marks may only be reset to zero (then they restart from now).
     case CU_MEMPOOL_ATTR_USED_MEM_HIGH:
       if (v != 0) return CUDA_ERROR_INVALID_VALUE;
-      memory.used_high = memory.used;
+      pool->used_high = pool->used;
       return CUDA_SUCCESS;
     case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH:
       if (v != 0) return CUDA_ERROR_INVALID_VALUE;
-      memory.reserved_high = memory.reserved;
+      pool->reserved_high = pool->reserved;
       return CUDA_SUCCESS;
     default: return CUDA_ERROR_NOT_SUPPORTED;
   }
 }
 
-EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) {
-  if (pool != (CUmemoryPool)&the_pool) return CUDA_ERROR_INVALID_HANDLE;
+EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool handle, CUmemPool_attribute attr, void *value) {
   std::lock_guard<std::mutex> lock(memory.mu);
+  Pool *pool = pool_of(handle);
+  if (!pool) return CUDA_ERROR_INVALID_HANDLE;
   uint64_t *out = static_cast<uint64_t *>(value);
   switch (attr) {
-    case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: *out = memory.release_threshold; break;
-    case CU_MEMPOOL_ATTR_USED_MEM_CURRENT: *out = memory.used; break;
-    case CU_MEMPOOL_ATTR_USED_MEM_HIGH: *out = memory.used_high; break;
-    case CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: *out = memory.reserved; break;
-    case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH: *out = memory.reserved_high; break;
+    case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: *out = pool->release_threshold; break;
+    case CU_MEMPOOL_ATTR_USED_MEM_CURRENT: *out = pool->used; break;
+    case CU_MEMPOOL_ATTR_USED_MEM_HIGH: *out = pool->used_high; break;
+    case CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: *out = pool->reserved; break;
+    case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH: *out = pool->reserved_high; break;
     default: return CUDA_ERROR_NOT_SUPPORTED;
   }
   return CUDA_SUCCESS;

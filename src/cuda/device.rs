@@ -1,27 +1,42 @@
 //! One CUDA device: context, the stream every op runs on, the module holding the
 //! embedded kernels, memory, copies, and errors that say which op failed.
 //!
-//! Memory: allocations come from the device's stream-ordered pool
-//! (`cuMemAllocAsync`) with its release threshold raised to "never", so freed
-//! blocks stay cached in the pool and are reused by the next allocation of the
-//! stream, without a `cudaFree` / `cudaMalloc` round trip: the same effect as
-//! PyTorch's caching allocator, with the driver doing the bookkeeping. The pool
-//! reports bytes in use, its high-water mark and bytes reserved
-//! ([`CudaDevice::memory`]).
+//! Memory: allocations come from a stream-ordered pool of the handle's own
+//! (`cuMemPoolCreate`, `cuMemAllocFromPoolAsync`) with its release threshold
+//! raised to "never", so freed blocks stay cached in the pool and are reused by
+//! the next allocation of the stream, without a `cudaFree` / `cudaMalloc`
+//! round trip: the same effect as PyTorch's caching allocator, with the driver
+//! doing the bookkeeping. The pool reports bytes in use, its high-water mark
+//! and bytes reserved ([`CudaDevice::memory`]); being the handle's own, those
+//! figures count only what was allocated through this handle, never another
+//! handle's work on the same GPU (another test, another thread's isolated
+//! device).
+//!
+//! Accounting: every copy, synchronisation, launch, GEMM and allocation made
+//! through the handle is counted per phase ([`CudaDevice::accounting`],
+//! `super::accounting`).
+//!
+//! Handles: [`shared`] gives the process-wide handle that tensors on
+//! `Device::Cuda(i)` use; [`isolated`] gives the calling thread a fresh handle
+//! of its own for a while (its own pool and counters), which is how a test
+//! measures exactly the work it did while other tests run in parallel.
 //!
 //! One stream, in order: cudarc's per-buffer event tracking is switched off
 //! because nothing here runs on a second stream.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, ValidAsZeroBits,
-    sys,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr,
+    DriverError, ValidAsZeroBits, sys,
 };
 use cudarc::nvrtc::Ptx;
 
+use super::accounting::{Accounting, Counters, Phase};
 use crate::error::{Error, Result};
 use crate::tensor::Device;
 
@@ -56,9 +71,19 @@ pub fn device_count() -> std::result::Result<usize, String> {
     }
 }
 
-/// The process-wide handle of device `ordinal`, opened on first use. Tensors on
-/// `Device::Cuda(i)` all share it (one context, one stream, one pool).
+thread_local! {
+    /// Handles [`isolated`] installed on this thread, innermost last.
+    static ISOLATED: RefCell<Vec<Arc<CudaDevice>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The handle of device `ordinal` that tensors created on this thread use: the
+/// innermost [`isolated`] one, else the process-wide one (opened on first use;
+/// one context, one stream, one pool).
 pub fn shared(ordinal: usize) -> Result<Arc<CudaDevice>> {
+    let own = ISOLATED.with(|s| s.borrow().iter().rev().find(|d| d.ordinal == ordinal).cloned());
+    if let Some(d) = own {
+        return Ok(d);
+    }
     static OPEN: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
     let mut map = OPEN.get_or_init(Default::default).lock().expect("device registry lock");
     if let Some(d) = map.get(&ordinal) {
@@ -67,6 +92,47 @@ pub fn shared(ordinal: usize) -> Result<Arc<CudaDevice>> {
     let d = CudaDevice::open(ordinal)?;
     map.insert(ordinal, d.clone());
     Ok(d)
+}
+
+/// A fresh handle of device `ordinal` (its own pool and counters) that
+/// [`shared`] returns on this thread until the guard drops. Tensors created
+/// meanwhile keep it; their memory stays valid after the guard is gone.
+/// Work on other threads never shows in its figures.
+pub fn isolated(ordinal: usize) -> Result<Isolated> {
+    let dev = CudaDevice::open(ordinal)?;
+    ISOLATED.with(|s| s.borrow_mut().push(dev.clone()));
+    Ok(Isolated { dev, _same_thread: PhantomData })
+}
+
+/// See [`isolated`].
+#[must_use = "the isolation ends when this guard drops"]
+pub struct Isolated {
+    dev: Arc<CudaDevice>,
+    _same_thread: PhantomData<*const ()>,
+}
+
+impl Isolated {
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        &self.dev
+    }
+}
+
+impl std::ops::Deref for Isolated {
+    type Target = CudaDevice;
+    fn deref(&self) -> &CudaDevice {
+        &self.dev
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        ISOLATED.with(|s| {
+            let mut s = s.borrow_mut();
+            if let Some(i) = s.iter().rposition(|d| Arc::ptr_eq(d, &self.dev)) {
+                s.remove(i);
+            }
+        });
+    }
 }
 
 /// `CUDA_ERROR_NAME: description` for a driver error.
@@ -95,6 +161,7 @@ pub struct CudaDevice {
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
     blas: OnceLock<std::result::Result<super::gemm::Lt, String>>,
     pool: sys::CUmemoryPool,
+    counters: Mutex<[Counters; Phase::COUNT]>,
     name: String,
     compute_capability: (i32, i32),
 }
@@ -105,8 +172,8 @@ unsafe impl Send for CudaDevice {}
 unsafe impl Sync for CudaDevice {}
 
 impl CudaDevice {
-    /// Opens device `ordinal`: primary context, default stream, kernels loaded,
-    /// the memory pool set to cache freed blocks.
+    /// Opens a new handle of device `ordinal`: primary context, default stream,
+    /// kernels loaded, a memory pool of its own set to cache freed blocks.
     pub fn open(ordinal: usize) -> Result<Arc<CudaDevice>> {
         let device = Device::Cuda(ordinal);
         let unavailable = |why: String| Error::DeviceUnavailable { device, why };
@@ -127,22 +194,7 @@ impl CudaDevice {
                 describe(&e)
             ))
         })?;
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        // SAFETY: plain driver calls on a valid device; the value points to a u64 as
-        // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD requires.
-        unsafe {
-            sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-                .result()
-                .map_err(|e| unavailable(describe(&e)))?;
-            let mut keep = u64::MAX;
-            sys::cuMemPoolSetAttribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                &mut keep as *mut u64 as *mut c_void,
-            )
-            .result()
-            .map_err(|e| unavailable(describe(&e)))?;
-        }
+        let pool = create_pool(&ctx).map_err(|e| unavailable(format!("creating the memory pool: {}", describe(&e))))?;
         Ok(Arc::new(CudaDevice {
             ordinal,
             ctx,
@@ -151,6 +203,7 @@ impl CudaDevice {
             functions: Mutex::new(HashMap::new()),
             blas: OnceLock::new(),
             pool,
+            counters: Mutex::new([Counters::default(); Phase::COUNT]),
             name,
             compute_capability,
         }))
@@ -202,11 +255,13 @@ impl CudaDevice {
             let m = self.memory();
             return Error::OutOfMemory {
                 op: op.to_string(),
+                phase: super::nvtx::current_phase().name(),
                 requested: requested.unwrap_or(0),
                 free,
                 total,
                 in_use: m.in_use as usize,
                 reserved: m.reserved as usize,
+                peak: m.peak as usize,
             };
         }
         Error::Cuda { op: op.to_string(), msg: describe(&e) }
@@ -217,26 +272,39 @@ impl CudaDevice {
     /// `CUDA_ERROR_INVALID_VALUE` on some drivers (cudarc issue #194), and empty
     /// tensors (a prompt without images, a step without CoT samples) are legal.
     fn raw_alloc<T: DeviceRepr>(&self, n: usize, op: &str) -> Result<CudaSlice<T>> {
-        let err = |e| self.error(op, Some(n * size_of::<T>()), e);
+        let bytes = n.max(1) * size_of::<T>();
+        self.ctx.bind_to_thread().map_err(|e| self.error(op, None, e))?;
+        let mut ptr: sys::CUdeviceptr = 0;
+        // SAFETY: the pool is this handle's, the stream the device's; the
+        // returned block is owned by the slice below, which frees it on drop
+        // (cuMemFreeAsync returns it to the pool it came from).
+        unsafe { sys::cuMemAllocFromPoolAsync(&mut ptr, bytes, self.pool, self.stream.cu_stream()) }
+            .result()
+            .map_err(|e| self.error(op, Some(bytes), e))?;
+        self.count(|c| {
+            c.allocs += 1;
+            c.alloc_bytes += bytes as u64;
+            c.largest_alloc = c.largest_alloc.max(bytes as u64);
+        });
         // SAFETY: callers either fill the buffer before it is read (`uninit`,
         // `upload`) or zero it (`zeros`); the zero-length slice is never read.
-        unsafe {
-            if n > 0 {
-                return self.stream.alloc::<T>(n).map_err(err);
-            }
-            let one = self.stream.alloc::<T>(1).map_err(err)?;
-            // The zero-length slice owns the one-element block and frees it on drop.
-            Ok(self.stream.upgrade_device_ptr(one.leak(), 0))
-        }
+        Ok(unsafe { self.stream.upgrade_device_ptr(ptr, n) })
     }
 
     /// `n` zeroed elements.
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize, op: &str) -> Result<CudaSlice<T>> {
         let mut d = self.raw_alloc::<T>(n, op)?;
-        if n > 0 {
-            self.stream.memset_zeros(&mut d).map_err(|e| self.error(op, None, e))?;
-        }
+        self.memset_zeros(&mut d, op)?;
         Ok(d)
+    }
+
+    /// Zeroes a buffer (or a window of one).
+    pub fn memset_zeros<T: DeviceRepr + ValidAsZeroBits, D: DevicePtrMut<T>>(&self, d: &mut D, op: &str) -> Result<()> {
+        if d.len() == 0 {
+            return Ok(());
+        }
+        self.count(|c| c.memsets += 1);
+        self.stream.memset_zeros(d).map_err(|e| self.error(op, None, e))
     }
 
     /// `n` uninitialised elements, for outputs a kernel writes in full.
@@ -248,6 +316,10 @@ impl CudaDevice {
     pub fn upload<T: DeviceRepr>(&self, host: &[T], op: &str) -> Result<CudaSlice<T>> {
         let mut d = self.raw_alloc::<T>(host.len(), op)?;
         if !host.is_empty() {
+            self.count(|c| {
+                c.h2d_copies += 1;
+                c.h2d_bytes += size_of_val(host) as u64;
+            });
             self.stream.memcpy_htod(host, &mut d).map_err(|e| self.error(op, None, e))?;
         }
         Ok(d)
@@ -258,12 +330,86 @@ impl CudaDevice {
         if d.is_empty() {
             return Ok(Vec::new());
         }
+        self.download_view(&d.as_view(), op)
+    }
+
+    /// Copies a window of a device buffer back (waits for the stream).
+    pub fn download_view<T: DeviceRepr + Default + Clone>(&self, d: &CudaView<'_, T>, op: &str) -> Result<Vec<T>> {
+        if d.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.count(|c| {
+            c.d2h_copies += 1;
+            c.d2h_bytes += (d.len() * size_of::<T>()) as u64;
+            c.syncs += 1;
+        });
         self.stream.clone_dtoh(d).map_err(|e| self.error(op, None, e))
+    }
+
+    /// A new buffer holding a copy of `src` (device to device, from this pool).
+    pub fn duplicate<T: DeviceRepr>(&self, src: &CudaView<'_, T>, op: &str) -> Result<CudaSlice<T>> {
+        let mut d = self.raw_alloc::<T>(src.len(), op)?;
+        self.copy(src, &mut d, op)?;
+        Ok(d)
+    }
+
+    /// Copies `src` into `dst` (same length) on the device.
+    pub fn copy<T: DeviceRepr, S: DevicePtr<T>, D: DevicePtrMut<T>>(
+        &self,
+        src: &S,
+        dst: &mut D,
+        op: &str,
+    ) -> Result<()> {
+        if src.len() == 0 {
+            return Ok(());
+        }
+        self.count(|c| c.d2d_bytes += (src.len() * size_of::<T>()) as u64);
+        self.stream.memcpy_dtod(src, dst).map_err(|e| self.error(op, Some(src.len() * size_of::<T>()), e))
     }
 
     /// Waits for all queued work; a kernel fault surfaces here, named by `op`.
     pub fn synchronize(&self, op: &str) -> Result<()> {
+        self.count(|c| c.syncs += 1);
         self.stream.synchronize().map_err(|e| self.error(op, None, e))
+    }
+
+    /// Adds to the counters of the phase open on this thread.
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        let phase = super::nvtx::current_phase();
+        let mut c = self.counters.lock().expect("device counters lock");
+        f(&mut c[phase.index()]);
+    }
+
+    /// Counts one kernel launch (the `launch!` macro calls this).
+    pub(crate) fn count_launch(&self) {
+        self.count(|c| c.launches += 1);
+    }
+
+    /// Counts one cuBLASLt matmul.
+    pub(crate) fn count_gemm(&self) {
+        self.count(|c| c.gemms += 1);
+    }
+
+    /// What this handle did since it opened or since [`CudaDevice::reset_accounting`],
+    /// per phase, and its pool's figures.
+    pub fn accounting(&self) -> Accounting {
+        let phases = *self.counters.lock().expect("device counters lock");
+        let m = self.memory();
+        Accounting { phases, pool_peak_bytes: m.peak, pool_reserved_bytes: m.reserved }
+    }
+
+    /// Zeroes the counters and restarts the pool's high-water mark, e.g. at
+    /// the start of a training step.
+    pub fn reset_accounting(&self) {
+        *self.counters.lock().expect("device counters lock") = [Counters::default(); Phase::COUNT];
+        self.reset_peak();
+    }
+
+    /// [`CudaDevice::accounting`], then [`CudaDevice::reset_accounting`].
+    pub fn take_accounting(&self) -> Accounting {
+        let a = self.accounting();
+        self.reset_accounting();
+        a
     }
 
     /// The raw device address of a buffer, for parameter structs.
@@ -299,6 +445,45 @@ impl CudaDevice {
             )
         };
     }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        // SAFETY: the pool was created in `open`. Blocks still allocated from it
+        // (slices that outlive the handle) stay valid: the driver releases the
+        // pool with the last of them.
+        let _ = unsafe { sys::cuMemPoolDestroy(self.pool) };
+    }
+}
+
+/// A device-memory pool of its own for a new handle, keeping freed blocks cached.
+fn create_pool(ctx: &CudaContext) -> std::result::Result<sys::CUmemoryPool, DriverError> {
+    // SAFETY: an all-zero CUmemPoolProps is valid (no handle types, no size
+    // cap); the fields set below are the documented ones for device memory.
+    let mut props: sys::CUmemPoolProps = unsafe { std::mem::zeroed() };
+    props.allocType = sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+    props.handleTypes = sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE;
+    props.location =
+        sys::CUmemLocation { type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ctx.cu_device() };
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: plain driver calls on the context's device; the value points to a
+    // u64 as CU_MEMPOOL_ATTR_RELEASE_THRESHOLD requires.
+    unsafe {
+        ctx.bind_to_thread()?;
+        sys::cuMemPoolCreate(&mut pool, &props).result()?;
+        let mut keep = u64::MAX;
+        let set = sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut keep as *mut u64 as *mut c_void,
+        )
+        .result();
+        if let Err(e) = set {
+            let _ = sys::cuMemPoolDestroy(pool);
+            return Err(e);
+        }
+    }
+    Ok(pool)
 }
 
 /// Launch geometry helpers shared by the family wrappers.
@@ -339,6 +524,7 @@ macro_rules! launch {
     ($dev:expr, $name:expr, $cfg:expr, $shapes:expr; $($arg:expr),* $(,)?) => {{
         use cudarc::driver::PushKernelArg as _;
         let f = $dev.function($name)?;
+        $dev.count_launch();
         let mut b = $dev.stream().launch_builder(&f);
         $( b.arg($arg); )*
         // SAFETY: the arguments match the kernel's C signature in cuda/ in number,

@@ -241,6 +241,7 @@ fn gemm_raw(dev: &CudaDevice, s: GemmSpec, o: Operands) -> Result<()> {
             .map_err(|e| fail("heuristic (no algorithm for these shapes/types)", e))?;
     let (pa, pb, pc) = (o.a.0, o.b.0, o.c.0);
     let (pw, _sw) = ltb.workspace.device_ptr(stream);
+    dev.count_gemm();
     // SAFETY: all pointers are live device buffers of the checked sizes on this
     // stream; alpha/beta are f32 as the scale type says.
     unsafe {

@@ -5,7 +5,8 @@
 //!
 //! Layout, one Rust file per kernel family, mirroring `cuda/` and `src/cpu/`:
 //! - [`device`]: context, stream, module, the stream-ordered caching allocator
-//!   with its memory statistics, host/device copies, errors that name the op;
+//!   (a pool per handle) with its memory statistics, host/device copies, the
+//!   accounting, errors that name the op; `isolated` handles for tests;
 //! - [`gemm`]: cuBLASLt bf16 GEMMs (f32 accumulation, bias epilogue);
 //! - [`attention`], [`lora`], [`small_ops`], [`optim`], [`loss`], [`sampling`]: launch wrappers whose
 //!   arguments mirror the CPU twins';
@@ -22,12 +23,16 @@
 //! - [`emulated`]: `ACTIAL_EMULATED_DRIVER=1` loads an emulated libcuda and
 //!   libcublasLt (`cuda/emulator/emulated_*.cpp`) in place of NVIDIA's, so this
 //!   whole device layer runs on the CPU with the emulated kernels;
-//! - [`nvtx`]: profiler ranges (no-ops unless the kernels were built);
+//! - [`nvtx`]: training phases: profiler ranges (no-ops unless the kernels
+//!   were built) and the phase the accounting files work under;
+//! - [`accounting`]: per-phase counts of copies, syncs, launches, GEMMs and
+//!   allocations that `device` keeps, with the pool's high-water mark;
 //! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
 //!
 //! The device layer is compiled only when build.rs found nvcc (`cfg(actial_cuda)`);
 //! without it [`available`] says what to install.
 
+pub mod accounting;
 pub mod attention_plan;
 pub mod build_info;
 #[cfg(actial_cuda)]

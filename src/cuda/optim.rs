@@ -95,7 +95,7 @@ impl AdamWGroup {
     /// Zeroes every gradient.
     pub fn zero_grad(&mut self, dev: &CudaDevice) -> Result<()> {
         for g in &mut self.grads {
-            dev.stream().memset_zeros(g).map_err(|e| dev.error("cuda::AdamWGroup::zero_grad", None, e))?;
+            dev.memset_zeros(g, "cuda::AdamWGroup::zero_grad")?;
         }
         Ok(())
     }

@@ -90,23 +90,21 @@ impl CudaStorage {
     /// Copies elements `range` back to the host (waits for the stream).
     pub fn download(&self, range: std::ops::Range<usize>) -> Result<CpuStorage> {
         const OP: &str = "Tensor::to_device";
-        let s = self.dev.stream();
-        let e = |e| self.dev.error(OP, None, e);
+        let d = &self.dev;
         Ok(match &self.buf {
-            CudaBuf::F32(b) => CpuStorage::F32(s.clone_dtoh(&b.slice(range)).map_err(e)?),
-            CudaBuf::BF16(b) => CpuStorage::BF16(s.clone_dtoh(&b.slice(range)).map_err(e)?),
-            CudaBuf::I32(b) => CpuStorage::I32(s.clone_dtoh(&b.slice(range)).map_err(e)?),
+            CudaBuf::F32(b) => CpuStorage::F32(d.download_view(&b.slice(range), OP)?),
+            CudaBuf::BF16(b) => CpuStorage::BF16(d.download_view(&b.slice(range), OP)?),
+            CudaBuf::I32(b) => CpuStorage::I32(d.download_view(&b.slice(range), OP)?),
         })
     }
 
     /// A new buffer holding elements `range` (a device-to-device copy).
     pub fn copy_range(&self, range: std::ops::Range<usize>, op: &'static str) -> Result<CudaStorage> {
-        let s = self.dev.stream();
-        let e = |e| self.dev.error(op, Some(range.len() * self.dtype().size_in_bytes()), e);
+        let d = &self.dev;
         let buf = match &self.buf {
-            CudaBuf::F32(b) => CudaBuf::F32(s.clone_dtod(&b.slice(range.clone())).map_err(e)?),
-            CudaBuf::BF16(b) => CudaBuf::BF16(s.clone_dtod(&b.slice(range.clone())).map_err(e)?),
-            CudaBuf::I32(b) => CudaBuf::I32(s.clone_dtod(&b.slice(range.clone())).map_err(e)?),
+            CudaBuf::F32(b) => CudaBuf::F32(d.duplicate(&b.slice(range.clone()), op)?),
+            CudaBuf::BF16(b) => CudaBuf::BF16(d.duplicate(&b.slice(range.clone()), op)?),
+            CudaBuf::I32(b) => CudaBuf::I32(d.duplicate(&b.slice(range.clone()), op)?),
         };
         Ok(CudaStorage { dev: self.dev.clone(), buf })
     }
@@ -129,8 +127,7 @@ fn window<'a, T: DeviceRepr>(
     if range.start == 0 && range.end == buf.len() {
         return Ok(Cow::Borrowed(buf));
     }
-    let n = range.len() * size_of::<T>();
-    dev.stream().clone_dtod(&buf.slice(range)).map(Cow::Owned).map_err(|e| dev.error(op, Some(n), e))
+    dev.duplicate(&buf.slice(range), op).map(Cow::Owned)
 }
 
 /// The elements as bf16 (f32 is cast, a copy); integer tensors are an error.

@@ -22,7 +22,7 @@ use text::{DecoderLayer, TextCache, TextModel};
 use vision::{Merger, VisionBlock, VisionCache, VisionTower};
 pub use weights::Checkpoint;
 
-use crate::cuda::nvtx;
+use crate::cuda::nvtx::{self, Phase};
 use crate::error::{Error, Result};
 use crate::ops::{self, IGNORE_INDEX};
 use crate::rng::Philox;
@@ -578,7 +578,7 @@ impl Qwen25Vl {
             return Ok((x, None));
         };
         let (feats, vc) = {
-            let _r = nvtx::range(c"vision_forward");
+            let _r = nvtx::range(Phase::Vision);
             self.vision.forward(&pv.to_device(self.device())?, &batch.grids)?
         };
         let ids = batch.input_ids.to_vec_i32()?;
@@ -609,7 +609,7 @@ impl Qwen25Vl {
         let (x, vision) = self.embed(batch)?;
         let (cos, sin) = self.rope_tables(&batch.positions)?;
         let (logits, text) = {
-            let _r = nvtx::range(c"lm_forward");
+            let _r = nvtx::range(Phase::LmForward);
             self.text.forward(&x, &cos, &sin, &batch.cu_seqlens)?
         };
         let (vision_cache, image_pos) = match vision {
@@ -621,7 +621,7 @@ impl Qwen25Vl {
 
     /// Backward from `dlogits`; accumulates into every trainable parameter's grad.
     pub fn backward(&mut self, batch: &Batch, cache: ModelCache, dlogits: &Tensor) -> Result<()> {
-        let _r = nvtx::range(c"backward");
+        let _r = nvtx::range(Phase::Backward);
         let dx = self.text.backward(cache.text, dlogits, &cache.cos, &cache.sin, &batch.cu_seqlens)?;
         let dx = match (&cache.image_pos, cache.vision) {
             (Some(pos), Some(vc)) => {
@@ -651,7 +651,7 @@ impl Qwen25Vl {
     pub fn forward_backward_scaled(&mut self, batch: &Batch, scale: LossScale) -> Result<StepOutput> {
         let targets = batch.targets.as_ref().ok_or_else(|| arg_err!("forward_backward", "the batch has no labels"))?;
         let (logits, cache) = self.forward(batch)?;
-        let loss_range = nvtx::range(c"loss");
+        let loss_range = nvtx::range(Phase::Loss);
         let ce = ops::cross_entropy(&logits, targets)?;
         if !ce.loss.is_finite() {
             return Err(arg_err!("forward_backward", "loss is {} (non-finite)", ce.loss));

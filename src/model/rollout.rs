@@ -7,7 +7,7 @@
 
 use super::text::KvCache;
 use super::{Batch, Qwen25Vl, Sample};
-use crate::cuda::nvtx;
+use crate::cuda::nvtx::{self, Phase};
 use crate::error::Result;
 use crate::ops::{self, SamplingParams};
 use crate::tensor::{Device, Tensor};
@@ -148,7 +148,7 @@ impl Qwen25Vl {
         let mut prefix_v: Vec<Vec<Tensor>> = vec![Vec::new(); n_layers];
         let mut next_pos = Vec::with_capacity(prompts.len());
         let (mut cu_k_prefix, mut samples) = (vec![0i32], Vec::with_capacity(total));
-        let prefill_range = nvtx::range(c"rollout_prefill");
+        let prefill_range = nvtx::range(Phase::RolloutPrefill);
         for (p, prompt) in prompts.iter().enumerate() {
             let batch = Batch::new(
                 &[Sample { tokens: prompt.tokens.clone(), labels: None }],
@@ -202,7 +202,7 @@ impl Qwen25Vl {
         let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
         drop(prefill_range);
         for step in 1..c.max_new_tokens {
-            let _r = nvtx::range(c"rollout_decode");
+            let _r = nvtx::range(Phase::RolloutDecode);
             // Active samples, in prompt order (cascade segments are per prompt).
             let active: Vec<usize> = (0..total).filter(|&s| !samples[s].stopped).collect();
             if active.is_empty() {

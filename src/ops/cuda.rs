@@ -227,15 +227,14 @@ pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor, inner: usize) ->
     const OP: &str = "write_rows";
     let d = device_of(src, OP)?;
     let range = start * inner..start * inner + src.numel();
-    let err = |e| d.error(OP, None, e);
     match dst.dtype() {
         DType::F32 => {
             let s = f32_of(src, OP, "src")?;
-            d.stream().memcpy_dtod(&*s, &mut f32_mut(dst, OP, "dst")?.slice_mut(range)).map_err(err)
+            d.copy(&*s, &mut f32_mut(dst, OP, "dst")?.slice_mut(range), OP)
         }
         _ => {
             let s = bf16_of(src, OP, "src")?;
-            d.stream().memcpy_dtod(&*s, &mut bf16_mut(dst, OP, "dst")?.slice_mut(range)).map_err(err)
+            d.copy(&*s, &mut bf16_mut(dst, OP, "dst")?.slice_mut(range), OP)
         }
     }
 }

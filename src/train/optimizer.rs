@@ -65,7 +65,7 @@ impl AdamWState {
         step: u64,
         what: &'static str,
     ) -> Result<f64> {
-        let _r = crate::cuda::nvtx::range(c"optimizer");
+        let _r = crate::cuda::nvtx::range(crate::cuda::nvtx::Phase::Optimizer);
         let mut grads = Vec::new();
         model.visit(&mut |_, p| {
             if let Some(g) = &p.grad {
