@@ -45,9 +45,14 @@ typedef struct {
   const float *grad_scale;
 } ActialAdamWParams;
 
+/* Most banned ids one sampling launch takes (they sit in shared memory). */
+#define ACTIAL_MAX_BANNED 64
+
 /* Temperature / top-k / top-p sampling of `samples_per_row` tokens per logits
  * row. Sample j of row r uses Philox stream `streams[r] + j` under key
- * (seed_lo, seed_hi), as src/cpu/sampling.rs does. */
+ * (seed_lo, seed_hi), as src/cpu/sampling.rs does. `n_banned` ids (the vision
+ * placeholders of a rollout) are never drawn; the log-prob stays the full
+ * row's. */
 typedef struct {
   float temperature; /* <= 0: greedy (first argmax), log-prob at temperature 1 */
   int32_t top_k;     /* 0: off */
@@ -57,6 +62,7 @@ typedef struct {
   int32_t samples_per_row;
   uint32_t seed_lo;
   uint32_t seed_hi;
+  int32_t n_banned; /* 0..=ACTIAL_MAX_BANNED */
 } ActialSamplingParams;
 
 /* Variable-length attention over packed segments (cu_seqlens), the layout of

@@ -1,7 +1,9 @@
 // Token sampling: temperature, top-k, top-p per logits row, `samples_per_row`
 // draws sharing one row's distribution (the G samples of a GRPO group at their
 // first token), Philox streams identical to src/cpu/sampling.rs, and the chosen
-// token's log-probability under the full tempered softmax.
+// token's log-probability under the full tempered softmax. Banned ids (a
+// rollout's vision placeholders) are left out of the draw, never out of the
+// log-prob, so a rollout never copies logits to the host to mask them.
 //
 // Sorting-free: the top-k / top-p cut is a threshold on e = exp(x/T - max),
 // found by bisection on the float's bit pattern (positive floats order like
@@ -17,28 +19,39 @@
 
 #define SAMPLE_THREADS 1024
 
-static __device__ __forceinline__ float tempered_e(const bf16 *row, int c, float inv_t, float m) {
-  return __expf(bf(row[c]) * inv_t - m);
-}
+// One row as the draw sees it: e = exp(x/T - m) of an allowed token, -1 for a
+// banned one (below every threshold, never tied, never kept). `ban` is the
+// block's shared copy of the banned ids.
+struct SampleRow {
+  const bf16 *row;
+  int v;
+  float inv_t, m;
+  const int32_t *ban;
+  int n_ban;
+  __device__ bool banned(int c) const {
+    for (int i = 0; i < n_ban; ++i)
+      if (ban[i] == c) return true;
+    return false;
+  }
+  __device__ float e(int c) const { return banned(c) ? -1.0f : __expf(bf(row[c]) * inv_t - m); }
+};
 
-// Count (cut == false) or mass (cut == true) of the row's e >= t.
-static __device__ float mass_at_least(const bf16 *row, int v, float inv_t, float m, float t, bool mass,
-                                      float *scratch) {
+// Count (mass == false) or mass (mass == true) of the row's e >= t.
+static __device__ float mass_at_least(const SampleRow &s, float t, bool mass, float *scratch) {
   float acc = 0.0f;
-  for (int c = threadIdx.x; c < v; c += blockDim.x) {
-    const float e = tempered_e(row, c, inv_t, m);
+  for (int c = threadIdx.x; c < s.v; c += blockDim.x) {
+    const float e = s.e(c);
     if (e >= t) acc += mass ? e : 1.0f;
   }
   return block_sum(acc, scratch);
 }
 
 // Largest threshold (as bits, in [lo, 1.0]) whose count or mass is still >= need.
-static __device__ uint32_t bisect_threshold(const bf16 *row, int v, float inv_t, float m, uint32_t lo, float need,
-                                            bool mass, float *scratch) {
+static __device__ uint32_t bisect_threshold(const SampleRow &s, uint32_t lo, float need, bool mass, float *scratch) {
   uint32_t hi = 0x3f800001u;  // just above 1.0: nothing passes
   while (hi - lo > 1) {
     const uint32_t mid = lo + (hi - lo) / 2;
-    if (mass_at_least(row, v, inv_t, m, __uint_as_float(mid), mass, scratch) >= need)
+    if (mass_at_least(s, __uint_as_float(mid), mass, scratch) >= need)
       lo = mid;
     else
       hi = mid;
@@ -62,31 +75,46 @@ static __device__ float block_inclusive_scan(float v, float *scan) {
   return scan[tid];
 }
 
-// One block of SAMPLE_THREADS per row; tokens and logp are [rows * samples_per_row].
+// One block of SAMPLE_THREADS per row; tokens and logp are [rows * samples_per_row];
+// `banned` holds p.n_banned ids.
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-    sample_rows(const bf16 *logits, const uint64_t *streams, ActialSamplingParams p, uint32_t *tokens, float *logp) {
+    sample_rows(const bf16 *logits, const uint64_t *streams, const int32_t *banned, ActialSamplingParams p,
+                uint32_t *tokens, float *logp) {
   __shared__ float scratch[32];
   __shared__ float scan[SAMPLE_THREADS];
   __shared__ int chosen;
+  __shared__ int32_t ban[ACTIAL_MAX_BANNED];
   const int r = blockIdx.x;
   if (r >= p.rows) return;
   const int v = p.vocab, n = p.samples_per_row, tid = threadIdx.x;
   const bf16 *row = logits + (int64_t)r * v;
   const bool greedy = p.temperature <= 0.0f;
   const float inv_t = greedy ? 1.0f : 1.0f / p.temperature;
+  const int n_ban = min(max(p.n_banned, 0), ACTIAL_MAX_BANNED);
+  for (int i = tid; i < n_ban; i += blockDim.x) ban[i] = banned[i];
+  __syncthreads();
+  SampleRow s{row, v, inv_t, 0.0f, ban, n_ban};
 
-  float m = -INFINITY;
-  for (int c = tid; c < v; c += blockDim.x) m = fmaxf(m, bf(row[c]) * inv_t);
+  // The log-prob's normaliser is the full row's; the draw's maximum is over
+  // the allowed tokens (the CPU twin's order of operations).
+  float m_all = -INFINITY, m = -INFINITY;
+  for (int c = tid; c < v; c += blockDim.x) {
+    const float x = bf(row[c]) * inv_t;
+    m_all = fmaxf(m_all, x);
+    if (!s.banned(c)) m = fmaxf(m, x);
+  }
+  m_all = block_max(m_all, scratch);
   m = block_max(m, scratch);
+  s.m = m;
   float z = 0.0f;
-  for (int c = tid; c < v; c += blockDim.x) z += tempered_e(row, c, inv_t, m);
-  const float lse = m + __logf(block_sum(z, scratch));
+  for (int c = tid; c < v; c += blockDim.x) z += __expf(bf(row[c]) * inv_t - m_all);
+  const float lse = m_all + __logf(block_sum(z, scratch));
 
   if (greedy) {
-    // The first index holding the maximum, as torch.argmax.
+    // The first allowed index holding the maximum, as torch.argmax.
     float first = (float)v;
     for (int c = tid; c < v; c += blockDim.x)
-      if (bf(row[c]) == m) {
+      if (bf(row[c]) == m && !s.banned(c)) {
         first = (float)c;
         break;
       }
@@ -104,19 +132,19 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
   uint32_t tau_bits = 0;
   float tied = (float)v;
   if (p.top_k > 0 && p.top_k < v) {
-    tau_bits = bisect_threshold(row, v, inv_t, m, 0, (float)p.top_k, false, scratch);
-    tied = (float)p.top_k - mass_at_least(row, v, inv_t, m, __uint_as_float(tau_bits + 1), false, scratch);
+    tau_bits = bisect_threshold(s, 0, (float)p.top_k, false, scratch);
+    tied = (float)p.top_k - mass_at_least(s, __uint_as_float(tau_bits + 1), false, scratch);
   }
   if (p.top_p < 1.0f) {
     const float tau_k = __uint_as_float(tau_bits);
-    const float above = tau_bits ? mass_at_least(row, v, inv_t, m, __uint_as_float(tau_bits + 1), true, scratch) : 0.0f;
-    const float kept = tau_bits ? above + tied * tau_k : mass_at_least(row, v, inv_t, m, 0.0f, true, scratch);
+    const float above = tau_bits ? mass_at_least(s, __uint_as_float(tau_bits + 1), true, scratch) : 0.0f;
+    const float kept = tau_bits ? above + tied * tau_k : mass_at_least(s, 0.0f, true, scratch);
     const float need = p.top_p * kept;
     // Thresholds above tau_k see no top-k ties; at tau_k itself the kept ties
     // alone may already be enough mass, checked below.
-    const uint32_t top = bisect_threshold(row, v, inv_t, m, tau_bits, need, true, scratch);
+    const uint32_t top = bisect_threshold(s, tau_bits, need, true, scratch);
     const float t = __uint_as_float(top);
-    const float above_t = mass_at_least(row, v, inv_t, m, __uint_as_float(top + 1), true, scratch);
+    const float above_t = mass_at_least(s, __uint_as_float(top + 1), true, scratch);
     // The CPU's prefix walk stops at the first tied token that reaches `need`.
     const float wanted = t > 0.0f ? fmaxf(1.0f, ceilf((need - above_t) / t)) : (float)v;
     tied = top == tau_bits ? fminf(tied, wanted) : wanted;
@@ -130,7 +158,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
   const int chunk = (v + blockDim.x - 1) / blockDim.x;
   const int c0 = min(v, tid * chunk), c1 = min(v, c0 + chunk);
   float ties_here = 0.0f;
-  for (int c = c0; c < c1; ++c) ties_here += tempered_e(row, c, inv_t, m) == tau ? 1.0f : 0.0f;
+  for (int c = c0; c < c1; ++c) ties_here += s.e(c) == tau ? 1.0f : 0.0f;
   block_inclusive_scan(ties_here, scan);
   const float ties_before = tid == 0 ? 0.0f : scan[tid - 1];
   // Whether token c (visited in order within the slice) is kept; `rank` counts
@@ -143,7 +171,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
   float local = 0.0f, rank = ties_before;
   int last_kept = -1;
   for (int c = c0; c < c1; ++c) {
-    const float e = tempered_e(row, c, inv_t, m);
+    const float e = s.e(c);
     if (kept_token(e, rank)) {
       local += e;
       last_kept = c;
@@ -166,7 +194,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
       float cum = lo, rank_walk = ties_before;
       int pick = last_kept;
       for (int c = c0; c < c1; ++c) {
-        const float e = tempered_e(row, c, inv_t, m);
+        const float e = s.e(c);
         if (!kept_token(e, rank_walk)) continue;
         cum += e;
         if (target < cum) {
@@ -209,9 +237,10 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
   float m = -INFINITY;
   for (int c = tid; c < v; c += blockDim.x) m = fmaxf(m, bf(row[c]) * inv_t);
   m = block_max(m, scratch);
+  const SampleRow s{row, v, inv_t, m, nullptr, 0};
   float z = 0.0f;
   for (int c = tid; c < padded; c += blockDim.x) {
-    const float e = c < v ? tempered_e(row, c, inv_t, m) : -1.0f;  // padding sorts last
+    const float e = c < v ? s.e(c) : -1.0f;  // padding sorts last
     val[c] = e;
     idx[c] = c;
     if (c < v) z += e;

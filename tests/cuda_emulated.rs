@@ -252,20 +252,41 @@ mod emulated {
             SamplingParams { temperature: 1.3, top_k: 0, top_p: 0.9 },
             SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 },
         ] {
-            let (tok, logp) = emulator::sample_rows(&logits, v, n, &p, 7, &streams).unwrap();
-            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 7, &streams);
-            let same = tok.iter().zip(&tok_ref).filter(|(a, b)| a == b).count();
-            println!("{p:?}: {same} of {} draws equal the CPU's", tok.len());
-            // The emulator's exp is the CPU's, so no uniform can fall on a bucket
-            // edge differently: every draw is the CPU's.
-            assert_eq!(same, tok.len(), "{p:?}: only {same} of {} draws match the CPU", tok.len());
-            for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
-                let row = &lf[(i / n) * v..(i / n + 1) * v];
-                let dist = cpu::sampling::RowDistribution::new(row, &p);
-                assert!(dist.tokens.contains(&(t as usize)), "{p:?}: token {t} is outside the CPU's kept set");
-                assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "{p:?}: logprob of draw {i}");
+            for banned in [vec![], most_likely_ids(&lf, v, 3)] {
+                let (tok, logp) = emulator::sample_rows(&logits, v, n, &p, 7, &streams, &banned).unwrap();
+                let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 7, &streams, &banned);
+                let same = tok.iter().zip(&tok_ref).filter(|(a, b)| a == b).count();
+                println!("{p:?}, banned {banned:?}: {same} of {} draws equal the CPU's", tok.len());
+                // The emulator's exp is the CPU's, so no uniform can fall on a bucket
+                // edge differently: every draw is the CPU's.
+                assert_eq!(same, tok.len(), "{p:?}: only {same} of {} draws match the CPU", tok.len());
+                for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
+                    assert!(!banned.contains(&t), "{p:?}: drew banned token {t}");
+                    let row = &lf[(i / n) * v..(i / n + 1) * v];
+                    let dist = cpu::sampling::RowDistribution::new(row, &p, &banned);
+                    assert!(dist.tokens.contains(&(t as usize)), "{p:?}: token {t} is outside the CPU's kept set");
+                    // The full row's log-prob, banned tokens included in the normaliser.
+                    let full = cpu::sampling::RowDistribution::new(row, &p, &[]);
+                    assert!((lp - full.logprob(row, t as usize)).abs() < 1e-3, "{p:?}: logprob of draw {i}");
+                }
             }
         }
+        let err = emulator::sample_rows(&logits, v, n, &Default::default(), 7, &streams, &[v as u32]).unwrap_err();
+        assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    }
+
+    /// The `k` most likely ids of every row (so banning them changes the draws,
+    /// greedy ones included).
+    fn most_likely_ids(lf: &[f32], v: usize, k: usize) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for row in lf.chunks(v) {
+            let mut order: Vec<usize> = (0..v).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            ids.extend(order[..k].iter().map(|&i| i as u32));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// bf16 logits take few distinct values, so the top-k / top-p cut often falls
@@ -286,9 +307,14 @@ mod emulated {
             SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.3 },
             SamplingParams { temperature: 1.0, top_k: 130, top_p: 0.6 },
         ] {
-            let (tok, _) = emulator::sample_rows(&logits, v, n, &p, 3, &streams).unwrap();
-            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 3, &streams);
+            let (tok, _) = emulator::sample_rows(&logits, v, n, &p, 3, &streams, &[]).unwrap();
+            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 3, &streams, &[]);
             assert_eq!(tok, tok_ref, "{p:?}");
+            // Banning some of the top tied tokens moves the cut to the next ones.
+            let banned = [1u32, 3, 5];
+            let (tok, _) = emulator::sample_rows(&logits, v, n, &p, 3, &streams, &banned).unwrap();
+            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&lf, v, n, &p, 3, &streams, &banned);
+            assert_eq!(tok, tok_ref, "{p:?}, banned {banned:?}");
         }
     }
 
@@ -671,7 +697,7 @@ mod emulated {
             .unwrap();
         for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
             let row = &lf[(i / n) * v..(i / n + 1) * v];
-            let dist = cpu::sampling::RowDistribution::new(row, &p);
+            let dist = cpu::sampling::RowDistribution::new(row, &p, &[]);
             assert!(dist.tokens.contains(&(t as usize)), "draw {i}: token {t} is outside the CPU's kept set");
             assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "draw {i}: logprob");
         }

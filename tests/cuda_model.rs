@@ -393,6 +393,98 @@ mod on_device {
         compare_grads(&mut cpu.model, &mut gpu.model, 5e-2);
     }
 
+    /// Budget: a rollout decode step sends the host only the sampled ids and
+    /// their log-probs (16 bytes per active sample at most; 8 today), even with
+    /// the vision ids banned as GRPO and evaluation ban them: the sampler masks
+    /// them on the device. (Before, a banned list sent every step's whole
+    /// `[active samples, vocab]` logits to the host: 4·vocab bytes a sample.)
+    /// Counted on a device handle of this test's own.
+    #[test]
+    fn a_rollout_decode_step_sends_the_host_only_ids_and_logprobs() {
+        use actial::cuda::accounting::Phase;
+        use actial::model::rollout::{PromptInput, RolloutConfig};
+        let Some(dev) = gpu() else { return };
+        let iso = actial::cuda::device::isolated(0).unwrap();
+        let mut m = bf16_model(11);
+        m.to_device(dev, DType::BF16).unwrap();
+        let vocab = m.config.text.vocab_size;
+        let prompts: Vec<PromptInput> = (0..3)
+            .map(|p| PromptInput {
+                tokens: (0..5 + 2 * p).map(|i| (17 * i + 3 * p + 40) % 200).collect(),
+                pixels: None,
+                grids: vec![],
+            })
+            .collect();
+        let max_new = 9;
+        let c = RolloutConfig {
+            group: 4,
+            max_new_tokens: max_new,
+            sampling: ops::sampling::SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
+            stop: vec![],
+            banned: m.vision_token_ids(),
+            seed: 3,
+            stream: 0,
+            shards: 0,
+        };
+        iso.reset_accounting();
+        let out = m.rollout(&prompts, &c).unwrap();
+        let acc = iso.take_accounting();
+        println!("{}", acc.table());
+        let draws: usize = out.iter().map(|s| s.tokens.len() - 1).sum();
+        assert_eq!(draws, 3 * 4 * (max_new - 1), "no stop ids: every sample decodes every step");
+        let banned = m.vision_token_ids();
+        assert!(out.iter().all(|s| s.tokens.iter().all(|t| !banned.contains(t))), "a banned id was drawn");
+        let decode = acc.phase(Phase::RolloutDecode);
+        println!(
+            "decode: {} B device-to-host for {draws} draws ({:.1} B each; full logits would be {} B each)",
+            decode.d2h_bytes,
+            decode.d2h_bytes as f64 / draws as f64,
+            4 * vocab
+        );
+        assert!(
+            decode.d2h_bytes <= 16 * draws as u64,
+            "decode sent {} B to the host for {draws} draws",
+            decode.d2h_bytes
+        );
+        assert_eq!(decode.d2h_copies, 2 * (max_new as u64 - 1), "one copy of ids and one of log-probs per step");
+        let prefill = acc.phase(Phase::RolloutPrefill);
+        assert!(prefill.d2h_bytes <= 16 * 12, "prefill: {} B to the host for 12 first draws", prefill.d2h_bytes);
+        // What goes in: ids, positions, their rope rows, stream ids, segment
+        // offsets; nothing of vocabulary size.
+        let per_draw_in = decode.h2d_bytes as f64 / draws as f64;
+        println!("decode: {per_draw_in:.0} B host-to-device per draw");
+        assert!((decode.h2d_bytes as usize) < draws * vocab, "decode uploads vocabulary-sized data");
+    }
+
+    /// A GRPO step on CUDA reports what the device did, per phase, in its
+    /// metrics (one line of metrics.jsonl); the trainer keeps the run's total.
+    #[test]
+    fn grpo_step_metrics_carry_the_device_accounting() {
+        use actial::cuda::accounting::Phase;
+        let Some(_dev) = gpu() else { return };
+        let _iso = actial::cuda::device::isolated(0).unwrap();
+        let mut t = crate::common::tiny_grpo_trainer(bf16_model(5), "cuda", 0.05);
+        // Every mini-batch updates (the KL term alone when rewards tie), so the
+        // backward and optimizer phases run whatever the rollouts score.
+        t.cfg.grpo.skip_flat_updates = false;
+        let m = t.train_step().unwrap();
+        let acc = m.cuda.clone().expect("a CUDA step carries its accounting");
+        println!("{}", acc.table());
+        let draws = (m.response_len_mean * m.groups as f64 * 4.0).round() as u64 - (m.groups as u64 * 4);
+        let decode = acc.phase(Phase::RolloutDecode);
+        assert!(decode.launches > 0 && decode.d2h_bytes <= 16 * draws.max(1), "{decode:?} for {draws} draws");
+        for p in [Phase::RolloutPrefill, Phase::LmForward, Phase::Backward, Phase::Optimizer] {
+            assert!(acc.phase(p).launches + acc.phase(p).gemms > 0, "{} did nothing on the device", p.name());
+        }
+        assert!(acc.pool_peak_bytes > 0);
+        let line = serde_json::to_value(&m).unwrap();
+        assert!(line["cuda"]["phases"]["rollout_decode"]["launches"].as_u64().unwrap() > 0, "{line}");
+        let total = t.device_accounting.clone().expect("the run's total");
+        assert!(total.total().launches >= acc.total().launches);
+        let cpu = crate::common::tiny_grpo_trainer(bf16_model(5), "cpu", 0.05).train_step().unwrap();
+        assert!(cpu.cuda.is_none() && serde_json::to_value(&cpu).unwrap().get("cuda").is_none());
+    }
+
     /// The SFT trainer on CUDA (bf16 frozen weights, f32 masters, the
     /// multi-tensor AdamW launch) follows the CPU's loss curve over 4 steps, for
     /// full fine-tuning and LoRA.

@@ -363,21 +363,31 @@ mod parity {
             cpu::sampling::SamplingParams { temperature: 1.0, top_k: 20, top_p: 0.5 },
             cpu::sampling::SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 },
         ];
+        // The two most likely ids of every row banned: greedy and top-k draws move.
+        let mut top2 = Vec::new();
+        for row in logits.chunks(v) {
+            let mut order: Vec<usize> = (0..v).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            top2.extend(order[..2].iter().map(|&i| i as u32));
+        }
         for p in cases {
-            let (tok, logp) = sampling::sample_rows(&dev, &cl, v, n, &p, 7, &streams).unwrap();
-            let tok = dev.download(&tok, "test").unwrap();
-            let logp = down32(&dev, &logp);
-            let (tok_ref, _) = cpu::sampling::sample_rows_streams(&logits, v, n, &p, 7, &streams);
-            // Same uniforms, same kept set, same walk order: the same token, except
-            // where a uniform lands within float rounding of a bucket edge.
-            let same = tok.iter().zip(&tok_ref).filter(|(a, b)| a == b).count();
-            println!("{p:?}: {same} of {} draws equal the CPU's", tok.len());
-            assert!(same * 100 >= tok.len() * 98, "{p:?}: only {same} of {} draws match the CPU", tok.len());
-            for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
-                let row = &logits[(i / n) * v..(i / n + 1) * v];
-                let dist = cpu::sampling::RowDistribution::new(row, &p);
-                assert!(dist.tokens.contains(&(t as usize)), "{p:?}: token {t} is outside the CPU's kept set");
-                assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "{p:?}: logprob of draw {i}");
+            for banned in [vec![], top2.clone()] {
+                let (tok, logp) = sampling::sample_rows(&dev, &cl, v, n, &p, 7, &streams, &banned).unwrap();
+                let tok = dev.download(&tok, "test").unwrap();
+                let logp = down32(&dev, &logp);
+                let (tok_ref, _) = cpu::sampling::sample_rows_streams(&logits, v, n, &p, 7, &streams, &banned);
+                // Same uniforms, same kept set, same walk order: the same token, except
+                // where a uniform lands within float rounding of a bucket edge.
+                let same = tok.iter().zip(&tok_ref).filter(|(a, b)| a == b).count();
+                println!("{p:?}, {} banned: {same} of {} draws equal the CPU's", banned.len(), tok.len());
+                assert!(same * 100 >= tok.len() * 98, "{p:?}: only {same} of {} draws match the CPU", tok.len());
+                for (i, (&t, &lp)) in tok.iter().zip(&logp).enumerate() {
+                    assert!(!banned.contains(&t), "{p:?}: drew banned token {t}");
+                    let row = &logits[(i / n) * v..(i / n + 1) * v];
+                    let dist = cpu::sampling::RowDistribution::new(row, &p, &banned);
+                    assert!(dist.tokens.contains(&(t as usize)), "{p:?}: token {t} is outside the CPU's kept set");
+                    assert!((lp - dist.logprob(row, t as usize)).abs() < 1e-3, "{p:?}: logprob of draw {i}");
+                }
             }
         }
     }
@@ -411,6 +421,11 @@ mod parity {
         assert_eq!(rows.iter().filter(|r| r.case_speedup.is_some()).count(), baselines);
         let timed: Vec<f64> = rows.iter().map(|r| r.ms).collect();
         assert!(timed.iter().all(|ms| ms.is_finite() && *ms > 0.0), "{timed:?}");
+        for r in &rows {
+            let c = &r.per_run;
+            assert!(c.launches + c.gemms > 0, "{}: one run launched nothing: {c:?}", r.name);
+            assert!(r.pool_peak_bytes > 0, "{}: no pool peak", r.name);
+        }
     }
 
     /// A block bigger than a kernel's `__launch_bounds__` does not launch (on a

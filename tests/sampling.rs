@@ -139,3 +139,41 @@ fn bad_parameters_are_errors() {
     let e = ops::sample(&nan, 1, &SamplingParams::default(), 0, 0).err().unwrap();
     assert!(e.to_string().contains("row 0") && e.to_string().contains("NaN"), "{e}");
 }
+
+/// Banned ids are never drawn, the rest keep their relative odds (the
+/// renormalised softmax), and the recorded log-prob is the full row's, equal to
+/// the teacher-forced one bit for bit.
+#[test]
+fn banned_ids_are_never_drawn_and_keep_the_full_logprob() {
+    let p = SamplingParams::default();
+    let streams: Vec<u64> = vec![0];
+    // Token 3 (the most likely) and 0 banned; 99 is past the vocabulary (ignored).
+    let banned = [3u32, 0, 99];
+    let (tok, lp) = ops::sample_streams(&row(&LOGITS), N, &p, 11, &streams, &banned).unwrap();
+    let mut c = vec![0; LOGITS.len()];
+    for &t in &tok {
+        c[t as usize] += 1;
+    }
+    let mut masked = softmax(&LOGITS, 1.0);
+    masked[0] = 0.0;
+    masked[3] = 0.0;
+    let z: f64 = masked.iter().sum();
+    let masked: Vec<f64> = masked.iter().map(|x| x / z).collect();
+    assert_matches(&c, &masked, 20.5);
+    let ids: Vec<i32> = tok.iter().map(|&t| t as i32).collect();
+    let (teacher, _) = ops::token_logprobs(
+        &Tensor::from_f32(LOGITS.repeat(N), [N, 6], Device::Cpu).unwrap(),
+        &Tensor::from_i32(ids, [N], Device::Cpu).unwrap(),
+        1.0,
+    )
+    .unwrap();
+    assert_eq!(lp, teacher.to_vec_f32().unwrap(), "rollout log-probs are the teacher-forced ones");
+    // Greedy takes the best allowed id.
+    let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
+    let (tok, _) = ops::sample_streams(&row(&LOGITS), 2, &greedy, 1, &streams, &banned).unwrap();
+    assert_eq!(tok, vec![1, 1]);
+    // Banning everything is an error, not a draw.
+    let all: Vec<u32> = (0..6).collect();
+    let err = ops::sample_streams(&row(&LOGITS), 1, &p, 1, &streams, &all).unwrap_err().to_string();
+    assert!(err.contains("every one of the 6 vocabulary ids is banned"), "{err}");
+}

@@ -340,6 +340,7 @@ fn sft(args: &Args) -> Result<()> {
             out.display()
         );
     }
+    print_device_accounting("sft", &trainer.device_accounting);
     if args.merge_lora {
         let n = trainer.model.merge_lora()?;
         let dir = out.join("merged");
@@ -438,6 +439,7 @@ fn run_grpo(
             b.response_len_mean,
             rt
         );
+        print_device_accounting("grpo", &trainer.device_accounting);
     }
     let mut model = trainer.model;
     model.merge_lora()?;
@@ -614,6 +616,7 @@ fn full(args: &Args) -> Result<()> {
     );
     sft.run(&out.join("sft"), Some(&tok_json), true)?;
     sft_plots(&sft.history, &out.join("plots"))?;
+    print_device_accounting("sft", &sft.device_accounting);
     let mut model = sft.model;
     model.merge_lora()?;
     rows.push(("SFT (hybrid cold-start)".into(), eval_all(&model, "SFT")?));
@@ -954,6 +957,15 @@ fn pretrain(args: &Args) -> Result<()> {
     )?;
     eprintln!("pretrained base (bf16) in {} after {:.0} s", dir.display(), train_s);
     Ok(())
+}
+
+/// At the end of a CUDA run: what the device did, per phase (per-step figures
+/// are in metrics.jsonl under "cuda").
+fn print_device_accounting(stage: &str, acc: &Option<actial::cuda::accounting::Accounting>) {
+    if let Some(a) = acc {
+        eprintln!("{stage}: device accounting over the run (copies, waits, launches, allocations per phase):");
+        eprint!("{}", a.table());
+    }
 }
 
 fn main() -> ExitCode {

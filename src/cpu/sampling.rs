@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::log_sum_exp;
+
 use crate::rng::Philox;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,8 +31,10 @@ impl Default for SamplingParams {
 }
 
 /// One row's sampling distribution after all filters: the allowed tokens (in
-/// vocabulary order) with their unnormalised
-/// probabilities, plus the log-sum-exp of the full tempered row.
+/// vocabulary order, banned ones left out) with their unnormalised
+/// probabilities, plus the log-sum-exp of the full tempered row (banned tokens
+/// included: the recorded log-prob is the model's, as a teacher-forced
+/// recomputation gives it).
 pub struct RowDistribution {
     pub tokens: Vec<usize>,
     pub weights: Vec<f32>,
@@ -41,24 +45,39 @@ pub struct RowDistribution {
 }
 
 impl RowDistribution {
-    pub fn new(logits: &[f32], p: &SamplingParams) -> RowDistribution {
+    /// `banned` ids (each inside the row, not all of them) are never drawn.
+    pub fn new(logits: &[f32], p: &SamplingParams, banned: &[u32]) -> RowDistribution {
         let greedy = p.temperature <= 0.0;
         let inv_t = if greedy { 1.0 } else { 1.0 / p.temperature };
-        let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * inv_t));
-        let probs: Vec<f32> = logits.iter().map(|&x| (x * inv_t - max).exp()).collect();
+        // The same normaliser as `cpu::loss::token_logprobs_forward`, so a drawn
+        // token's log-prob equals its teacher-forced one bit for bit.
+        let lse = log_sum_exp(logits, inv_t);
+        let allowed = |i: usize| !banned.contains(&(i as u32));
+        let max = logits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| allowed(*i))
+            .fold(f32::NEG_INFINITY, |a, (_, &b)| a.max(b * inv_t));
+        let probs: Vec<f32> =
+            logits.iter().enumerate().map(|(i, &x)| if allowed(i) { (x * inv_t - max).exp() } else { 0.0 }).collect();
         let z: f32 = probs.iter().sum();
-        let lse = max + z.ln();
         if greedy {
-            // First index of the maximum, as torch.argmax.
-            let best = logits.iter().enumerate().fold(0, |b, (i, &x)| if x > logits[b] { i } else { b });
+            // First allowed index of the maximum, as torch.argmax.
+            let best = (0..logits.len())
+                .filter(|&i| allowed(i))
+                .fold(None, |b: Option<usize>, i| match b {
+                    Some(b) if logits[i] <= logits[b] => Some(b),
+                    _ => Some(i),
+                })
+                .expect("a row keeps at least one allowed token");
             return RowDistribution { tokens: vec![best], weights: vec![1.0], total: 1.0, lse, inv_t, greedy };
         }
         let filtered = p.top_k > 0 && p.top_k < logits.len() || p.top_p < 1.0;
-        if !filtered {
+        if !filtered && banned.is_empty() {
             let tokens = (0..logits.len()).collect();
             return RowDistribution { tokens, weights: probs, total: z, lse, inv_t, greedy };
         }
-        let mut order: Vec<usize> = (0..logits.len()).collect();
+        let mut order: Vec<usize> = (0..logits.len()).filter(|&i| allowed(i)).collect();
         // Descending probability; ties keep vocabulary order (stable sort).
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         if p.top_k > 0 {
@@ -122,12 +141,12 @@ pub fn sample_rows(
     stream0: u64,
 ) -> (Vec<u32>, Vec<f32>) {
     let streams: Vec<u64> = (0..logits.len() / v).map(|r| stream0 + (r * n) as u64).collect();
-    sample_rows_streams(logits, v, n, p, seed, &streams)
+    sample_rows_streams(logits, v, n, p, seed, &streams, &[])
 }
 
 /// [`sample_rows`] with each row's first stream given: sample `j` of row `r` uses
 /// stream `streams[r] + j` (a decoding step whose rows are a subset of the samples
-/// keeps every sample on its own streams).
+/// keeps every sample on its own streams), and `banned` ids never drawn.
 pub fn sample_rows_streams(
     logits: &[f32],
     v: usize,
@@ -135,12 +154,13 @@ pub fn sample_rows_streams(
     p: &SamplingParams,
     seed: u64,
     streams: &[u64],
+    banned: &[u32],
 ) -> (Vec<u32>, Vec<f32>) {
     let per_row: Vec<Vec<(u32, f32)>> = logits
         .par_chunks(v)
         .zip(streams.par_iter())
         .map(|(row, &s0)| {
-            let dist = RowDistribution::new(row, p);
+            let dist = RowDistribution::new(row, p, banned);
             (0..n)
                 .map(|j| {
                     let u = Philox::new(seed, s0 + j as u64).uniform();

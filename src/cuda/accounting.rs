@@ -11,14 +11,16 @@
 //! The types live in every build (reports and metrics use them); the counting
 //! itself is in `device.rs`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use super::nvtx::Phase;
 
 /// Counts of one phase.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Bytes copied host to device, and how many copies.
     pub h2d_bytes: u64,
@@ -67,8 +69,11 @@ impl Counters {
 }
 
 /// Every phase's counts and the pool's figures, since the device opened or
-/// since the last `CudaDevice::reset_accounting`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// since the last `CudaDevice::reset_accounting`. In JSON (metrics.jsonl):
+/// `{"pool_peak_bytes", "pool_reserved_bytes", "phases": {"lm_forward": {..}}}`,
+/// phases with nothing counted left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "AccountingJson", try_from = "AccountingJson")]
 pub struct Accounting {
     /// Indexed by [`Phase::index`].
     pub phases: [Counters; Phase::COUNT],
@@ -99,23 +104,6 @@ impl Accounting {
         }
         self.pool_peak_bytes = self.pool_peak_bytes.max(later.pool_peak_bytes);
         self.pool_reserved_bytes = later.pool_reserved_bytes;
-    }
-
-    /// `{"pool_peak_bytes": .., "pool_reserved_bytes": .., "phases": {"lm_forward": {..}, ..}}`,
-    /// phases with nothing counted left out (one line of metrics.jsonl).
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut phases = serde_json::Map::new();
-        for p in Phase::ALL {
-            let c = self.phase(p);
-            if !c.is_empty() {
-                phases.insert(p.name().to_string(), serde_json::to_value(c).expect("plain counters serialise"));
-            }
-        }
-        serde_json::json!({
-            "pool_peak_bytes": self.pool_peak_bytes,
-            "pool_reserved_bytes": self.pool_reserved_bytes,
-            "phases": phases,
-        })
     }
 
     /// A table, one row per phase that did something, and the total.
@@ -172,6 +160,41 @@ impl Accounting {
     }
 }
 
+/// The JSON form of [`Accounting`].
+#[derive(Serialize, Deserialize)]
+struct AccountingJson {
+    pool_peak_bytes: u64,
+    pool_reserved_bytes: u64,
+    phases: BTreeMap<String, Counters>,
+}
+
+impl From<Accounting> for AccountingJson {
+    fn from(a: Accounting) -> AccountingJson {
+        let phases = Phase::ALL
+            .iter()
+            .filter(|p| !a.phase(**p).is_empty())
+            .map(|p| (p.name().to_string(), *a.phase(*p)))
+            .collect();
+        AccountingJson { pool_peak_bytes: a.pool_peak_bytes, pool_reserved_bytes: a.pool_reserved_bytes, phases }
+    }
+}
+
+impl TryFrom<AccountingJson> for Accounting {
+    type Error = String;
+    fn try_from(j: AccountingJson) -> std::result::Result<Accounting, String> {
+        let mut a = Accounting {
+            pool_peak_bytes: j.pool_peak_bytes,
+            pool_reserved_bytes: j.pool_reserved_bytes,
+            ..Default::default()
+        };
+        for (name, c) in j.phases {
+            let p = Phase::ALL.iter().find(|p| p.name() == name).ok_or_else(|| format!("unknown phase {name:?}"))?;
+            a.phases[p.index()] = c;
+        }
+        Ok(a)
+    }
+}
+
 /// `1.50 MiB`-style byte counts (exact below 1 KiB).
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -200,9 +223,13 @@ mod tests {
         acc.phases[Phase::Loss.index()] = a;
         acc.phases[Phase::Other.index()].h2d_bytes = 1;
         assert_eq!(acc.total().h2d_bytes, 16);
-        let json = acc.to_json();
+        let json = serde_json::to_value(&acc).unwrap();
         assert_eq!(json["phases"]["loss"]["h2d_bytes"], 15);
         assert!(json["phases"].get("backward").is_none(), "empty phases are left out");
+        assert_eq!(serde_json::from_value::<Accounting>(json).unwrap(), acc, "JSON round trip");
+        let bad = serde_json::json!({"pool_peak_bytes": 0, "pool_reserved_bytes": 0, "phases": {"warp": {}}});
+        let err = serde_json::from_value::<Accounting>(bad).unwrap_err().to_string();
+        assert!(err.contains("unknown phase \"warp\""), "{err}");
         let t = acc.table();
         assert!(t.contains("loss") && t.contains("total") && !t.contains("backward"), "{t}");
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, sys};
 use half::bf16;
 
+use super::accounting::{Counters, bytes};
 use super::attention::{self, AttentionKernel, AttnShape};
 use super::device::CudaDevice;
 use super::gemm::{self, GemmSpec};
@@ -362,9 +363,12 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64, width: f64) -> Result<Vec<Pair>>
         pairs.push(Pair { family: "optim", case: fused, baseline: Some(baseline) });
     }
 
-    // Sampling: 4 prompts x G=16 rows of the Qwen2.5 vocabulary, top-k + top-p.
+    // Sampling: 4 prompts x G=16 rows of the Qwen2.5 vocabulary, top-k + top-p,
+    // the four vision placeholders banned as a rollout bans them (ids 151652..=151655
+    // of Qwen2.5, at the same distance from the end of a narrowed vocabulary).
     {
         let (rows, v, n) = (sz(64), wd(151_936), 1);
+        let banned: Vec<u32> = (0..4).map(|i| (v - 284 + i) as u32).collect();
         let logits = rand_bf16(dev, rows * v, 30, 3.0)?;
         let streams: Vec<u64> = (0..rows as u64).collect();
         let p = SamplingParams { temperature: 1.0, top_k: 50, top_p: 0.9 };
@@ -373,7 +377,7 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64, width: f64) -> Result<Vec<Pair>>
         let (l2, s2) = (logits.clone(), streams.clone());
         let fused =
             case(format!("sampling top-k/top-p [{rows}, {v}] (threshold bisection)"), Work::Bytes(bytes), move || {
-                sampling::sample_rows(&dv, &logits, v, n, &p, 7, &streams).map(|_| ())
+                sampling::sample_rows(&dv, &logits, v, n, &p, 7, &streams, &banned).map(|_| ())
             });
         let dv = dev.clone();
         let baseline = case("sort-based sampler (bitonic sort per row)", Work::Bytes(bytes), move || {
@@ -470,6 +474,19 @@ pub struct Timing {
     pub percent_of_peak: f64,
     /// For a baseline: its time over the case's (how much faster the case is).
     pub case_speedup: Option<f64>,
+    /// What one run did on the device (one extra, untimed run), all phases.
+    pub per_run: Counters,
+    /// The pool's high-water mark during that run.
+    pub pool_peak_bytes: u64,
+}
+
+/// Counts of one untimed run: launches, copies, allocations, pool peak.
+fn account_one(dev: &CudaDevice, run: &mut dyn FnMut() -> Result<()>) -> Result<(Counters, u64)> {
+    dev.reset_accounting();
+    run()?;
+    dev.synchronize("bench accounting run")?;
+    let a = dev.take_accounting();
+    Ok((a.total(), a.pool_peak_bytes))
 }
 
 /// Runs every case and baseline: `warmup` untimed runs, then `iters` timed.
@@ -478,6 +495,7 @@ pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize
     for p in pairs.iter_mut() {
         let ms = time_ms(dev, &mut p.case.run, warmup, iters)?;
         let (r, percent_of_peak) = rate(p.case.work, ms);
+        let (per_run, pool_peak_bytes) = account_one(dev, &mut p.case.run)?;
         rows.push(Timing {
             family: p.family,
             name: p.case.name.clone(),
@@ -485,10 +503,13 @@ pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize
             rate: r,
             percent_of_peak,
             case_speedup: None,
+            per_run,
+            pool_peak_bytes,
         });
         if let Some(b) = p.baseline.as_mut() {
             let bms = time_ms(dev, &mut b.run, warmup, iters)?;
             let (r, percent_of_peak) = rate(b.work, bms);
+            let (per_run, pool_peak_bytes) = account_one(dev, &mut b.run)?;
             rows.push(Timing {
                 family: p.family,
                 name: format!("  baseline: {}", b.name),
@@ -496,6 +517,8 @@ pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize
                 rate: r,
                 percent_of_peak,
                 case_speedup: Some(bms / ms),
+                per_run,
+                pool_peak_bytes,
             });
         }
     }
@@ -512,19 +535,31 @@ pub fn report(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize)
         dev.compute_capability().1
     );
     out.push_str(&format!(
-        "{:<10} {:<62} {:>10} {:>16} {:>7} {:>9}\n",
-        "family", "case", "ms", "rate", "%peak", "vs case"
+        "{:<10} {:<62} {:>10} {:>16} {:>7} {:>9} {:>8} {:>5} {:>11} {:>11} {:>11}\n",
+        "family", "case", "ms", "rate", "%peak", "vs case", "launches", "gemms", "H2D", "D2H", "pool peak"
     ));
     for r in &rows {
         let (family, vs) = match r.case_speedup {
             None => (r.family, String::new()),
             Some(x) => ("", format!("{x:.2}x")),
         };
+        let c = &r.per_run;
         out.push_str(&format!(
-            "{:<10} {:<62} {:>10.3} {:>16} {:>6.1}% {:>9}\n",
-            family, r.name, r.ms, r.rate, r.percent_of_peak, vs
+            "{:<10} {:<62} {:>10.3} {:>16} {:>6.1}% {:>9} {:>8} {:>5} {:>11} {:>11} {:>11}\n",
+            family,
+            r.name,
+            r.ms,
+            r.rate,
+            r.percent_of_peak,
+            vs,
+            c.launches,
+            c.gemms,
+            bytes(c.h2d_bytes),
+            bytes(c.d2h_bytes),
+            bytes(r.pool_peak_bytes)
         ));
     }
+    out.push_str("(launches ... pool peak: one extra untimed run of the case, counted by the device layer)\n");
     let m = dev.memory();
     out.push_str(&format!(
         "\npool: peak {:.2} GiB in use, {:.2} GiB reserved\n",

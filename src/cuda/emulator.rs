@@ -324,8 +324,8 @@ pub fn attention_merge(
 }
 
 /// `cuda::sampling::sample_rows` on the CPU: one block of
-/// [`super::sampling::SAMPLE_THREADS`] per row, the same parameter struct.
-/// Returns `(tokens, logprobs)`, both `[rows·n]`.
+/// [`super::sampling::SAMPLE_THREADS`] per row, the same parameter struct and
+/// banned list. Returns `(tokens, logprobs)`, both `[rows·n]`.
 pub fn sample_rows(
     logits: &[bf16],
     v: usize,
@@ -333,6 +333,7 @@ pub fn sample_rows(
     p: &crate::cpu::sampling::SamplingParams,
     seed: u64,
     streams: &[u64],
+    banned: &[u32],
 ) -> Result<(Vec<u32>, Vec<f32>)> {
     const OP: &str = "emulator::sample_rows";
     let rows = streams.len();
@@ -340,11 +341,15 @@ pub fn sample_rows(
     if v == 0 || n == 0 {
         return Err(arg_err!(OP, "vocabulary {v} and samples per row {n} must be positive"));
     }
+    super::sampling::check_banned(OP, banned, v)?;
+    let ids: Vec<i32> = banned.iter().map(|&b| b as i32).collect();
+    let mut params = super::sampling::kernel_params(p, v, rows, n, seed);
+    params.n_banned = ids.len() as i32;
     let (mut tokens, mut logp) = (vec![0u32; rows * n], vec![0.0f32; rows * n]);
     let mut a = Args::new();
-    a.push(logits.as_ptr()).push(streams.as_ptr()).push(super::sampling::kernel_params(p, v, rows, n, seed));
+    a.push(logits.as_ptr()).push(streams.as_ptr()).push(ids.as_ptr()).push(params);
     a.push(tokens.as_mut_ptr()).push(logp.as_mut_ptr());
-    // SAFETY: sample_rows(logits, streams, params, tokens, logp), lengths checked above.
+    // SAFETY: sample_rows(logits, streams, banned, params, tokens, logp), lengths checked above.
     unsafe { launch("sample_rows", (rows.max(1) as u32, 1, 1), super::sampling::SAMPLE_THREADS, &mut a)? };
     Ok((tokens, logp))
 }

@@ -84,6 +84,19 @@ pub fn unverified_warning(device: crate::tensor::Device) -> Option<String> {
     }
 }
 
+/// What the handle behind `device` did since the last call (then its counters
+/// and pool high-water mark restart); `None` on the CPU. On CUDA this is the
+/// handle tensors created on this thread use (`device::shared`).
+pub fn take_accounting(device: crate::tensor::Device) -> Option<accounting::Accounting> {
+    match device {
+        crate::tensor::Device::Cpu => None,
+        #[cfg(actial_cuda)]
+        crate::tensor::Device::Cuda(i) => device::shared(i).ok().map(|d| d.take_accounting()),
+        #[cfg(not(actial_cuda))]
+        crate::tensor::Device::Cuda(_) => None,
+    }
+}
+
 /// Why CUDA cannot be used by this binary on this machine, or `Ok` with the
 /// device count. Never panics: a missing driver is an answer, not a crash.
 pub fn available() -> std::result::Result<usize, String> {

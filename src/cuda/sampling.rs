@@ -13,8 +13,11 @@ use crate::error::Result;
 pub const SAMPLE_THREADS: u32 = 1024;
 
 /// Draws `n` tokens from each row of `logits: [rows, v]`; sample `j` of row `r`
-/// uses Philox stream `streams[r] + j` under key `seed`. Returns device buffers
-/// `(tokens, logprobs)`, both `[rows·n]`, row-major.
+/// uses Philox stream `streams[r] + j` under key `seed`; `banned` ids (each
+/// `< v`, at most `ACTIAL_MAX_BANNED`, not all of them) are never drawn.
+/// Returns device buffers `(tokens, logprobs)`, both `[rows·n]`, row-major;
+/// the log-probs are over the full, unmasked row.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_rows(
     dev: &CudaDevice,
     logits: &CudaSlice<bf16>,
@@ -23,13 +26,37 @@ pub fn sample_rows(
     p: &SamplingParams,
     seed: u64,
     streams: &[u64],
+    banned: &[u32],
 ) -> Result<(CudaSlice<u32>, CudaSlice<f32>)> {
     const OP: &str = "cuda::sample_rows";
-    let Launch { rows, streams: d_streams, mut tokens, mut logp, params: k } =
+    check_banned(OP, banned, v)?;
+    let Launch { rows, streams: d_streams, mut tokens, mut logp, params: mut k } =
         prepare(dev, OP, logits, v, n, p, seed, streams)?;
+    k.n_banned = banned.len() as i32;
+    let ids: Vec<i32> = banned.iter().map(|&b| b as i32).collect();
+    let d_banned = dev.upload(&ids, OP)?;
     launch!(dev, "sample_rows", per_row(rows, SAMPLE_THREADS), format!("[{rows}, {v}] x {n}");
-        logits, &d_streams, &k, &mut tokens, &mut logp)?;
+        logits, &d_streams, &d_banned, &k, &mut tokens, &mut logp)?;
     Ok((tokens, logp))
+}
+
+/// The banned list a launch accepts: ids inside the vocabulary, few enough for
+/// shared memory, at least one id left to draw.
+pub fn check_banned(op: &'static str, banned: &[u32], v: usize) -> Result<()> {
+    let max = params::ACTIAL_MAX_BANNED as usize;
+    if banned.len() > max {
+        return Err(arg_err!(op, "{} banned ids; at most {max} are supported", banned.len()));
+    }
+    if let Some(b) = banned.iter().find(|&&b| b as usize >= v) {
+        return Err(arg_err!(op, "banned id {b} is outside the vocabulary of {v}"));
+    }
+    let mut distinct = banned.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() >= v {
+        return Err(arg_err!(op, "every one of the {v} vocabulary ids is banned"));
+    }
+    Ok(())
 }
 
 /// What both samplers launch with: checked sizes, the streams on the device, the
@@ -81,6 +108,7 @@ pub fn kernel_params(p: &SamplingParams, v: usize, rows: usize, n: usize, seed: 
         samples_per_row: n as i32,
         seed_lo: seed as u32,
         seed_hi: (seed >> 32) as u32,
+        n_banned: 0,
     }
 }
 

@@ -37,9 +37,9 @@ pub struct RolloutConfig {
     /// Separates the random streams of different rollout calls (e.g. the step).
     pub stream: u64,
     /// Decode the prompts in this many independent shards, one thread each, with
-    /// serial ops inside (0: automatic: one per thread for small models, where a
-    /// decoding step's ops are too small to split across threads; 1 for large
-    /// ones). Results do not depend on it.
+    /// serial ops inside (0: automatic: on the CPU one per thread for small
+    /// models, where a decoding step's ops are too small to split across
+    /// threads; 1 for large ones and on CUDA). Results do not depend on it.
     pub shards: usize,
 }
 
@@ -55,29 +55,10 @@ pub struct RolloutSample {
 
 /// Draws `n` tokens from each row of `logits` (row `r`'s draws on Philox streams
 /// `streams[r]..streams[r] + n`) with `c.banned` masked out, and the model's
-/// unmasked log-probs of the drawn tokens.
+/// unmasked log-probs of the drawn tokens. On CUDA the masking happens in the
+/// sampler; only the ids and log-probs come back.
 fn draw(logits: &Tensor, n: usize, c: &RolloutConfig, streams: &[u64]) -> Result<(Vec<u32>, Vec<f32>)> {
-    if c.banned.is_empty() {
-        let (t, l) = ops::sample_streams(logits, n, &c.sampling, c.seed, streams)?;
-        return Ok((t.to_vec_i32()?.into_iter().map(|x| x as u32).collect(), l.to_vec_f32()?));
-    }
-    let (rows, v) = (logits.dims()[0], logits.dims()[1]);
-    let mut masked = logits.to_vec_f32()?;
-    for r in 0..rows {
-        for &b in &c.banned {
-            if (b as usize) < v {
-                masked[r * v + b as usize] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    let (t, _) =
-        ops::sample_streams(&Tensor::from_f32(masked, [rows, v], Device::Cpu)?, n, &c.sampling, c.seed, streams)?;
-    let tokens = t.to_vec_i32()?;
-    // One logits row per drawn token (a row repeats for its n draws).
-    let repeated: Vec<Tensor> = (0..rows * n).map(|i| logits.narrow(0, i / n, 1)).collect::<Result<_>>()?;
-    let temp = if c.sampling.temperature > 0.0 { c.sampling.temperature } else { 1.0 };
-    let (lp, _) = ops::token_logprobs(&Tensor::cat(&repeated.iter().collect::<Vec<_>>(), 0)?, &t, temp)?;
-    Ok((tokens.into_iter().map(|x| x as u32).collect(), lp.to_vec_f32()?))
+    ops::sample_streams(logits, n, &c.sampling, c.seed, streams, &c.banned)
 }
 
 impl Qwen25Vl {
@@ -93,8 +74,10 @@ impl Qwen25Vl {
     /// on (seed, stream), not on sharding or on which samples already stopped.
     pub fn rollout(&self, prompts: &[PromptInput], c: &RolloutConfig) -> Result<Vec<RolloutSample>> {
         let threads = rayon::current_num_threads();
+        // On CUDA every op goes to one stream: shards would only contend for it
+        // (and run on threads outside the caller's device handle).
         let shards = match c.shards {
-            0 if self.config.text.hidden_size <= 1024 => threads,
+            0 if self.device() == Device::Cpu && self.config.text.hidden_size <= 1024 => threads,
             0 => 1,
             n => n,
         }

@@ -152,8 +152,8 @@ impl DecoderLayer {
         ops::write_rows(&mut kv.0, past, &k)?;
         ops::write_rows(&mut kv.1, past, &v)?;
         let total = past + n;
-        let cu_q = Tensor::from_i32(vec![0, n as i32], [2], x.device())?;
-        let cu_k = Tensor::from_i32(vec![0, total as i32], [2], x.device())?;
+        let cu_q = Tensor::from_i32(vec![0, n as i32], [2], Device::Cpu)?;
+        let cu_k = Tensor::from_i32(vec![0, total as i32], [2], Device::Cpu)?;
         let spec = AttnSpec { scale: (hd as f32).powf(-0.5), causal: true };
         let attn = ops::attention_kv(&q, &kv.0.narrow(0, 0, total)?, &kv.1.narrow(0, 0, total)?, &cu_q, &cu_k, spec)?;
         self.infer_tail(x, &attn.out, cfg)

@@ -482,20 +482,21 @@ pub fn sample_streams(
     p: &SamplingParams,
     seed: u64,
     streams: &[u64],
-) -> Result<(Tensor, Tensor)> {
+    banned: &[u32],
+) -> Result<(Vec<u32>, Vec<f32>)> {
     const OP: &str = "sample";
     let d = device_of(logits, OP)?;
-    let (r, v) = (logits.dims()[0], logits.dims()[1]);
-    let (tok, lp) = sa::sample_rows(&d, &*bf16_of(logits, OP, "logits")?, v, n, p, seed, streams)?;
-    let tok: Vec<i32> = d.download(&tok, OP)?.into_iter().map(|t| t as i32).collect();
+    let v = logits.dims()[1];
+    let (tok, lp) = sa::sample_rows(&d, &*bf16_of(logits, OP, "logits")?, v, n, p, seed, streams, banned)?;
+    let tok = d.download(&tok, OP)?;
     // The CPU twin rejects NaN logits before sampling. Here a NaN anywhere in a row
-    // makes that row's log-sum-exp, so every log-prob drawn from it, NaN: reading
-    // the r·n log-probs back (the tokens already were) finds the row.
-    if let Some(i) = d.download(&lp, OP)?.iter().position(|x| x.is_nan()) {
+    // makes that row's log-sum-exp, so every log-prob drawn from it, NaN: the
+    // log-probs, read back anyway, find the row.
+    let lp = d.download(&lp, OP)?;
+    if let Some(i) = lp.iter().position(|x| x.is_nan()) {
         return Err(crate::arg_err!(OP, "row {}: the logits hold NaN", i / n.max(1)));
     }
-    let tok = Tensor::from_i32(tok, [r * n], logits.device())?;
-    Ok((tok, from_f32(&d, lp, [r * n])?))
+    Ok((tok, lp))
 }
 
 /// One multi-tensor AdamW launch over every slot (all f32 on one device). The

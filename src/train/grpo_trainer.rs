@@ -25,7 +25,8 @@ use super::eval::EvalItem;
 use super::grpo::{GrpoParams, SeqTokens, group_advantages, grpo_loss};
 use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use super::reward::WeightedReward;
-use super::sft::prepare_model;
+use super::sft::{add_accounting, prepare_model};
+use crate::cuda::accounting::Accounting;
 use crate::error::{Error, Result};
 use crate::model::rollout::{PromptInput, RolloutConfig, RolloutSample};
 use crate::model::tokenizer::QwenTokenizer;
@@ -65,6 +66,10 @@ pub struct GrpoMetrics {
     pub update_tokens_per_s: f64,
     pub rollout_s: f64,
     pub update_s: f64,
+    /// On CUDA: what the device did during the step, per phase
+    /// (`crate::cuda::accounting`); absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<Accounting>,
 }
 
 /// Everything about one sampled response that the update needs.
@@ -104,6 +109,9 @@ pub struct GrpoTrainer {
     pub step: usize,
     pub total_steps: usize,
     pub history: Vec<GrpoMetrics>,
+    /// On CUDA: everything the device did in this process's steps and between
+    /// them, per phase; `None` on the CPU.
+    pub device_accounting: Option<Accounting>,
     reward: WeightedReward,
     stop: Vec<u32>,
     tokenizer: QwenTokenizer,
@@ -185,6 +193,7 @@ impl GrpoTrainer {
             step: 0,
             total_steps,
             history: Vec::new(),
+            device_accounting: None,
             reward,
             stop,
             tokenizer,
@@ -328,6 +337,8 @@ impl GrpoTrainer {
         let g = self.cfg.grpo.clone();
         let lr = self.cfg.grpo_lr_at(self.step);
         // 1. Rollouts.
+        let device = self.model.device();
+        add_accounting(&mut self.device_accounting, crate::cuda::take_accounting(device));
         let t0 = Instant::now();
         let idx: Vec<usize> = (self.step * g.prompts_per_step..(self.step + 1) * g.prompts_per_step)
             .map(|p| epoch_order_at(self.cfg.run.seed, 0x6270_0000, self.prompts.len(), p))
@@ -436,7 +447,9 @@ impl GrpoTrainer {
             update_tokens_per_s: stats.forward_tokens as f64 / update_s,
             rollout_s,
             update_s,
+            cuda: crate::cuda::take_accounting(device),
         };
+        add_accounting(&mut self.device_accounting, m.cuda.clone());
         self.history.push(m.clone());
         Ok(m)
     }

@@ -13,6 +13,7 @@ use super::config::{LossMean, SftConfig};
 use super::data::{Example, make_batch};
 pub use super::optimizer::peft_key;
 use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
+use crate::cuda::accounting::Accounting;
 use crate::error::{Error, Result};
 use crate::model::{Batch, LoraSpec, LossScale, Part, Qwen25Vl};
 use crate::rng::Philox;
@@ -30,6 +31,10 @@ pub struct StepMetrics {
     pub tokens_per_s: f64,
     pub peak_rss_mb: f64,
     pub elapsed_s: f64,
+    /// On CUDA: what the device did during the step, per phase
+    /// (`crate::cuda::accounting`); absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<Accounting>,
 }
 
 pub struct SftTrainer {
@@ -41,11 +46,21 @@ pub struct SftTrainer {
     pub total_steps: usize,
     pub opt: AdamWState,
     pub history: Vec<StepMetrics>,
+    /// On CUDA: everything the device did in this process's steps and between
+    /// them (checkpoints, evaluations), per phase; `None` on the CPU.
+    pub device_accounting: Option<Accounting>,
     /// Per `data.curriculum` phase: its length in stream positions and the
     /// examples it draws from (indices into `examples`).
     curriculum: Vec<(usize, Stream)>,
     /// The whole set, after the curriculum.
     everything: Stream,
+}
+
+/// Adds an interval's device accounting to a run's total.
+pub(crate) fn add_accounting(total: &mut Option<Accounting>, interval: Option<Accounting>) {
+    if let Some(a) = interval {
+        total.get_or_insert_with(Accounting::default).merge(&a);
+    }
 }
 
 /// Peak resident memory of this process in MB (Linux VmHWM; 0 elsewhere).
@@ -184,7 +199,18 @@ impl SftTrainer {
         }
         let everything =
             Stream::new((0..examples.len()).collect(), cfg.data.batch_by_pair, |i| examples[i].pair.clone());
-        Ok(SftTrainer { cfg, model, examples, step: 0, total_steps, opt, history: Vec::new(), curriculum, everything })
+        Ok(SftTrainer {
+            cfg,
+            model,
+            examples,
+            step: 0,
+            total_steps,
+            opt,
+            history: Vec::new(),
+            device_accounting: None,
+            curriculum,
+            everything,
+        })
     }
 
     /// The loss weighting of step `step` (0-based): its curriculum phase's, if
@@ -223,6 +249,8 @@ impl SftTrainer {
     /// One optimizer step over the next global batch.
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         let t0 = Instant::now();
+        let device = self.model.device();
+        add_accounting(&mut self.device_accounting, crate::cuda::take_accounting(device));
         let g = self.cfg.run.global_batch;
         let n = self.examples.len();
         // One permutation per epoch: compute the batch's indices with at most two.
@@ -274,7 +302,9 @@ impl SftTrainer {
             tokens_per_s: tokens as f64 / secs,
             peak_rss_mb: peak_rss_mb(),
             elapsed_s: secs,
+            cuda: crate::cuda::take_accounting(device),
         };
+        add_accounting(&mut self.device_accounting, metrics.cuda.clone());
         self.history.push(metrics.clone());
         Ok(metrics)
     }
