@@ -36,6 +36,9 @@ const PTX_ARCH: &str = "compute_80";
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=cuda");
+    // Touched by tools/install-cuda-toolchain.sh after an install: a build made
+    // before the toolchain existed reruns this script and picks it up.
+    println!("cargo::rerun-if-changed=tools/cuda-toolchain.stamp");
     println!("cargo::rustc-check-cfg=cfg(actial_cuda)");
     println!("cargo::rustc-check-cfg=cfg(actial_emulator)");
     for var in [

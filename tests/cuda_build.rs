@@ -96,3 +96,21 @@ fn without_a_gpu_cuda_says_why() {
         }
     }
 }
+
+/// Installing the toolchain after a CPU-only build must make the next `cargo
+/// build` compile the kernels: the install script touches a tracked stamp that
+/// build.rs watches (a watched path that does not exist would rerun build.rs on
+/// every build, so the stamp is committed).
+#[test]
+fn installing_the_toolchain_triggers_the_kernel_build() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stamp = "tools/cuda-toolchain.stamp";
+    assert!(root.join(stamp).is_file(), "{stamp} is missing");
+    let build = fs::read_to_string(root.join("build.rs")).unwrap();
+    assert!(build.contains(&format!("cargo::rerun-if-changed={stamp}")), "build.rs does not watch {stamp}");
+    let install = fs::read_to_string(root.join("tools/install-cuda-toolchain.sh")).unwrap();
+    assert!(
+        install.contains("touch \"$root/tools/cuda-toolchain.stamp\""),
+        "the install script does not touch {stamp}"
+    );
+}

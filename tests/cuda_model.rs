@@ -485,6 +485,51 @@ mod on_device {
         assert!(cpu.cuda.is_none() && serde_json::to_value(&cpu).unwrap().get("cuda").is_none());
     }
 
+    /// Budget: an SFT step never allocates a `[tokens, vocab]` tensor on the
+    /// device (the LM head and the loss are fused, chunk by chunk), and it
+    /// sends the host only the per-row losses and the optimizer's scalars.
+    #[test]
+    fn an_sft_step_never_allocates_tokens_by_vocab() {
+        use actial::cuda::accounting::Phase;
+        let Some(_dev) = gpu() else { return };
+        let iso = actial::cuda::device::isolated(0).unwrap();
+        let dir = std::env::temp_dir().join(format!("actial-cuda-sft-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ex = crate::common::viewpoint_examples(2, &dir);
+        let mut c = actial::train::config::SftConfig::tiny_defaults();
+        (c.run.global_batch, c.run.micro_batch, c.run.steps) = (4, 4, 2);
+        c.run.device = "cuda".into();
+        let mut t = actial::train::sft::SftTrainer::new(c, bf16_model(3), ex).unwrap();
+        let vocab = t.model.config.text.vocab_size;
+        t.model.text.logit_chunk_bytes = 4 * vocab * 32; // 32 rows of logits at a time
+        assert_eq!(t.model.text.logit_chunk_rows(), 32);
+        iso.reset_accounting();
+        iso.start_allocation_log();
+        let m = t.train_step().unwrap();
+        let log = iso.take_allocation_log();
+        let _ = std::fs::remove_dir_all(&dir);
+        let acc = m.cuda.clone().expect("a CUDA step carries its accounting");
+        println!("{}", acc.table());
+        let rows = m.tokens as u64;
+        assert!(rows > 32, "the batch must span several chunks ({rows} rows)");
+        // A buffer of n rows of the vocabulary (bf16 or f32), n past one chunk,
+        // other than the [vocab, hidden] weights and their gradients.
+        let (v, hidden) = (vocab as u64, t.model.config.text.hidden_size as u64);
+        let weight_shaped = |b: u64| b == v * hidden * 2 || b == v * hidden * 4;
+        let vocab_rows = |b: u64| [2u64, 4].into_iter().filter(|e| b.is_multiple_of(v * e)).map(|e| b / (v * e)).max();
+        for &(p, b) in &log {
+            if let Some(n) = vocab_rows(b).filter(|_| !weight_shaped(b)) {
+                assert!(n <= 32, "{}: a [{n}, {vocab}] buffer ({b} bytes) on a {rows}-row batch", p.name());
+            }
+        }
+        assert!(log.iter().any(|&(p, b)| p == Phase::Loss && b == 32 * v * 2), "no [32, vocab] chunk buffer");
+        let loss = acc.phase(Phase::Loss);
+        assert!(loss.gemms >= 3 * rows.div_ceil(32), "one logits GEMM and two backward GEMMs per chunk: {loss:?}");
+        // Out: one f32 loss per row, and the optimizer's grad-norm scalar.
+        let out = acc.total().d2h_bytes;
+        assert!(out <= 4 * rows + 64, "{out} bytes to the host for {rows} rows");
+    }
+
     /// The SFT trainer on CUDA (bf16 frozen weights, f32 masters, the
     /// multi-tensor AdamW launch) follows the CPU's loss curve over 4 steps, for
     /// full fine-tuning and LoRA.

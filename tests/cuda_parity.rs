@@ -294,33 +294,30 @@ mod parity {
         let w = round(&randn(v * d, 41, 0.1));
         let mut labels: Vec<i32> = (0..t).map(|i| ((i * 13) % v) as i32).collect();
         labels[5] = cpu::loss::IGNORE_INDEX;
-        let scale = 1.0 / 36.0;
         let logits = cpu::matmul::linear_forward(&h, &w, None, t, d, v);
         let (lse_ref, loss_ref) = cpu::loss::cross_entropy_forward(&logits, &labels, v);
-        let dlogits = cpu::loss::cross_entropy_backward(&logits, &labels, &lse_ref, v, scale);
-        let mut dh_ref = vec![0.0f32; t * d];
-        cpu::matmul::matmul(1, t, d, v, &dlogits, 0, false, &w, 0, false, &mut dh_ref, false, 1.0);
-        let mut dw_ref = vec![0.0f32; v * d];
-        cpu::matmul::matmul(1, v, d, t, &dlogits, 0, true, &h, 0, false, &mut dw_ref, false, 1.0);
-        for chunk in [1usize, 8, 64] {
-            let mut dw = dev.zeros::<f32>(v * d, "test").unwrap();
-            let out = loss::linear_cross_entropy(
-                &dev,
-                &up(&dev, &h),
-                &up(&dev, &w),
-                &labels,
-                d,
-                v,
-                chunk,
-                scale,
-                Some(&mut dw),
-            )
-            .unwrap();
-            // Logits are rounded to bf16 before the softmax, so the loss carries
-            // a bf16 rounding of each logit.
-            assert_close("linear CE loss", &down32(&dev, &out.loss), &loss_ref, 5e-2, 1e-2);
-            assert_close("linear CE dh", &down(&dev, &out.dh), &dh_ref, 2e-3, 3e-2);
-            assert_close("linear CE dW", &down32(&dev, &dw), &dw_ref, 2e-4, 3e-2);
+        // One scale for all rows, and one per row (per-sample loss weights).
+        let per_row: Vec<f32> = (0..t).map(|i| (i % 3 + 1) as f32 / 36.0).collect();
+        for scale in [loss::GradScale::Uniform(1.0 / 36.0), loss::GradScale::PerRow(&per_row)] {
+            let dlogits = cpu::loss::cross_entropy_backward_rows(&logits, &labels, &lse_ref, v, &|r| match scale {
+                loss::GradScale::Uniform(s) => s,
+                loss::GradScale::PerRow(p) => p[r],
+            });
+            let mut dh_ref = vec![0.0f32; t * d];
+            cpu::matmul::matmul(1, t, d, v, &dlogits, 0, false, &w, 0, false, &mut dh_ref, false, 1.0);
+            let mut dw_ref = vec![0.0f32; v * d];
+            cpu::matmul::matmul(1, v, d, t, &dlogits, 0, true, &h, 0, false, &mut dw_ref, false, 1.0);
+            for chunk in [1usize, 8, 64] {
+                let mut dw = dev.zeros::<f32>(v * d, "test").unwrap();
+                let (hd, wd) = (up(&dev, &h), up(&dev, &w));
+                let out =
+                    loss::linear_cross_entropy(&dev, &hd, &wd, &labels, d, v, chunk, scale, Some(&mut dw)).unwrap();
+                // Logits are rounded to bf16 before the softmax, so the loss carries
+                // a bf16 rounding of each logit.
+                assert_close("linear CE loss", &down32(&dev, &out.loss), &loss_ref, 5e-2, 1e-2);
+                assert_close("linear CE dh", &down(&dev, &out.dh), &dh_ref, 2e-3, 3e-2);
+                assert_close("linear CE dW", &down32(&dev, &dw), &dw_ref, 2e-4, 3e-2);
+            }
         }
     }
 

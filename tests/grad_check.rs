@@ -267,3 +267,59 @@ fn lora_backward() {
     let y_merged = vec_of(&ops::linear(&x, &merged, Some(&b)).unwrap());
     assert!(max_rel_err(&vec_of(&fwd.y), &y_merged, 1e-4) < 1e-4);
 }
+
+/// The fused linear + cross-entropy chunk by chunk equals the loss on whole
+/// logits (one chunk): loss sum, dh and the accumulated dW, for one scale and
+/// per-row scales, with ignored rows; its dh matches finite differences.
+#[test]
+fn linear_cross_entropy_in_chunks_equals_the_whole_logits() {
+    let (t, d, v) = (23usize, 12usize, 37usize);
+    let h = randn(81, &[t, d], 1.0);
+    let w = randn(82, &[v, d], 0.5);
+    let mut lab: Vec<i32> = (0..t).map(|i| ((i * 7) % v) as i32).collect();
+    lab[4] = ops::IGNORE_INDEX;
+    lab[17] = ops::IGNORE_INDEX;
+    let labels = Tensor::from_i32(lab.clone(), [t], Device::Cpu).unwrap();
+    let per_row: Vec<f32> = (0..t).map(|i| 0.01 * (1 + i % 4) as f32).collect();
+    for scale in [ops::GradScale::Uniform(1.0 / 21.0), ops::GradScale::PerRow(&per_row)] {
+        let run = |chunk: usize| {
+            let mut dw = Tensor::zeros([v, d], actial::tensor::DType::F32, Device::Cpu).unwrap();
+            let out = ops::linear_cross_entropy(&h, &w, &labels, scale, Some(&mut dw), chunk).unwrap();
+            (out.loss_sum, out.tokens, out.dh.to_vec_f32().unwrap(), dw.to_vec_f32().unwrap())
+        };
+        let whole = run(t);
+        for chunk in [1, 5, 22] {
+            let c = run(chunk);
+            assert!((c.0 - whole.0).abs() < 1e-4 * whole.0.abs(), "chunk {chunk}: loss {} vs {}", c.0, whole.0);
+            assert_eq!((c.1, whole.1), (21, 21), "ignored rows are not counted");
+            // Same rows, other GEMM blockings: equal to float rounding.
+            assert!(max_rel_err(&c.2, &whole.2, 1e-5) < 1e-4, "chunk {chunk}: dh");
+            assert!(max_rel_err(&c.3, &whole.3, 1e-5) < 1e-4, "chunk {chunk}: dW");
+        }
+        // dh against finite differences of the scaled loss Σ_r scale_r · loss_r.
+        let hv = h.to_vec_f32().unwrap();
+        let loss = |x: &[f32]| {
+            let ht = Tensor::from_f32(x.to_vec(), [t, d], Device::Cpu).unwrap();
+            let logits = ops::linear(&ht, &w, None).unwrap().to_vec_f32().unwrap();
+            let mut total = 0.0f64;
+            for (r, &l) in lab.iter().enumerate() {
+                if l == ops::IGNORE_INDEX {
+                    continue;
+                }
+                let row = &logits[r * v..(r + 1) * v];
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+                let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+                let s = match scale {
+                    ops::GradScale::Uniform(s) => s,
+                    ops::GradScale::PerRow(p) => p[r],
+                } as f64;
+                total += s * (lse - row[l as usize] as f64);
+            }
+            total
+        };
+        let dh = run(7).2;
+        assert_grad("linear_cross_entropy dh", &hv, &dh, &loss);
+    }
+    let err = ops::linear_cross_entropy(&h, &w, &labels, ops::GradScale::Uniform(1.0), None, 0).err().unwrap();
+    assert!(err.to_string().contains("chunk_rows must be at least 1"), "{err}");
+}

@@ -43,6 +43,9 @@ else
   rm -rf "$dest"
   mv "$tmp" "$dest"
   printf '%s\n' "${pins[@]}" > "$stamp"
+  # build.rs watches this file: the next cargo build finds the new nvcc and
+  # compiles the kernels, even after a CPU-only build.
+  touch "$root/tools/cuda-toolchain.stamp"
 fi
 
 cu="$dest/nvidia/cu13"

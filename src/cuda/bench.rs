@@ -20,6 +20,7 @@ use super::accounting::{Counters, bytes};
 use super::attention::{self, AttentionKernel, AttnShape};
 use super::device::CudaDevice;
 use super::gemm::{self, GemmSpec};
+use super::loss::GradScale;
 use super::{lora, loss, optim, sampling, small_ops};
 use crate::cpu::optim::AdamW;
 use crate::cpu::sampling::SamplingParams;
@@ -398,12 +399,24 @@ pub fn cases(dev: &Arc<CudaDevice>, scale: f64, width: f64) -> Result<Vec<Pair>>
         let (h2, w2, l2) = (h.clone(), w.clone(), labels.clone());
         let fused =
             case(format!("linear+CE fwd+bwd chunked (1024 rows) [{t}, {d}] x {v}"), Work::Flops(flops), move || {
-                loss::linear_cross_entropy(&dv, &h, &w, &labels, d, v, 1024, 1.0 / t as f32, Some(&mut dw)).map(|_| ())
+                loss::linear_cross_entropy(
+                    &dv,
+                    &h,
+                    &w,
+                    &labels,
+                    d,
+                    v,
+                    1024,
+                    GradScale::Uniform(1.0 / t as f32),
+                    Some(&mut dw),
+                )
+                .map(|_| ())
             });
         let mut dw2 = dev.zeros::<f32>(v * d, "bench")?;
         let dv = dev.clone();
         let baseline = case("unchunked: [T, V] logits, CE, two GEMMs", Work::Flops(flops), move || {
-            loss::linear_cross_entropy(&dv, &h2, &w2, &l2, d, v, t, 1.0 / t as f32, Some(&mut dw2)).map(|_| ())
+            loss::linear_cross_entropy(&dv, &h2, &w2, &l2, d, v, t, GradScale::Uniform(1.0 / t as f32), Some(&mut dw2))
+                .map(|_| ())
         });
         pairs.push(Pair { family: "loss", case: fused, baseline: Some(baseline) });
     }

@@ -162,6 +162,9 @@ pub struct CudaDevice {
     blas: OnceLock<std::result::Result<super::gemm::Lt, String>>,
     pool: sys::CUmemoryPool,
     counters: Mutex<[Counters; Phase::COUNT]>,
+    /// Every allocation's phase and size while logging is on (tests that
+    /// look for a tensor shape, e.g. no `[tokens, vocab]` buffer).
+    allocation_log: Mutex<Option<Vec<(Phase, u64)>>>,
     name: String,
     compute_capability: (i32, i32),
 }
@@ -204,6 +207,7 @@ impl CudaDevice {
             blas: OnceLock::new(),
             pool,
             counters: Mutex::new([Counters::default(); Phase::COUNT]),
+            allocation_log: Mutex::new(None),
             name,
             compute_capability,
         }))
@@ -286,6 +290,9 @@ impl CudaDevice {
             c.alloc_bytes += bytes as u64;
             c.largest_alloc = c.largest_alloc.max(bytes as u64);
         });
+        if let Some(log) = self.allocation_log.lock().expect("allocation log lock").as_mut() {
+            log.push((super::nvtx::current_phase(), bytes as u64));
+        }
         // SAFETY: callers either fill the buffer before it is read (`uninit`,
         // `upload`) or zero it (`zeros`); the zero-length slice is never read.
         Ok(unsafe { self.stream.upgrade_device_ptr(ptr, n) })
@@ -403,6 +410,17 @@ impl CudaDevice {
     pub fn reset_accounting(&self) {
         *self.counters.lock().expect("device counters lock") = [Counters::default(); Phase::COUNT];
         self.reset_peak();
+    }
+
+    /// Starts (or restarts, empty) a log of every allocation's phase and size.
+    pub fn start_allocation_log(&self) {
+        *self.allocation_log.lock().expect("allocation log lock") = Some(Vec::new());
+    }
+
+    /// The allocations logged since [`CudaDevice::start_allocation_log`]
+    /// (logging stops).
+    pub fn take_allocation_log(&self) -> Vec<(Phase, u64)> {
+        self.allocation_log.lock().expect("allocation log lock").take().unwrap_or_default()
     }
 
     /// [`CudaDevice::accounting`], then [`CudaDevice::reset_accounting`].

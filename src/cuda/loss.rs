@@ -119,9 +119,17 @@ pub struct LinearCrossEntropy {
     pub dh: CudaSlice<bf16>,
 }
 
+/// How a loss gradient is scaled: one factor for every row, or one per row
+/// (per-sample loss weights).
+#[derive(Clone, Copy, Debug)]
+pub enum GradScale<'a> {
+    Uniform(f32),
+    PerRow(&'a [f32]),
+}
+
 /// Cross-entropy of `logits = h·Wᵀ` (`h: [T, D]`, `W: [V, D]`) without ever
 /// materialising more than `chunk_rows` rows of logits. Accumulates
-/// `dW += dlogitsᵀ·h` (f32) when `dw` is given; gradients carry `grad_scale`.
+/// `dW += dlogitsᵀ·h` (f32) when `dw` is given; gradients carry `scale`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_cross_entropy(
     dev: &CudaDevice,
@@ -131,7 +139,7 @@ pub fn linear_cross_entropy(
     d: usize,
     v: usize,
     chunk_rows: usize,
-    grad_scale: f32,
+    scale: GradScale<'_>,
     mut dw: Option<&mut CudaSlice<f32>>,
 ) -> Result<LinearCrossEntropy> {
     const OP: &str = "cuda::linear_cross_entropy";
@@ -140,6 +148,13 @@ pub fn linear_cross_entropy(
     if let Some(dw) = dw.as_ref() {
         check_len(OP, "dW", dw.len(), v * d)?;
     }
+    let (grad_scale, row_scale) = match scale {
+        GradScale::Uniform(s) => (s, None),
+        GradScale::PerRow(r) => {
+            check_len(OP, "row scales", r.len(), t)?;
+            (1.0f32, Some(dev.upload(r, OP)?))
+        }
+    };
     let d_labels = upload_labels(dev, OP, labels, v, true)?;
     let loss = dev.uninit::<f32>(t, OP)?;
     let lse = dev.uninit::<f32>(t, OP)?;
@@ -160,6 +175,11 @@ pub fn linear_cross_entropy(
         let r = rows as i32;
         launch!(dev, "cross_entropy_forward_backward", per_row(rows, THREADS), shapes;
             &base, &lab, &lo, &ls, &base, &r, &vv, &grad_scale)?;
+        if let Some(rs) = &row_scale {
+            let sc = dev.address(rs) + row_off;
+            launch!(dev, "scale_rows_bf16", super::device::grid_for(rows * v, super::small_ops::THREADS), shapes;
+                &base, &sc, &r, &vv)?;
+        }
         chunk_backward(dev, &logits, &h_c, w, rows, d, v, &mut dh, r0, dw.as_deref_mut())?;
         r0 += rows;
     }

@@ -121,7 +121,15 @@ impl Qwen25Vl {
         let recompute_v = vec![false; v.depth];
         let recompute_t = vec![false; t.num_hidden_layers];
         let vision = VisionTower { cfg: v, patch_embed, blocks, merger, recompute: recompute_v };
-        let text = TextModel { cfg: t, embed, layers, norm, lm_head, recompute: recompute_t };
+        let text = TextModel {
+            cfg: t,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            recompute: recompute_t,
+            logit_chunk_bytes: text::DEFAULT_LOGIT_CHUNK_BYTES,
+        };
         Ok(Qwen25Vl { config, vision, text })
     }
 
@@ -623,15 +631,35 @@ impl Qwen25Vl {
     pub fn backward(&mut self, batch: &Batch, cache: ModelCache, dlogits: &Tensor) -> Result<()> {
         let _r = nvtx::range(Phase::Backward);
         let dx = self.text.backward(cache.text, dlogits, &cache.cos, &cache.sin, &batch.cu_seqlens)?;
-        let dx = match (&cache.image_pos, cache.vision) {
+        self.backward_inputs(batch, cache.vision, cache.image_pos.as_ref(), &dx)
+    }
+
+    /// Backward from the gradient of the LM head's input (the normed hidden
+    /// states), when a fused loss has done the head's backward.
+    fn backward_hidden(&mut self, batch: &Batch, cache: ModelCache, dnormed: &Tensor) -> Result<()> {
+        let _r = nvtx::range(Phase::Backward);
+        let dx = self.text.backward_hidden(cache.text, dnormed, &cache.cos, &cache.sin, &batch.cu_seqlens)?;
+        self.backward_inputs(batch, cache.vision, cache.image_pos.as_ref(), &dx)
+    }
+
+    /// From the input embeddings' gradient `dx: [T, D]`: the vision tower's
+    /// backward through the image positions, then the embedding table's.
+    fn backward_inputs(
+        &mut self,
+        batch: &Batch,
+        vision: Option<VisionCache>,
+        image_pos: Option<&Tensor>,
+        dx: &Tensor,
+    ) -> Result<()> {
+        let dx = match (image_pos, vision) {
             (Some(pos), Some(vc)) => {
-                let (dx, dfeats) = ops::scatter_rows_backward(&dx, pos)?;
+                let (dx, dfeats) = ops::scatter_rows_backward(dx, pos)?;
                 if self.vision.needs_backward() {
                     self.vision.backward(vc, &dfeats)?;
                 }
                 dx
             }
-            _ => dx,
+            _ => dx.clone(),
         };
         if let Some(g) = self.text.embed.grad.as_mut() {
             let skip = Some(self.config.tokens.image_token_id as i32);
@@ -647,25 +675,39 @@ impl Qwen25Vl {
     }
 
     /// Forward, cross-entropy, backward with the gradient scaled per `scale`
-    /// (one scale for every target, or one per packed row).
+    /// (one scale for every target, or one per packed row). The LM head and
+    /// the loss are fused ([`ops::linear_cross_entropy`]): logits exist only
+    /// `TextModel::logit_chunk_rows` rows at a time, never as `[T, V]`.
     pub fn forward_backward_scaled(&mut self, batch: &Batch, scale: LossScale) -> Result<StepOutput> {
         let targets = batch.targets.as_ref().ok_or_else(|| arg_err!("forward_backward", "the batch has no labels"))?;
-        let (logits, cache) = self.forward(batch)?;
-        let loss_range = nvtx::range(Phase::Loss);
-        let ce = ops::cross_entropy(&logits, targets)?;
-        if !ce.loss.is_finite() {
-            return Err(arg_err!("forward_backward", "loss is {} (non-finite)", ce.loss));
-        }
-        let dlogits = match scale {
-            LossScale::TokenMean => {
-                let s = if ce.tokens > 0 { 1.0 / ce.tokens as f32 } else { 0.0 };
-                ops::cross_entropy_backward(&logits, targets, &ce, s)?
-            }
-            LossScale::Uniform(s) => ops::cross_entropy_backward(&logits, targets, &ce, s)?,
-            LossScale::PerRow(rows) => ops::cross_entropy_backward_rows(&logits, targets, &ce, &rows)?,
+        let (x, vision) = self.embed(batch)?;
+        let (cos, sin) = self.rope_tables(&batch.positions)?;
+        let (normed, text) = {
+            let _r = nvtx::range(Phase::LmForward);
+            self.text.forward_hidden(&x, &cos, &sin, &batch.cu_seqlens)?
         };
+        let (vision_cache, image_pos) = match vision {
+            Some((vc, pos)) => (Some(vc), Some(pos)),
+            None => (None, None),
+        };
+        let cache = ModelCache { vision: vision_cache, image_pos, text, cos, sin };
+        let loss_range = nvtx::range(Phase::Loss);
+        let tokens = targets.to_vec_i32()?.iter().filter(|&&l| l != ops::IGNORE_INDEX).count();
+        let grad_scale = match &scale {
+            LossScale::TokenMean => ops::GradScale::Uniform(if tokens > 0 { 1.0 / tokens as f32 } else { 0.0 }),
+            LossScale::Uniform(s) => ops::GradScale::Uniform(*s),
+            LossScale::PerRow(rows) => ops::GradScale::PerRow(rows),
+        };
+        let chunk = self.text.logit_chunk_rows();
+        let head = self.text.head_mut();
+        let w = head.value.clone();
+        let ce = ops::linear_cross_entropy(&normed, &w, targets, grad_scale, head.grad.as_mut(), chunk)?;
+        let loss = if ce.tokens > 0 { (ce.loss_sum / ce.tokens as f64) as f32 } else { 0.0 };
+        if !loss.is_finite() {
+            return Err(arg_err!("forward_backward", "loss is {loss} (non-finite)"));
+        }
         drop(loss_range);
-        self.backward(batch, cache, &dlogits)?;
-        Ok(StepOutput { loss: ce.loss, loss_sum: ce.loss_sum, tokens: ce.tokens })
+        self.backward_hidden(batch, cache, &ce.dh)?;
+        Ok(StepOutput { loss, loss_sum: ce.loss_sum, tokens: ce.tokens })
     }
 }

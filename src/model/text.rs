@@ -246,7 +246,14 @@ pub struct TextModel {
     pub lm_head: Option<Param>,
     /// Layers whose activations are recomputed in the backward instead of kept.
     pub recompute: Vec<bool>,
+    /// Bytes of f32 logits a fused loss computes at once
+    /// ([`TextModel::logit_chunk_rows`]); training never holds `[T, V]`.
+    pub logit_chunk_bytes: usize,
 }
+
+/// Default of [`TextModel::logit_chunk_bytes`]: 64 MiB (220 rows of
+/// Qwen2.5's 151,936-token vocabulary; a whole tiny-model batch).
+pub const DEFAULT_LOGIT_CHUNK_BYTES: usize = 64 << 20;
 
 /// Keys (after rotary) and values of every layer for one sequence, preallocated to
 /// `capacity` tokens: `[capacity, kv_heads, head_dim]` each.
@@ -290,6 +297,14 @@ pub struct TextCache {
 impl TextModel {
     /// Decoder stack over packed embeddings `x: [T, D]`; returns logits `[T, V]`.
     pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cu: &Tensor) -> Result<(Tensor, TextCache)> {
+        let (normed, cache) = self.forward_hidden(x, cos, sin, cu)?;
+        let logits = ops::linear(&normed, &self.head().value, None)?;
+        Ok((logits, cache))
+    }
+
+    /// Decoder stack and final norm: the normed hidden states `[T, D]` the LM
+    /// head reads (a fused loss applies the head itself, chunk by chunk).
+    pub fn forward_hidden(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cu: &Tensor) -> Result<(Tensor, TextCache)> {
         let ctx = LayerCtx { cos, sin, cu, cfg: &self.cfg };
         let mut h = x.clone();
         let mut caches = Vec::with_capacity(self.layers.len());
@@ -303,9 +318,22 @@ impl TextModel {
             h = y;
         }
         let (normed, rstd) = ops::rms_norm(&h, &self.norm.value, self.cfg.rms_norm_eps)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = ops::linear(&normed, &head.value, None)?;
-        Ok((logits, TextCache { layers: caches, hidden: h, rstd, normed }))
+        Ok((normed.clone(), TextCache { layers: caches, hidden: h, rstd, normed }))
+    }
+
+    /// The LM head's weight `[V, D]` (the embedding when tied).
+    pub fn head(&self) -> &Param {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The LM head, mutable (its gradient).
+    pub fn head_mut(&mut self) -> &mut Param {
+        self.lm_head.as_mut().unwrap_or(&mut self.embed)
+    }
+
+    /// Rows of logits per chunk of a fused loss: `logit_chunk_bytes` of f32 logits.
+    pub fn logit_chunk_rows(&self) -> usize {
+        (self.logit_chunk_bytes / (4 * self.cfg.vocab_size.max(1))).max(1)
     }
 
     /// Inference over `n` new embeddings with a KV cache; returns logits `[n, V]`.
@@ -337,11 +365,24 @@ impl TextModel {
         sin: &Tensor,
         cu: &Tensor,
     ) -> Result<Tensor> {
-        let head = self.lm_head.as_mut().unwrap_or(&mut self.embed);
+        let head = self.head_mut();
         let head_w = head.value.clone();
         let dnormed = ops::linear_backward(&cache.normed, &head_w, dlogits, head.grad.as_mut(), None)?;
+        self.backward_hidden(cache, &dnormed, cos, sin, cu)
+    }
+
+    /// Backward from the normed hidden states' gradient `dnormed: [T, D]` (the
+    /// LM head's backward already done, e.g. by a fused loss).
+    pub fn backward_hidden(
+        &mut self,
+        cache: TextCache,
+        dnormed: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cu: &Tensor,
+    ) -> Result<Tensor> {
         let mut dh =
-            ops::rms_norm_backward(&cache.hidden, &self.norm.value, &cache.rstd, &dnormed, self.norm.grad.as_mut())?;
+            ops::rms_norm_backward(&cache.hidden, &self.norm.value, &cache.rstd, dnormed, self.norm.grad.as_mut())?;
         let cfg = self.cfg.clone();
         let ctx = LayerCtx { cos, sin, cu, cfg: &cfg };
         for (l, saved) in self.layers.iter_mut().zip(cache.layers).rev() {

@@ -440,6 +440,43 @@ pub fn cross_entropy_backward(logits: &Tensor, labels: &[i32], v: usize, scale: 
     from_bf16(&d, dl, [labels.len(), v])
 }
 
+/// The fused linear + cross-entropy (`ops::linear_cross_entropy`): per-row
+/// losses come back to the host for the sum (4 bytes a row), nothing else.
+pub fn linear_cross_entropy(
+    h: &Tensor,
+    w: &Tensor,
+    labels: &[i32],
+    scale: super::GradScale<'_>,
+    dw: Option<&mut Tensor>,
+    chunk_rows: usize,
+) -> Result<super::LinearCrossEntropy> {
+    const OP: &str = "linear_cross_entropy";
+    let d = device_of(h, OP)?;
+    let (t, dim, v) = (h.dims()[0], h.dims()[1], w.dims()[0]);
+    let scale = match scale {
+        super::GradScale::Uniform(s) => ls::GradScale::Uniform(s),
+        super::GradScale::PerRow(r) => ls::GradScale::PerRow(r),
+    };
+    let dw = match dw {
+        Some(g) => Some(f32_mut(g, OP, "dW")?),
+        None => None,
+    };
+    let out = ls::linear_cross_entropy(
+        &d,
+        &*bf16_of(h, OP, "h")?,
+        &*bf16_of(w, OP, "W")?,
+        labels,
+        dim,
+        v,
+        chunk_rows,
+        scale,
+        dw,
+    )?;
+    let loss_sum: f64 = d.download(&out.loss, OP)?.iter().map(|&x| x as f64).sum();
+    let tokens = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+    Ok(super::LinearCrossEntropy { loss_sum, tokens, dh: from_bf16(&d, out.dh, [t, dim])? })
+}
+
 pub enum RowScale<'a> {
     Uniform(f32),
     PerRow(&'a [f32]),

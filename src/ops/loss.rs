@@ -175,3 +175,89 @@ pub fn token_logprobs_backward(
         )),
     }
 }
+
+/// How a loss gradient is scaled: one factor for every row, or one per row
+/// (per-sample loss weights).
+#[derive(Clone, Copy, Debug)]
+pub enum GradScale<'a> {
+    Uniform(f32),
+    PerRow(&'a [f32]),
+}
+
+/// Result of [`linear_cross_entropy`].
+pub struct LinearCrossEntropy {
+    /// Sum of per-row losses and the rows counted (labels not `IGNORE_INDEX`).
+    pub loss_sum: f64,
+    pub tokens: usize,
+    /// `dL/dh: [T, D]`.
+    pub dh: Tensor,
+}
+
+/// Cross-entropy of `logits = h·Wᵀ` (`h: [T, D]`, `W: [V, D]`, `labels: [T]`)
+/// and its backward, computing at most `chunk_rows` rows of logits at a time,
+/// so no `[T, V]` tensor ever exists: returns the loss sum and `dh`, and
+/// accumulates `dW += dlogitsᵀ·h` when `dw` is given. Gradients carry `scale`.
+///
+/// On CUDA one fused path (`cuda::loss::linear_cross_entropy`: a GEMM per
+/// chunk, loss and dlogits in place, the two backward GEMMs); on the CPU the
+/// same ops as the unfused loss, chunk by chunk (one chunk gives exactly the
+/// unfused results).
+pub fn linear_cross_entropy(
+    h: &Tensor,
+    w: &Tensor,
+    labels: &Tensor,
+    scale: GradScale<'_>,
+    mut dw: Option<&mut Tensor>,
+    chunk_rows: usize,
+) -> Result<LinearCrossEntropy> {
+    const OP: &str = "linear_cross_entropy";
+    expect_rank(OP, "h", h, 2)?;
+    expect_rank(OP, "W", w, 2)?;
+    let (t, d, v) = (h.dims()[0], h.dims()[1], w.dims()[0]);
+    if w.dims()[1] != d {
+        return Err(shape_err!(OP, "h is {} but W is {}: their last dims differ", h.shape(), w.shape()));
+    }
+    expect_dims(OP, "labels", labels, &[t])?;
+    if let GradScale::PerRow(r) = scale
+        && r.len() != t
+    {
+        return Err(shape_err!(OP, "{t} rows need {t} row scales, got {}", r.len()));
+    }
+    if chunk_rows == 0 {
+        return Err(arg_err!(OP, "chunk_rows must be at least 1"));
+    }
+    let lab = host_i32(labels, OP, "labels")?;
+    if let Some((row, &l)) = lab.iter().enumerate().find(|&(_, &l)| !(l >= 0 && (l as usize) < v || l == IGNORE_INDEX))
+    {
+        return Err(arg_err!(OP, "label[{row}] = {l} is outside 0..{v}"));
+    }
+    match common_device(OP, &[h, w])? {
+        Device::Cpu => {
+            let mut dh = Vec::with_capacity(t.div_ceil(chunk_rows));
+            let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
+            let mut r0 = 0;
+            while r0 < t {
+                let rows = chunk_rows.min(t - r0);
+                let (h_c, labels_c) = (h.narrow(0, r0, rows)?, labels.narrow(0, r0, rows)?);
+                let logits = super::linear(&h_c, w, None)?;
+                let ce = cross_entropy(&logits, &labels_c)?;
+                let dlogits = match scale {
+                    GradScale::Uniform(s) => cross_entropy_backward(&logits, &labels_c, &ce, s)?,
+                    GradScale::PerRow(p) => cross_entropy_backward_rows(&logits, &labels_c, &ce, &p[r0..r0 + rows])?,
+                };
+                drop(logits);
+                dh.push(super::linear_backward(&h_c, w, &dlogits, dw.as_deref_mut(), None)?);
+                loss_sum += ce.loss_sum;
+                tokens += ce.tokens;
+                r0 += rows;
+            }
+            let dh = match dh.len() {
+                0 => Tensor::zeros([0, d], h.dtype(), Device::Cpu)?,
+                1 => dh.pop().expect("one chunk"),
+                _ => Tensor::cat(&dh.iter().collect::<Vec<_>>(), 0)?,
+            };
+            Ok(LinearCrossEntropy { loss_sum, tokens, dh })
+        }
+        Device::Cuda(_) => on_cuda!(cuda::linear_cross_entropy(h, w, &lab, scale, dw, chunk_rows)),
+    }
+}
