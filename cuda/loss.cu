@@ -80,3 +80,26 @@ extern "C" __global__ void token_logprobs_backward(const bf16 *logits, const int
     dlogits[o + c] = to_bf16(g * ((c == id ? 1.0f : 0.0f) - p));
   }
 }
+
+// Entropy of softmax(s * row) per row: H = log z - sum(e * d) / z with
+// d = s * x - max and e = exp(d). A GRPO diagnostic, computed where the
+// logits are, so they never travel to the host for it.
+extern "C" __global__ void row_entropy(const bf16 *logits, float *entropy, int rows, int v, float s) {
+  __shared__ float scratch[32];
+  const int r = blockIdx.x;
+  if (r >= rows) return;
+  const bf16 *row = logits + (int64_t)r * v;
+  float m = -INFINITY;
+  for (int c = threadIdx.x; c < v; c += blockDim.x) m = fmaxf(m, bf(row[c]) * s);
+  m = block_max(m, scratch);
+  float z = 0.0f, ed = 0.0f;
+  for (int c = threadIdx.x; c < v; c += blockDim.x) {
+    const float d = bf(row[c]) * s - m;
+    const float e = __expf(d);
+    z += e;
+    ed += e * d;
+  }
+  z = block_sum(z, scratch);
+  ed = block_sum(ed, scratch);
+  if (threadIdx.x == 0) entropy[r] = __logf(z) - ed / z;
+}

@@ -458,23 +458,40 @@ mod on_device {
 
     /// A GRPO step on CUDA reports what the device did, per phase, in its
     /// metrics (one line of metrics.jsonl); the trainer keeps the run's total.
+    /// Budget: outside the rollout (whose decode holds `[samples in flight,
+    /// vocab]` logits), no buffer of more vocabulary rows than one logit chunk
+    /// is allocated: the policy and reference passes run the LM head fused with
+    /// the log-probs, on the response positions only.
     #[test]
     fn grpo_step_metrics_carry_the_device_accounting() {
         use actial::cuda::accounting::Phase;
         let Some(_dev) = gpu() else { return };
-        let _iso = actial::cuda::device::isolated(0).unwrap();
+        let iso = actial::cuda::device::isolated(0).unwrap();
         let mut t = crate::common::tiny_grpo_trainer(bf16_model(5), "cuda", 0.05);
         // Every mini-batch updates (the KL term alone when rewards tie), so the
         // backward and optimizer phases run whatever the rollouts score.
         t.cfg.grpo.skip_flat_updates = false;
+        let vocab = t.model.config.text.vocab_size;
+        t.model.text.logit_chunk_bytes = 4 * vocab * 4; // 4 rows of logits at a time
+        t.reference.as_mut().expect("beta > 0 keeps a reference").text.logit_chunk_bytes = 4 * vocab * 4;
+        iso.start_allocation_log();
         let m = t.train_step().unwrap();
+        let log = iso.take_allocation_log();
         let acc = m.cuda.clone().expect("a CUDA step carries its accounting");
         println!("{}", acc.table());
         let draws = (m.response_len_mean * m.groups as f64 * 4.0).round() as u64 - (m.groups as u64 * 4);
         let decode = acc.phase(Phase::RolloutDecode);
         assert!(decode.launches > 0 && decode.d2h_bytes <= 16 * draws.max(1), "{decode:?} for {draws} draws");
-        for p in [Phase::RolloutPrefill, Phase::LmForward, Phase::Backward, Phase::Optimizer] {
+        for p in [Phase::RolloutPrefill, Phase::LmForward, Phase::Loss, Phase::Backward, Phase::Optimizer] {
             assert!(acc.phase(p).launches + acc.phase(p).gemms > 0, "{} did nothing on the device", p.name());
+        }
+        let (v, hidden) = (vocab as u64, t.model.config.text.hidden_size as u64);
+        let weight_shaped = |b: u64| b == v * hidden * 2 || b == v * hidden * 4;
+        for &(p, b) in log.iter().filter(|(p, _)| ![Phase::RolloutPrefill, Phase::RolloutDecode].contains(p)) {
+            let n = [2u64, 4].into_iter().filter(|e| b.is_multiple_of(v * e)).map(|e| b / (v * e)).max();
+            if let Some(n) = n.filter(|_| !weight_shaped(b)) {
+                assert!(n <= 4, "{}: a [{n}, {vocab}] buffer ({b} bytes)", p.name());
+            }
         }
         assert!(acc.pool_peak_bytes > 0);
         let line = serde_json::to_value(&m).unwrap();

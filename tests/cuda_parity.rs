@@ -855,9 +855,13 @@ mod parity {
         let mut dw_ref = vec![0.0f32; v * d];
         cpu::matmul::matmul(1, v, d, t, &dlogits, 0, true, &h, 0, false, &mut dw_ref, false, 1.0);
         let (ch, cw) = (up(&dev, &h), up(&dev, &w));
+        let entropy_ref = cpu::loss::row_entropy(&logits, v, s);
         for chunk in [1usize, 7, 64] {
-            let (logp, lse) = loss::linear_token_logprobs_forward(&dev, &ch, &cw, &ids, d, v, s, chunk).unwrap();
+            let mut entropy = dev.zeros::<f32>(t, "test").unwrap();
+            let (logp, lse) =
+                loss::linear_token_logprobs_forward(&dev, &ch, &cw, &ids, d, v, s, chunk, Some(&mut entropy)).unwrap();
             assert_close("linear logp", &down32(&dev, &logp), &logp_ref, 5e-2, 1e-2);
+            assert_close("linear logp entropy", &down32(&dev, &entropy), &entropy_ref, 1e-3, 1e-3);
             let mut dw = dev.zeros::<f32>(v * d, "test").unwrap();
             let dh = loss::linear_token_logprobs_backward(
                 &dev,

@@ -86,3 +86,23 @@ pub fn token_logprobs_backward(logits: &[f32], ids: &[i32], lse: &[f32], dlogp: 
     });
     d
 }
+
+/// Entropy of `softmax(s·row)` for each row of `logits: [T, v]`, in f64:
+/// `H = log Z − Σ p·(s·x − max)` (GRPO's per-token entropy diagnostic).
+pub fn row_entropy(logits: &[f32], v: usize, s: f32) -> Vec<f32> {
+    logits
+        .par_chunks(v)
+        .map(|r| {
+            let max = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * s));
+            let z: f64 = r.iter().map(|&l| ((l * s - max) as f64).exp()).sum();
+            let e: f64 = r
+                .iter()
+                .map(|&l| {
+                    let d = (l * s - max) as f64;
+                    d.exp() / z * d
+                })
+                .sum();
+            (z.ln() - e) as f32
+        })
+        .collect()
+}

@@ -248,7 +248,8 @@ fn check_linear(
 
 /// Selected-token log-probabilities of `logits = h·Wᵀ` (`h: [T, D]`, `W: [V, D]`)
 /// at scale `s = 1/temperature`, `chunk_rows` rows of logits at a time (GRPO's
-/// policy and reference log-probs). Returns `(logp [T], lse [T])`.
+/// policy and reference log-probs). Returns `(logp [T], lse [T])`; with
+/// `entropy` (`[T]`) also each row's entropy of `softmax(s·logits)`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_token_logprobs_forward(
     dev: &CudaDevice,
@@ -259,10 +260,15 @@ pub fn linear_token_logprobs_forward(
     v: usize,
     s: f32,
     chunk_rows: usize,
+    entropy: Option<&mut CudaSlice<f32>>,
 ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
     const OP: &str = "cuda::linear_token_logprobs_forward";
     let t = ids.len();
     check_linear(OP, h, w, t, d, v, chunk_rows)?;
+    if let Some(e) = entropy.as_ref() {
+        check_len(OP, "entropy", e.len(), t)?;
+    }
+    let entropy_base = entropy.map(|e| dev.address(e));
     let d_ids = upload_labels(dev, OP, ids, v, false)?;
     let logp = dev.uninit::<f32>(t, OP)?;
     let lse = dev.uninit::<f32>(t, OP)?;
@@ -277,6 +283,10 @@ pub fn linear_token_logprobs_forward(
             (dev.address(&logits), dev.address(&d_ids) + off, dev.address(&logp) + off, dev.address(&lse) + off);
         let r = rows as i32;
         launch!(dev, "token_logprobs_forward", per_row(rows, THREADS), shapes; &base, &id, &lp, &ls, &r, &vv, &s)?;
+        if let Some(e) = entropy_base {
+            let e = e + off;
+            launch!(dev, "row_entropy", per_row(rows, THREADS), shapes; &base, &e, &r, &vv, &s)?;
+        }
         r0 += rows;
     }
     Ok((logp, lse))

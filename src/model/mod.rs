@@ -614,17 +614,26 @@ impl Qwen25Vl {
 
     /// Logits `[T, V]` for a packed batch, and what the backward needs.
     pub fn forward(&self, batch: &Batch) -> Result<(Tensor, ModelCache)> {
+        let (normed, cache) = self.forward_hidden(batch)?;
+        let _r = nvtx::range(Phase::LmForward);
+        let logits = ops::linear(&normed, &self.text.head().value, None)?;
+        Ok((logits, cache))
+    }
+
+    /// The normed hidden states `[T, D]` the LM head reads, and what the
+    /// backward needs: training applies the head in a fused loss, chunk by chunk.
+    pub fn forward_hidden(&self, batch: &Batch) -> Result<(Tensor, ModelCache)> {
         let (x, vision) = self.embed(batch)?;
         let (cos, sin) = self.rope_tables(&batch.positions)?;
-        let (logits, text) = {
+        let (normed, text) = {
             let _r = nvtx::range(Phase::LmForward);
-            self.text.forward(&x, &cos, &sin, &batch.cu_seqlens)?
+            self.text.forward_hidden(&x, &cos, &sin, &batch.cu_seqlens)?
         };
         let (vision_cache, image_pos) = match vision {
             Some((vc, pos)) => (Some(vc), Some(pos)),
             None => (None, None),
         };
-        Ok((logits, ModelCache { vision: vision_cache, image_pos, text, cos, sin }))
+        Ok((normed, ModelCache { vision: vision_cache, image_pos, text, cos, sin }))
     }
 
     /// Backward from `dlogits`; accumulates into every trainable parameter's grad.
@@ -636,7 +645,7 @@ impl Qwen25Vl {
 
     /// Backward from the gradient of the LM head's input (the normed hidden
     /// states), when a fused loss has done the head's backward.
-    fn backward_hidden(&mut self, batch: &Batch, cache: ModelCache, dnormed: &Tensor) -> Result<()> {
+    pub fn backward_hidden(&mut self, batch: &Batch, cache: ModelCache, dnormed: &Tensor) -> Result<()> {
         let _r = nvtx::range(Phase::Backward);
         let dx = self.text.backward_hidden(cache.text, dnormed, &cache.cos, &cache.sin, &batch.cu_seqlens)?;
         self.backward_inputs(batch, cache.vision, cache.image_pos.as_ref(), &dx)
@@ -680,17 +689,7 @@ impl Qwen25Vl {
     /// `TextModel::logit_chunk_rows` rows at a time, never as `[T, V]`.
     pub fn forward_backward_scaled(&mut self, batch: &Batch, scale: LossScale) -> Result<StepOutput> {
         let targets = batch.targets.as_ref().ok_or_else(|| arg_err!("forward_backward", "the batch has no labels"))?;
-        let (x, vision) = self.embed(batch)?;
-        let (cos, sin) = self.rope_tables(&batch.positions)?;
-        let (normed, text) = {
-            let _r = nvtx::range(Phase::LmForward);
-            self.text.forward_hidden(&x, &cos, &sin, &batch.cu_seqlens)?
-        };
-        let (vision_cache, image_pos) = match vision {
-            Some((vc, pos)) => (Some(vc), Some(pos)),
-            None => (None, None),
-        };
-        let cache = ModelCache { vision: vision_cache, image_pos, text, cos, sin };
+        let (normed, cache) = self.forward_hidden(batch)?;
         let loss_range = nvtx::range(Phase::Loss);
         let tokens = targets.to_vec_i32()?.iter().filter(|&&l| l != ops::IGNORE_INDEX).count();
         let grad_scale = match &scale {

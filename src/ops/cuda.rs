@@ -477,6 +477,65 @@ pub fn linear_cross_entropy(
     Ok(super::LinearCrossEntropy { loss_sum, tokens, dh: from_bf16(&d, out.dh, [t, dim])? })
 }
 
+/// The fused linear + chosen-token log-probs (`ops::linear_token_logprobs`);
+/// the entropy, when asked for, comes back per row (4 bytes a row).
+pub fn linear_token_logprobs(
+    h: &Tensor,
+    w: &Tensor,
+    ids: &[i32],
+    temperature: f32,
+    chunk_rows: usize,
+    with_entropy: bool,
+) -> Result<super::LinearTokenLogprobs> {
+    const OP: &str = "linear_token_logprobs";
+    let d = device_of(h, OP)?;
+    let (t, dim, v) = (h.dims()[0], h.dims()[1], w.dims()[0]);
+    let mut entropy = if with_entropy { Some(d.uninit::<f32>(t, OP)?) } else { None };
+    let (h_b, w_b) = (bf16_of(h, OP, "h")?, bf16_of(w, OP, "W")?);
+    let s = 1.0 / temperature;
+    let (lp, lse) = ls::linear_token_logprobs_forward(&d, &h_b, &w_b, ids, dim, v, s, chunk_rows, entropy.as_mut())?;
+    let entropy = match entropy {
+        Some(e) => Some(d.download(&e, OP)?),
+        None => None,
+    };
+    Ok(super::LinearTokenLogprobs { logp: from_f32(&d, lp, [t])?, lse: from_f32(&d, lse, [t])?, entropy })
+}
+
+/// Backward of [`linear_token_logprobs`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_token_logprobs_backward(
+    h: &Tensor,
+    w: &Tensor,
+    ids: &[i32],
+    lse: &Tensor,
+    dlogp: &Tensor,
+    temperature: f32,
+    dw: Option<&mut Tensor>,
+    chunk_rows: usize,
+) -> Result<Tensor> {
+    const OP: &str = "linear_token_logprobs_backward";
+    let d = device_of(h, OP)?;
+    let (t, dim, v) = (h.dims()[0], h.dims()[1], w.dims()[0]);
+    let dw = match dw {
+        Some(g) => Some(f32_mut(g, OP, "dW")?),
+        None => None,
+    };
+    let dh = ls::linear_token_logprobs_backward(
+        &d,
+        &*bf16_of(h, OP, "h")?,
+        &*bf16_of(w, OP, "W")?,
+        ids,
+        &*f32_of(lse, OP, "lse")?,
+        &*f32_of(dlogp, OP, "dlogp")?,
+        dim,
+        v,
+        1.0 / temperature,
+        chunk_rows,
+        dw,
+    )?;
+    from_bf16(&d, dh, [t, dim])
+}
+
 pub enum RowScale<'a> {
     Uniform(f32),
     PerRow(&'a [f32]),

@@ -261,3 +261,127 @@ pub fn linear_cross_entropy(
         Device::Cuda(_) => on_cuda!(cuda::linear_cross_entropy(h, w, &lab, scale, dw, chunk_rows)),
     }
 }
+
+/// Result of [`linear_token_logprobs`].
+pub struct LinearTokenLogprobs {
+    /// `log_softmax(h·Wᵀ / temperature)[t, ids[t]]`, `[T]` f32.
+    pub logp: Tensor,
+    /// Per-row log-sum-exp `[T]`, for the backward.
+    pub lse: Tensor,
+    /// Per-row entropy of the tempered softmax, when asked for (host, `[T]`).
+    pub entropy: Option<Vec<f32>>,
+}
+
+fn check_linear_ids(op: &'static str, h: &Tensor, w: &Tensor, ids: &Tensor, chunk_rows: usize) -> Result<Vec<i32>> {
+    expect_rank(op, "h", h, 2)?;
+    expect_rank(op, "W", w, 2)?;
+    let (t, v) = (h.dims()[0], w.dims()[0]);
+    if w.dims()[1] != h.dims()[1] {
+        return Err(shape_err!(op, "h is {} but W is {}: their last dims differ", h.shape(), w.shape()));
+    }
+    expect_dims(op, "ids", ids, &[t])?;
+    if chunk_rows == 0 {
+        return Err(arg_err!(op, "chunk_rows must be at least 1"));
+    }
+    let ids = host_i32(ids, op, "ids")?.into_owned();
+    if let Some((row, &l)) = ids.iter().enumerate().find(|&(_, &l)| !(l >= 0 && (l as usize) < v)) {
+        return Err(arg_err!(op, "ids[{row}] = {l} is outside 0..{v}"));
+    }
+    Ok(ids)
+}
+
+fn check_temperature(op: &'static str, temperature: f32) -> Result<()> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(arg_err!(op, "temperature must be positive and finite, got {temperature}"));
+    }
+    Ok(())
+}
+
+/// Log-probabilities of chosen tokens under `logits = h·Wᵀ` (`h: [T, D]`, `W: [V, D]`)
+/// at `temperature`, `chunk_rows` rows of logits at a time: GRPO's policy,
+/// rollout and reference log-probs without a `[T, V]` tensor. `h` holds only
+/// the rows that are scored (the response positions), not the prompt's.
+pub fn linear_token_logprobs(
+    h: &Tensor,
+    w: &Tensor,
+    ids: &Tensor,
+    temperature: f32,
+    chunk_rows: usize,
+    with_entropy: bool,
+) -> Result<LinearTokenLogprobs> {
+    const OP: &str = "linear_token_logprobs";
+    let lab = check_linear_ids(OP, h, w, ids, chunk_rows)?;
+    check_temperature(OP, temperature)?;
+    let t = h.dims()[0];
+    match common_device(OP, &[h, w])? {
+        Device::Cpu => {
+            let (mut logp, mut lse, mut entropy) = (Vec::with_capacity(t), Vec::with_capacity(t), Vec::new());
+            let mut r0 = 0;
+            while r0 < t {
+                let rows = chunk_rows.min(t - r0);
+                let logits = super::linear(&h.narrow(0, r0, rows)?, w, None)?;
+                let (lp, ls) = token_logprobs(&logits, &ids.narrow(0, r0, rows)?, temperature)?;
+                logp.extend(lp.to_vec_f32()?);
+                lse.extend(ls.to_vec_f32()?);
+                if with_entropy {
+                    let v = w.dims()[0];
+                    entropy.extend(k::row_entropy(&logits.f32_cow(OP, "logits")?, v, 1.0 / temperature));
+                }
+                r0 += rows;
+            }
+            Ok(LinearTokenLogprobs {
+                logp: cpu_f32(logp, [t])?,
+                lse: cpu_f32(lse, [t])?,
+                entropy: with_entropy.then_some(entropy),
+            })
+        }
+        Device::Cuda(_) => on_cuda!(cuda::linear_token_logprobs(h, w, &lab, temperature, chunk_rows, with_entropy)),
+    }
+}
+
+/// Backward of [`linear_token_logprobs`] given `dlogp: [T]`: returns `dh` and
+/// accumulates `dW += dlogitsᵀ·h` when `dw` is given; each chunk's logits are
+/// recomputed.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_token_logprobs_backward(
+    h: &Tensor,
+    w: &Tensor,
+    ids: &Tensor,
+    lse: &Tensor,
+    dlogp: &Tensor,
+    temperature: f32,
+    mut dw: Option<&mut Tensor>,
+    chunk_rows: usize,
+) -> Result<Tensor> {
+    const OP: &str = "linear_token_logprobs_backward";
+    let lab = check_linear_ids(OP, h, w, ids, chunk_rows)?;
+    check_temperature(OP, temperature)?;
+    let (t, d) = (h.dims()[0], h.dims()[1]);
+    expect_dims(OP, "lse", lse, &[t])?;
+    expect_dims(OP, "dlogp", dlogp, &[t])?;
+    match common_device(OP, &[h, w, lse, dlogp])? {
+        Device::Cpu => {
+            let mut dh = Vec::with_capacity(t.div_ceil(chunk_rows));
+            let mut r0 = 0;
+            while r0 < t {
+                let rows = chunk_rows.min(t - r0);
+                let h_c = h.narrow(0, r0, rows)?;
+                let logits = super::linear(&h_c, w, None)?;
+                let (ids_c, lse_c, dlogp_c) =
+                    (ids.narrow(0, r0, rows)?, lse.narrow(0, r0, rows)?, dlogp.narrow(0, r0, rows)?);
+                let dlogits = token_logprobs_backward(&logits, &ids_c, &lse_c, &dlogp_c, temperature)?;
+                drop(logits);
+                dh.push(super::linear_backward(&h_c, w, &dlogits, dw.as_deref_mut(), None)?);
+                r0 += rows;
+            }
+            match dh.len() {
+                0 => Tensor::zeros([0, d], h.dtype(), Device::Cpu),
+                1 => Ok(dh.pop().expect("one chunk")),
+                _ => Tensor::cat(&dh.iter().collect::<Vec<_>>(), 0),
+            }
+        }
+        Device::Cuda(_) => {
+            on_cuda!(cuda::linear_token_logprobs_backward(h, w, &lab, lse, dlogp, temperature, dw, chunk_rows))
+        }
+    }
+}

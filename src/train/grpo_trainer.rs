@@ -27,6 +27,7 @@ use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, w
 use super::reward::WeightedReward;
 use super::sft::{add_accounting, prepare_model};
 use crate::cuda::accounting::Accounting;
+use crate::cuda::nvtx::{self, Phase};
 use crate::error::{Error, Result};
 use crate::model::rollout::{PromptInput, RolloutConfig, RolloutSample};
 use crate::model::tokenizer::QwenTokenizer;
@@ -129,29 +130,6 @@ pub fn epoch_order_at(seed: u64, tag: u64, n: usize, p: usize) -> usize {
     order[p % n]
 }
 
-/// Mean entropy (nats) of the softmax of each row of `logits / temperature`.
-fn mean_entropy(rows: &Tensor, temperature: f32) -> Result<(f64, usize)> {
-    let v = rows.dims()[1];
-    // Read on the host: a diagnostic over the selected rows only.
-    let x = rows.to_vec_f32()?;
-    let mut sum = 0.0f64;
-    for r in x.chunks(v) {
-        let max = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b / temperature));
-        let z: f64 = r.iter().map(|&l| ((l / temperature - max) as f64).exp()).sum();
-        let lz = z.ln();
-        // H = log Z − Σ p·(x − max)
-        let e: f64 = r
-            .iter()
-            .map(|&l| {
-                let s = (l / temperature - max) as f64;
-                s.exp() / z * s
-            })
-            .sum();
-        sum += lz - e;
-    }
-    Ok((sum, x.len() / v))
-}
-
 impl GrpoTrainer {
     /// Prepares `model` (LoRA or freeze flags from `cfg`) and the reference.
     pub fn new(
@@ -252,11 +230,17 @@ impl GrpoTrainer {
         let mut out = Vec::with_capacity(seqs.len());
         for micro in seqs.chunks(self.cfg.grpo.micro_batch) {
             let (batch, rows, ids) = self.pack(micro)?;
-            let (logits, _) = model.forward(&batch)?;
+            let (normed, _) = model.forward_hidden(&batch)?;
             let n = rows.len();
-            let sel = ops::index_select(&logits, &Tensor::from_i32(rows, [n], Device::Cpu)?)?;
-            let (lp, _) = ops::token_logprobs(&sel, &Tensor::from_i32(ids, [n], Device::Cpu)?, t)?;
-            let lp = lp.to_vec_f32()?;
+            // Only the response positions go through the LM head.
+            let sel = ops::index_select(&normed, &Tensor::from_i32(rows, [n], Device::Cpu)?)?;
+            let ids = Tensor::from_i32(ids, [n], Device::Cpu)?;
+            let lp = {
+                let _r = nvtx::range(Phase::Loss);
+                let head = &model.text.head().value;
+                ops::linear_token_logprobs(&sel, head, &ids, t, model.text.logit_chunk_rows(), false)?
+            };
+            let lp = lp.logp.to_vec_f32()?;
             let mut at = 0;
             for s in micro {
                 out.push(lp[at..at + s.tokens.len()].to_vec());
@@ -269,7 +253,9 @@ impl GrpoTrainer {
     /// The GRPO loss of the sequences `mini` of `rolls` under the current policy,
     /// micro-batch by micro-batch; with `backward`, its gradient is accumulated into
     /// the trainable parameters. `p` carries the mini-batch's token and sequence
-    /// counts, so the micro-batch losses add up to the mini-batch loss.
+    /// counts, so the micro-batch losses add up to the mini-batch loss. The LM
+    /// head runs fused with the log-probs on the response positions only, a
+    /// chunk of rows at a time: no `[tokens, vocab]` tensor.
     pub fn accumulate(
         &mut self,
         rolls: &[Rollout],
@@ -279,17 +265,22 @@ impl GrpoTrainer {
         stats: &mut UpdateStats,
     ) -> Result<()> {
         let temperature = self.cfg.grpo.temperature;
+        let chunk = self.model.text.logit_chunk_rows();
         for micro in mini.chunks(self.cfg.grpo.micro_batch) {
             let seqs: Vec<&Rollout> = micro.iter().map(|&i| &rolls[i]).collect();
             let (batch, rows, ids) = self.pack(&seqs)?;
             stats.forward_tokens += batch.tokens();
-            let (logits, cache) = self.model.forward(&batch)?;
+            let (normed, cache) = self.model.forward_hidden(&batch)?;
             let nr = rows.len();
             let rows_t = Tensor::from_i32(rows, [nr], Device::Cpu)?;
             let ids_t = Tensor::from_i32(ids, [nr], Device::Cpu)?;
-            let sel = ops::index_select(&logits, &rows_t)?;
-            let (lp, lse) = ops::token_logprobs(&sel, &ids_t, temperature)?;
-            let lp_v = lp.to_vec_f32()?;
+            let sel = ops::index_select(&normed, &rows_t)?;
+            let head_w = self.model.text.head().value.clone();
+            let lt = {
+                let _r = nvtx::range(Phase::Loss);
+                ops::linear_token_logprobs(&sel, &head_w, &ids_t, temperature, chunk, true)?
+            };
+            let lp_v = lt.logp.to_vec_f32()?;
             let mut st = Vec::with_capacity(seqs.len());
             let mut at = 0;
             for s in &seqs {
@@ -315,19 +306,32 @@ impl GrpoTrainer {
             stats.kl_tokens += out.kl * out.tokens as f64;
             stats.clip_tokens += out.clip_frac * out.tokens as f64;
             stats.tokens += out.tokens;
-            let (e, r) = mean_entropy(&sel, temperature)?;
-            stats.entropy_sum += e;
-            stats.entropy_rows += r;
+            let entropy = lt.entropy.as_deref().unwrap_or_default();
+            stats.entropy_sum += entropy.iter().map(|&e| e as f64).sum::<f64>();
+            stats.entropy_rows += entropy.len();
             if !backward {
                 continue;
             }
             let dlogp: Vec<f32> = out.dlogp.into_iter().flatten().collect();
-            let dlogp = Tensor::from_f32(dlogp, [nr], logits.device())?;
-            let dsel = ops::token_logprobs_backward(&sel, &ids_t, &lse, &dlogp, temperature)?;
-            let mut dlogits = Tensor::zeros(logits.dims(), DType::F32, logits.device())?;
-            ops::index_select_backward(&mut dlogits, &rows_t, &dsel, None)?;
-            drop((logits, sel));
-            self.model.backward(&batch, cache, &dlogits)?;
+            let dlogp = Tensor::from_f32(dlogp, [nr], normed.device())?;
+            let dsel = {
+                let _r = nvtx::range(Phase::Loss);
+                let head = self.model.text.head_mut();
+                ops::linear_token_logprobs_backward(
+                    &sel,
+                    &head_w,
+                    &ids_t,
+                    &lt.lse,
+                    &dlogp,
+                    temperature,
+                    head.grad.as_mut(),
+                    chunk,
+                )?
+            };
+            let mut dnormed = Tensor::zeros(normed.dims(), DType::F32, normed.device())?;
+            ops::index_select_backward(&mut dnormed, &rows_t, &dsel, None)?;
+            drop((normed, sel));
+            self.model.backward_hidden(&batch, cache, &dnormed)?;
         }
         Ok(())
     }
