@@ -183,6 +183,13 @@ impl Qwen25Vl {
             })
             .collect::<Result<_>>()?;
         let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
+        // Generated tokens are text: their three M-RoPE components are equal, so
+        // a step's cos/sin rows are rows of one table over every position the
+        // rollout can reach, made (and on CUDA uploaded) once; a step sends
+        // only its positions.
+        let reach = next_pos.iter().copied().max().unwrap_or(0).max(0) as usize + c.max_new_tokens;
+        let all: Vec<i32> = (0..3).flat_map(|_| 0..reach as i32).collect();
+        let (cos_table, sin_table) = self.rope_tables(&Tensor::from_i32(all, [3, reach], Device::Cpu)?)?;
         drop(prefill_range);
         for step in 1..c.max_new_tokens {
             let _r = nvtx::range(Phase::RolloutDecode);
@@ -194,18 +201,16 @@ impl Qwen25Vl {
             let lens: Vec<usize> = active.iter().map(|&s| samples[s].tokens.len() - 1).collect();
             let ids: Vec<i32> = active.iter().map(|&s| *samples[s].tokens.last().expect("one token") as i32).collect();
             let n = active.len();
-            let mut pos = vec![0i32; 3 * n];
-            for (i, &s) in active.iter().enumerate() {
-                let p = next_pos[samples[s].prompt - first] + lens[i] as i32;
-                (pos[i], pos[n + i], pos[2 * n + i]) = (p, p, p);
-            }
+            let pos: Vec<i32> =
+                active.iter().zip(&lens).map(|(&s, &len)| next_pos[samples[s].prompt - first] + len as i32).collect();
             let mut cu_q = vec![0i32];
             for p in 0..prompts.len() {
                 let k = active.iter().filter(|&&s| samples[s].prompt == first + p).count() as i32;
                 cu_q.push(cu_q.last().expect("starts at 0") + k);
             }
             let cu_q = Tensor::from_i32(cu_q.clone(), [cu_q.len()], Device::Cpu)?;
-            let (cos, sin) = self.rope_tables(&Tensor::from_i32(pos, [3, n], Device::Cpu)?)?;
+            let pos = Tensor::from_i32(pos, [n], Device::Cpu)?;
+            let (cos, sin) = (ops::index_select(&cos_table, &pos)?, ops::index_select(&sin_table, &pos)?);
             let mut h = ops::index_select(&self.text.embed.value, &Tensor::from_i32(ids, [n], Device::Cpu)?)?;
             for (l, layer) in self.text.layers.iter().enumerate() {
                 let mut kv: Vec<&mut (Tensor, Tensor)> = suffix

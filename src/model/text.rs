@@ -67,8 +67,7 @@ impl DecoderLayer {
         let v = v.reshape([t, hkv, hd])?;
         let attn = ops::attention(&q, &k, &v, c.cu, c.spec())?;
         let (o, o_c) = self.o.forward(&attn.out.reshape([t, hq * hd])?)?;
-        let h = ops::add(x, &o)?;
-        let (n2, rstd2) = ops::rms_norm(&h, &self.post_norm.value, c.cfg.rms_norm_eps)?;
+        let (h, n2, rstd2) = ops::add_rms_norm(x, &o, &self.post_norm.value, c.cfg.rms_norm_eps)?;
         let (g, gate_c) = self.gate.forward(&n2)?;
         let (u, up_c) = self.up.forward(&n2)?;
         let (m, down_c) = self.down.forward(&ops::swiglu(&g, &u)?)?;
@@ -129,8 +128,8 @@ impl DecoderLayer {
     /// Inference: `x + o_proj(attn)`, then the MLP residual.
     fn infer_tail(&self, x: &Tensor, attn: &Tensor, cfg: &TextConfig) -> Result<Tensor> {
         let n = x.dims()[0];
-        let h = ops::add(x, &self.o.forward(&attn.reshape([n, cfg.num_attention_heads * cfg.head_dim()])?)?.0)?;
-        let (n2, _) = ops::rms_norm(&h, &self.post_norm.value, cfg.rms_norm_eps)?;
+        let o = self.o.forward(&attn.reshape([n, cfg.num_attention_heads * cfg.head_dim()])?)?.0;
+        let (h, n2, _) = ops::add_rms_norm(x, &o, &self.post_norm.value, cfg.rms_norm_eps)?;
         let m = self.down.forward(&ops::swiglu(&self.gate.forward(&n2)?.0, &self.up.forward(&n2)?.0)?)?.0;
         ops::add(&h, &m)
     }

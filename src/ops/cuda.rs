@@ -378,6 +378,22 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     Ok((from_bf16(&d, y, x.dims())?, from_f32(&d, rstd, [rows])?))
 }
 
+pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "add_rms_norm";
+    let d = device_of(x, OP)?;
+    let (rows, dim) = (x.shape().rows(), x.shape().last());
+    let (h, y, rstd) = so::add_rms_norm_forward(
+        &d,
+        &*bf16_of(x, OP, "input")?,
+        &*bf16_of(residual, OP, "residual")?,
+        &*bf16_of(w, OP, "weight")?,
+        rows,
+        dim,
+        eps,
+    )?;
+    Ok((from_bf16(&d, h, x.dims())?, from_bf16(&d, y, x.dims())?, from_f32(&d, rstd, [rows])?))
+}
+
 pub fn rms_norm_backward(
     x: &Tensor,
     w: &Tensor,

@@ -25,6 +25,26 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     }
 }
 
+/// `(h, y, rstd)` with `h = x + residual` and `(y, rstd) = rms_norm(h)`: a
+/// decoder layer's residual add and the next norm. On CUDA one kernel (one
+/// read of each input, no separate add launch); on the CPU the two ops.
+pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "add_rms_norm";
+    let d = x.shape().last();
+    if x.rank() == 0 || w.dims() != [d] {
+        return Err(shape_err!(OP, "input {} and weight {} (expected [{d}])", x.shape(), w.shape()));
+    }
+    expect_dims(OP, "residual", residual, x.dims())?;
+    match common_device(OP, &[x, residual, w])? {
+        Device::Cpu => {
+            let h = super::add(x, residual)?;
+            let (y, rstd) = rms_norm(&h, w, eps)?;
+            Ok((h, y, rstd))
+        }
+        Device::Cuda(_) => on_cuda!(cuda::add_rms_norm(x, residual, w, eps)),
+    }
+}
+
 /// Backward of [`rms_norm`]: returns `dx`, accumulates `dw` when given.
 pub fn rms_norm_backward(
     x: &Tensor,
