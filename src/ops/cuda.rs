@@ -473,10 +473,7 @@ pub fn linear_cross_entropy(
         super::GradScale::Uniform(s) => ls::GradScale::Uniform(s),
         super::GradScale::PerRow(r) => ls::GradScale::PerRow(r),
     };
-    let dw = match dw {
-        Some(g) => Some(f32_mut(g, OP, "dW")?),
-        None => None,
-    };
+    let dw = dw.map(|g| f32_mut(g, OP, "dW")).transpose()?;
     let out = ls::linear_cross_entropy(
         &d,
         &*bf16_of(h, OP, "h")?,
@@ -532,10 +529,7 @@ pub fn linear_token_logprobs_backward(
     const OP: &str = "linear_token_logprobs_backward";
     let d = device_of(h, OP)?;
     let (t, dim, v) = (h.dims()[0], h.dims()[1], w.dims()[0]);
-    let dw = match dw {
-        Some(g) => Some(f32_mut(g, OP, "dW")?),
-        None => None,
-    };
+    let dw = dw.map(|g| f32_mut(g, OP, "dW")).transpose()?;
     let dh = ls::linear_token_logprobs_backward(
         &d,
         &*bf16_of(h, OP, "h")?,
