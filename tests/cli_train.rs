@@ -181,3 +181,19 @@ fn device_flag_reaches_the_run_and_an_unusable_gpu_is_a_clear_error() {
     assert!(!out.status.success(), "training on a machine without a usable GPU must fail");
     assert!(text.contains("cuda:0") && text.contains("--device cpu"), "{text}");
 }
+
+/// `--plan` needs only a config.json (the released 7B's dims, no weights, no
+/// data): it says the paper's GRPO does not fit one H200 with full
+/// fine-tuning and why, and that the tiny preset fits; it trains nothing.
+#[test]
+fn plan_from_a_config_alone() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs/qwen2.5-vl-7b-instruct");
+    let text = run(&["--recipe", "grpo", "--plan", "--set", &format!("model.path={dir:?}")]);
+    assert!(text.contains("language 7.62B parameters"), "{text}");
+    assert!(text.contains("GRPO rollout") && text.contains("H200 141GB  DOES NOT FIT"), "{text}");
+    let lora =
+        run(&["--recipe", "sft", "--plan", "--set", &format!("model.path={dir:?}"), "--set", "lora.enabled=true"]);
+    assert!(lora.contains("LoRA trainable") && !lora.contains("GRPO rollout"), "{lora}");
+    let tiny = run(&["--recipe", "sft", "--plan"]);
+    assert!(tiny.contains("H200 141GB  fits") && !tiny.contains("DOES NOT FIT"), "{tiny}");
+}

@@ -553,6 +553,58 @@ mod on_device {
         assert!(out <= 4 * rows + 64, "{out} bytes to the host for {rows} rows");
     }
 
+    /// The planner (`actial-train --plan`) predicts the pool's high-water mark
+    /// of an SFT step within 15%, full fine-tuning and LoRA, at scaled-down
+    /// dims where activations weigh: text width 256, 4 layers, vocabulary
+    /// 4096, 8 samples of two photos in one micro-batch.
+    #[test]
+    fn the_planner_predicts_the_pool_peak_of_an_sft_step() {
+        use actial::train::plan::{Workload, step_memory};
+        let Some(_dev) = gpu() else { return };
+        let dir = std::env::temp_dir().join(format!("actial-cuda-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ex = crate::common::viewpoint_examples(4, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let tok = tiny_tokenizer().unwrap();
+        let mut cfg = tiny_config(&tok);
+        (cfg.text.hidden_size, cfg.text.intermediate_size, cfg.text.vocab_size) = (256, 704, 4096);
+        (cfg.text.num_attention_heads, cfg.text.num_key_value_heads, cfg.text.mrope_section) = (4, 2, [8, 12, 12]);
+        cfg.vision.out_hidden_size = 256;
+        for lora in [false, true] {
+            let _iso = actial::cuda::device::isolated(0).unwrap();
+            let mut model = Qwen25Vl::random(cfg.clone(), 4).unwrap();
+            model.to_device(Device::Cpu, DType::BF16).unwrap();
+            let mut c = actial::train::config::SftConfig::tiny_defaults();
+            (c.run.global_batch, c.run.micro_batch, c.run.steps) = (8, 8, 1);
+            c.run.device = "cuda".into();
+            c.lora.enabled = lora;
+            (c.run.steps, c.optim.warmup_steps) = (2, 1);
+            let mut t = actial::train::sft::SftTrainer::new(c.clone(), model, ex.clone()).unwrap();
+            // The second step: the cuBLASLt workspace exists (the first GEMM
+            // creates it), as in every step after it.
+            t.train_step().unwrap();
+            let m = t.train_step().unwrap();
+            // The pool's high-water mark over the step (the trainer restarts it
+            // at the step's start).
+            let measured = m.cuda.as_ref().expect("CUDA steps carry their accounting").pool_peak_bytes;
+            let idx: Vec<usize> = (8..16).map(|p| t.example_at(p)).collect();
+            let patches: usize = idx.iter().map(|&i| t.examples[i].pixels.as_ref().map_or(0, |p| p.dims()[0])).sum();
+            let w = Workload { tokens: m.tokens as u64, patches: patches as u64 };
+            let plan = step_memory(&cfg, &c, w, false);
+            for (name, b) in &plan.items {
+                println!("  {name:<60} {b:>12}");
+            }
+            let err = plan.peak as f64 / measured as f64 - 1.0;
+            println!("lora {lora}: {w:?}: planned {} B, measured {measured} B ({:+.1}%)", plan.peak, 100.0 * err);
+            assert!(
+                err.abs() <= 0.15,
+                "lora {lora}: the plan ({}) is {:+.1}% off the pool's peak ({measured})",
+                plan.peak,
+                100.0 * err
+            );
+        }
+    }
+
     /// The SFT trainer on CUDA (bf16 frozen weights, f32 masters, the
     /// multi-tensor AdamW launch) follows the CPU's loss curve over 4 steps, for
     /// full fine-tuning and LoRA.

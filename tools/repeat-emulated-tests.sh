@@ -49,6 +49,7 @@ for ((i = 1; i <= rounds; i++)); do
     0) schedule="shuffle:$i" ;;
   esac
   log="$logs/$i-${schedule/:/-}.log"
+  : >"$log"
   for b in "${bins[@]}"; do
     if ! "${asan[@]}" env ACTIAL_EMULATED_DRIVER=1 ACTIAL_EMULATOR_SCHEDULE="$schedule" "$b" >>"$log" 2>&1; then
       echo "round $i ($schedule): $(basename "$b") FAILED; see $log" >&2

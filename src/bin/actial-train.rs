@@ -102,6 +102,11 @@ struct Args {
     /// with another photo / text mix.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Print the run's plan (peak device memory per phase, step time on A100 /
+    /// H100 / H200, what to change when it does not fit) and exit: needs only
+    /// the model's config.json, no weights, no data.
+    #[arg(long)]
+    plan: bool,
 }
 
 fn load_config(args: &Args) -> Result<SftConfig> {
@@ -968,9 +973,25 @@ fn print_device_accounting(stage: &str, acc: &Option<actial::cuda::accounting::A
     }
 }
 
+/// `--plan`: the run's memory and time plan from config.json alone.
+fn plan(args: &Args) -> Result<()> {
+    let cfg = load_config(args)?;
+    let model = if is_tiny(&cfg) {
+        tiny_config(&tiny_tokenizer()?)
+    } else {
+        actial::model::config::Qwen25VlConfig::from_file(&Path::new(&cfg.model.path).join("config.json"))?
+    };
+    let sft = matches!(args.recipe, Recipe::Full | Recipe::Sft | Recipe::Pretrain);
+    let grpo = matches!(args.recipe, Recipe::Full | Recipe::Grpo);
+    println!("plan for model {} (recipe {:?}):", cfg.model.path, args.recipe);
+    print!("{}", actial::train::plan::report(&model, &cfg, sft, grpo));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let res = match args.recipe {
+        _ if args.plan => plan(&args),
         Recipe::Sft => sft(&args),
         Recipe::Pretrain => pretrain(&args),
         Recipe::Grpo => grpo(&args),

@@ -6,5 +6,6 @@ pub mod eval;
 pub mod grpo;
 pub mod grpo_trainer;
 pub mod optimizer;
+pub mod plan;
 pub mod reward;
 pub mod sft;
