@@ -490,6 +490,37 @@ mod parity {
         assert_eq!(dev.memory().peak, after.in_use, "a reset restarts the mark from what is in use");
     }
 
+    /// A block may outlive its handle (an optimizer's state dropped after the
+    /// model's last tensor): closing the handle keeps the block valid, and
+    /// freeing it later is fine. Then many handles open and close in a row,
+    /// with cuBLASLt work in each, on the one primary context. The first run
+    /// on an H200 crashed or hung after the third such handle.
+    #[test]
+    fn handles_close_cleanly_even_with_blocks_still_out() {
+        let Some(_) = gpu() else { return };
+        let dev = CudaDevice::open(0).unwrap();
+        let kept = dev.upload(&[3.0f32; 257], "outlives its handle").unwrap();
+        let stream = dev.stream().clone();
+        drop(dev);
+        assert_eq!(stream.clone_dtoh(&kept).unwrap(), vec![3.0f32; 257], "the block is still valid");
+        drop(kept);
+        stream.synchronize().unwrap();
+        let spec = gemm::GemmSpec { m: 8, n: 4, k: 16, trans_a: false, trans_b: true, alpha: 1.0, beta: 0.0 };
+        for round in 0..6 {
+            let dev = CudaDevice::open(0).unwrap();
+            let (a, w) = (up(&dev, &[0.5; 8 * 16]), up(&dev, &[0.25; 4 * 16]));
+            let mut c = dev.zeros::<bf16>(32, "c").unwrap();
+            gemm::gemm(&dev, spec, &a, &w, &mut c, None).unwrap();
+            let got: Vec<f32> = dev.download(&c, "c").unwrap().iter().map(|v| v.to_f32()).collect();
+            assert_eq!(got, vec![2.0; 32], "round {round}");
+            if round % 2 == 0 {
+                // Every other round, one block outlives the handle.
+                drop(dev);
+                drop(a);
+            }
+        }
+    }
+
     /// Two handles of one device share nothing they report: memory and counts
     /// of one never move with the other's work. An isolated handle is what
     /// tensors on `Device::Cuda(0)` use on this thread until its guard drops,

@@ -79,10 +79,16 @@ run() {
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
     [[ -d "$d" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
   done
+  # Or where a Python package put it (the CUDA 13 wheels: nvidia/cu13/lib).
+  if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so'; then
+    local found
+    found="$(find /usr/local /opt -name 'libcublasLt.so.1*' 2>/dev/null | head -1)"
+    [[ -n "$found" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$found")"
+  fi
   {
     echo "# actial GPU check, commit $(cat "$bundle/COMMIT" 2>/dev/null || echo '?'), $(date -u +%FT%TZ)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-    echo "libcublasLt: $( (ldconfig -p 2>/dev/null | grep -o 'libcublasLt.so[.0-9]*' | head -1) || echo 'not in ldconfig')"
+    echo "libcublasLt: $( (ldconfig -p 2>/dev/null | grep -o 'libcublasLt.so[.0-9]*' | head -1) || echo 'not in ldconfig'); LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
     echo
     echo "## kernel build (ptxas)"
     "$bin/cuda_build" --nocapture --test-threads=1 2>&1 | grep -v '^running\|^$'
@@ -130,7 +136,7 @@ run() {
     done
     echo
     echo "## benches"
-    timeout 420 "$bin/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
+    timeout "${GPU_REPORT_TIMEOUT:-420}" "$bin/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
       echo "gpu_report failed or timed out (exit $?)"
   } 2>&1 | tee "$report"
 }

@@ -367,6 +367,15 @@ EXPORT CUresult cuMemPoolDestroy(CUmemoryPool handle) {
   return CUDA_SUCCESS;
 }
 
+// Returns cached (freed) blocks to the "OS" down to `keep` bytes reserved.
+EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool handle, size_t keep) {
+  std::lock_guard<std::mutex> lock(memory.mu);
+  Pool *pool = pool_of(handle);
+  if (!pool) return CUDA_ERROR_INVALID_HANDLE;
+  pool->reserved = std::max(pool->used, std::min<uint64_t>(pool->reserved, keep));
+  return CUDA_SUCCESS;
+}
+
 EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool handle, CUmemPool_attribute attr, void *value) {
   std::lock_guard<std::mutex> lock(memory.mu);
   Pool *pool = pool_of(handle);

@@ -9,7 +9,8 @@
 //! Timing uses CUDA events around `iters` back-to-back launches after a warm-up,
 //! so host overhead between launches is included only as far as it stalls the
 //! GPU. Figures: TFLOP/s for compute-bound work, GB/s for memory-bound work, and
-//! the fraction of the H100 SXM datasheet peak (989 TFLOP/s dense bf16, 3.35 TB/s).
+//! the fraction of the datasheet peak of the GPU it ran on (dense bf16, HBM; an
+//! H100 SXM's for a GPU `GpuSpec::for_device_name` does not know).
 
 use std::sync::Arc;
 
@@ -27,8 +28,7 @@ use crate::cpu::sampling::SamplingParams;
 use crate::error::Result;
 use crate::rng::Philox;
 
-pub const H100_BF16_TFLOPS: f64 = 989.0;
-pub const H100_HBM_TBS: f64 = 3.35;
+use crate::train::plan::GpuSpec;
 
 /// `(scale, width)` of a smoke run ([`cases`]): every case at 1/64 of the
 /// tokens and 1/16 of the widths, small enough for the emulated driver, so a
@@ -88,16 +88,16 @@ pub fn time_ms(dev: &CudaDevice, run: &mut dyn FnMut() -> Result<()>, warmup: us
     Ok(ms as f64 / iters.max(1) as f64)
 }
 
-/// "X TFLOP/s (Y% of peak)" or "X GB/s (Y% of peak)".
-pub fn rate(work: Work, ms: f64) -> (String, f64) {
+/// "X TFLOP/s" or "X GB/s", and the percentage of `peak`'s figure.
+pub fn rate(work: Work, ms: f64, peak: &GpuSpec) -> (String, f64) {
     match work {
         Work::Flops(f) => {
             let t = f / (ms * 1e-3) / 1e12;
-            (format!("{t:8.1} TFLOP/s"), 100.0 * t / H100_BF16_TFLOPS)
+            (format!("{t:8.1} TFLOP/s"), 100.0 * t / peak.bf16_tflops)
         }
         Work::Bytes(b) => {
             let g = b / (ms * 1e-3) / 1e9;
-            (format!("{g:8.0} GB/s"), 100.0 * g / (H100_HBM_TBS * 1e3))
+            (format!("{g:8.0} GB/s"), 100.0 * g / (peak.hbm_tbs * 1e3))
         }
     }
 }
@@ -504,10 +504,11 @@ fn account_one(dev: &CudaDevice, run: &mut dyn FnMut() -> Result<()>) -> Result<
 
 /// Runs every case and baseline: `warmup` untimed runs, then `iters` timed.
 pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize) -> Result<Vec<Timing>> {
+    let peak = GpuSpec::for_device_name(dev.name());
     let mut rows = Vec::new();
     for p in pairs.iter_mut() {
         let ms = time_ms(dev, &mut p.case.run, warmup, iters)?;
-        let (r, percent_of_peak) = rate(p.case.work, ms);
+        let (r, percent_of_peak) = rate(p.case.work, ms, &peak);
         let (per_run, pool_peak_bytes) = account_one(dev, &mut p.case.run)?;
         rows.push(Timing {
             family: p.family,
@@ -521,7 +522,7 @@ pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize
         });
         if let Some(b) = p.baseline.as_mut() {
             let bms = time_ms(dev, &mut b.run, warmup, iters)?;
-            let (r, percent_of_peak) = rate(b.work, bms);
+            let (r, percent_of_peak) = rate(b.work, bms, &peak);
             let (per_run, pool_peak_bytes) = account_one(dev, &mut b.run)?;
             rows.push(Timing {
                 family: p.family,
@@ -541,11 +542,15 @@ pub fn measure(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize
 /// Runs every case (and baseline) and formats the report table.
 pub fn report(dev: &CudaDevice, pairs: &mut [Pair], warmup: usize, iters: usize) -> Result<String> {
     let rows = measure(dev, pairs, warmup, iters)?;
+    let peak = GpuSpec::for_device_name(dev.name());
     let mut out = format!(
-        "GPU: {} (sm_{}{}); peaks used: {H100_BF16_TFLOPS} TFLOP/s bf16 dense, {H100_HBM_TBS} TB/s (H100 SXM)\n\n",
+        "GPU: {} (sm_{}{}); peaks used: {} TFLOP/s bf16 dense, {} TB/s ({} datasheet)\n\n",
         dev.name(),
         dev.compute_capability().0,
-        dev.compute_capability().1
+        dev.compute_capability().1,
+        peak.bf16_tflops,
+        peak.hbm_tbs,
+        peak.name
     );
     out.push_str(&format!(
         "{:<10} {:<62} {:>10} {:>16} {:>7} {:>9} {:>8} {:>5} {:>11} {:>11} {:>11}\n",

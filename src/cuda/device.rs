@@ -184,19 +184,10 @@ impl CudaDevice {
         if ordinal >= count {
             return Err(unavailable(format!("this machine has {count} CUDA device(s)")));
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(describe(&e)))?;
-        // SAFETY: called before any buffer exists; one stream orders everything.
-        unsafe { ctx.disable_event_tracking() };
+        let (ctx, module) = context_and_module(ordinal).map_err(unavailable)?;
         let stream = ctx.default_stream();
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let compute_capability = ctx.compute_capability().map_err(|e| unavailable(describe(&e)))?;
-        let module = ctx.load_module(Ptx::from_binary(FATBIN.to_vec())).map_err(|e| {
-            unavailable(format!(
-                "loading the embedded kernels failed ({}); the fatbin holds sm_80 and sm_90a code and compute_80 \
-                 PTX, which needs a driver for CUDA 13.0 or newer",
-                describe(&e)
-            ))
-        })?;
         let pool = create_pool(&ctx).map_err(|e| unavailable(format!("creating the memory pool: {}", describe(&e))))?;
         Ok(Arc::new(CudaDevice {
             ordinal,
@@ -467,11 +458,62 @@ impl CudaDevice {
 
 impl Drop for CudaDevice {
     fn drop(&mut self) {
-        // SAFETY: the pool was created in `open`. Blocks still allocated from it
-        // (slices that outlive the handle) stay valid: the driver releases the
-        // pool with the last of them.
-        let _ = unsafe { sys::cuMemPoolDestroy(self.pool) };
+        // Queued work may still read this pool's blocks, and the cuBLASLt
+        // workspace is one of them: wait, return the workspace, then destroy
+        // the pool only if nothing is outstanding. Blocks can outlive their
+        // handle (an optimizer's state dropped after the model's last tensor),
+        // and the driver's deferred destruction of a pool with blocks still
+        // out is a path we do not take: the first run on an H200 crashed or
+        // hung after handles closed that way. Such a pool stays, releasing
+        // each block to the driver as it is freed (release threshold 0).
+        let _ = self.stream.synchronize();
+        drop(self.blas.take());
+        let _ = self.stream.synchronize();
+        if self.memory().in_use == 0 {
+            // SAFETY: the pool was created in `open`, is destroyed once, and
+            // no block of it is allocated.
+            let _ = unsafe { sys::cuMemPoolDestroy(self.pool) };
+        } else {
+            let mut zero = 0u64;
+            // SAFETY: RELEASE_THRESHOLD takes a u64; trimming frees cached
+            // blocks only.
+            unsafe {
+                let _ = sys::cuMemPoolSetAttribute(
+                    self.pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    &mut zero as *mut u64 as *mut c_void,
+                );
+                let _ = sys::cuMemPoolTrimTo(self.pool, 0);
+            }
+        }
     }
+}
+
+/// The device's primary context and the loaded kernels, one of each per
+/// device for the whole process. Handles share them: retaining and releasing
+/// the primary context per handle would destroy it whenever the last handle
+/// closed (the driver resets a primary context at refcount 0), and cuBLASLt
+/// keeps per-context state that must not see its context come and go.
+fn context_and_module(ordinal: usize) -> std::result::Result<(Arc<CudaContext>, Arc<CudaModule>), String> {
+    type Loaded = (Arc<CudaContext>, Arc<CudaModule>);
+    static LOADED: OnceLock<Mutex<HashMap<usize, Loaded>>> = OnceLock::new();
+    let mut map = LOADED.get_or_init(Default::default).lock().expect("context registry lock");
+    if let Some((ctx, module)) = map.get(&ordinal) {
+        return Ok((ctx.clone(), module.clone()));
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| describe(&e))?;
+    // SAFETY: called before any buffer of this context exists; every handle
+    // orders its work on the context's one (default) stream.
+    unsafe { ctx.disable_event_tracking() };
+    let module = ctx.load_module(Ptx::from_binary(FATBIN.to_vec())).map_err(|e| {
+        format!(
+            "loading the embedded kernels failed ({}); the fatbin holds sm_80 and sm_90a code and compute_80 \
+             PTX, which needs a driver for CUDA 13.0 or newer",
+            describe(&e)
+        )
+    })?;
+    map.insert(ordinal, (ctx.clone(), module.clone()));
+    Ok((ctx, module))
 }
 
 /// A device-memory pool of its own for a new handle, keeping freed blocks cached.

@@ -25,10 +25,14 @@ use crate::tensor::{CpuStorage, DType, Device, Shape, Tensor};
 use crate::{arg_err, shape_err};
 
 /// Device memory of one dtype, with the device it lives on.
+///
+/// Field order matters: fields drop in declaration order, so the buffer goes
+/// back to its pool before this storage's reference to the handle (possibly
+/// the last one, which destroys the pool) is released.
 #[derive(Clone)]
 pub struct CudaStorage {
-    pub dev: Arc<CudaDevice>,
     pub buf: CudaBuf,
+    pub dev: Arc<CudaDevice>,
 }
 
 #[derive(Clone)]

@@ -34,6 +34,15 @@ pub const GPUS: [GpuSpec; 3] = [
     GpuSpec { name: "H200 141GB", memory_bytes: 141_000_000_000, bf16_tflops: 989.0, hbm_tbs: 4.8 },
 ];
 
+impl GpuSpec {
+    /// The datasheet figures of the GPU a driver names (e.g. "NVIDIA H200"),
+    /// by its model ("A100", "H100", "H200"); an H100's for any other.
+    pub fn for_device_name(device: &str) -> GpuSpec {
+        let model = |g: &GpuSpec| g.name.split_whitespace().next().unwrap_or(g.name);
+        GPUS.iter().find(|g| device.contains(model(g))).copied().unwrap_or(GPUS[1])
+    }
+}
+
 /// cuBLASLt's workspace (`cuda::gemm`).
 pub const GEMM_WORKSPACE: u64 = 32 << 20;
 
@@ -438,6 +447,15 @@ mod tests {
     use super::*;
     use crate::model::Qwen25Vl;
     use crate::model::tiny::{tiny_config, tiny_tokenizer};
+
+    /// Bench percentages use the datasheet of the GPU the driver names.
+    #[test]
+    fn the_datasheet_follows_the_device_name() {
+        assert_eq!(GpuSpec::for_device_name("NVIDIA H200").hbm_tbs, 4.8);
+        assert_eq!(GpuSpec::for_device_name("NVIDIA A100-SXM4-80GB").bf16_tflops, 312.0);
+        assert_eq!(GpuSpec::for_device_name("NVIDIA H100 80GB HBM3").name, "H100 80GB");
+        assert_eq!(GpuSpec::for_device_name("emulated GPU").name, "H100 80GB", "unknown: an H100's");
+    }
 
     /// The counts from dims alone equal the parameters the model builds, by part.
     #[test]
