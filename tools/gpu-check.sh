@@ -43,8 +43,10 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])' |
     while read -r name exe; do cp "$exe" "$staging/$name"; done
-  cargo build --release --example gpu_report --example bench_train_step --example bench_rollout
-  cp target/release/examples/{gpu_report,bench_train_step,bench_rollout} "$staging/"
+  cargo build --release --example gpu_report --example bench_train_step --example bench_rollout --example gpu_scale \
+    --bin actial-train --bin actial-generate
+  cp target/release/examples/{gpu_report,bench_train_step,bench_rollout,gpu_scale} "$staging/"
+  cp target/release/{actial-train,actial-generate} "$staging/"
   # Line tables make the binaries ~65 MB each, and even stripped they are ~56 MiB
   # together: with the tracked tree that is over the 64 MiB the device tool
   # carries, so they travel compressed (about 3x) and run() unpacks them.
@@ -119,6 +121,23 @@ run() {
         tee "$out/model-simt.log" | grep -E '^test |panicked|test result'
     fi
     echo
+    echo "## released widths, few layers: SFT and GRPO steps counted, next to the plan (examples/gpu_scale.rs)"
+    # shellcheck disable=SC2086 # SCALE_ARGS is a list of words
+    timeout "${SCALE_TIMEOUT:-150}" "$bin/gpu_scale" ${SCALE_ARGS:-3b 2 2 16 64 224} 2>&1 | tee "$out/scale.txt" ||
+      echo "gpu_scale failed or timed out (exit $?)"
+    echo
+    echo "## the product on the GPU: README's GPU quick start"
+    local runs
+    runs="$(mktemp -d)"
+    (
+      set -x
+      timeout 60 "$bin/actial-generate" --model assets/tiny-base --device cuda --prompt "Describe a cube." \
+        --max-new-tokens 32
+      timeout "${SFT_TIMEOUT:-120}" "$bin/actial-train" --recipe sft --device cuda --out "$runs/sft-cuda" \
+        --set run.steps="${SFT_STEPS:-50}"
+    ) 2>&1 | grep -v '^\[\|%|' | tail -30
+    [[ -f "$runs/sft-cuda/metrics.jsonl" ]] && tail -1 "$runs/sft-cuda/metrics.jsonl" | cut -c1-600
+    echo
     echo "## tiny model training step (forward + backward, batch of 16 two-image samples)"
     for mode in full lora; do
       for dev in cuda cpu; do
@@ -136,8 +155,19 @@ run() {
     done
     echo
     echo "## benches"
-    timeout "${GPU_REPORT_TIMEOUT:-420}" "$bin/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
-      echo "gpu_report failed or timed out (exit $?)"
+    if [[ "${SKIP_BENCHES:-0}" == 1 ]]; then
+      echo "skipped (SKIP_BENCHES=1)"
+    else
+      timeout "${GPU_REPORT_TIMEOUT:-420}" "$bin/gpu_report" ${GPU_REPORT_ARGS:-} --out "$out/bench.txt" 2>&1 ||
+        echo "gpu_report failed or timed out (exit $?)"
+    fi
+    if [[ -n "${FULL_RECIPE_TIMEOUT:-}" ]]; then
+      echo
+      echo "## the whole recipe on the GPU: actial-train --recipe full --device cuda (cut at $FULL_RECIPE_TIMEOUT s)"
+      timeout "$FULL_RECIPE_TIMEOUT" "$bin/actial-train" --recipe full --device cuda --out "$runs/full-cuda" 2>&1 |
+        grep -v '%|' | tail -40
+    fi
+    rm -rf "$runs"
   } 2>&1 | tee "$report"
 }
 
@@ -146,6 +176,7 @@ case "${1:-}" in
   run) run ;;
   # One timed training step (after two warm-ups) takes ~40 s on the emulator.
   rehearse) ACTIAL_EMULATED_DRIVER=1 GPU_REPORT_ARGS=--smoke TRAIN_STEPS=1 TRAIN_TIMEOUT=300 ROLLOUT_ARGS="1 2 4" \
+    SCALE_ARGS="tiny 2 2 4 8 56" SCALE_TIMEOUT=300 SFT_STEPS=2 SFT_TIMEOUT=300 \
     OUT="${OUT:-$root/runs/gpu-rehearsal}" run ;;
   *) echo "usage: $0 build|rehearse|run" >&2; exit 2 ;;
 esac

@@ -294,6 +294,17 @@ pub fn rollout_memory(c: &Qwen25VlConfig, run: &SftConfig) -> MemoryPlan {
     m
 }
 
+/// Peak device memory of a GRPO update micro-batch over `w`: an SFT step's
+/// items, plus the reference model's bf16 weights when the KL term needs it.
+pub fn grpo_update_memory(c: &Qwen25VlConfig, run: &SftConfig, w: Workload, recompute: bool) -> MemoryPlan {
+    let mut update = step_memory(c, run, w, recompute);
+    if run.grpo.beta > 0.0 {
+        let p = param_counts(c, run);
+        update.add("weights (reference), bf16", 2 * (p.frozen + p.trainable));
+    }
+    update
+}
+
 /// The plan as text: parameters, then per phase (SFT when `sft`, the GRPO
 /// rollout and update when `grpo`) the memory items, the peak, whether it fits
 /// each GPU, the step time there, and the cheapest change when it does not fit.
@@ -339,10 +350,7 @@ pub fn report(c: &Qwen25VlConfig, run: &SftConfig, sft: bool, grpo: bool) -> Str
             }
         }
         let wu = Workload::grpo_update(c, run);
-        let mut update = step_memory(c, run, wu, recompute);
-        if run.grpo.beta > 0.0 {
-            update.add("weights (reference), bf16", 2 * (p.frozen + p.trainable));
-        }
+        let update = grpo_update_memory(c, run, wu, recompute);
         write_phase(
             &mut s,
             c,
