@@ -70,7 +70,10 @@ fn main() -> Result<()> {
     base.to_device(Device::Cpu, DType::BF16)?;
 
     println!("\n## SFT step (4 samples of two {image_px}px photos in one micro-batch)");
-    println!("{:<6} {:>8} {:>16} {:>16} {:>8} {:>9} {:>7}", "mode", "tokens", "pool peak", "planned", "off", "launches", "gemms");
+    println!(
+        "{:<6} {:>8} {:>16} {:>16} {:>8} {:>9} {:>7}",
+        "mode", "tokens", "pool peak", "planned", "off", "launches", "gemms"
+    );
     for lora in [false, true] {
         let mut c = SftConfig::tiny_defaults();
         (c.run.global_batch, c.run.micro_batch, c.run.steps, c.optim.warmup_steps) = (4, 4, 2, 1);
@@ -83,9 +86,8 @@ fn main() -> Result<()> {
             println!("(no device accounting on {device})");
             return Ok(());
         };
-        let patches: usize = (4..8)
-            .map(|p| tr.examples[tr.example_at(p)].pixels.as_ref().map_or(0, |px| px.dims()[0]))
-            .sum();
+        let patches: usize =
+            (4..8).map(|p| tr.examples[tr.example_at(p)].pixels.as_ref().map_or(0, |px| px.dims()[0])).sum();
         let plan = step_memory(&cfg, &c, Workload { tokens: m.tokens as u64, patches: patches as u64 }, false);
         let tot = acc.total();
         println!(
@@ -163,10 +165,13 @@ fn widths(which: &str, layers: usize, tok: &actial::model::tokenizer::QwenTokeni
     if let Some(json) = released {
         let r = Qwen25VlConfig::from_json_str(json, which)?;
         let (t, v) = (&mut cfg.text, &mut cfg.vision);
-        (t.hidden_size, t.intermediate_size, t.vocab_size) = (r.text.hidden_size, r.text.intermediate_size, r.text.vocab_size);
+        (t.hidden_size, t.intermediate_size, t.vocab_size) =
+            (r.text.hidden_size, r.text.intermediate_size, r.text.vocab_size);
         (t.num_attention_heads, t.num_key_value_heads) = (r.text.num_attention_heads, r.text.num_key_value_heads);
-        (t.mrope_section, t.rope_theta, t.tie_word_embeddings) = (r.text.mrope_section, r.text.rope_theta, r.text.tie_word_embeddings);
-        (v.hidden_size, v.intermediate_size, v.num_heads) = (r.vision.hidden_size, r.vision.intermediate_size, r.vision.num_heads);
+        (t.mrope_section, t.rope_theta, t.tie_word_embeddings) =
+            (r.text.mrope_section, r.text.rope_theta, r.text.tie_word_embeddings);
+        (v.hidden_size, v.intermediate_size, v.num_heads) =
+            (r.vision.hidden_size, r.vision.intermediate_size, r.vision.num_heads);
         v.out_hidden_size = r.vision.out_hidden_size;
     }
     cfg.text.num_hidden_layers = layers;
