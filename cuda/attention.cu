@@ -23,7 +23,7 @@
 
 // hot: attention_forward_d32 attention_forward_d64 attention_forward_d80 attention_forward_d128
 // hot: attention_forward_mma_d32 attention_forward_mma_d64 attention_forward_mma_d80 attention_forward_mma_d128
-// hot: attention_decode_cascade_d64 attention_decode_cascade_d128
+// hot: attention_decode_paged_d64 attention_decode_paged_d128
 // hot: attention_backward_dq_d80 attention_backward_dq_d128 attention_backward_dkv_d80 attention_backward_dkv_d128
 // hot: attention_backward_dq_mma_d32 attention_backward_dq_mma_d64 attention_backward_dq_mma_d80 attention_backward_dq_mma_d128
 // hot: attention_backward_dkv_mma_d32 attention_backward_dkv_mma_d64 attention_backward_dkv_mma_d80 attention_backward_dkv_mma_d128
@@ -755,19 +755,44 @@ extern "C" __global__ void __launch_bounds__(MMA_BWD_THREADS)
   attention_backward_dkv_mma_impl<128>(BWD_PASS, dk, dv);
 }
 
-// Decoding for GRPO groups (cascade): the G samples of a group share one prompt
-// prefix KV and each has its own suffix KV (the tokens it generated so far). One
-// block per (group, query head), one warp per sample with one query token each.
-// The prefix streams through shared memory once per block and serves every
-// sample of the group (G times less prefix traffic than G separate caches);
-// then each warp continues its online softmax over its own suffix from global
-// memory. No mask: a decoding query sees the whole prefix and its own suffix.
+// Decoding for GRPO groups (cascade) from a paged KV cache. Keys and values of
+// every layer live in a pool of blocks of `block_size` rows ([blocks *
+// block_size, Hkv, D]); a block table row maps a sequence's key r to pool row
+// table[r / block_size] * block_size + r % block_size. The G samples of a group
+// share one prompt prefix (its blocks are referenced, never copied) and each
+// has its own suffix blocks (the tokens it generated so far, the newest
+// included). One block per (group, query head), one warp per sample with one
+// query token each. The prefix streams through shared memory once per block and
+// serves every sample of the group (G times less prefix traffic than G
+// separate caches); then each warp continues its online softmax over its own
+// suffix from global memory. No mask: a decoding query sees the whole prefix
+// and its own suffix.
+//
+// Per step (`rows`, one upload shared by all layers): cu_group [G + 1] (sample
+// rows per group), group_slot [G] and prefix_len [G] (the group's prefix table
+// row and key count), sample_slot [S] and suffix_len [S] (the sample's suffix
+// table row and key count).
+template <int D, int STRIDE>
+static __device__ void load_paged_tile(float (*dst)[STRIDE], const bf16 *pool, const int32_t *table, int block_size,
+                                       int kt, int stop, int heads, int h) {
+  for (int e = threadIdx.x; e < ATT_BK * D; e += blockDim.x) {
+    const int j = e / D, d = e % D, key = kt + j;
+    if (key < stop) {
+      const int row = table[key / block_size] * block_size + key % block_size;
+      dst[j][d] = bf(pool[head_off(row, heads, h, D) + d]);
+    } else {
+      dst[j][d] = 0.0f;
+    }
+  }
+}
+
 template <int D>
-static __device__ void attention_decode_cascade_impl(const bf16 *q, const bf16 *prefix_k, const bf16 *prefix_v,
-                                                     const int32_t *cu_prefix, const bf16 *suffix_k,
-                                                     const bf16 *suffix_v, const int32_t *cu_suffix,
-                                                     const int32_t *cu_group, ActialAttentionParams p, bf16 *out,
-                                                     float *lse) {
+static __device__ void attention_decode_paged_impl(const bf16 *q, const bf16 *k_pool, const bf16 *v_pool,
+                                                   const int32_t *cu_group, const int32_t *group_slot,
+                                                   const int32_t *prefix_len, const int32_t *sample_slot,
+                                                   const int32_t *suffix_len, const int32_t *prefix_table,
+                                                   const int32_t *suffix_table, ActialPagedKv kv,
+                                                   ActialAttentionParams p, bf16 *out, float *lse) {
   constexpr int PER_LANE = (D + 31) / 32;
   __shared__ float ks[ATT_BK][D + 1];
   __shared__ float vs[ATT_BK][D];
@@ -782,11 +807,12 @@ static __device__ void attention_decode_cascade_impl(const bf16 *q, const bf16 *
     qr[i] = active && d < D ? bf(q[head_off(sample, p.q_heads, h, D) + d]) * p.scale : 0.0f;
   }
   RowState<D> st;
-  const int pb = cu_prefix[grp], pe = cu_prefix[grp + 1];
-  for (int kt = pb; kt < pe; kt += ATT_BK) {
+  const int32_t *ptab = prefix_table + (int64_t)group_slot[grp] * kv.prefix_table_width;
+  const int pe = prefix_len[grp];
+  for (int kt = 0; kt < pe; kt += ATT_BK) {
     __syncthreads();
-    load_tile<D, D + 1>(ks, prefix_k, kt, pe, p.kv_heads, kvh);
-    load_tile<D, D>(vs, prefix_v, kt, pe, p.kv_heads, kvh);
+    load_paged_tile<D, D + 1>(ks, k_pool, ptab, kv.block_size, kt, pe, p.kv_heads, kvh);
+    load_paged_tile<D, D>(vs, v_pool, ptab, kv.block_size, kt, pe, p.kv_heads, kvh);
     __syncthreads();
     if (!active) continue;  // idle warps still help load and reach the barriers
     // Scores: lane j owns key j; the query is spread over the lanes, so gather
@@ -803,16 +829,19 @@ static __device__ void attention_decode_cascade_impl(const bf16 *q, const bf16 *
   }
   if (!active) return;
   // The sample's own suffix, straight from global memory (short, not shared).
-  const int sb = cu_suffix[sample], se = cu_suffix[sample + 1];
-  for (int kt = sb; kt < se; kt += ATT_BK) {
+  const int32_t *stab = suffix_table + (int64_t)sample_slot[sample] * kv.suffix_table_width;
+  const int se = suffix_len[sample];
+  const int bs = kv.block_size;
+  for (int kt = 0; kt < se; kt += ATT_BK) {
     const int key = kt + lane;
+    const int row = key < se ? stab[key / bs] * bs + key % bs : 0;
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < PER_LANE; ++i)
       for (int src = 0; src < 32; ++src) {
         const int d = src + 32 * i;
         const float qd = __shfl_sync(0xffffffffu, qr[i], src);
-        if (d < D && key < se) s += qd * bf(suffix_k[head_off(key, p.kv_heads, kvh, D) + d]);
+        if (d < D && key < se) s += qd * bf(k_pool[head_off(row, p.kv_heads, kvh, D) + d]);
       }
     const float sc = key < se ? s : -INFINITY;
     const float m_new = fmaxf(st.m, warp_max(sc));
@@ -825,28 +854,30 @@ static __device__ void attention_decode_cascade_impl(const bf16 *q, const bf16 *
     const int n = min(ATT_BK, se - kt);
     for (int j = 0; j < n; ++j) {
       const float pj = __shfl_sync(0xffffffffu, pr, j);
+      const int rj = __shfl_sync(0xffffffffu, row, j);
 #pragma unroll
       for (int i = 0; i < PER_LANE; ++i) {
         const int d = lane + 32 * i;
-        if (d < D) st.o[i] += pj * bf(suffix_v[head_off(kt + j, p.kv_heads, kvh, D) + d]);
+        if (d < D) st.o[i] += pj * bf(v_pool[head_off(rj, p.kv_heads, kvh, D) + d]);
       }
     }
   }
   st.store(out, lse, sample, p.q_heads, h, lane);
 }
 
-#define DEC_ARGS                                                                                              \
-  const bf16 *q, const bf16 *prefix_k, const bf16 *prefix_v, const int32_t *cu_prefix, const bf16 *suffix_k,  \
-      const bf16 *suffix_v, const int32_t *cu_suffix, const int32_t *cu_group, ActialAttentionParams p, bf16 *out, \
-      float *lse
-#define DEC_PASS q, prefix_k, prefix_v, cu_prefix, suffix_k, suffix_v, cu_suffix, cu_group, p, out, lse
+#define DEC_ARGS                                                                                            \
+  const bf16 *q, const bf16 *k_pool, const bf16 *v_pool, const int32_t *cu_group, const int32_t *group_slot, \
+      const int32_t *prefix_len, const int32_t *sample_slot, const int32_t *suffix_len,                     \
+      const int32_t *prefix_table, const int32_t *suffix_table, ActialPagedKv kv, ActialAttentionParams p,  \
+      bf16 *out, float *lse
+#define DEC_PASS                                                                                             \
+  q, k_pool, v_pool, cu_group, group_slot, prefix_len, sample_slot, suffix_len, prefix_table, suffix_table, kv, \
+      p, out, lse
 
-extern "C" __global__ void attention_decode_cascade_d32(DEC_ARGS) { attention_decode_cascade_impl<32>(DEC_PASS); }
-extern "C" __global__ void attention_decode_cascade_d64(DEC_ARGS) { attention_decode_cascade_impl<64>(DEC_PASS); }
-extern "C" __global__ void attention_decode_cascade_d80(DEC_ARGS) { attention_decode_cascade_impl<80>(DEC_PASS); }
-extern "C" __global__ void attention_decode_cascade_d128(DEC_ARGS) {
-  attention_decode_cascade_impl<128>(DEC_PASS);
-}
+extern "C" __global__ void attention_decode_paged_d32(DEC_ARGS) { attention_decode_paged_impl<32>(DEC_PASS); }
+extern "C" __global__ void attention_decode_paged_d64(DEC_ARGS) { attention_decode_paged_impl<64>(DEC_PASS); }
+extern "C" __global__ void attention_decode_paged_d80(DEC_ARGS) { attention_decode_paged_impl<80>(DEC_PASS); }
+extern "C" __global__ void attention_decode_paged_d128(DEC_ARGS) { attention_decode_paged_impl<128>(DEC_PASS); }
 
 // Merges two attentions of the same queries over disjoint key sets (the cascade
 // fallback for groups wider than one block): per (token, head) row,

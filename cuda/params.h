@@ -75,6 +75,14 @@ typedef struct {
   float scale;
 } ActialAttentionParams;
 
+/* A paged KV cache as the cascade decode kernel reads it: pool rows per block,
+ * and the row widths (blocks per sequence) of the prefix and suffix tables. */
+typedef struct {
+  int32_t block_size;
+  int32_t prefix_table_width;
+  int32_t suffix_table_width;
+} ActialPagedKv;
+
 /* Most dims a strided copy handles (tensors here have rank <= 4). */
 #define ACTIAL_MAX_COPY_RANK 8
 

@@ -226,6 +226,12 @@ extern "C" __global__ void overwrite_rows(bf16 *x, const int32_t *pos, const bf1
   }
 }
 
+// dst[pairs[2i]] = pairs[2i + 1] (block-table entries of a paged KV cache,
+// changed a few at a time).
+extern "C" __global__ void scatter_i32(int32_t *dst, const int32_t *pairs, int n) {
+  GRID_STRIDE(i, (int64_t)n) dst[pairs[2 * i]] = pairs[2 * i + 1];
+}
+
 // y = softmax(scale * x) per row, one block per row (the unfused attention
 // baseline of the benches: GEMM, this, GEMM).
 extern "C" __global__ void softmax_rows(const bf16 *x, bf16 *y, int rows, int cols, float scale) {

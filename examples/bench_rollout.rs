@@ -74,6 +74,7 @@ fn main() -> Result<()> {
         seed: 0,
         stream: 0,
         shards: 0,
+        max_inflight_samples: 0,
     };
     model.rollout(&prompts, &RolloutConfig { max_new_tokens: 4, ..c.clone() })?; // warm-up
     let mut times = Vec::new();

@@ -153,45 +153,53 @@ mod emulated {
         );
     }
 
-    /// The cascade decode (a group's prefix read once for all its samples)
-    /// against attention over each sample's own prefix + suffix cache.
+    /// The paged decode kernel on the emulator: one group of two samples over
+    /// a prefix in blocks 2 and 0 and suffixes in blocks 1 and 3 (blocks of 4
+    /// rows), against attention over each sample's gathered cache; then a
+    /// table entry, a slot and a length out of range are refused before the
+    /// kernel runs (the device kernel trusts them).
     #[test]
-    fn cascade_decode_matches_attention_over_prefix_plus_suffix() {
-        let (hq, hkv, d) = (4, 2, 64);
+    fn paged_decode_reads_through_the_tables_and_refuses_bad_ones() {
+        let (hq, hkv, d, bs) = (4, 2, 64, 4);
         let s = shape(hq, hkv, d, true);
-        let (cu_prefix, cu_group) = ([0usize, 40, 47], [0usize, 3, 8]);
-        let suffix_lens: Vec<usize> = (0..8).map(|i| (i * 7) % 10).collect();
-        let mut cu_suffix = vec![0usize];
-        for l in &suffix_lens {
-            cu_suffix.push(cu_suffix.last().unwrap() + l);
-        }
-        let (tp, ts, samples, row) = (47, *cu_suffix.last().unwrap(), 8, hkv * d);
-        let (pk, pv) = (to_bf16(&randn(tp * row, 100)), to_bf16(&randn(tp * row, 101)));
-        let (sk, sv) = (to_bf16(&randn(ts * row, 102)), to_bf16(&randn(ts * row, 103)));
-        let q = to_bf16(&randn(samples * hq * d, 104));
+        let row = hkv * d;
+        let (kp, vp) = (to_bf16(&randn(4 * bs * row, 100)), to_bf16(&randn(4 * bs * row, 101)));
+        let q = to_bf16(&randn(2 * hq * d, 104));
+        // The prefix table (one slot of 2 blocks) is [2, 0]; the suffixes' (2 slots of 1 block):
+        let stab = [3i32, 1];
+        // Prefix keys 0..5 at rows 8..12 then 0; sample 0 (slot 1) keys at rows 4..7, sample 1 (slot 0) at 12.
+        let rows_of = [[8usize, 9, 10, 11, 0, 4, 5, 6], [8, 9, 10, 11, 0, 12, 13, 14]];
+        let lens = [3usize, 1];
         let (mut k_all, mut v_all, mut cu_k) = (Vec::new(), Vec::new(), vec![0usize]);
-        for i in 0..samples {
-            let g = if i < 3 { 0 } else { 1 };
-            k_all.extend_from_slice(&to_f32(&pk[cu_prefix[g] * row..cu_prefix[g + 1] * row]));
-            k_all.extend_from_slice(&to_f32(&sk[cu_suffix[i] * row..cu_suffix[i + 1] * row]));
-            v_all.extend_from_slice(&to_f32(&pv[cu_prefix[g] * row..cu_prefix[g + 1] * row]));
-            v_all.extend_from_slice(&to_f32(&sv[cu_suffix[i] * row..cu_suffix[i + 1] * row]));
+        for (i, rows) in rows_of.iter().enumerate() {
+            for &r in &rows[..5 + lens[i]] {
+                k_all.extend_from_slice(&to_f32(&kp[r * row..(r + 1) * row]));
+                v_all.extend_from_slice(&to_f32(&vp[r * row..(r + 1) * row]));
+            }
             cu_k.push(k_all.len() / row);
         }
-        let cu_q: Vec<usize> = (0..=samples).collect();
-        let (out_ref, lse_ref) = cpu::attention::attention_forward_kv(&to_f32(&q), &k_all, &v_all, &cu_q, &cu_k, &s);
-        let kv = emulator::CascadeKv {
-            prefix_k: &pk,
-            prefix_v: &pv,
-            cu_prefix: &cu_prefix,
-            suffix_k: &sk,
-            suffix_v: &sv,
-            cu_suffix: &cu_suffix,
-            cu_group: &cu_group,
+        let (out_ref, lse_ref) =
+            cpu::attention::attention_forward_kv(&to_f32(&q), &k_all, &v_all, &[0, 1, 2], &cu_k, &s);
+        // cu_group | group_slot | prefix_len | sample_slot | suffix_len | store_row
+        let packed = [0, 2, 0, 5, 1, 0, 3, 1, 0, 0];
+        let kv = |ptab: &'static [i32]| emulator::PagedKv {
+            k_pool: &kp,
+            v_pool: &vp,
+            block_size: bs,
+            prefix_table: ptab,
+            prefix_table_width: 2,
+            suffix_table: &stab,
+            suffix_table_width: 1,
         };
-        let (out, lse) = emulator::attention_decode_cascade(&q, &kv, &s).unwrap();
-        assert_close("cascade out", &to_f32(&out), &out_ref, 1e-2, 2e-2);
-        assert_close("cascade lse", &lse, &lse_ref, 1e-3, 1e-4);
+        let (out, lse) = emulator::attention_decode_paged(&q, &kv(&[2, 0]), &packed, &[0, 2], &s).unwrap();
+        assert_close("paged out", &to_f32(&out), &out_ref, 1e-2, 2e-2);
+        assert_close("paged lse", &lse, &lse_ref, 1e-3, 1e-4);
+        let err = |packed: &[i32], ptab: &'static [i32]| {
+            emulator::attention_decode_paged(&q, &kv(ptab), packed, &[0, 2], &s).unwrap_err().to_string()
+        };
+        assert!(err(&packed, &[2, 4]).contains("block 4 of 4"), "{}", err(&packed, &[2, 4]));
+        assert!(err(&[0, 2, 0, 5, 2, 0, 3, 1, 0, 0], &[2, 0]).contains("slot 2"));
+        assert!(err(&[0, 2, 0, 9, 1, 0, 3, 1, 0, 0], &[2, 0]).contains("9 keys"));
     }
 
     #[test]

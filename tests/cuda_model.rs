@@ -153,56 +153,69 @@ mod on_device {
         }
     }
 
-    /// The cascade decode op on CUDA (the fused kernel; a group wider than it
-    /// takes the composed path) against the CPU's prefix + suffix + merge.
+    /// The paged KV ops on CUDA against the CPU: `store_kv` writes the new
+    /// rows where the tables say, and `attention_decode_paged` (the fused
+    /// kernel; a group wider than it takes the gathered three-op path) reads
+    /// them back through the tables.
     #[test]
-    fn cascade_decode_attention_matches_the_cpu() {
+    fn paged_kv_ops_match_the_cpu() {
         let Some(dev) = gpu() else { return };
         let close = |what: &str, a: &Tensor, b: &Tensor, tol: f32| {
             let (a, b) = (a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
             let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
             assert!(worst <= tol, "{what}: differs by {worst}");
         };
-        let ids = |v: Vec<i32>| Tensor::from_i32(v.clone(), [v.len()], Device::Cpu).unwrap();
+        let bs = 4usize;
         // (samples per group, prefix lengths): two small groups, then one past the kernel's 32.
         for (groups, prefixes) in [(vec![3usize, 2], vec![7usize, 12]), (vec![33], vec![5])] {
             let s: usize = groups.iter().sum();
-            let tp: usize = prefixes.iter().sum();
-            let suffix_lens: Vec<usize> = (0..s).map(|i| 1 + i % 4).collect();
-            let ts: usize = suffix_lens.iter().sum();
+            let suffix_lens: Vec<usize> = (0..s).map(|i| 1 + i % 6).collect();
+            let blocks = prefixes.iter().map(|p| p.div_ceil(bs)).sum::<usize>() + s * 2 + 3;
             let bf =
                 |seed, dims: &[usize]| randn(seed, dims).to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
-            let (q, pk, pv, sk, sv) = (
-                bf(1, &[s, 4, 32]),
-                bf(2, &[tp, 2, 32]),
-                bf(3, &[tp, 2, 32]),
-                bf(4, &[ts, 2, 32]),
-                bf(5, &[ts, 2, 32]),
-            );
-            let offsets = |l: &[usize]| {
-                let mut c = vec![0i32];
-                for &x in l {
-                    c.push(c.last().unwrap() + x as i32);
+            let (q, k_new, v_new) = (bf(1, &[s, 4, 32]), bf(2, &[s, 2, 32]), bf(3, &[s, 2, 32]));
+            let (kp, vp) = (bf(4, &[blocks * bs, 2, 32]), bf(5, &[blocks * bs, 2, 32]));
+            let run = |device: Device| {
+                // Blocks handed out from the top down, so no table is the identity.
+                let mut next = (0..blocks as u32).rev();
+                let mut prefix = ops::BlockTable::new(groups.len(), 3, device).unwrap();
+                let mut suffix = ops::BlockTable::new(s, 2, device).unwrap();
+                for (g, &p) in prefixes.iter().enumerate() {
+                    for b in 0..p.div_ceil(bs) {
+                        prefix.set(groups.len() - 1 - g, b, next.next().unwrap()).unwrap();
+                    }
                 }
-                ids(c)
+                let mut store = Vec::new();
+                for (i, &l) in suffix_lens.iter().enumerate() {
+                    let ids: Vec<u32> = (0..l.div_ceil(bs)).map(|_| next.next().unwrap()).collect();
+                    for (b, &id) in ids.iter().enumerate() {
+                        suffix.set(i, b, id).unwrap();
+                    }
+                    store.push((ids[(l - 1) / bs] as usize * bs + (l - 1) % bs) as i32);
+                }
+                prefix.sync().unwrap();
+                suffix.sync().unwrap();
+                let mut cu = vec![0usize];
+                for &g in &groups {
+                    cu.push(cu.last().unwrap() + g);
+                }
+                let gslot: Vec<i32> = (0..groups.len()).rev().map(|g| g as i32).collect();
+                let plen: Vec<i32> = prefixes.iter().map(|&p| p as i32).collect();
+                let slen: Vec<i32> = suffix_lens.iter().map(|&l| l as i32).collect();
+                let rows = ops::DecodeRows::new(cu, gslot, plen, (0..s as i32).collect(), slen, store, device).unwrap();
+                let on = |t: &Tensor| t.to_device(device).unwrap();
+                // The pools in the cache's dtype there (bf16 on CUDA).
+                let pool = |t: &Tensor| on(t).to_dtype(actial::model::text::kv_dtype(device)).unwrap();
+                let (mut kp, mut vp) = (pool(&kp), pool(&vp));
+                ops::store_kv(&mut kp, &mut vp, &on(&k_new), &on(&v_new), &rows.store_rows()).unwrap();
+                let kv = ops::PagedKv { k_pool: &kp, v_pool: &vp, block_size: bs, prefix: &prefix, suffix: &suffix };
+                let out = ops::attention_decode_paged(&on(&q), &kv, &rows, 32f32.powf(-0.5)).unwrap();
+                (out, kp)
             };
-            let (cg, cp, cs) = (offsets(&groups), offsets(&prefixes), offsets(&suffix_lens));
-            let run = |q: &Tensor, pk: &Tensor, pv: &Tensor, sk: &Tensor, sv: &Tensor| {
-                let kv = ops::CascadeInputs {
-                    prefix_k: pk,
-                    prefix_v: pv,
-                    cu_prefix: &cp,
-                    cu_group: &cg,
-                    suffix_k: sk,
-                    suffix_v: sv,
-                    cu_suffix: &cs,
-                };
-                ops::attention_cascade(q, &kv, 32f32.powf(-0.5)).unwrap()
-            };
-            let want = run(&q, &pk, &pv, &sk, &sv);
-            let on = |t: &Tensor| t.to_device(dev).unwrap();
-            let got = run(&on(&q), &on(&pk), &on(&pv), &on(&sk), &on(&sv));
+            let (want, kp_cpu) = run(Device::Cpu);
+            let (got, kp_gpu) = run(dev);
             assert_eq!(got.out.device(), dev);
+            close(&format!("stored keys, groups {groups:?}"), &kp_gpu, &kp_cpu, 0.0);
             close(&format!("out, groups {groups:?}"), &got.out, &want.out, 2e-2);
             close(&format!("lse, groups {groups:?}"), &got.lse, &want.lse, 1e-3);
         }
@@ -425,6 +438,7 @@ mod on_device {
             seed: 3,
             stream: 0,
             shards: 0,
+            max_inflight_samples: 0,
         };
         iso.reset_accounting();
         let out = m.rollout(&prompts, &c).unwrap();
@@ -450,16 +464,76 @@ mod on_device {
         let prefill = acc.phase(Phase::RolloutPrefill);
         assert!(prefill.d2h_bytes <= 16 * 12, "prefill: {} B to the host for 12 first draws", prefill.d2h_bytes);
         // What goes in: ids, positions and stream ids (16 B a draw), the
-        // attention's segment offsets (per layer), a few per-step constants.
-        // Not the rope rows (the table is uploaded once per rollout, in the
-        // prefill): before, each step sent 2·head_dim·4 B of them per draw.
-        let layers = m.config.text.num_hidden_layers as u64;
-        let budget = 16 * draws as u64 + 8 * draws as u64 * layers + 1024 * (max_new as u64 - 1);
+        // step's rows for the paged KV (slots, lengths, store rows: 12 B a
+        // draw, one upload for every layer), block-table entries (8 B per
+        // sample every 16 tokens), a few per-step constants. Not the rope rows
+        // (the table is uploaded once per rollout, in the prefill): before,
+        // each step sent 2·head_dim·4 B of them per draw; nor per-layer
+        // offsets (before paged KV, 8 B a draw per layer).
+        let budget = 32 * draws as u64 + 1024 * (max_new as u64 - 1);
         println!(
             "decode: {:.0} B host-to-device per draw (budget {budget} B in all)",
             decode.h2d_bytes as f64 / draws as f64
         );
         assert!(decode.h2d_bytes <= budget, "decode sent the device {} B, budget {budget}", decode.h2d_bytes);
+    }
+
+    /// Budget: a decode step launches a fixed number of kernels (and cuBLASLt
+    /// calls) per decoder layer, whatever the samples in flight: new keys and
+    /// values go to the paged pools in one launch per pool, the attention reads
+    /// them in one, and the step's rows are uploaded once for all layers.
+    /// Before paged KV, each sample cost two `write_rows` copies, two narrows
+    /// and its share of a `cat` per layer: 94.5 launches per layer per step at
+    /// 32 samples, 285 at 128 (3B widths on an H200, docs/GPU-RUNS.md).
+    #[test]
+    fn a_decode_step_launches_a_fixed_number_of_kernels_per_layer() {
+        use actial::cuda::accounting::Phase;
+        use actial::model::rollout::{PromptInput, RolloutConfig};
+        const PER_LAYER: f64 = 16.0;
+        let Some(dev) = gpu() else { return };
+        let iso = actial::cuda::device::isolated(0).unwrap();
+        let max_new = 9;
+        // Launches + cuBLASLt calls per decode step, of the tiny model cut to
+        // `layers` layers, rolling out 3 prompts in groups of `group`.
+        let per_step = |layers: usize, group: usize| -> f64 {
+            let mut m = bf16_model(11);
+            m.text.layers.truncate(layers);
+            m.text.recompute.truncate(layers);
+            (m.config.text.num_hidden_layers, m.text.cfg.num_hidden_layers) = (layers, layers);
+            m.to_device(dev, DType::BF16).unwrap();
+            let prompts: Vec<PromptInput> = (0..3)
+                .map(|p| PromptInput {
+                    tokens: (0..6 + p).map(|i| (13 * i + p + 40) % 200).collect(),
+                    pixels: None,
+                    grids: vec![],
+                })
+                .collect();
+            let c = RolloutConfig {
+                group,
+                max_new_tokens: max_new,
+                sampling: ops::sampling::SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
+                stop: vec![],
+                banned: m.vision_token_ids(),
+                seed: 3,
+                stream: 0,
+                shards: 0,
+                max_inflight_samples: 0,
+            };
+            iso.reset_accounting();
+            m.rollout(&prompts, &c).unwrap();
+            let acc = iso.take_accounting();
+            let d = acc.phase(Phase::RolloutDecode);
+            (d.launches + d.gemms) as f64 / (max_new - 1) as f64
+        };
+        let (two, four) = (per_step(2, 2), per_step(4, 2));
+        let per_layer = (four - two) / 2.0;
+        println!(
+            "decode step: {four} launches with 4 layers, {two} with 2: {per_layer} per layer, {} per step besides",
+            two - 2.0 * per_layer
+        );
+        assert_eq!(per_step(4, 8), four, "4x the samples in flight changed the launches per step");
+        assert_eq!(per_step(2, 16), two, "8x the samples in flight changed the launches per step");
+        assert!(per_layer <= PER_LAYER, "{per_layer} launches per decoder layer per decode step (budget {PER_LAYER})");
     }
 
     /// A GRPO step on CUDA reports what the device did, per phase, in its

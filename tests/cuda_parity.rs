@@ -22,7 +22,7 @@ mod parity {
     use std::sync::Arc;
 
     use actial::cpu;
-    use actial::cuda::attention::{self, AttentionKernel, AttnShape, CascadeKv};
+    use actial::cuda::attention::{self, AttentionKernel, AttnShape};
     use actial::cuda::{CudaDevice, gemm, lora, loss, optim, sampling, small_ops};
     use actial::rng::Philox;
     use cudarc::driver::CudaSlice;
@@ -775,50 +775,86 @@ mod parity {
         assert!(err.unwrap_err().to_string().contains("head dim 48"));
     }
 
+    /// The paged cascade decode against attention over each sample's own
+    /// prefix + suffix, gathered through the block tables on the host. Blocks
+    /// of 4 rows (a 32-key tile spans 8), handed out in a shuffled order, and
+    /// slots that are not the rows' order, so every indirection is exercised;
+    /// two groups (3 and 16 samples), suffixes of 1 to 10 keys.
     #[test]
-    fn cascade_decode_equals_attention_over_prefix_plus_suffix() {
+    fn paged_decode_equals_attention_over_prefix_plus_suffix() {
         let Some(dev) = gpu() else { return };
+        let bs = 4usize;
+        let (cu_group, prefix_len) = ([0usize, 3, 19], [40usize, 7]);
+        let samples = 19;
+        let suffix_len: Vec<usize> = (0..samples).map(|i| 1 + (i * 7) % 10).collect();
+        let (pw, sw) = (10usize, 3usize);
+        let group_slot = [1usize, 0];
+        let sample_slot: Vec<usize> = (0..samples).rev().collect();
+        let needed = prefix_len.iter().map(|l| l.div_ceil(bs)).sum::<usize>()
+            + suffix_len.iter().map(|l| l.div_ceil(bs)).sum::<usize>();
+        let blocks = needed + 5;
+        let mut order: Vec<i32> = (0..blocks as i32).collect();
+        let mut rng = Philox::new(7, 0);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.next_u32() as usize % (i + 1));
+        }
+        let mut next = order.into_iter();
+        let (mut ptab, mut stab) = (vec![-1i32; 2 * pw], vec![-1i32; samples * sw]);
+        for g in 0..2 {
+            for b in 0..prefix_len[g].div_ceil(bs) {
+                ptab[group_slot[g] * pw + b] = next.next().unwrap();
+            }
+        }
+        for i in 0..samples {
+            for b in 0..suffix_len[i].div_ceil(bs) {
+                stab[sample_slot[i] * sw + b] = next.next().unwrap();
+            }
+        }
+        let row_of = |tab: &[i32], r: usize| tab[r / bs] as usize * bs + r % bs;
         for (hq, hkv, d) in [(4, 2, 32), (2, 2, 128), (6, 2, 80)] {
             let s = shape(hq, hkv, d, true);
-            let cu_prefix = [0usize, 40, 47];
-            let cu_group = [0usize, 3, 19];
-            let suffix_lens: Vec<usize> = (0..19).map(|i| (i * 7) % 10).collect();
-            let mut cu_suffix = vec![0usize];
-            for l in &suffix_lens {
-                cu_suffix.push(cu_suffix.last().unwrap() + l);
-            }
-            let (tp, ts, samples) = (47, *cu_suffix.last().unwrap(), 19);
             let row = hkv * d;
-            let pk = round(&randn(tp * row, 90, 1.0));
-            let pv = round(&randn(tp * row, 91, 1.0));
-            let sk = round(&randn(ts * row, 92, 1.0));
-            let sv = round(&randn(ts * row, 93, 1.0));
+            let kp = round(&randn(blocks * bs * row, 90, 1.0));
+            let vp = round(&randn(blocks * bs * row, 91, 1.0));
             let q = round(&randn(samples * hq * d, 94, 1.0));
             // CPU: each sample's cache is its group's prefix followed by its suffix.
             let (mut k_all, mut v_all, mut cu_k) = (Vec::new(), Vec::new(), vec![0usize]);
             for i in 0..samples {
                 let g = if i < 3 { 0 } else { 1 };
-                k_all.extend_from_slice(&pk[cu_prefix[g] * row..cu_prefix[g + 1] * row]);
-                k_all.extend_from_slice(&sk[cu_suffix[i] * row..cu_suffix[i + 1] * row]);
-                v_all.extend_from_slice(&pv[cu_prefix[g] * row..cu_prefix[g + 1] * row]);
-                v_all.extend_from_slice(&sv[cu_suffix[i] * row..cu_suffix[i + 1] * row]);
+                let rows: Vec<usize> = (0..prefix_len[g])
+                    .map(|r| row_of(&ptab[group_slot[g] * pw..], r))
+                    .chain((0..suffix_len[i]).map(|r| row_of(&stab[sample_slot[i] * sw..], r)))
+                    .collect();
+                for r in rows {
+                    k_all.extend_from_slice(&kp[r * row..(r + 1) * row]);
+                    v_all.extend_from_slice(&vp[r * row..(r + 1) * row]);
+                }
                 cu_k.push(k_all.len() / row);
             }
             let cu_q: Vec<usize> = (0..=samples).collect();
             let (out_ref, lse_ref) = cpu::attention::attention_forward_kv(&q, &k_all, &v_all, &cu_q, &cu_k, &s);
-            let (dpk, dpv, dsk, dsv) = (up(&dev, &pk), up(&dev, &pv), up(&dev, &sk), up(&dev, &sv));
-            let kv = CascadeKv {
-                prefix_k: &dpk,
-                prefix_v: &dpv,
-                cu_prefix: &cu_prefix,
-                suffix_k: &dsk,
-                suffix_v: &dsv,
-                cu_suffix: &cu_suffix,
-                cu_group: &cu_group,
+            let mut packed: Vec<i32> = cu_group.iter().map(|&c| c as i32).collect();
+            packed.extend(group_slot.iter().map(|&x| x as i32));
+            packed.extend(prefix_len.iter().map(|&x| x as i32));
+            packed.extend(sample_slot.iter().map(|&x| x as i32));
+            packed.extend(suffix_len.iter().map(|&x| x as i32));
+            packed.extend(std::iter::repeat_n(0, samples)); // store rows: unused by the kernel
+            let (dkp, dvp) = (up(&dev, &kp), up(&dev, &vp));
+            let (dpt, dst) = (dev.upload(&ptab, "ptab").unwrap(), dev.upload(&stab, "stab").unwrap());
+            let kv = attention::PagedKv {
+                k_pool: &dkp,
+                v_pool: &dvp,
+                pool_rows: blocks * bs,
+                block_size: bs,
+                prefix_table: &dpt,
+                prefix_table_width: pw,
+                suffix_table: &dst,
+                suffix_table_width: sw,
             };
-            let (out, lse) = attention::attention_decode_cascade(&dev, &up(&dev, &q), &kv, &s).unwrap();
-            assert_close(&format!("cascade d {d}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
-            assert_close(&format!("cascade d {d}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
+            let rows = dev.upload(&packed, "rows").unwrap();
+            let (out, lse) = attention::attention_decode_paged(&dev, &up(&dev, &q), &kv, &rows, &cu_group, &s).unwrap();
+            assert_close(&format!("paged d {d}: out"), &down(&dev, &out), &out_ref, 1e-2, 2e-2);
+            assert_close(&format!("paged d {d}: lse"), &down32(&dev, &lse), &lse_ref, 1e-3, 1e-4);
         }
     }
 

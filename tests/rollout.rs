@@ -37,6 +37,7 @@ fn cfg(temperature: f32, group: usize, stream: u64) -> RolloutConfig {
         seed: 5,
         stream,
         shards: 1,
+        max_inflight_samples: 0,
     }
 }
 
@@ -122,6 +123,28 @@ fn sharded_decoding_gives_the_same_samples() {
         for (a, b) in out.iter().zip(&serial) {
             assert_eq!((a.prompt, &a.tokens, a.stopped), (b.prompt, &b.tokens, b.stopped), "shards = {shards}");
             assert!(a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| (x - y).abs() < 1e-5));
+        }
+    }
+}
+
+#[test]
+fn a_cap_on_samples_in_flight_gives_the_same_samples() {
+    // Continuous batching over the paged KV cache: one group in flight at a
+    // time (a prompt is admitted when the last one's samples all finish), two,
+    // or every group at once; with samples stopping early, so groups finish at
+    // different steps and blocks are reused by the next prompt.
+    let (model, prompts) = setup();
+    let mut c = cfg(1.0, 4, 3);
+    c.max_new_tokens = 40; // past two KV blocks of 16
+    let free = model.rollout(&prompts, &c).unwrap();
+    c.stop = vec![free[0].tokens[1], free[5].tokens[3]];
+    let all = model.rollout(&prompts, &c).unwrap();
+    assert!(all.iter().any(|s| s.stopped) && all.iter().any(|s| !s.stopped && s.tokens.len() == 40));
+    for cap in [1, 4, 8, 7] {
+        let out = model.rollout(&prompts, &RolloutConfig { max_inflight_samples: cap, ..c.clone() }).unwrap();
+        for (a, b) in out.iter().zip(&all) {
+            assert_eq!((a.prompt, &a.tokens, a.stopped), (b.prompt, &b.tokens, b.stopped), "cap = {cap}");
+            assert!(a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| (x - y).abs() < 1e-5), "cap = {cap}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Launch wrappers for `cuda/attention.cu`: varlen forward (training, prefill,
 //! decoding against a cache), its backward (dQ; dK and dV), and the cascade
-//! decode for GRPO groups that share a prompt prefix. Shapes and masks follow
+//! decode from a paged KV cache for GRPO groups that share a prompt prefix. Shapes and masks follow
 //! `src/cpu/attention.rs` exactly; the host plans (argument checks, tile tables
 //! that map each block to its segment and first row) are in `attention_plan`,
 //! shared with the CPU emulator of these kernels.
@@ -8,10 +8,10 @@
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use half::bf16;
 
-pub use super::attention_plan::{AttentionKernel, AttnShape, MAX_GROUP};
+pub use super::attention_plan::{AttentionKernel, AttnShape, DecodeRowsLayout, MAX_GROUP};
 use super::attention_plan::{
     DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS, backward_plan,
-    cascade_plan, forward_plan,
+    forward_plan, paged_plan,
 };
 use super::device::{CudaDevice, check_len, launch, params};
 use crate::arg_err;
@@ -25,7 +25,7 @@ struct Kernels {
     dkv: &'static str,
     dq_mma: &'static str,
     dkv_mma: &'static str,
-    cascade: &'static str,
+    paged: &'static str,
 }
 
 fn kernels(op: &'static str, head_dim: usize) -> Result<Kernels> {
@@ -38,7 +38,7 @@ fn kernels(op: &'static str, head_dim: usize) -> Result<Kernels> {
                 dkv: concat!("attention_backward_dkv_d", $d),
                 dq_mma: concat!("attention_backward_dq_mma_d", $d),
                 dkv_mma: concat!("attention_backward_dkv_mma_d", $d),
-                cascade: concat!("attention_decode_cascade_d", $d),
+                paged: concat!("attention_decode_paged_d", $d),
             }
         };
     }
@@ -205,45 +205,64 @@ pub fn attention_backward_with(
     Ok((dq, dk, dv))
 }
 
-/// The KV of one decoding step of grouped rollouts: group `g` owns prefix rows
-/// `cu_prefix[g]..cu_prefix[g+1]` and samples `cu_group[g]..cu_group[g+1]`;
-/// sample `i` owns suffix rows `cu_suffix[i]..cu_suffix[i+1]`.
-pub struct CascadeKv<'a> {
-    pub prefix_k: &'a CudaSlice<bf16>,
-    pub prefix_v: &'a CudaSlice<bf16>,
-    pub cu_prefix: &'a [usize],
-    pub suffix_k: &'a CudaSlice<bf16>,
-    pub suffix_v: &'a CudaSlice<bf16>,
-    pub cu_suffix: &'a [usize],
-    pub cu_group: &'a [usize],
+/// A paged KV cache of one layer as the decode kernel reads it: key and value
+/// pools `[pool_rows, Hkv, D]` in blocks of `block_size` rows, and the block
+/// tables of the prefixes (`[group slots, prefix_table_width]`) and suffixes
+/// (`[sample slots, suffix_table_width]`).
+pub struct PagedKv<'a> {
+    pub k_pool: &'a CudaSlice<bf16>,
+    pub v_pool: &'a CudaSlice<bf16>,
+    pub pool_rows: usize,
+    pub block_size: usize,
+    pub prefix_table: &'a CudaSlice<i32>,
+    pub prefix_table_width: usize,
+    pub suffix_table: &'a CudaSlice<i32>,
+    pub suffix_table_width: usize,
 }
 
-/// One query token per sample (`q: [samples, Hq, D]`) against its group's shared
-/// prefix and its own suffix. Returns `(out [samples, Hq, D], lse [samples, Hq])`.
-pub fn attention_decode_cascade(
+impl PagedKv<'_> {
+    fn params(&self) -> params::ActialPagedKv {
+        params::ActialPagedKv {
+            block_size: self.block_size as i32,
+            prefix_table_width: self.prefix_table_width as i32,
+            suffix_table_width: self.suffix_table_width as i32,
+        }
+    }
+}
+
+/// One query token per sample (`q: [samples, Hq, D]`) against its group's
+/// prefix and its own suffix in a paged cache; `rows` is the step's packed
+/// per-group and per-sample arrays ([`DecodeRowsLayout`]), `cu_group` its
+/// group offsets on the host (the grid). Returns `(out [samples, Hq, D], lse
+/// [samples, Hq])`. Table entries and slots are not checked here (the CPU
+/// emulator's twin checks them): the caller's block pool hands them out.
+pub fn attention_decode_paged(
     dev: &CudaDevice,
     q: &CudaSlice<bf16>,
-    kv: &CascadeKv<'_>,
+    kv: &PagedKv<'_>,
+    rows: &CudaSlice<i32>,
+    cu_group: &[usize],
     s: &AttnShape,
 ) -> Result<(CudaSlice<bf16>, CudaSlice<f32>)> {
-    const OP: &str = "cuda::attention_decode_cascade";
-    let dec = kernels(OP, s.head_dim)?.cascade;
-    let plan = cascade_plan(OP, kv.cu_prefix, kv.cu_suffix, kv.cu_group, s)?;
-    let (groups, samples) = (plan.groups, plan.samples);
-    let (d, tp, ts) = (s.head_dim, plan.tp, plan.ts);
-    check_len(OP, "q", q.len(), samples * s.q_heads * d)?;
-    check_len(OP, "prefix_k", kv.prefix_k.len(), tp * s.kv_heads * d)?;
-    check_len(OP, "prefix_v", kv.prefix_v.len(), tp * s.kv_heads * d)?;
-    check_len(OP, "suffix_k", kv.suffix_k.len(), ts * s.kv_heads * d)?;
-    check_len(OP, "suffix_v", kv.suffix_v.len(), ts * s.kv_heads * d)?;
-    let mut out = dev.zeros::<bf16>(samples * s.q_heads * d, OP)?;
-    let mut lse = dev.zeros::<f32>(samples * s.q_heads, OP)?;
-    let (d_cp, d_cs, d_cg) =
-        (dev.upload(&plan.cu_prefix, OP)?, dev.upload(&plan.cu_suffix, OP)?, dev.upload(&plan.cu_group, OP)?);
-    let p = attn_params(s);
-    launch!(dev, dec, grid(groups, s.q_heads, plan.threads),
-        format!("{samples} samples in {groups} groups, prefix {tp}, suffix {ts}, heads {}/{}", s.q_heads, s.kv_heads);
-        q, kv.prefix_k, kv.prefix_v, &d_cp, kv.suffix_k, kv.suffix_v, &d_cs, &d_cg, &p, &mut out, &mut lse)?;
+    const OP: &str = "cuda::attention_decode_paged";
+    let dec = kernels(OP, s.head_dim)?.paged;
+    let plan = paged_plan(OP, cu_group, rows.len(), s)?;
+    let (l, d) = (plan.layout, s.head_dim);
+    check_len(OP, "q", q.len(), l.samples * s.q_heads * d)?;
+    check_len(OP, "k_pool", kv.k_pool.len(), kv.pool_rows * s.kv_heads * d)?;
+    check_len(OP, "v_pool", kv.v_pool.len(), kv.pool_rows * s.kv_heads * d)?;
+    if kv.block_size == 0 || !kv.pool_rows.is_multiple_of(kv.block_size) {
+        return Err(arg_err!(OP, "{} pool rows in blocks of {}", kv.pool_rows, kv.block_size));
+    }
+    let mut out = dev.uninit::<bf16>(l.samples * s.q_heads * d, OP)?;
+    let mut lse = dev.uninit::<f32>(l.samples * s.q_heads, OP)?;
+    let (p, pkv) = (attn_params(s), kv.params());
+    let part = |r: std::ops::Range<usize>| rows.slice(r);
+    let (cg, gs, pl) = (part(l.cu_group()), part(l.group_slot()), part(l.prefix_len()));
+    let (ss, sl) = (part(l.sample_slot()), part(l.suffix_len()));
+    launch!(dev, dec, grid(l.groups, s.q_heads, plan.threads),
+        format!("{} samples in {} groups, pool {} rows, heads {}/{}", l.samples, l.groups, kv.pool_rows, s.q_heads, s.kv_heads);
+        q, kv.k_pool, kv.v_pool, &cg, &gs, &pl, &ss, &sl, kv.prefix_table, kv.suffix_table, &pkv, &p, &mut out, &mut lse)?;
     Ok((out, lse))
 }
 

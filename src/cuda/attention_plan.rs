@@ -170,56 +170,79 @@ pub fn backward_plan(op: &'static str, kernel: AttentionKernel, cu: &[usize], s:
     Ok(BackwardPlan { cu: c, dq_seg, dq_row, dkv_seg, dkv_row, dq_threads, dkv_threads, t: *cu.last().unwrap() })
 }
 
-/// One cascade-decode step: checked offsets, and one block per group of
-/// `threads` (one warp per sample of the widest group).
-#[derive(Debug)]
-pub struct CascadePlan {
-    pub cu_prefix: Vec<i32>,
-    pub cu_suffix: Vec<i32>,
-    pub cu_group: Vec<i32>,
+/// Where each per-step array sits in the packed `rows` buffer of a paged
+/// decoding step (one upload shared by every layer): `cu_group [G + 1]`,
+/// `group_slot [G]`, `prefix_len [G]`, `sample_slot [S]`, `suffix_len [S]`,
+/// `store_row [S]` (the pool row of each sample's newest key and value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeRowsLayout {
     pub groups: usize,
     pub samples: usize,
-    /// Prefix and suffix key rows.
-    pub tp: usize,
-    pub ts: usize,
+}
+
+impl DecodeRowsLayout {
+    pub fn cu_group(&self) -> std::ops::Range<usize> {
+        0..self.groups + 1
+    }
+    pub fn group_slot(&self) -> std::ops::Range<usize> {
+        let a = self.groups + 1;
+        a..a + self.groups
+    }
+    pub fn prefix_len(&self) -> std::ops::Range<usize> {
+        let a = 2 * self.groups + 1;
+        a..a + self.groups
+    }
+    pub fn sample_slot(&self) -> std::ops::Range<usize> {
+        let a = 3 * self.groups + 1;
+        a..a + self.samples
+    }
+    pub fn suffix_len(&self) -> std::ops::Range<usize> {
+        let a = 3 * self.groups + 1 + self.samples;
+        a..a + self.samples
+    }
+    pub fn store_row(&self) -> std::ops::Range<usize> {
+        let a = 3 * self.groups + 1 + 2 * self.samples;
+        a..a + self.samples
+    }
+    pub fn len(&self) -> usize {
+        3 * self.groups + 1 + 3 * self.samples
+    }
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+}
+
+/// One paged cascade-decode step: one block per group of `threads` (one warp
+/// per sample of the widest group).
+#[derive(Debug)]
+pub struct PagedPlan {
+    pub layout: DecodeRowsLayout,
     pub threads: u32,
 }
 
-pub fn cascade_plan(
-    op: &'static str,
-    cu_prefix: &[usize],
-    cu_suffix: &[usize],
-    cu_group: &[usize],
-    s: &AttnShape,
-) -> Result<CascadePlan> {
+/// Checks a step's group offsets (`cu_group`, host copy) against the packed
+/// rows' length and the kernel's widest group.
+pub fn paged_plan(op: &'static str, cu_group: &[usize], packed_len: usize, s: &AttnShape) -> Result<PagedPlan> {
     check_shape(op, s)?;
     let groups = cu_group.len().saturating_sub(1);
-    if cu_prefix.len() != groups + 1 || groups == 0 {
-        return Err(shape_err!(op, "{} prefix offsets for {groups} groups", cu_prefix.len()));
+    if groups == 0 {
+        return Err(shape_err!(op, "no groups"));
     }
-    let (cp, cs, cg) = (
-        offsets(op, "cu_prefix", cu_prefix)?,
-        offsets(op, "cu_suffix", cu_suffix)?,
-        offsets(op, "cu_group", cu_group)?,
-    );
-    let samples = *cu_group.last().unwrap();
-    if cu_suffix.len() != samples + 1 {
-        return Err(shape_err!(op, "{} suffix offsets for {samples} samples", cu_suffix.len()));
+    offsets(op, "cu_group", cu_group)?;
+    let layout = DecodeRowsLayout { groups, samples: *cu_group.last().unwrap() };
+    if packed_len != layout.len() {
+        return Err(shape_err!(
+            op,
+            "{packed_len} packed row entries for {groups} groups of {} samples (expected {})",
+            layout.samples,
+            layout.len()
+        ));
     }
     let widest = cu_group.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     if widest > MAX_GROUP {
         return Err(arg_err!(op, "a group of {widest} samples; at most {MAX_GROUP} per group"));
     }
-    Ok(CascadePlan {
-        cu_prefix: cp,
-        cu_suffix: cs,
-        cu_group: cg,
-        groups,
-        samples,
-        tp: *cu_prefix.last().unwrap(),
-        ts: *cu_suffix.last().unwrap(),
-        threads: (32 * widest.max(1)) as u32,
-    })
+    Ok(PagedPlan { layout, threads: (32 * widest.max(1)) as u32 })
 }
 
 #[cfg(test)]

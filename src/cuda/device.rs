@@ -55,6 +55,7 @@ unsafe impl DeviceRepr for params::ActialTensorSlot {}
 unsafe impl DeviceRepr for params::ActialAdamWParams {}
 unsafe impl DeviceRepr for params::ActialSamplingParams {}
 unsafe impl DeviceRepr for params::ActialAttentionParams {}
+unsafe impl DeviceRepr for params::ActialPagedKv {}
 unsafe impl DeviceRepr for params::ActialStridedCopy {}
 
 /// How many CUDA devices this machine has, or why none can be used.

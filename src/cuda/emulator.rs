@@ -19,7 +19,7 @@ use half::bf16;
 
 use super::attention_plan::{
     AttentionKernel, DELTA_ROWS_PER_BLOCK, DELTA_THREADS, FORWARD_THREADS, MERGE_ROWS_PER_BLOCK, MERGE_THREADS,
-    backward_plan, cascade_plan, forward_plan,
+    backward_plan, forward_plan, paged_plan,
 };
 use super::device::check_len;
 use super::device::params::ActialAttentionParams;
@@ -263,36 +263,74 @@ pub fn attention_backward(
     Ok((dq, dk, dv))
 }
 
-/// Keys and values of one emulated cascade-decode step (as `cuda::attention::CascadeKv`).
-pub struct CascadeKv<'a> {
-    pub prefix_k: &'a [bf16],
-    pub prefix_v: &'a [bf16],
-    pub cu_prefix: &'a [usize],
-    pub suffix_k: &'a [bf16],
-    pub suffix_v: &'a [bf16],
-    pub cu_suffix: &'a [usize],
-    pub cu_group: &'a [usize],
+/// A paged KV cache of one layer as the emulated decode kernel reads it (as
+/// `cuda::attention::PagedKv`).
+pub struct PagedKv<'a> {
+    pub k_pool: &'a [bf16],
+    pub v_pool: &'a [bf16],
+    pub block_size: usize,
+    pub prefix_table: &'a [i32],
+    pub prefix_table_width: usize,
+    pub suffix_table: &'a [i32],
+    pub suffix_table_width: usize,
 }
 
-/// `cuda::attention::attention_decode_cascade` on the CPU. Returns `(out, lse)`.
-pub fn attention_decode_cascade(q: &[bf16], kv: &CascadeKv<'_>, s: &AttnShape) -> Result<(Vec<bf16>, Vec<f32>)> {
-    const OP: &str = "emulator::attention_decode_cascade";
-    let plan = cascade_plan(OP, kv.cu_prefix, kv.cu_suffix, kv.cu_group, s)?;
-    let (d, row) = (s.head_dim, s.kv_heads * s.head_dim);
-    check_len(OP, "q", q.len(), plan.samples * s.q_heads * d)?;
-    check_len(OP, "prefix_k", kv.prefix_k.len(), plan.tp * row)?;
-    check_len(OP, "prefix_v", kv.prefix_v.len(), plan.tp * row)?;
-    check_len(OP, "suffix_k", kv.suffix_k.len(), plan.ts * row)?;
-    check_len(OP, "suffix_v", kv.suffix_v.len(), plan.ts * row)?;
-    let mut out = vec![bf16::ZERO; plan.samples * s.q_heads * d];
-    let mut lse = vec![0.0f32; plan.samples * s.q_heads];
+/// `cuda::attention::attention_decode_paged` on the CPU, with every slot,
+/// length and table entry checked first (the device kernel trusts them).
+/// `rows` is the packed step ([`super::attention::DecodeRowsLayout`]).
+pub fn attention_decode_paged(
+    q: &[bf16],
+    kv: &PagedKv<'_>,
+    rows: &[i32],
+    cu_group: &[usize],
+    s: &AttnShape,
+) -> Result<(Vec<bf16>, Vec<f32>)> {
+    const OP: &str = "emulator::attention_decode_paged";
+    let plan = paged_plan(OP, cu_group, rows.len(), s)?;
+    let (l, d, bs) = (plan.layout, s.head_dim, kv.block_size);
+    let row = s.kv_heads * d;
+    check_len(OP, "q", q.len(), l.samples * s.q_heads * d)?;
+    if bs == 0 || kv.k_pool.len() != kv.v_pool.len() || !kv.k_pool.len().is_multiple_of(row * bs) {
+        return Err(arg_err!(
+            OP,
+            "pools of {} and {} elements in blocks of {bs} rows of {row}",
+            kv.k_pool.len(),
+            kv.v_pool.len()
+        ));
+    }
+    let blocks = (kv.k_pool.len() / (row * bs)) as i32;
+    let check = |table: &[i32], width: usize, slots: &[i32], lens: &[i32], what: &str| -> Result<()> {
+        for (&slot, &len) in slots.iter().zip(lens) {
+            let n_rows = table.len() / width.max(1);
+            if slot < 0 || slot as usize >= n_rows || len < 0 || len as usize > width * bs {
+                return Err(arg_err!(OP, "{what}: slot {slot} of {n_rows}, {len} keys"));
+            }
+            let t = &table[slot as usize * width..][..(len as usize).div_ceil(bs)];
+            if let Some(&b) = t.iter().find(|&&b| b < 0 || b >= blocks) {
+                return Err(arg_err!(OP, "{what}: block {b} of {blocks}"));
+            }
+        }
+        Ok(())
+    };
+    check(kv.prefix_table, kv.prefix_table_width, &rows[l.group_slot()], &rows[l.prefix_len()], "prefix")?;
+    check(kv.suffix_table, kv.suffix_table_width, &rows[l.sample_slot()], &rows[l.suffix_len()], "suffix")?;
+    let mut out = vec![bf16::ZERO; l.samples * s.q_heads * d];
+    let mut lse = vec![0.0f32; l.samples * s.q_heads];
+    let pkv = super::device::params::ActialPagedKv {
+        block_size: bs as i32,
+        prefix_table_width: kv.prefix_table_width as i32,
+        suffix_table_width: kv.suffix_table_width as i32,
+    };
     let mut a = Args::new();
-    a.push(q.as_ptr()).push(kv.prefix_k.as_ptr()).push(kv.prefix_v.as_ptr()).push(plan.cu_prefix.as_ptr());
-    a.push(kv.suffix_k.as_ptr()).push(kv.suffix_v.as_ptr()).push(plan.cu_suffix.as_ptr()).push(plan.cu_group.as_ptr());
-    a.push(attn_params(s)).push(out.as_mut_ptr()).push(lse.as_mut_ptr());
-    let name = format!("attention_decode_cascade_{}", head_dim_suffix(OP, d)?);
-    // SAFETY: DEC_ARGS, lengths checked above and by the plan.
-    unsafe { launch(&name, (plan.groups as u32, s.q_heads as u32, 1), plan.threads, &mut a)? };
+    a.push(q.as_ptr()).push(kv.k_pool.as_ptr()).push(kv.v_pool.as_ptr());
+    for r in [l.cu_group(), l.group_slot(), l.prefix_len(), l.sample_slot(), l.suffix_len()] {
+        a.push(rows[r].as_ptr());
+    }
+    a.push(kv.prefix_table.as_ptr()).push(kv.suffix_table.as_ptr()).push(pkv).push(attn_params(s));
+    a.push(out.as_mut_ptr()).push(lse.as_mut_ptr());
+    let name = format!("attention_decode_paged_{}", head_dim_suffix(OP, d)?);
+    // SAFETY: DEC_ARGS; every index the kernel follows was checked above.
+    unsafe { launch(&name, (l.groups as u32, s.q_heads as u32, 1), plan.threads, &mut a)? };
     Ok((out, lse))
 }
 

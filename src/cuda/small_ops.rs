@@ -2,7 +2,7 @@
 //! residual add, casts, row gathers / scatters. Each mirrors its CPU twin in
 //! `src/cpu/` (same argument order, bf16 buffers in and out).
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaView};
 use half::bf16;
 
 use super::device::{CudaDevice, check_len, grid_for, launch, per_row};
@@ -328,6 +328,45 @@ pub fn overwrite_rows(
     let (n, d) = (pos.len() as i32, dim as i32);
     launch!(dev, "overwrite_rows", grid_for(pos.len() * dim, THREADS), format!("[{x_rows}, {dim}] <- {n}");
         x, &d_pos, rows, &n, &d)
+}
+
+/// `x[pos[i]] = rows[i]` in place, with `pos` already on the device (a paged
+/// KV cache's store rows, uploaded once per decoding step for every layer).
+/// The positions are the caller's to bound (its block pool hands them out).
+pub fn overwrite_rows_at(
+    dev: &CudaDevice,
+    x: &mut CudaSlice<bf16>,
+    x_rows: usize,
+    dim: usize,
+    pos: &CudaView<'_, i32>,
+    rows: &CudaSlice<bf16>,
+) -> Result<()> {
+    const OP: &str = "cuda::overwrite_rows_at";
+    check_len(OP, "x", x.len(), x_rows * dim)?;
+    check_len(OP, "rows", rows.len(), pos.len() * dim)?;
+    if pos.is_empty() {
+        return Ok(());
+    }
+    let (n, d) = (pos.len() as i32, dim as i32);
+    launch!(dev, "overwrite_rows", grid_for(pos.len() * dim, THREADS), format!("[{x_rows}, {dim}] <- {n}");
+        x, pos, rows, &n, &d)
+}
+
+/// `dst[i] = v` for each `(i, v)` of `pairs` (block-table entries): one upload,
+/// one launch.
+pub fn scatter_i32(dev: &CudaDevice, dst: &mut CudaSlice<i32>, pairs: &[(usize, i32)]) -> Result<()> {
+    const OP: &str = "cuda::scatter_i32";
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    if let Some(&(i, _)) = pairs.iter().find(|&&(i, _)| i >= dst.len()) {
+        return Err(arg_err!(OP, "entry {i} is outside a table of {}", dst.len()));
+    }
+    let flat: Vec<i32> = pairs.iter().flat_map(|&(i, v)| [i as i32, v]).collect();
+    let d_pairs = dev.upload(&flat, OP)?;
+    let (n, len) = (pairs.len() as i32, dst.len());
+    launch!(dev, "scatter_i32", grid_for(pairs.len(), THREADS), format!("{n} entries of {len}");
+        dst, &d_pairs, &n)
 }
 
 /// Threads per row block of `softmax_rows`.

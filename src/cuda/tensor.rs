@@ -177,6 +177,24 @@ pub fn bf16_mut<'a>(t: &'a mut Tensor, op: &'static str, what: &'static str) -> 
     }
 }
 
+/// The i32 elements (an index tensor already on the device), borrowed when
+/// the window is the whole buffer.
+pub fn i32_of<'a>(t: &'a Tensor, op: &'static str, what: &'static str) -> Result<Cow<'a, CudaSlice<i32>>> {
+    let (s, r) = t.cuda_window(op)?;
+    match &s.buf {
+        CudaBuf::I32(b) => window(&s.dev, b, r, op),
+        b => Err(Error::DType { op, what, got: dtype_of(b), expected: "i32" }),
+    }
+}
+
+/// The i32 buffer of a tensor written in place (a block table).
+pub fn i32_mut<'a>(t: &'a mut Tensor, op: &'static str, what: &'static str) -> Result<&'a mut CudaSlice<i32>> {
+    match &mut t.cuda_storage_mut(op)?.buf {
+        CudaBuf::I32(b) => Ok(b),
+        b => Err(Error::DType { op, what, got: dtype_of(b), expected: "i32" }),
+    }
+}
+
 fn dtype_of(b: &CudaBuf) -> DType {
     match b {
         CudaBuf::F32(_) => DType::F32,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod generate;
 pub mod image;
+pub mod kv_pool;
 pub mod param;
 pub mod positions;
 pub mod rollout;

@@ -5,6 +5,7 @@
 //! log-sum-exp). Each token's log-probability under the sampling policy
 //! (temperature-scaled, full vocabulary) is recorded.
 
+use super::kv_pool::{KV_BLOCK_SIZE, KvPool, KvPoolSpec};
 use super::text::KvCache;
 use super::{Batch, Qwen25Vl, Sample};
 use crate::cuda::nvtx::{self, Phase};
@@ -41,6 +42,10 @@ pub struct RolloutConfig {
     /// models, where a decoding step's ops are too small to split across
     /// threads; 1 for large ones and on CUDA). Results do not depend on it.
     pub shards: usize,
+    /// Most samples decoding at once in each shard, rounded down to whole
+    /// groups (at least one); 0: every sample of the call. Bounds the KV cache
+    /// (`model::kv_pool`); results do not depend on it.
+    pub max_inflight_samples: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +119,13 @@ impl Qwen25Vl {
 
     /// Rolls out `prompts`, which are prompts `first..first + len` of a call with
     /// `total` samples (for the stream ids); prompt indices in the output are global.
+    ///
+    /// Continuous batching over a paged KV cache ([`KvPool`]): at most
+    /// `max_inflight_samples` samples (whole groups) decode at once; a prompt is
+    /// prefilled and admitted when a group's slot is free, and a finished
+    /// sample gives its blocks back at once (its group's prefix goes with the
+    /// group's last sample). A sample's draws do not depend on what else is in
+    /// flight.
     fn rollout_shard(
         &self,
         prompts: &[PromptInput],
@@ -122,109 +134,142 @@ impl Qwen25Vl {
         c: &RolloutConfig,
     ) -> Result<Vec<RolloutSample>> {
         let cfg = &self.config.text;
-        let g = c.group;
+        let (g, dev) = (c.group, self.device());
         let total = prompts.len() * g;
         let stream_base = c.stream.wrapping_mul(1 << 32);
-        let n_layers = cfg.num_hidden_layers;
-        // Prefill each prompt once; sample the first token of all its G samples.
-        let mut prefix_k: Vec<Vec<Tensor>> = vec![Vec::new(); n_layers];
-        let mut prefix_v: Vec<Vec<Tensor>> = vec![Vec::new(); n_layers];
-        let mut next_pos = Vec::with_capacity(prompts.len());
-        let (mut cu_k_prefix, mut samples) = (vec![0i32], Vec::with_capacity(total));
-        let prefill_range = nvtx::range(Phase::RolloutPrefill);
-        for (p, prompt) in prompts.iter().enumerate() {
-            let batch = Batch::new(
-                &[Sample { tokens: prompt.tokens.clone(), labels: None }],
-                prompt.pixels.clone(),
-                &prompt.grids,
-                &self.config,
-            )?;
-            let (x, _) = self.embed(&batch)?;
-            let (cos, sin) = self.rope_tables(&batch.positions)?;
-            let len = prompt.tokens.len();
-            let mut cache = KvCache::new(cfg, len, self.device())?;
-            let logits = self.text.forward_cached(&x, &cos, &sin, &mut cache)?;
-            for (l, (k, v)) in cache.layers.into_iter().enumerate() {
-                prefix_k[l].push(k);
-                prefix_v[l].push(v);
-            }
-            cu_k_prefix.push(cu_k_prefix.last().expect("starts at 0") + len as i32);
-            next_pos.push(batch.positions.to_vec_i32()?.into_iter().max().unwrap_or(-1) + 1);
-            let last = logits.narrow(0, len - 1, 1)?;
-            let (tok, lp) = draw(&last, g, c, &[stream_base + ((first + p) * g) as u64])?;
-            for (t, l) in tok.into_iter().zip(lp) {
-                samples.push(RolloutSample {
-                    prompt: first + p,
-                    tokens: vec![t],
-                    logprobs: vec![l],
-                    stopped: c.stop.contains(&t),
-                });
-            }
+        let group_slots = match c.max_inflight_samples {
+            0 => prompts.len(),
+            n => (n / g.max(1)).max(1),
         }
-        let prefix: Vec<(Tensor, Tensor)> = (0..n_layers)
-            .map(|l| {
-                let ks: Vec<&Tensor> = prefix_k[l].iter().collect();
-                let vs: Vec<&Tensor> = prefix_v[l].iter().collect();
-                Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
-            })
-            .collect::<Result<_>>()?;
-        drop((prefix_k, prefix_v));
-        let cu_k_prefix = Tensor::from_i32(cu_k_prefix.clone(), [cu_k_prefix.len()], Device::Cpu)?;
-        // Each sample's own suffix cache, per layer.
-        let shape = [c.max_new_tokens.max(1), cfg.num_key_value_heads, cfg.head_dim()];
-        let mut suffix: Vec<Vec<(Tensor, Tensor)>> = (0..total)
-            .map(|_| {
-                (0..n_layers)
-                    .map(|_| {
-                        let (dev, dtype) = (self.device(), super::text::kv_dtype(self.device()));
-                        Ok((Tensor::zeros(shape, dtype, dev)?, Tensor::zeros(shape, dtype, dev)?))
-                    })
-                    .collect()
-            })
-            .collect::<Result<_>>()?;
-        let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
+        .clamp(1, prompts.len().max(1));
+        let max_prompt = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(1);
+        let spec = KvPoolSpec {
+            block_size: KV_BLOCK_SIZE,
+            group_slots,
+            sample_slots: group_slots * g,
+            max_prefix_tokens: max_prompt,
+            max_suffix_tokens: c.max_new_tokens,
+        };
+        let mut pool = KvPool::new(cfg, dev, spec)?;
         // Generated tokens are text: their three M-RoPE components are equal, so
         // a step's cos/sin rows are rows of one table over every position the
-        // rollout can reach, made (and on CUDA uploaded) once; a step sends
-        // only its positions.
-        let reach = next_pos.iter().copied().max().unwrap_or(0).max(0) as usize + c.max_new_tokens;
+        // rollout can reach (M-RoPE positions never pass the token count), made
+        // (and on CUDA uploaded) once; a step sends only its positions.
+        let reach = max_prompt + c.max_new_tokens;
         let all: Vec<i32> = (0..3).flat_map(|_| 0..reach as i32).collect();
         let (cos_table, sin_table) = self.rope_tables(&Tensor::from_i32(all, [3, reach], Device::Cpu)?)?;
-        drop(prefill_range);
-        for step in 1..c.max_new_tokens {
+        let head = &self.text.lm_head.as_ref().unwrap_or(&self.text.embed).value;
+        let done = |s: &RolloutSample| s.stopped || s.tokens.len() >= c.max_new_tokens;
+
+        let mut samples: Vec<RolloutSample> = Vec::with_capacity(total);
+        let mut live: Vec<Option<LiveSample>> = (0..total).map(|_| None).collect();
+        let mut inflight: Vec<LiveGroup> = Vec::new();
+        let mut free_groups: Vec<usize> = (0..group_slots).rev().collect();
+        let mut free_samples: Vec<usize> = (0..group_slots * g).rev().collect();
+        let mut next = 0;
+        loop {
+            // Admit prompts while a group slot is free: prefill, store the
+            // prefix in the pool, draw every sample's first token.
+            while next < prompts.len() && !free_groups.is_empty() {
+                let _r = nvtx::range(Phase::RolloutPrefill);
+                let (p, prompt) = (next, &prompts[next]);
+                next += 1;
+                let batch = Batch::new(
+                    &[Sample { tokens: prompt.tokens.clone(), labels: None }],
+                    prompt.pixels.clone(),
+                    &prompt.grids,
+                    &self.config,
+                )?;
+                let (x, _) = self.embed(&batch)?;
+                let (cos, sin) = self.rope_tables(&batch.positions)?;
+                let len = prompt.tokens.len();
+                let mut cache = KvCache::new(cfg, len, dev)?;
+                let logits = self.text.forward_cached(&x, &cos, &sin, &mut cache)?;
+                let gslot = free_groups.pop().expect("checked non-empty");
+                let blocks = pool.alloc(len.div_ceil(KV_BLOCK_SIZE))?;
+                for (b, &id) in blocks.iter().enumerate() {
+                    pool.prefix.set(gslot, b, id)?;
+                }
+                pool.prefix.sync()?;
+                let rows: Vec<i32> = (0..len).map(|r| pool.row(&blocks, r)).collect();
+                let rows_dev = Tensor::from_i32(rows.clone(), [len], Device::Cpu)?.to_device(dev)?;
+                let at = ops::StoreRows { host: &rows, device: &rows_dev, range: 0..len };
+                for ((k, v), layer) in cache.layers.iter().zip(pool.layers.iter_mut()) {
+                    ops::store_kv(&mut layer.0, &mut layer.1, k, v, &at)?;
+                }
+                drop(cache);
+                let next_pos = batch.positions.to_vec_i32()?.into_iter().max().unwrap_or(-1) + 1;
+                let last = logits.narrow(0, len - 1, 1)?;
+                let (tok, lp) = draw(&last, g, c, &[stream_base + ((first + p) * g) as u64])?;
+                for (j, (t, l)) in tok.into_iter().zip(lp).enumerate() {
+                    debug_assert_eq!(samples.len(), p * g + j, "prompts are admitted in order");
+                    samples.push(RolloutSample {
+                        prompt: first + p,
+                        tokens: vec![t],
+                        logprobs: vec![l],
+                        stopped: c.stop.contains(&t),
+                    });
+                    let slot = free_samples.pop().expect("a free group slot leaves its samples' slots free");
+                    live[p * g + j] = Some(LiveSample { slot, blocks: Vec::new() });
+                }
+                inflight.push(LiveGroup { prompt: p, slot: gslot, blocks, prefix_len: len, next_pos });
+            }
+            retire(&mut inflight, &mut live, &samples, g, &done, &mut pool, &mut free_groups, &mut free_samples);
+            if inflight.is_empty() {
+                if next >= prompts.len() {
+                    break;
+                }
+                continue;
+            }
+
+            // One decoding step of every live sample, grouped by prompt.
             let _r = nvtx::range(Phase::RolloutDecode);
-            // Active samples, in prompt order (cascade segments are per prompt).
-            let active: Vec<usize> = (0..total).filter(|&s| !samples[s].stopped).collect();
-            if active.is_empty() {
-                break;
+            let (mut cu_group, mut group_slot, mut prefix_len) = (vec![0usize], Vec::new(), Vec::new());
+            let (mut active, mut sample_slot, mut suffix_len, mut store_row, mut pos) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for grp in &inflight {
+                for s in grp.prompt * g..(grp.prompt + 1) * g {
+                    if done(&samples[s]) {
+                        continue;
+                    }
+                    let ls = live[s].as_mut().expect("a sample in flight is live");
+                    // The newest token's key row: one block more every block_size tokens.
+                    let r = samples[s].tokens.len() - 1;
+                    if r.is_multiple_of(KV_BLOCK_SIZE) {
+                        let b = pool.alloc(1)?[0];
+                        pool.suffix.set(ls.slot, ls.blocks.len(), b)?;
+                        ls.blocks.push(b);
+                    }
+                    active.push(s);
+                    sample_slot.push(ls.slot as i32);
+                    suffix_len.push(r as i32 + 1);
+                    store_row.push(pool.row(&ls.blocks, r));
+                    pos.push(grp.next_pos + r as i32);
+                }
+                let n = active.len() - cu_group.last().expect("starts at 0");
+                if n > 0 {
+                    cu_group.push(active.len());
+                    group_slot.push(grp.slot as i32);
+                    prefix_len.push(grp.prefix_len as i32);
+                }
             }
-            let lens: Vec<usize> = active.iter().map(|&s| samples[s].tokens.len() - 1).collect();
-            let ids: Vec<i32> = active.iter().map(|&s| *samples[s].tokens.last().expect("one token") as i32).collect();
+            pool.suffix.sync()?;
             let n = active.len();
-            let pos: Vec<i32> =
-                active.iter().zip(&lens).map(|(&s, &len)| next_pos[samples[s].prompt - first] + len as i32).collect();
-            let mut cu_q = vec![0i32];
-            for p in 0..prompts.len() {
-                let k = active.iter().filter(|&&s| samples[s].prompt == first + p).count() as i32;
-                cu_q.push(cu_q.last().expect("starts at 0") + k);
-            }
-            let cu_q = Tensor::from_i32(cu_q.clone(), [cu_q.len()], Device::Cpu)?;
+            let rows = ops::DecodeRows::new(cu_group, group_slot, prefix_len, sample_slot, suffix_len, store_row, dev)?;
+            let ids: Vec<i32> = active.iter().map(|&s| *samples[s].tokens.last().expect("one token") as i32).collect();
             let pos = Tensor::from_i32(pos, [n], Device::Cpu)?;
             let (cos, sin) = (ops::index_select(&cos_table, &pos)?, ops::index_select(&sin_table, &pos)?);
             let mut h = ops::index_select(&self.text.embed.value, &Tensor::from_i32(ids, [n], Device::Cpu)?)?;
-            for (l, layer) in self.text.layers.iter().enumerate() {
-                let mut kv: Vec<&mut (Tensor, Tensor)> = suffix
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(s, _)| !samples[*s].stopped)
-                    .map(|(_, v)| &mut v[l])
-                    .collect();
-                h = layer.forward_cascade(&h, &cos, &sin, cfg, &prefix[l], &cu_q, &cu_k_prefix, &mut kv, &lens)?;
+            for (layer, kv) in self.text.layers.iter().zip(pool.layers.iter_mut()) {
+                h = layer.forward_paged(&h, &cos, &sin, cfg, kv, (&pool.prefix, &pool.suffix), KV_BLOCK_SIZE, &rows)?;
             }
             let (normed, _) = ops::rms_norm(&h, &self.text.norm.value, cfg.rms_norm_eps)?;
             let logits = ops::linear(&normed, head, None)?;
-            let streams: Vec<u64> =
-                active.iter().map(|&s| stream_base + (step * total_all + first * g + s) as u64).collect();
+            // Token t of sample s comes from stream t·total + s of the call.
+            let streams: Vec<u64> = active
+                .iter()
+                .map(|&s| stream_base + (samples[s].tokens.len() * total_all + first * g + s) as u64)
+                .collect();
             let (tok, lp) = draw(&logits, 1, c, &streams)?;
             for ((&s, t), l) in active.iter().zip(tok).zip(lp) {
                 let smp = &mut samples[s];
@@ -232,7 +277,56 @@ impl Qwen25Vl {
                 smp.logprobs.push(l);
                 smp.stopped = c.stop.contains(&t);
             }
+            retire(&mut inflight, &mut live, &samples, g, &done, &mut pool, &mut free_groups, &mut free_samples);
         }
         Ok(samples)
     }
+}
+
+/// A sample in flight: its suffix table row and blocks.
+struct LiveSample {
+    slot: usize,
+    blocks: Vec<u32>,
+}
+
+/// A prompt in flight: its prefix table row and blocks, prompt length, and
+/// the position of its first generated token.
+struct LiveGroup {
+    prompt: usize,
+    slot: usize,
+    blocks: Vec<u32>,
+    prefix_len: usize,
+    next_pos: i32,
+}
+
+/// Gives back the blocks and slots of finished samples, and of groups whose
+/// samples have all finished.
+#[allow(clippy::too_many_arguments)]
+fn retire(
+    inflight: &mut Vec<LiveGroup>,
+    live: &mut [Option<LiveSample>],
+    samples: &[RolloutSample],
+    g: usize,
+    done: &dyn Fn(&RolloutSample) -> bool,
+    pool: &mut KvPool,
+    free_groups: &mut Vec<usize>,
+    free_samples: &mut Vec<usize>,
+) {
+    inflight.retain(|grp| {
+        let range = grp.prompt * g..(grp.prompt + 1) * g;
+        for s in range.clone() {
+            if done(&samples[s])
+                && let Some(ls) = live[s].take()
+            {
+                pool.release(&ls.blocks);
+                free_samples.push(ls.slot);
+            }
+        }
+        let finished = range.clone().all(|s| live[s].is_none());
+        if finished {
+            pool.release(&grp.blocks);
+            free_groups.push(grp.slot);
+        }
+        !finished
+    });
 }

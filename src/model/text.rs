@@ -159,53 +159,26 @@ impl DecoderLayer {
     }
 
     /// One decoding step for `S` samples that share prompt prefixes (cascade
-    /// attention): `x: [S, D]` holds each sample's newest token (grouped by prompt);
-    /// queries attend to their prompt's prefix keys (`prefix`, all prompts
-    /// concatenated, segments `cu_q_prefix` / `cu_k_prefix`) and to their own
-    /// suffix, whose keys/values are appended at row `lens[i]` of `suffix[i]`; the
-    /// two attentions are merged by their log-sum-exps.
+    /// decoding from a paged KV cache): each sample's new key and value go to
+    /// its store row of this layer's pools (`kv`), then query `i` attends to
+    /// its group's prefix and its own suffix through the block tables
+    /// (`ops::attention_decode_paged`).
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_cascade(
+    pub fn forward_paged(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         cfg: &TextConfig,
-        prefix: &(Tensor, Tensor),
-        cu_q_prefix: &Tensor,
-        cu_k_prefix: &Tensor,
-        suffix: &mut [&mut (Tensor, Tensor)],
-        lens: &[usize],
+        kv: &mut (Tensor, Tensor),
+        tables: (&ops::BlockTable, &ops::BlockTable),
+        block_size: usize,
+        rows: &ops::DecodeRows,
     ) -> Result<Tensor> {
-        let n = x.dims()[0];
-        let hd = cfg.head_dim();
         let (q, k, v) = self.infer_qkv(x, cos, sin, cfg)?;
-        for (i, kv) in suffix.iter_mut().enumerate() {
-            ops::write_rows(&mut kv.0, lens[i], &k.narrow(0, i, 1)?)?;
-            ops::write_rows(&mut kv.1, lens[i], &v.narrow(0, i, 1)?)?;
-        }
-        let ks: Vec<Tensor> =
-            suffix.iter().zip(lens).map(|(kv, &l)| kv.0.narrow(0, 0, l + 1)).collect::<Result<_>>()?;
-        let vs: Vec<Tensor> =
-            suffix.iter().zip(lens).map(|(kv, &l)| kv.1.narrow(0, 0, l + 1)).collect::<Result<_>>()?;
-        let mut cu = vec![0i32];
-        for &l in lens {
-            cu.push(cu.last().expect("starts at 0") + l as i32 + 1);
-        }
-        let (suffix_k, suffix_v) =
-            (Tensor::cat(&ks.iter().collect::<Vec<_>>(), 0)?, Tensor::cat(&vs.iter().collect::<Vec<_>>(), 0)?);
-        let cu_suffix = Tensor::from_i32(cu.clone(), [cu.len()], Device::Cpu)?;
-        let kv = ops::CascadeInputs {
-            prefix_k: &prefix.0,
-            prefix_v: &prefix.1,
-            cu_prefix: cu_k_prefix,
-            cu_group: cu_q_prefix,
-            suffix_k: &suffix_k,
-            suffix_v: &suffix_v,
-            cu_suffix: &cu_suffix,
-        };
-        debug_assert_eq!(cu.len(), n + 1);
-        let attn = ops::attention_cascade(&q, &kv, (hd as f32).powf(-0.5))?;
+        ops::store_kv(&mut kv.0, &mut kv.1, &k, &v, &rows.store_rows())?;
+        let paged = ops::PagedKv { k_pool: &kv.0, v_pool: &kv.1, block_size, prefix: tables.0, suffix: tables.1 };
+        let attn = ops::attention_decode_paged(&q, &paged, rows, (cfg.head_dim() as f32).powf(-0.5))?;
         self.infer_tail(x, &attn.out, cfg)
     }
 

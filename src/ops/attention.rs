@@ -165,56 +165,6 @@ pub fn attention_kv(
     }
 }
 
-/// Keys and values of one cascade decoding step (see [`attention_cascade`]).
-pub struct CascadeInputs<'a> {
-    /// All groups' prompt prefixes, concatenated: `[Tp, Hkv, D]`.
-    pub prefix_k: &'a Tensor,
-    pub prefix_v: &'a Tensor,
-    /// Prefix key offsets per group, `[G + 1]`.
-    pub cu_prefix: &'a Tensor,
-    /// Sample offsets per group (samples are grouped by prompt), `[G + 1]`.
-    pub cu_group: &'a Tensor,
-    /// Every sample's own keys so far (its suffix, newest included), concatenated: `[Ts, Hkv, D]`.
-    pub suffix_k: &'a Tensor,
-    pub suffix_v: &'a Tensor,
-    /// Suffix key offsets per sample, `[S + 1]`.
-    pub cu_suffix: &'a Tensor,
-}
-
-/// One decoding step for `S` samples that share prompt prefixes (GRPO groups):
-/// query `i` (`q: [S, Hq, D]`, one token per sample) attends to its group's
-/// prefix and to its own suffix. On the CPU: attention over the prefixes, over
-/// the suffixes, merged by log-sum-exp; on CUDA one cascade kernel that reads a
-/// group's prefix once for all its samples.
-pub fn attention_cascade(q: &Tensor, kv: &CascadeInputs<'_>, scale: f32) -> Result<AttnOut> {
-    const OP: &str = "attention_cascade";
-    expect_rank(OP, "q", q, 3)?;
-    let s = q.dims()[0];
-    let cg = cu_seqlens(OP, kv.cu_group, s)?;
-    let cp = cu_seqlens(OP, kv.cu_prefix, kv.prefix_k.dims().first().copied().unwrap_or(0))?;
-    let cs = cu_seqlens(OP, kv.cu_suffix, kv.suffix_k.dims().first().copied().unwrap_or(0))?;
-    if cg.len() != cp.len() || cs.len() != s + 1 {
-        return Err(arg_err!(
-            OP,
-            "{} groups of samples but {} prefixes; {} suffix offsets for {s} samples",
-            cg.len() - 1,
-            cp.len() - 1,
-            cs.len()
-        ));
-    }
-    let composed = || -> Result<AttnOut> {
-        let pre =
-            attention_kv(q, kv.prefix_k, kv.prefix_v, kv.cu_group, kv.cu_prefix, AttnSpec { scale, causal: false })?;
-        let one_each = Tensor::from_i32((0..=s as i32).collect(), [s + 1], Device::Cpu)?;
-        let suf = attention_kv(q, kv.suffix_k, kv.suffix_v, &one_each, kv.cu_suffix, AttnSpec { scale, causal: true })?;
-        merge_attention(&pre, &suf)
-    };
-    match common_device(OP, &[q, kv.prefix_k, kv.prefix_v, kv.suffix_k, kv.suffix_v])? {
-        Device::Cpu => composed(),
-        Device::Cuda(_) => on_cuda!(cuda::attention_cascade(q, kv, &cg, &cp, &cs, scale, composed)),
-    }
-}
-
 /// Merges two attentions of the same queries over disjoint key sets (cascade
 /// attention: a shared prompt prefix and each sample's own suffix) into the
 /// attention over their union: `out = (o₁·e^{l₁} + o₂·e^{l₂}) / (e^{l₁} + e^{l₂})`

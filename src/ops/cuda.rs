@@ -18,7 +18,7 @@ use crate::cuda::lora::{self as lo, LoraShape};
 use crate::cuda::loss as ls;
 use crate::cuda::sampling as sa;
 use crate::cuda::small_ops as so;
-use crate::cuda::tensor::{bf16_mut, bf16_of, device_of, f32_mut, f32_of, from_bf16, from_f32};
+use crate::cuda::tensor::{bf16_mut, bf16_of, device_of, f32_mut, f32_of, from_bf16, from_f32, i32_mut, i32_of};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 
@@ -141,31 +141,61 @@ pub fn attention_backward(
     Ok((from_bf16(&d, dq, q.dims())?, from_bf16(&d, dk, k.dims())?, from_bf16(&d, dv, v.dims())?))
 }
 
-/// The cascade decode kernel; groups wider than it handles take `composed`
-/// (the CPU's three-op path on device tensors).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_cascade(
+/// The paged cascade decode kernel; groups wider than it handles take
+/// `composed` (gathers and the three-op path on device tensors).
+pub fn attention_decode_paged(
     q: &Tensor,
-    kv: &super::CascadeInputs<'_>,
-    cu_group: &[usize],
-    cu_prefix: &[usize],
-    cu_suffix: &[usize],
+    kv: &super::PagedKv<'_>,
+    rows: &super::DecodeRows,
     scale: f32,
     composed: impl FnOnce() -> Result<AttnOut>,
 ) -> Result<AttnOut> {
-    const OP: &str = "attention_cascade";
-    if cu_group.windows(2).any(|w| w[1] - w[0] > at::MAX_GROUP) {
+    const OP: &str = "attention_decode_paged";
+    if rows.cu_group.windows(2).any(|w| w[1] - w[0] > at::MAX_GROUP) {
         return composed();
     }
     let d = device_of(q, OP)?;
-    let (hq, hd, hkv) = (q.dims()[1], q.dims()[2], kv.prefix_k.dims()[1]);
+    let (hq, hd, hkv) = (q.dims()[1], q.dims()[2], kv.k_pool.dims()[1]);
     let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: hd, scale, causal: false };
-    let (pk, pv) = (bf16_of(kv.prefix_k, OP, "prefix_k")?, bf16_of(kv.prefix_v, OP, "prefix_v")?);
-    let (sk, sv) = (bf16_of(kv.suffix_k, OP, "suffix_k")?, bf16_of(kv.suffix_v, OP, "suffix_v")?);
-    let c =
-        at::CascadeKv { prefix_k: &pk, prefix_v: &pv, cu_prefix, suffix_k: &sk, suffix_v: &sv, cu_suffix, cu_group };
-    let (out, lse) = at::attention_decode_cascade(&d, &*bf16_of(q, OP, "q")?, &c, &shape)?;
+    let (kp, vp) = (bf16_of(kv.k_pool, OP, "k_pool")?, bf16_of(kv.v_pool, OP, "v_pool")?);
+    let (pt, st) = (i32_of(kv.prefix.device()?, OP, "prefix table")?, i32_of(kv.suffix.device()?, OP, "suffix table")?);
+    let paged = at::PagedKv {
+        k_pool: &kp,
+        v_pool: &vp,
+        pool_rows: kv.k_pool.dims()[0],
+        block_size: kv.block_size,
+        prefix_table: &pt,
+        prefix_table_width: kv.prefix.width(),
+        suffix_table: &st,
+        suffix_table_width: kv.suffix.width(),
+    };
+    let packed = i32_of(&rows.packed, OP, "rows")?;
+    let (out, lse) = at::attention_decode_paged(&d, &*bf16_of(q, OP, "q")?, &paged, &packed, &rows.cu_group, &shape)?;
     Ok(AttnOut { out: from_bf16(&d, out, q.dims())?, lse: from_f32(&d, lse, [q.dims()[0], hq])? })
+}
+
+/// Keys and values into their pool rows (`rows` already on the device).
+pub fn store_kv(
+    k_pool: &mut Tensor,
+    v_pool: &mut Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rows: &super::StoreRows<'_>,
+) -> Result<()> {
+    const OP: &str = "store_kv";
+    let d = device_of(k, OP)?;
+    let (pool_rows, inner) = (k_pool.dims()[0], k_pool.numel() / k_pool.dims()[0].max(1));
+    let all = i32_of(rows.device, OP, "rows")?;
+    let at = all.slice(rows.range.clone());
+    so::overwrite_rows_at(&d, bf16_mut(k_pool, OP, "k_pool")?, pool_rows, inner, &at, &*bf16_of(k, OP, "k")?)?;
+    so::overwrite_rows_at(&d, bf16_mut(v_pool, OP, "v_pool")?, pool_rows, inner, &at, &*bf16_of(v, OP, "v")?)
+}
+
+/// Block-table entries `(index, block)` written in place, in one launch.
+pub fn scatter_i32(table: &mut Tensor, pairs: &[(usize, i32)]) -> Result<()> {
+    const OP: &str = "scatter_i32";
+    let d = device_of(table, OP)?;
+    so::scatter_i32(&d, i32_mut(table, OP, "table")?, pairs)
 }
 
 /// Two partial attentions over disjoint keys merged by their log-sum-exps, on

@@ -22,6 +22,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod paged;
 pub mod rope;
 pub mod sampling;
 
@@ -33,6 +34,7 @@ pub use loss::*;
 pub use matmul::*;
 pub use norm::*;
 pub use optim::*;
+pub use paged::*;
 pub use rope::*;
 pub use sampling::*;
 

@@ -232,6 +232,10 @@ pub struct GrpoSection {
     pub max_prompt_tokens: usize,
     /// Images are downscaled to at most this many pixels (960x540).
     pub max_image_pixels: usize,
+    /// Most rollout samples decoding at once (whole groups; 0: all of a step).
+    /// The paged KV cache is sized for these; a new prompt is admitted when a
+    /// group finishes (continuous batching). Results do not depend on it.
+    pub max_inflight_samples: usize,
     pub temperature: f32,
     pub top_k: usize,
     pub top_p: f32,
@@ -271,6 +275,7 @@ impl Default for GrpoSection {
             max_new_tokens: 4096,
             max_prompt_tokens: 16_000,
             max_image_pixels: 960 * 540,
+            max_inflight_samples: 256,
             temperature: 1.0,
             top_k: 0,
             top_p: 1.0,

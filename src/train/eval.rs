@@ -198,6 +198,7 @@ pub fn evaluate(
         seed: 0,
         stream: 0,
         shards: 0,
+        max_inflight_samples: 0,
     };
     let (ex, fmt) = (AnswerExtractor::default(), FormatReward::default());
     let mut report = EvalReport::default();

@@ -194,6 +194,7 @@ impl GrpoTrainer {
             seed: self.cfg.run.seed,
             stream: self.step as u64,
             shards: 0,
+            max_inflight_samples: g.max_inflight_samples,
         }
     }
 

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use super::config::SftConfig;
 use crate::cuda::accounting::bytes;
 use crate::model::config::Qwen25VlConfig;
+use crate::model::kv_pool::{KV_BLOCK_SIZE, KvPoolSpec};
 
 /// A GPU's figures from its datasheet (dense bf16, no sparsity).
 #[derive(Clone, Copy, Debug)]
@@ -266,15 +267,33 @@ pub fn step_seconds(gpu: &GpuSpec, flops: f64, c: &Qwen25VlConfig, run: &SftConf
     (flops / (gpu.bf16_tflops * 1e12)).max(traffic / (gpu.hbm_tbs * 1e12))
 }
 
-/// KV memory of a GRPO rollout as the engine allocates it today: each
-/// prompt's prefix once, and every sample's suffix preallocated at
-/// `max_new_tokens` for every layer; plus the decode step's logits.
+/// The paged KV pool of a GRPO rollout (`model::kv_pool`): sized for the
+/// groups in flight (`grpo.max_inflight_samples`, whole groups; 0: every
+/// prompt of a step), each with its prompt's prefix and every sample's suffix
+/// at `max_new_tokens`, in blocks.
+pub fn rollout_kv(run: &SftConfig) -> KvPoolSpec {
+    let g = &run.grpo;
+    let group_slots = match g.max_inflight_samples {
+        0 => g.prompts_per_step,
+        n => (n / g.group.max(1)).max(1),
+    }
+    .clamp(1, g.prompts_per_step.max(1));
+    KvPoolSpec {
+        block_size: KV_BLOCK_SIZE,
+        group_slots,
+        sample_slots: group_slots * g.group,
+        max_prefix_tokens: g.max_prompt_tokens,
+        max_suffix_tokens: g.max_new_tokens,
+    }
+}
+
+/// Device memory of a GRPO rollout: weights, optimizer state, the paged KV
+/// pool for the samples in flight, and the decode step's logits.
 pub fn rollout_memory(c: &Qwen25VlConfig, run: &SftConfig) -> MemoryPlan {
     let t = &c.text;
     let g = &run.grpo;
     let p = param_counts(c, run);
-    let kv_row = 2 * 2 * (t.num_key_value_heads * t.head_dim() * t.num_hidden_layers) as u64;
-    let samples = (g.prompts_per_step * g.group) as u64;
+    let kv = rollout_kv(run);
     let mut m = MemoryPlan::default();
     m.add("weights (policy), bf16 for frozen, f32 masters for trainable", 2 * p.frozen + 4 * p.trainable);
     if g.beta > 0.0 {
@@ -283,14 +302,13 @@ pub fn rollout_memory(c: &Qwen25VlConfig, run: &SftConfig) -> MemoryPlan {
     m.add("gradients + AdamW moments, f32", 12 * p.trainable);
     m.add("cuBLASLt workspace", GEMM_WORKSPACE);
     m.add(
-        format!("KV: prompt prefixes, {} prompts x {} tokens", g.prompts_per_step, g.max_prompt_tokens),
-        kv_row * (g.prompts_per_step * g.max_prompt_tokens) as u64,
+        format!(
+            "KV pool: {} prompts x {} tokens + {} samples x {} tokens in flight, blocks of {}",
+            kv.group_slots, g.max_prompt_tokens, kv.sample_slots, g.max_new_tokens, kv.block_size
+        ),
+        kv.bytes(t, crate::tensor::Device::Cuda(0)),
     );
-    m.add(
-        format!("KV: sample suffixes, {samples} samples x {} tokens (preallocated)", g.max_new_tokens),
-        kv_row * samples * g.max_new_tokens as u64,
-    );
-    m.add("decode logits, [samples, vocab] bf16", 2 * samples * t.vocab_size as u64);
+    m.add("decode logits, [samples in flight, vocab] bf16", 2 * kv.sample_slots as u64 * t.vocab_size as u64);
     m
 }
 
@@ -328,24 +346,32 @@ pub fn report(c: &Qwen25VlConfig, run: &SftConfig, sft: bool, grpo: bool) -> Str
     }
     if grpo {
         let rollout = rollout_memory(c, run);
-        write_phase(&mut s, c, run, "GRPO rollout (all prompts of a step in flight):", &rollout, None);
+        let kv = rollout_kv(run);
+        let title = format!(
+            "GRPO rollout ({} of {} samples in flight at a time, continuous batching):",
+            kv.sample_slots,
+            run.grpo.prompts_per_step * run.grpo.group
+        );
+        write_phase(&mut s, c, run, &title, &rollout, None);
         if rollout.peak > largest {
-            let g = &run.grpo;
-            let kv_row = 4 * (c.text.num_key_value_heads * c.text.head_dim() * c.text.num_hidden_layers) as u64;
-            let per_prompt = kv_row * (g.max_prompt_tokens + g.group * g.max_new_tokens) as u64;
-            let kv_all = per_prompt * g.prompts_per_step as u64;
+            // Groups in flight that fit beside everything else.
+            let one = KvPoolSpec { group_slots: 1, sample_slots: run.grpo.group, ..kv };
+            let per_group = one.bytes(&c.text, crate::tensor::Device::Cuda(0))
+                + 2 * one.sample_slots as u64 * c.text.vocab_size as u64;
+            let kv_all = per_group * kv.group_slots as u64;
             let room = largest.saturating_sub(rollout.peak.saturating_sub(kv_all));
-            let fit = room / per_prompt.max(1);
+            let fit = room / per_group.max(1);
             if fit == 0 {
                 let _ = writeln!(
                     s,
-                    "  the weights, gradients and moments alone leave no room for KV: lora.enabled = true first"
+                    "  the weights, gradients and moments leave no room for one group's KV: lora.enabled = true first"
                 );
             } else {
                 let _ = writeln!(
                     s,
-                    "  cheapest change today: grpo.prompts_per_step <= {fit} (the KV of every sample in flight must \
-                     fit); paged KV with a cap on samples in flight is the real fix (not built yet)"
+                    "  cheapest change: grpo.max_inflight_samples <= {} ({fit} groups of {} in flight)",
+                    fit * run.grpo.group as u64,
+                    run.grpo.group
                 );
             }
         }
