@@ -186,6 +186,19 @@ pub fn linear_cross_entropy(
     Ok(LinearCrossEntropy { loss, dh })
 }
 
+/// Threads of the one block of `sum_f32_to_f64` (its shared array's size).
+const SUM_THREADS: u32 = 1024;
+
+/// `Σ x` in f64 on the device; only the sum (8 bytes) comes back.
+pub fn sum_to_host(dev: &CudaDevice, x: &CudaSlice<f32>) -> Result<f64> {
+    const OP: &str = "cuda::sum_to_host";
+    let mut out = dev.uninit::<f64>(1, OP)?;
+    let n = x.len() as i32;
+    let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (SUM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    launch!(dev, "sum_f32_to_f64", cfg, format!("{n} values"); x, &n, &mut out)?;
+    Ok(dev.download(&out, OP)?[0])
+}
+
 /// `logits[..rows·v] = h_c · Wᵀ` for one chunk of rows.
 fn chunk_logits<H: DevicePtr<bf16>>(
     dev: &CudaDevice,

@@ -515,7 +515,7 @@ pub fn linear_cross_entropy(
         scale,
         dw,
     )?;
-    let loss_sum: f64 = d.download(&out.loss, OP)?.iter().map(|&x| x as f64).sum();
+    let loss_sum = ls::sum_to_host(&d, &out.loss)?;
     let tokens = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
     Ok(super::LinearCrossEntropy { loss_sum, tokens, dh: from_bf16(&d, out.dh, [t, dim])? })
 }
