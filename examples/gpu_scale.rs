@@ -111,6 +111,20 @@ fn main() -> Result<()> {
     (g.max_new_tokens, g.beta, g.skip_flat_updates) = (new_tokens, 0.04, false);
     g.max_prompt_tokens = items.iter().map(|i| i.prompt.tokens.len()).max().unwrap_or(0);
     let mut tr = actial::train::grpo_trainer::GrpoTrainer::new(c.clone(), base, items, tok)?;
+    // The rollout alone first (the step's peak is usually the update's): the
+    // pool's high-water mark while the KV pool is full, against its plan.
+    let dev = Device::parse(&device)?;
+    let inputs: Vec<_> = tr.prompts.iter().map(|p| p.prompt.clone()).collect();
+    let _ = actial::cuda::take_accounting(dev);
+    tr.model.rollout(&inputs, &tr.rollout_config())?;
+    let rollout_peak = actial::cuda::take_accounting(dev).map_or(0, |a| a.pool_peak_bytes);
+    let planned_rollout = rollout_memory(&cfg, &c).peak;
+    println!(
+        "rollout alone: pool peak {}, planned {} ({:+.1}%; the plan leaves out the prefill's activations)",
+        mib(rollout_peak),
+        mib(planned_rollout),
+        100.0 * (planned_rollout as f64 / rollout_peak.max(1) as f64 - 1.0)
+    );
     let m = tr.train_step()?;
     let acc = m.cuda.clone().expect("a CUDA step carries its accounting");
     println!("{}", acc.table());
