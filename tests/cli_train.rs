@@ -197,3 +197,38 @@ fn plan_from_a_config_alone() {
     let tiny = run(&["--recipe", "sft", "--plan"]);
     assert!(tiny.contains("H200 141GB  fits") && !tiny.contains("DOES NOT FIT"), "{tiny}");
 }
+
+/// A CUDA run that cannot fit the device prints its plan and stops before any
+/// work (data, weights), naming the phase, what it needs and what is free; on
+/// the emulated driver with 32 MiB of device memory. `--skip-fit-check` starts
+/// it anyway, and then it is the allocator that refuses, naming the phase.
+#[test]
+fn a_cuda_run_that_cannot_fit_prints_its_plan_and_stops() {
+    if !actial::cuda::build_info::KERNELS_BUILT {
+        println!("SKIPPED: built without the CUDA kernels");
+        return;
+    }
+    let d = std::env::temp_dir().join(format!("actial-cli-nofit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let train = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_actial-train"))
+            .args([&["--recipe", "sft", "--device", "cuda", "--out", d.to_str().unwrap()], extra].concat())
+            .env("ACTIAL_EMULATED_DRIVER", "1")
+            .env("ACTIAL_EMULATED_DEVICE_MEMORY", (32u64 << 20).to_string())
+            .output()
+            .unwrap()
+    };
+    let out = train(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("SFT step (micro-batch") && err.contains("peak"), "the plan is printed: {err}");
+    assert!(
+        err.contains("does not fit cuda:0: the SFT step needs") && err.contains("32.00 MiB of 32.00 MiB is free"),
+        "{err}"
+    );
+    assert!(!d.join("data").exists(), "nothing was rendered before the check");
+    let out = train(&["--skip-fit-check", "--set", "run.steps=1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("out of GPU memory") && err.contains("(phase "), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

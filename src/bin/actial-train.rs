@@ -107,6 +107,10 @@ struct Args {
     /// the model's config.json, no weights, no data.
     #[arg(long)]
     plan: bool,
+    /// On CUDA, start even when the plan says the run does not fit the
+    /// device's free memory (the plan assumes the config's length limits).
+    #[arg(long)]
+    skip_fit_check: bool,
 }
 
 fn load_config(args: &Args) -> Result<SftConfig> {
@@ -250,19 +254,55 @@ fn resume_sft(trainer: &mut SftTrainer, args: &Args) -> Result<()> {
 }
 
 /// The device training runs on, checked before any work starts. On CUDA the
-/// whole recipe runs on the device through the ops' CUDA arms; that path is
-/// compiled but has not yet run on a GPU, which the run says up front.
-fn training_device(name: &str) -> Result<Device> {
-    let d = Device::parse(name)?;
+/// run says where that path has been checked, and the plan (`--plan`) must fit
+/// the device's free memory: a run that cannot fit prints the plan, with the
+/// cheapest changes, instead of failing deep inside an allocation
+/// (`--skip-fit-check` runs anyway: the plan assumes the config's limits).
+fn training_device(args: &Args, cfg: &SftConfig) -> Result<Device> {
+    let d = Device::parse(&cfg.run.device)?;
     if let Some(w) = actial::cuda::unverified_warning(d) {
         eprintln!("{w}");
+    }
+    if args.skip_fit_check {
+        return Ok(d);
+    }
+    if let Some((free, total)) = actial::cuda::memory_info(d) {
+        let dims = model_dims(cfg)?;
+        let (sft, grpo) = recipe_phases(args.recipe);
+        let peaks = actial::train::plan::phase_peaks(&dims, cfg, sft, grpo);
+        if let Some((phase, peak)) = peaks.into_iter().find(|&(_, p)| p > free) {
+            eprint!("{}", actial::train::plan::report(&dims, cfg, sft, grpo));
+            return Err(actial::arg_err!(
+                "actial-train",
+                "the plan above does not fit {d}: the {phase} needs {} at the config's limits (run.max_length, \
+                 run.max_pixels, grpo.max_prompt_tokens, grpo.max_new_tokens), {} of {} is free; lower those \
+                 limits or apply a change the plan lists, or pass --skip-fit-check to try anyway",
+                actial::cuda::accounting::bytes(peak),
+                actial::cuda::accounting::bytes(free),
+                actial::cuda::accounting::bytes(total)
+            ));
+        }
     }
     Ok(d)
 }
 
+/// The model's dims from config.json alone (the tiny preset's own).
+fn model_dims(cfg: &SftConfig) -> Result<actial::model::Qwen25VlConfig> {
+    if is_tiny(cfg) {
+        Ok(tiny_config(&tiny_tokenizer()?))
+    } else {
+        actial::model::config::Qwen25VlConfig::from_file(&Path::new(&cfg.model.path).join("config.json"))
+    }
+}
+
+/// Whether a recipe runs SFT steps, GRPO steps.
+fn recipe_phases(r: Recipe) -> (bool, bool) {
+    (matches!(r, Recipe::Full | Recipe::Sft | Recipe::Pretrain), matches!(r, Recipe::Full | Recipe::Grpo))
+}
+
 fn sft(args: &Args) -> Result<()> {
     let cfg = load_config(args)?;
-    training_device(&cfg.run.device)?;
+    training_device(args, &cfg)?;
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
@@ -476,7 +516,7 @@ fn grpo_plots(h: &[GrpoMetrics], dir: &Path) -> Result<()> {
 /// `grpo.data` (with the tiny preset and no data: synthetic SAT-like questions).
 fn grpo(args: &Args) -> Result<()> {
     let cfg = load_config_on(args, None)?;
-    training_device(&cfg.run.device)?;
+    training_device(args, &cfg)?;
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
     let mut records = Vec::new();
@@ -514,7 +554,7 @@ fn grpo(args: &Args) -> Result<()> {
 fn full(args: &Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     let cfg = load_config_on(args, Some(SftConfig::embedded_defaults()))?;
-    training_device(&cfg.run.device)?;
+    training_device(args, &cfg)?;
     if cfg.data.train.is_empty() != cfg.grpo.data.is_empty() {
         return Err(actial::arg_err!(
             "full",
@@ -781,7 +821,7 @@ fn eval_set_n(
 /// `--recipe pretrain`: the tiny base model (see `actial::data::pretrain`).
 fn pretrain(args: &Args) -> Result<()> {
     let cfg = load_config_on(args, Some(SftConfig::pretrain_defaults()))?;
-    training_device(&cfg.run.device)?;
+    training_device(args, &cfg)?;
     if !is_tiny(&cfg) {
         return Err(actial::arg_err!(
             "pretrain",
@@ -976,13 +1016,8 @@ fn print_device_accounting(stage: &str, acc: &Option<actial::cuda::accounting::A
 /// `--plan`: the run's memory and time plan from config.json alone.
 fn plan(args: &Args) -> Result<()> {
     let cfg = load_config(args)?;
-    let model = if is_tiny(&cfg) {
-        tiny_config(&tiny_tokenizer()?)
-    } else {
-        actial::model::config::Qwen25VlConfig::from_file(&Path::new(&cfg.model.path).join("config.json"))?
-    };
-    let sft = matches!(args.recipe, Recipe::Full | Recipe::Sft | Recipe::Pretrain);
-    let grpo = matches!(args.recipe, Recipe::Full | Recipe::Grpo);
+    let model = model_dims(&cfg)?;
+    let (sft, grpo) = recipe_phases(args.recipe);
     println!("plan for model {} (recipe {:?}):", cfg.model.path, args.recipe);
     print!("{}", actial::train::plan::report(&model, &cfg, sft, grpo));
     Ok(())

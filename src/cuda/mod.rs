@@ -84,6 +84,20 @@ pub fn unverified_warning(device: crate::tensor::Device) -> Option<String> {
     }
 }
 
+/// `(free, total)` device memory of `device` as its driver reports it; `None`
+/// on the CPU or when no device can be opened.
+pub fn memory_info(device: crate::tensor::Device) -> Option<(u64, u64)> {
+    match device {
+        crate::tensor::Device::Cpu => None,
+        #[cfg(actial_cuda)]
+        crate::tensor::Device::Cuda(i) => {
+            device::shared(i).ok()?.context().mem_get_info().ok().map(|(f, t)| (f as u64, t as u64))
+        }
+        #[cfg(not(actial_cuda))]
+        crate::tensor::Device::Cuda(_) => None,
+    }
+}
+
 /// What the handle behind `device` did since the last call (then its counters
 /// and pool high-water mark restart); `None` on the CPU. On CUDA this is the
 /// handle tensors created on this thread use (`device::shared`).

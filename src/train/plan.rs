@@ -323,6 +323,21 @@ pub fn grpo_update_memory(c: &Qwen25VlConfig, run: &SftConfig, w: Workload, reco
     update
 }
 
+/// The planned peak of each phase a recipe runs (SFT when `sft`, the GRPO
+/// rollout and update when `grpo`), at the config's limits.
+pub fn phase_peaks(c: &Qwen25VlConfig, run: &SftConfig, sft: bool, grpo: bool) -> Vec<(&'static str, u64)> {
+    let recompute = run.run.recompute_all;
+    let mut out = Vec::new();
+    if sft {
+        out.push(("SFT step", step_memory(c, run, Workload::sft(c, run), recompute).peak));
+    }
+    if grpo {
+        out.push(("GRPO rollout", rollout_memory(c, run).peak));
+        out.push(("GRPO update", grpo_update_memory(c, run, Workload::grpo_update(c, run), recompute).peak));
+    }
+    out
+}
+
 /// The plan as text: parameters, then per phase (SFT when `sft`, the GRPO
 /// rollout and update when `grpo`) the memory items, the peak, whether it fits
 /// each GPU, the step time there, and the cheapest change when it does not fit.
