@@ -18,9 +18,9 @@
 
 use actial::cuda::accounting::Phase;
 use actial::data::synth::{SynthConfig, pair_records, synth_pair};
+use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
-use actial::model::tiny::{tiny_config, tiny_tokenizer};
-use actial::model::{Qwen25Vl, Qwen25VlConfig};
+use actial::model::tiny::tiny_tokenizer;
 use actial::train::config::SftConfig;
 use actial::train::plan::{Workload, grpo_update_memory, rollout_memory, step_memory};
 use actial::{DType, Device};
@@ -35,7 +35,7 @@ fn main() -> Result<()> {
     let device = std::env::var("ACTIAL_DEVICE").unwrap_or_else(|_| "cuda".into());
     Device::parse(&device)?.check_available()?;
     let tok = tiny_tokenizer()?;
-    let cfg = widths(&width, layers, &tok)?;
+    let cfg = actial::model::tiny::with_released_widths(&tok, &width, layers)?;
     let t = &cfg.text;
     println!(
         "{width} widths, {layers} layers: text {} (heads {}/{}, MLP {}), vocab {}, vision {} x {} blocks; {device}",
@@ -163,35 +163,6 @@ fn main() -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// `tiny`'s layout (its tokenizer's special ids, patch and merge sizes) with a
-/// released config's widths and vocabulary, `layers` decoder layers and as
-/// many vision blocks (the last one full attention).
-fn widths(which: &str, layers: usize, tok: &actial::model::tokenizer::QwenTokenizer) -> Result<Qwen25VlConfig> {
-    let mut cfg = tiny_config(tok);
-    let released = match which {
-        "tiny" => None,
-        "3b" => Some(include_str!("../assets/configs/qwen2.5-vl-3b-instruct/config.json")),
-        "7b" => Some(include_str!("../assets/configs/qwen2.5-vl-7b-instruct/config.json")),
-        other => return Err(format!("width {other:?}: expected 3b, 7b or tiny").into()),
-    };
-    if let Some(json) = released {
-        let r = Qwen25VlConfig::from_json_str(json, which)?;
-        let (t, v) = (&mut cfg.text, &mut cfg.vision);
-        (t.hidden_size, t.intermediate_size, t.vocab_size) =
-            (r.text.hidden_size, r.text.intermediate_size, r.text.vocab_size);
-        (t.num_attention_heads, t.num_key_value_heads) = (r.text.num_attention_heads, r.text.num_key_value_heads);
-        (t.mrope_section, t.rope_theta, t.tie_word_embeddings) =
-            (r.text.mrope_section, r.text.rope_theta, r.text.tie_word_embeddings);
-        (v.hidden_size, v.intermediate_size, v.num_heads) =
-            (r.vision.hidden_size, r.vision.intermediate_size, r.vision.num_heads);
-        v.out_hidden_size = r.vision.out_hidden_size;
-    }
-    cfg.text.num_hidden_layers = layers;
-    cfg.vision.depth = layers;
-    cfg.vision.fullatt_block_indexes = vec![layers.saturating_sub(1)];
-    Ok(cfg)
 }
 
 fn mib(b: u64) -> String {

@@ -321,7 +321,12 @@ mod on_device {
     #[test]
     fn tiny_model_lora_forward_and_backward_match_the_cpu() {
         let Some(dev) = gpu() else { return };
-        let mut m = bf16_model(8);
+        assert_matches_cpu(with_lora(bf16_model(8)), dev);
+    }
+
+    /// Rank-4 adapters on q/v/qkv/down_proj of both towers, with B drawn
+    /// (it starts at zero) so that dA is not zero either.
+    fn with_lora(mut m: Qwen25Vl) -> Qwen25Vl {
         let spec = LoraSpec {
             rank: 4,
             alpha: 8.0,
@@ -331,7 +336,6 @@ mod on_device {
             seed: 2,
         };
         m.add_lora(&spec).unwrap();
-        // B starts at zero; give it values so dA is not zero either.
         let mut rng = Philox::new(9, 0);
         m.visit(&mut |n, p| {
             if n.ends_with("lora_B.weight") {
@@ -341,7 +345,57 @@ mod on_device {
                 p.value = b.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
             }
         });
-        assert_matches_cpu(m, dev);
+        m
+    }
+
+    /// The CUDA path at Qwen2.5-VL-3B's widths (text 2048, 16 query / 2 kv
+    /// heads of 128, MLP 11008, vocabulary 151,936, tied; vision 1280, 16
+    /// heads of 80, windows of 112 px, patch 14; M-RoPE [16, 24, 24]) with one
+    /// decoder layer and one vision block, against the CPU: forward and LoRA
+    /// backward of an image sample, then a grouped rollout whose log-probs
+    /// must be the CPU's teacher forcing of the same tokens.
+    #[test]
+    fn released_3b_widths_match_the_cpu() {
+        use actial::model::rollout::PromptInput;
+        let Some(dev) = gpu() else { return };
+        let tok = tiny_tokenizer().unwrap();
+        let cfg = actial::model::tiny::with_released_widths(&tok, "3b", 1).unwrap();
+        let (t, v) = (&cfg.text, &cfg.vision);
+        assert_eq!((t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.head_dim()), (2048, 16, 2, 128));
+        assert_eq!((t.vocab_size, t.tie_word_embeddings, t.mrope_section), (151_936, true, [16, 24, 24]));
+        assert_eq!(
+            (v.hidden_size, v.num_heads, v.hidden_size / v.num_heads, v.window_size, v.patch_size),
+            (1280, 16, 80, 112, 14)
+        );
+        let mut m = Qwen25Vl::random(cfg.clone(), 4).unwrap();
+        m.to_device(Device::Cpu, DType::BF16).unwrap();
+        let m = with_lora(m);
+        let (lc, lg, cpu, gpu_model, logit_err) = both(m, dev);
+        println!("3B widths: loss cpu {lc:.5} cuda {lg:.5}; logits relative L2 error {logit_err:.2e}");
+        assert!(
+            logit_err < 2e-2 && (lc - lg).abs() <= 1e-2 * lc.abs().max(1.0),
+            "loss {lc} vs {lg}, logits {logit_err}"
+        );
+        let (mut cpu, mut gpu_model) = (cpu, gpu_model);
+        compare_grads(&mut cpu, &mut gpu_model, 5e-2);
+
+        let prompt: Vec<u32> = (0..9).map(|i| (31 * i + 40) % 600).collect();
+        let input = PromptInput { tokens: prompt.clone(), pixels: None, grids: vec![] };
+        let out = gpu_model.rollout(&[input], &sampling_rollout(&gpu_model, 2, 3)).unwrap();
+        let mut worst = 0.0f32;
+        for s in &out {
+            let seq: Vec<u32> = prompt.iter().chain(&s.tokens).copied().collect();
+            let b = Batch::new(&[Sample { tokens: seq, labels: None }], None, &[], &cfg).unwrap();
+            let logits = cpu.forward(&b).unwrap().0.to_vec_f32().unwrap();
+            for (j, (&tok, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
+                let row = &logits[(prompt.len() - 1 + j) * t.vocab_size..][..t.vocab_size];
+                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                let lse = mx + row.iter().map(|&x| (x - mx).exp()).sum::<f32>().ln();
+                worst = worst.max((lp - (row[tok as usize] - lse)).abs());
+            }
+        }
+        println!("3B widths: CUDA rollout log-probs vs CPU teacher forcing: worst |difference| {worst:.2e}");
+        assert!(worst < 5e-2, "rollout log-probs differ from the CPU's teacher forcing by {worst}");
     }
 
     /// GRPO's CUDA-only paths: rollouts (the shared prompt prefilled once, the

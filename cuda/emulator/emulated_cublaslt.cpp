@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
@@ -292,19 +293,50 @@ EXPORT cublasStatus_t cublasLtMatmul(Handle *handle, Desc *d, const void *alpha_
   auto b_at = [&](uint64_t l, uint64_t j) {
     return d->transb == CUBLAS_OP_N ? load(B, b->type, l + j * b->ld) : load(B, b->type, j + l * b->ld);
   };
-  std::vector<float> column(m);
-  for (uint64_t j = 0; j < n; ++j) {
-    std::fill(column.begin(), column.end(), 0.0f);
-    for (uint64_t l = 0; l < k; ++l) {
-      const float bl = b_at(l, j);
-      for (uint64_t i = 0; i < m; ++i) column[i] += a_at(i, l) * bl;
+  // Blocked: op(A) rows i0..i0+MB and op(B) columns j0..j0+NB are converted
+  // to f32 once per block (contiguous in i, resp. l), then each output is a
+  // sum over l in order, as before (the same rounding as the plain loop).
+  // Blocks of rows are shared out to threads: CI runs the CUDA path at
+  // released widths on this, where the plain loop took minutes per GEMM.
+  constexpr uint64_t MB = 64, NB = 64;
+  const uint64_t row_blocks = (m + MB - 1) / MB;
+  auto work = [&](uint64_t first, uint64_t step) {
+    std::vector<float> ablk(MB * k), bblk(NB * k), acc(MB);
+    for (uint64_t ib = first; ib < row_blocks; ib += step) {
+      const uint64_t i0 = ib * MB, mb = std::min(MB, m - i0);
+      for (uint64_t l = 0; l < k; ++l)
+        for (uint64_t ii = 0; ii < mb; ++ii) ablk[l * MB + ii] = a_at(i0 + ii, l);
+      for (uint64_t j0 = 0; j0 < n; j0 += NB) {
+        const uint64_t nb = std::min(NB, n - j0);
+        for (uint64_t jj = 0; jj < nb; ++jj)
+          for (uint64_t l = 0; l < k; ++l) bblk[jj * k + l] = b_at(l, j0 + jj);
+        for (uint64_t jj = 0; jj < nb; ++jj) {
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          const float *bj = &bblk[jj * k];
+          for (uint64_t l = 0; l < k; ++l) {
+            const float bl = bj[l];
+            const float *al = &ablk[l * MB];
+            for (uint64_t ii = 0; ii < MB; ++ii) acc[ii] += al[ii] * bl;
+          }
+          const uint64_t j = j0 + jj;
+          for (uint64_t ii = 0; ii < mb; ++ii) {
+            const uint64_t i = i0 + ii;
+            float v = alpha * acc[ii];
+            if (beta != 0.0f) v += beta * load(C, c->type, i + j * c->ld);
+            if (bias) v += load(d->bias, bias_type, i);
+            store(D, out->type, i + j * out->ld, v);
+          }
+        }
+      }
     }
-    for (uint64_t i = 0; i < m; ++i) {
-      float v = alpha * column[i];
-      if (beta != 0.0f) v += beta * load(C, c->type, i + j * c->ld);
-      if (bias) v += load(d->bias, bias_type, i);
-      store(D, out->type, i + j * out->ld, v);
-    }
+  };
+  const uint64_t threads = std::min<uint64_t>(std::max(1u, std::thread::hardware_concurrency()), row_blocks);
+  if (threads <= 1 || m * n * k < (1u << 20)) {
+    work(0, 1);
+  } else {
+    std::vector<std::thread> pool;
+    for (uint64_t t = 0; t < threads; ++t) pool.emplace_back(work, t, threads);
+    for (auto &t : pool) t.join();
   }
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -83,3 +83,35 @@ pub fn tiny_config(tok: &QwenTokenizer) -> Qwen25VlConfig {
     };
     Qwen25VlConfig { vision, text, tokens }
 }
+
+/// The tiny layout (its tokenizer's special ids, patch, merge and window sizes)
+/// with a released checkpoint's widths and vocabulary (`assets/configs/`:
+/// "3b" or "7b"), `layers` decoder layers and as many vision blocks, the last
+/// one with full attention: the CUDA path at real widths in seconds
+/// (`examples/gpu_scale.rs`, `tests/cuda_model.rs`). "tiny" keeps tiny's widths.
+pub fn with_released_widths(tok: &QwenTokenizer, which: &str, layers: usize) -> Result<Qwen25VlConfig> {
+    let mut cfg = tiny_config(tok);
+    let released = match which {
+        "tiny" => None,
+        "3b" => Some(include_str!("../../assets/configs/qwen2.5-vl-3b-instruct/config.json")),
+        "7b" => Some(include_str!("../../assets/configs/qwen2.5-vl-7b-instruct/config.json")),
+        other => return Err(crate::arg_err!("with_released_widths", "{other:?}: expected 3b, 7b or tiny")),
+    };
+    if let Some(json) = released {
+        let r = Qwen25VlConfig::from_json_str(json, which)?;
+        let (t, v) = (&mut cfg.text, &mut cfg.vision);
+        (t.hidden_size, t.intermediate_size, t.vocab_size) =
+            (r.text.hidden_size, r.text.intermediate_size, r.text.vocab_size);
+        (t.num_attention_heads, t.num_key_value_heads) = (r.text.num_attention_heads, r.text.num_key_value_heads);
+        (t.mrope_section, t.rope_theta, t.tie_word_embeddings) =
+            (r.text.mrope_section, r.text.rope_theta, r.text.tie_word_embeddings);
+        (v.hidden_size, v.intermediate_size, v.num_heads) =
+            (r.vision.hidden_size, r.vision.intermediate_size, r.vision.num_heads);
+        (v.out_hidden_size, v.window_size, v.patch_size) =
+            (r.vision.out_hidden_size, r.vision.window_size, r.vision.patch_size);
+    }
+    cfg.text.num_hidden_layers = layers;
+    cfg.vision.depth = layers;
+    cfg.vision.fullatt_block_indexes = vec![layers.saturating_sub(1)];
+    Ok(cfg)
+}
