@@ -87,6 +87,10 @@ run() {
     found="$(find /usr/local /opt -name 'libcublasLt.so.1*' 2>/dev/null | head -1)"
     [[ -n "$found" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$found")"
   fi
+  # Run directories (models, batches, checkpoints) stay on the machine: $OUT
+  # brings back at most 8 files.
+  local runs
+  runs="$(mktemp -d)"
   {
     echo "# actial GPU check, commit $(cat "$bundle/COMMIT" 2>/dev/null || echo '?'), $(date -u +%FT%TZ)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
@@ -127,8 +131,6 @@ run() {
       echo "gpu_scale failed or timed out (exit $?)"
     echo
     echo "## the product on the GPU: README's GPU quick start"
-    local runs
-    runs="$(mktemp -d)"
     (
       set -x
       timeout 60 "$bin/actial-generate" --model assets/tiny-base --device cuda --prompt "Describe a cube." \
@@ -141,7 +143,7 @@ run() {
     echo "## tiny model training step (forward + backward, batch of 16 two-image samples)"
     for mode in full lora; do
       for dev in cuda cpu; do
-        ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bin/bench_train_step" "$out/step-$mode-$dev" \
+        ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bin/bench_train_step" "$runs/step-$mode-$dev" \
           "${TRAIN_STEPS:-20}" $mode 2>&1 | tail -1 ||
           echo "bench_train_step $mode on $dev failed (exit $?)"
       done
@@ -150,7 +152,7 @@ run() {
     echo "## tiny model rollouts (GRPO groups: prompts, group size, new tokens per sample)"
     for dev in cuda cpu; do
       # shellcheck disable=SC2086 # ROLLOUT_ARGS is a list of numbers
-      ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bin/bench_rollout" "$out/rollout-$dev" \
+      ACTIAL_DEVICE=$dev timeout "${TRAIN_TIMEOUT:-120}" "$bin/bench_rollout" "$runs/rollout-$dev" \
         ${ROLLOUT_ARGS:-4 16 64} 2>&1 | tail -1 || echo "bench_rollout on $dev failed (exit $?)"
     done
     echo
@@ -166,6 +168,10 @@ run() {
       echo "## the whole recipe on the GPU: actial-train --recipe full --device cuda (cut at $FULL_RECIPE_TIMEOUT s)"
       timeout "$FULL_RECIPE_TIMEOUT" "$bin/actial-train" --recipe full --device cuda --out "$runs/full-cuda" 2>&1 |
         grep -v '%|' | tail -40
+      # The curves and the report come back (compare with a CPU run's).
+      cp "$runs/full-cuda/report.md" "$out/full-report.md" 2>/dev/null
+      cp "$runs/full-cuda/sft/metrics.jsonl" "$out/full-sft-metrics.jsonl" 2>/dev/null
+      cp "$runs/full-cuda/grpo/metrics.jsonl" "$out/full-grpo-metrics.jsonl" 2>/dev/null
     fi
     rm -rf "$runs"
   } 2>&1 | tee "$report"
