@@ -107,14 +107,6 @@ extern "C" __global__ void row_entropy(const bf16 *logits, float *entropy, int r
 // out[0] = the sum of x[0..n) in f64, in a fixed order (one block): a loss sum
 // that goes to the host as one scalar instead of one f32 per row.
 extern "C" __global__ void sum_f32_to_f64(const float *x, int n, double *out) {
-  __shared__ double acc[1024];
-  double s = 0.0;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i];
-  acc[threadIdx.x] = s;
-  __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) acc[threadIdx.x] += acc[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) out[0] = acc[0];
+  const double sum = block_sum_f64_fixed(x, n);
+  if (threadIdx.x == 0) out[0] = sum;
 }

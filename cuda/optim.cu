@@ -57,17 +57,9 @@ extern "C" __global__ void __launch_bounds__(ACTIAL_MULTI_TENSOR_THREADS)
 // One block: out[0] = sqrt(sum partials) (summed in f64, in a fixed order),
 // out[1] = min(1, max_norm / (norm + 1e-6)), or 1 when max_norm <= 0.
 extern "C" __global__ void clip_coefficient(const float *partials, int n, float max_norm, float *out) {
-  __shared__ double acc[1024];
-  double s = 0.0;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)partials[i];
-  acc[threadIdx.x] = s;
-  __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) acc[threadIdx.x] += acc[threadIdx.x + w];
-    __syncthreads();
-  }
+  const double sum = block_sum_f64_fixed(partials, n);
   if (threadIdx.x == 0) {
-    const double norm = sqrt(acc[0]);
+    const double norm = sqrt(sum);
     out[0] = (float)norm;
     out[1] = max_norm > 0.0f ? (float)fmin(1.0, (double)max_norm / (norm + 1e-6)) : 1.0f;
   }
