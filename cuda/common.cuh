@@ -52,13 +52,14 @@ static __device__ float block_reduce(float v, float *scratch) {
 static __device__ __forceinline__ float block_sum(float v, float *scratch) { return block_reduce<false>(v, scratch); }
 static __device__ __forceinline__ float block_max(float v, float *scratch) { return block_reduce<true>(v, scratch); }
 
-// Sum of x[0..n) in f64 in a fixed order (a tree over per-thread strides),
-// for one block of at most 1024 threads; thread 0 gets the result. Scalars the
-// host reads (a loss sum, a gradient norm) come out the same on every run.
-static __device__ double block_sum_f64_fixed(const float *x, int n) {
+// The sum of one f64 per thread of a block of at most 1024 threads, in a fixed
+// order (a tree), returned to every thread. Scalars the host reads (a loss sum,
+// a gradient norm) come out the same on every run. Safe to call several times
+// in a row: the leading barrier keeps a call's writes from overtaking the
+// previous call's reads.
+static __device__ double block_reduce_f64_fixed(double s) {
   __shared__ double acc[1024];
-  double s = 0.0;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i];
+  __syncthreads();
   acc[threadIdx.x] = s;
   __syncthreads();
   for (int w = blockDim.x / 2; w > 0; w >>= 1) {
@@ -66,6 +67,13 @@ static __device__ double block_sum_f64_fixed(const float *x, int n) {
     __syncthreads();
   }
   return acc[0];
+}
+
+// Sum of x[0..n) in f64 in a fixed order (per-thread strides, then the tree).
+static __device__ double block_sum_f64_fixed(const float *x, int n) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i];
+  return block_reduce_f64_fixed(s);
 }
 
 // Philox4x32-10 (Salmon et al., SC'11), the same constants and round structure

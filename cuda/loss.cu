@@ -110,3 +110,52 @@ extern "C" __global__ void sum_f32_to_f64(const float *x, int n, double *out) {
   const double sum = block_sum_f64_fixed(x, n);
   if (threadIdx.x == 0) out[0] = sum;
 }
+
+// GRPO's per-token objective over a micro-batch's n response tokens, in f64 as
+// src/cpu/loss.rs `policy_token_loss` (its twin): ratio rho = exp(logp - old),
+// -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), plus beta k3 with
+// k3 = exp(ref - logp) - (ref - logp) - 1. `tokens` packs four rows of n floats:
+// old log-probs, reference log-probs, advantages, aggregation denominators.
+// Writes dlogp[t] = dloss_t / den_t and, for the host, four sums: the loss
+// share, the k3 sum, the clipped tokens, the entropy sum (entropy may be null
+// with n_entropy = 0). One block; the sums come out in a fixed order.
+extern "C" __global__ void grpo_token_loss(const float *logp, const float *tokens, const float *entropy,
+                                           int n_entropy, int n, float eps_low, float eps_high, float beta,
+                                           float *dlogp, double *sums) {
+  const float *old = tokens, *ref = tokens + n, *adv = tokens + 2 * n, *den = tokens + 3 * n;
+  const double lo = 1.0 - (double)eps_low, hi = 1.0 + (double)eps_high;
+  double loss = 0.0, kl = 0.0, clipped = 0.0, ent = 0.0;
+  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+    const double lp = (double)logp[t], a = (double)adv[t], w = 1.0 / (double)den[t];
+    const double ratio = exp(lp - (double)old[t]);
+    const double unclipped = ratio * a, clip_v = fmin(fmax(ratio, lo), hi) * a;
+    double l, d;
+    if (clip_v < unclipped) {  // the clipped branch wins and stops the gradient
+      l = -clip_v;
+      d = 0.0;
+      clipped += 1.0;
+    } else {
+      l = -unclipped;
+      d = -a * ratio;
+    }
+    if (beta != 0.0f) {
+      const double delta = (double)ref[t] - lp, e = exp(delta), k3 = e - delta - 1.0;
+      l += (double)beta * k3;
+      d += (double)beta * (1.0 - e);
+      kl += k3;
+    }
+    loss += w * l;
+    dlogp[t] = (float)(w * d);
+  }
+  for (int t = threadIdx.x; t < n_entropy; t += blockDim.x) ent += (double)entropy[t];
+  loss = block_reduce_f64_fixed(loss);
+  kl = block_reduce_f64_fixed(kl);
+  clipped = block_reduce_f64_fixed(clipped);
+  ent = block_reduce_f64_fixed(ent);
+  if (threadIdx.x == 0) {
+    sums[0] = loss;
+    sums[1] = kl;
+    sums[2] = clipped;
+    sums[3] = ent;
+  }
+}

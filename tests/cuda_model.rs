@@ -398,6 +398,49 @@ mod on_device {
         assert!(worst < 5e-2, "rollout log-probs differ from the CPU's teacher forcing by {worst}");
     }
 
+    /// An SFT step through the trainer (LoRA on every projection, the fused LM
+    /// head + cross-entropy in chunks, AdamW) at Qwen2.5-VL-3B's widths with one
+    /// decoder layer, CUDA against the CPU: two steps on one text sample, the
+    /// second scoring the first's update.
+    #[test]
+    fn an_sft_step_at_3b_widths_follows_the_cpu() {
+        use actial::train::data::Example;
+        let Some(_dev) = gpu() else { return };
+        let tok = tiny_tokenizer().unwrap();
+        let cfg = actial::model::tiny::with_released_widths(&tok, "3b", 1).unwrap();
+        let mut base = Qwen25Vl::random(cfg.clone(), 6).unwrap();
+        base.to_device(Device::Cpu, DType::BF16).unwrap();
+        let tokens: Vec<u32> = (0..24).map(|i| (37 * i + 11) % 900).collect();
+        let labels: Vec<i32> = tokens.iter().enumerate().map(|(i, &t)| if i >= 16 { t as i32 } else { -100 }).collect();
+        let ex = Example {
+            id: "3b-text".into(),
+            kind: "text".into(),
+            tokens,
+            labels,
+            pixels: None,
+            grids: vec![],
+            target_tokens: 8,
+            reasoning: false,
+            pair: "3b-text".into(),
+        };
+        let mut c = actial::train::config::SftConfig::tiny_defaults();
+        (c.run.global_batch, c.run.micro_batch, c.run.steps, c.optim.warmup_steps) = (1, 1, 2, 1);
+        c.lora.enabled = true;
+        let mut losses = Vec::new();
+        for device in ["cpu", "cuda"] {
+            let mut c = c.clone();
+            c.run.device = device.into();
+            let mut t = actial::train::sft::SftTrainer::new(c, base.clone(), vec![ex.clone()]).unwrap();
+            let l: Vec<f64> = (0..2).map(|_| t.train_step().unwrap().loss).collect();
+            losses.push(l);
+        }
+        println!("3B widths, LoRA SFT: cpu losses {:?}, cuda losses {:?}", losses[0], losses[1]);
+        for (a, b) in losses[0].iter().zip(&losses[1]) {
+            assert!((a - b).abs() <= 2e-2 * a.abs().max(1.0), "cpu {:?} vs cuda {:?}", losses[0], losses[1]);
+        }
+        assert!(losses[1][1] < losses[1][0], "the CUDA step did not lower the loss: {:?}", losses[1]);
+    }
+
     /// GRPO's CUDA-only paths: rollouts (the shared prompt prefilled once, the
     /// group decoded by the cascade kernel, tokens drawn by the device sampler)
     /// must carry the log-probs the CPU model assigns to the same tokens by
@@ -623,6 +666,25 @@ mod on_device {
                 assert!(n <= 4, "{}: a [{n}, {vocab}] buffer ({b} bytes)", p.name());
             }
         }
+        // Budget: the update (policy forward, loss, backward, optimizer) sends
+        // the host a handful of scalars, whatever the response lengths: four
+        // f64 sums of the GRPO loss per micro-batch and the gradient norm per
+        // optimizer step. (Before: every token's log-prob and entropy, 8 bytes
+        // a token.)
+        let g = &t.cfg.grpo;
+        let per_mini = g.mini_batch_prompts * g.group;
+        let minis = (g.prompts_per_step * g.group).div_ceil(per_mini) * g.ppo_epochs;
+        let micros = minis * per_mini.div_ceil(g.micro_batch);
+        let update_d2h: u64 = [Phase::Vision, Phase::LmForward, Phase::Loss, Phase::Backward, Phase::Optimizer]
+            .iter()
+            .map(|&p| acc.phase(p).d2h_bytes)
+            .sum();
+        let response_tokens = (m.response_len_mean * m.groups as f64 * g.group as f64).round() as u64;
+        println!("update: {update_d2h} B to the host for {response_tokens} response tokens in {micros} micro-batches");
+        assert!(
+            update_d2h <= 32 * micros as u64 + 8 * minis as u64,
+            "the update sent {update_d2h} B to the host ({micros} micro-batches, {minis} optimizer steps)"
+        );
         assert!(acc.pool_peak_bytes > 0);
         let line = serde_json::to_value(&m).unwrap();
         assert!(line["cuda"]["phases"]["rollout_decode"]["launches"].as_u64().unwrap() > 0, "{line}");

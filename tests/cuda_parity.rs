@@ -286,6 +286,38 @@ mod parity {
         assert!(err.contains("label[1] = 3"), "{err}");
     }
 
+    /// GRPO's per-token objective on the device (`grpo_token_loss`) equals its
+    /// CPU twin: the gradient per token and the four sums the host reads, with
+    /// ratios on both sides of the clip range, both advantage signs, the k3
+    /// term and entropies, over more tokens than the block has threads.
+    #[test]
+    fn grpo_token_loss_matches_the_cpu() {
+        let Some(dev) = gpu() else { return };
+        for (n, beta) in [(1usize, 0.0f32), (3000, 0.04)] {
+            let logp: Vec<f32> = randn(n, 40, 1.0).iter().map(|x| -x.abs()).collect();
+            // Old log-probs up to ±0.5 away: ratios from 0.6 to 1.6, so both
+            // clip bounds act.
+            let old: Vec<f32> = logp.iter().zip(randn(n, 41, 0.25)).map(|(l, d)| l + d.clamp(-0.5, 0.5)).collect();
+            let reference: Vec<f32> = logp.iter().zip(randn(n, 42, 0.3)).map(|(l, d)| l + d).collect();
+            let advantage: Vec<f32> = randn(n, 43, 1.0);
+            let den: Vec<f32> = (0..n).map(|t| (n + 7 * (t % 5)) as f32).collect();
+            let entropy: Vec<f32> = randn(n, 44, 1.0).iter().map(|x| x.abs()).collect();
+            let p = cpu::loss::PolicyLossParams { eps_low: 0.2, eps_high: 0.28, beta };
+            let (d_ref, s_ref) = cpu::loss::policy_loss(&logp, &old, &reference, &advantage, &den, Some(&entropy), &p);
+            let packed: Vec<f32> = [&old[..], &reference, &advantage, &den].concat();
+            let (d, s) = loss::policy_loss(&dev, &up32(&dev, &logp), &packed, Some(&up32(&dev, &entropy)), &p).unwrap();
+            assert_close("dlogp", &down32(&dev, &d), &d_ref, 1e-9, 1e-5);
+            println!("n {n}: cpu {s_ref:?}, cuda {s:?}");
+            assert!(n < 2 || s_ref.clipped > 0.05 * n as f64, "the clip must act: {s_ref:?}");
+            assert_eq!(s.clipped, s_ref.clipped);
+            for (what, a, b) in
+                [("loss", s.loss, s_ref.loss), ("kl", s.kl, s_ref.kl), ("entropy", s.entropy, s_ref.entropy)]
+            {
+                assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-3), "{what}: cuda {a} cpu {b}");
+            }
+        }
+    }
+
     #[test]
     fn linear_cross_entropy_matches_the_unchunked_loss() {
         let Some(dev) = gpu() else { return };

@@ -106,3 +106,88 @@ pub fn row_entropy(logits: &[f32], v: usize, s: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Constants of GRPO's per-token objective (`train::grpo::GrpoParams` as the
+/// kernels see it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolicyLossParams {
+    pub eps_low: f32,
+    pub eps_high: f32,
+    /// KL coefficient; 0 leaves the k3 term out.
+    pub beta: f32,
+}
+
+/// One response token's GRPO loss before aggregation (f64, as
+/// `grpo_token_loss` in cuda/loss.cu computes it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolicyTokenLoss {
+    /// `−min(ρA, clip(ρ)A) + β·k3`.
+    pub loss: f64,
+    /// Its derivative w.r.t. the token's log-prob.
+    pub dlogp: f64,
+    /// The k3 estimate `exp(ref − logp) − (ref − logp) − 1` (0 when β = 0).
+    pub k3: f64,
+    /// Whether the clipped branch won (and stopped the gradient).
+    pub clipped: bool,
+}
+
+/// GRPO's per-token objective: ratio `ρ = exp(logp − old)`, the clipped
+/// surrogate, plus `β·k3` against the reference.
+pub fn policy_token_loss(lp: f32, old: f32, reference: f32, advantage: f32, p: &PolicyLossParams) -> PolicyTokenLoss {
+    let (lp, a) = (lp as f64, advantage as f64);
+    let ratio = (lp - old as f64).exp();
+    let (lo, hi) = (1.0 - p.eps_low as f64, 1.0 + p.eps_high as f64);
+    let (unclipped, clip_v) = (ratio * a, ratio.clamp(lo, hi) * a);
+    // −min(ρA, clip(ρ)A): the clipped branch wins (and stops the gradient)
+    // only when it is strictly smaller, which needs ρ outside [lo, hi].
+    let clipped = clip_v < unclipped;
+    let (mut loss, mut dlogp) = if clipped { (-clip_v, 0.0) } else { (-unclipped, -a * ratio) };
+    let mut k3 = 0.0;
+    if p.beta != 0.0 {
+        let delta = reference as f64 - lp;
+        k3 = delta.exp() - delta - 1.0;
+        loss += p.beta as f64 * k3;
+        dlogp += p.beta as f64 * (1.0 - delta.exp());
+    }
+    PolicyTokenLoss { loss, dlogp, k3, clipped }
+}
+
+/// Sums over a micro-batch's response tokens, the only numbers of the GRPO loss
+/// the host reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PolicyLossSums {
+    /// `Σ loss / denominator`: this micro-batch's share of the aggregated loss.
+    pub loss: f64,
+    /// `Σ k3`.
+    pub kl: f64,
+    /// Tokens whose clipped branch won.
+    pub clipped: f64,
+    /// `Σ entropy` (0 without entropies).
+    pub entropy: f64,
+}
+
+/// The CPU twin of `grpo_token_loss`: `dlogp[t] = dloss_t / den[t]` and the
+/// sums, in token order. `den[t]` is the token's aggregation denominator (an
+/// integer: tokens or sequences × length).
+pub fn policy_loss(
+    logp: &[f32],
+    old: &[f32],
+    reference: &[f32],
+    advantage: &[f32],
+    den: &[f32],
+    entropy: Option<&[f32]>,
+    p: &PolicyLossParams,
+) -> (Vec<f32>, PolicyLossSums) {
+    let mut sums = PolicyLossSums::default();
+    let mut dlogp = Vec::with_capacity(logp.len());
+    for t in 0..logp.len() {
+        let w = 1.0 / den[t] as f64;
+        let tok = policy_token_loss(logp[t], old[t], reference[t], advantage[t], p);
+        sums.loss += w * tok.loss;
+        sums.kl += tok.k3;
+        sums.clipped += tok.clipped as u8 as f64;
+        dlogp.push((w * tok.dlogp) as f32);
+    }
+    sums.entropy = entropy.map_or(0.0, |e| e.iter().map(|&x| x as f64).sum());
+    (dlogp, sums)
+}

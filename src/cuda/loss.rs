@@ -349,3 +349,28 @@ pub fn linear_token_logprobs_backward(
     }
     Ok(dh)
 }
+
+/// GRPO's per-token objective on the device (`grpo_token_loss`): `dlogp` stays
+/// on the device for the backward; only four f64 sums (32 bytes) come back.
+/// `tokens` packs old log-probs, reference log-probs, advantages and
+/// aggregation denominators, `n` each (one upload).
+pub fn policy_loss(
+    dev: &CudaDevice,
+    logp: &CudaSlice<f32>,
+    tokens: &[f32],
+    entropy: Option<&CudaSlice<f32>>,
+    p: &crate::cpu::loss::PolicyLossParams,
+) -> Result<(CudaSlice<f32>, crate::cpu::loss::PolicyLossSums)> {
+    const OP: &str = "cuda::policy_loss";
+    let n = logp.len();
+    debug_assert_eq!(tokens.len(), 4 * n);
+    let packed = dev.upload(tokens, OP)?;
+    let mut dlogp = dev.uninit::<f32>(n.max(1), OP)?;
+    let mut sums = dev.uninit::<f64>(4, OP)?;
+    let (ni, ne) = (n as i32, entropy.map_or(0, |e| e.len()) as i32);
+    let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (SUM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    launch!(dev, "grpo_token_loss", cfg, format!("{n} tokens");
+        logp, &packed, entropy.unwrap_or(logp), &ne, &ni, &p.eps_low, &p.eps_high, &p.beta, &mut dlogp, &mut sums)?;
+    let s = dev.download(&sums, OP)?;
+    Ok((dlogp, crate::cpu::loss::PolicyLossSums { loss: s[0], kl: s[1], clipped: s[2], entropy: s[3] }))
+}

@@ -537,10 +537,7 @@ pub fn linear_token_logprobs(
     let (h_b, w_b) = (bf16_of(h, OP, "h")?, bf16_of(w, OP, "W")?);
     let s = 1.0 / temperature;
     let (lp, lse) = ls::linear_token_logprobs_forward(&d, &h_b, &w_b, ids, dim, v, s, chunk_rows, entropy.as_mut())?;
-    let entropy = match entropy {
-        Some(e) => Some(d.download(&e, OP)?),
-        None => None,
-    };
+    let entropy = entropy.map(|e| from_f32(&d, e, [t])).transpose()?;
     Ok(super::LinearTokenLogprobs { logp: from_f32(&d, lp, [t])?, lse: from_f32(&d, lse, [t])?, entropy })
 }
 
@@ -687,4 +684,21 @@ pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
     let norm = crate::cuda::optim::global_grad_norm(&d, &table, addrs.len(), blocks)?;
     drop(bufs);
     Ok(norm as f64)
+}
+
+/// [`super::policy_loss`] on the device: the tokens go up in one upload, the
+/// four sums come down.
+pub fn policy_loss(
+    logp: &Tensor,
+    entropy: Option<&Tensor>,
+    tokens: &super::PolicyTokens,
+    p: &crate::cpu::loss::PolicyLossParams,
+) -> Result<(Tensor, crate::cpu::loss::PolicyLossSums)> {
+    const OP: &str = "policy_loss";
+    let d = device_of(logp, OP)?;
+    let t = logp.dims()[0];
+    let packed: Vec<f32> = [tokens.old, tokens.reference, tokens.advantage, tokens.den].concat();
+    let e = entropy.map(|e| f32_of(e, OP, "entropy")).transpose()?;
+    let (dlogp, sums) = ls::policy_loss(&d, &*f32_of(logp, OP, "logp")?, &packed, e.as_deref(), p)?;
+    Ok((from_f32(&d, dlogp, [t])?, sums))
 }

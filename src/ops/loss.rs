@@ -268,8 +268,9 @@ pub struct LinearTokenLogprobs {
     pub logp: Tensor,
     /// Per-row log-sum-exp `[T]`, for the backward.
     pub lse: Tensor,
-    /// Per-row entropy of the tempered softmax, when asked for (host, `[T]`).
-    pub entropy: Option<Vec<f32>>,
+    /// Per-row entropy of the tempered softmax, when asked for (`[T]` f32,
+    /// where the log-probs are).
+    pub entropy: Option<Tensor>,
 }
 
 fn check_linear_ids(op: &'static str, h: &Tensor, w: &Tensor, ids: &Tensor, chunk_rows: usize) -> Result<Vec<i32>> {
@@ -332,7 +333,7 @@ pub fn linear_token_logprobs(
             Ok(LinearTokenLogprobs {
                 logp: cpu_f32(logp, [t])?,
                 lse: cpu_f32(lse, [t])?,
-                entropy: with_entropy.then_some(entropy),
+                entropy: if with_entropy { Some(cpu_f32(entropy, [t])?) } else { None },
             })
         }
         Device::Cuda(_) => on_cuda!(cuda::linear_token_logprobs(h, w, &lab, temperature, chunk_rows, with_entropy)),
@@ -383,5 +384,64 @@ pub fn linear_token_logprobs_backward(
         Device::Cuda(_) => {
             on_cuda!(cuda::linear_token_logprobs_backward(h, w, &lab, lse, dlogp, temperature, dw, chunk_rows))
         }
+    }
+}
+
+/// A micro-batch's response tokens as GRPO's objective needs them besides the
+/// policy's log-probs (host; one upload on CUDA).
+pub struct PolicyTokens<'a> {
+    pub old: &'a [f32],
+    pub reference: &'a [f32],
+    pub advantage: &'a [f32],
+    /// Each token's aggregation denominator (its loss counts `1 / den`).
+    pub den: &'a [f32],
+}
+
+/// GRPO's objective on the policy's log-probs `logp: [T]` (f32): returns
+/// `dloss/dlogp` `[T]` where `logp` is, and the sums the host reads (the loss
+/// share, Σ k3, clipped tokens, Σ entropy when `entropy` is given). On CUDA
+/// only those four numbers leave the device.
+pub fn policy_loss(
+    logp: &Tensor,
+    entropy: Option<&Tensor>,
+    tokens: &PolicyTokens,
+    p: &k::PolicyLossParams,
+) -> Result<(Tensor, k::PolicyLossSums)> {
+    const OP: &str = "policy_loss";
+    expect_rank(OP, "logp", logp, 1)?;
+    let t = logp.dims()[0];
+    for (what, v) in
+        [("old", tokens.old), ("reference", tokens.reference), ("advantage", tokens.advantage), ("den", tokens.den)]
+    {
+        if v.len() != t {
+            return Err(crate::arg_err!(OP, "{what} has {} values for {t} log-probs", v.len()));
+        }
+    }
+    if let Some(e) = entropy {
+        expect_dims(OP, "entropy", e, &[t])?;
+    }
+    let mut all = vec![logp];
+    all.extend(entropy);
+    if t == 0 {
+        return Ok((
+            Tensor::zeros([0], crate::tensor::DType::F32, common_device(OP, &all)?)?,
+            k::PolicyLossSums::default(),
+        ));
+    }
+    match common_device(OP, &all)? {
+        Device::Cpu => {
+            let e = entropy.map(|e| e.f32_cow(OP, "entropy")).transpose()?;
+            let (d, sums) = k::policy_loss(
+                &logp.f32_cow(OP, "logp")?,
+                tokens.old,
+                tokens.reference,
+                tokens.advantage,
+                tokens.den,
+                e.as_deref(),
+                p,
+            );
+            Ok((cpu_f32(d, [t])?, sums))
+        }
+        Device::Cuda(_) => on_cuda!(cuda::policy_loss(logp, entropy, tokens, p)),
     }
 }

@@ -8,6 +8,8 @@
 //! of TRL's normalisations. The gradient w.r.t. `logp` goes back through
 //! `ops::token_logprobs_backward` into the model.
 
+use crate::cpu::loss::{PolicyLossParams, policy_token_loss};
+
 /// How token losses become one number (TRL's `loss_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +43,26 @@ pub struct GrpoParams {
     pub global_tokens: usize,
     /// Sequences of the whole (mini-)batch, for `Grpo` and `DrGrpo`; 0 = this call's.
     pub global_seqs: usize,
+}
+
+impl GrpoParams {
+    /// The per-token constants the loss kernels take.
+    pub fn token_params(&self) -> PolicyLossParams {
+        PolicyLossParams { eps_low: self.eps_low, eps_high: self.eps_high, beta: self.beta }
+    }
+
+    /// A token's aggregation denominator (its loss counts `1 / denominator`) in
+    /// a sequence of `n` response tokens, when this call holds `tokens` tokens
+    /// in `seqs` sequences. An integer, exact in f32 below 2^24.
+    pub fn denominator(&self, n: usize, tokens: usize, seqs: usize) -> f64 {
+        let all_tokens = if self.global_tokens > 0 { self.global_tokens } else { tokens };
+        let all_seqs = if self.global_seqs > 0 { self.global_seqs } else { seqs };
+        match self.agg {
+            LossAgg::TokenMean | LossAgg::Dapo => all_tokens as f64,
+            LossAgg::Grpo => all_seqs as f64 * n.max(1) as f64,
+            LossAgg::DrGrpo => all_seqs as f64 * self.max_completion_len as f64,
+        }
+    }
 }
 
 impl Default for GrpoParams {
@@ -110,43 +132,16 @@ pub fn grpo_loss(seqs: &[SeqTokens], p: &GrpoParams) -> GrpoOutput {
         return out;
     }
     let (mut kl_sum, mut clipped) = (0.0f64, 0usize);
-    let all_tokens = if p.global_tokens > 0 { p.global_tokens } else { tokens };
-    let all_seqs = if p.global_seqs > 0 { p.global_seqs } else { seqs.len() };
+    let tp = p.token_params();
     for s in seqs {
-        let n = s.logp.len();
-        // Weight of each token loss in the aggregate.
-        let w = match p.agg {
-            LossAgg::TokenMean | LossAgg::Dapo => 1.0 / all_tokens as f64,
-            LossAgg::Grpo => 1.0 / (all_seqs as f64 * n.max(1) as f64),
-            LossAgg::DrGrpo => 1.0 / (all_seqs as f64 * p.max_completion_len as f64),
-        };
-        let a = s.advantage as f64;
-        let mut d = Vec::with_capacity(n);
-        for t in 0..n {
-            let (lp, old) = (s.logp[t] as f64, s.old[t] as f64);
-            let ratio = (lp - old).exp();
-            let lo = 1.0 - p.eps_low as f64;
-            let hi = 1.0 + p.eps_high as f64;
-            let clipped_ratio = ratio.clamp(lo, hi);
-            let (unclipped, clip_v) = (ratio * a, clipped_ratio * a);
-            // −min(ρA, clip(ρ)A): the clipped branch wins (and stops the gradient)
-            // only when it is strictly smaller, which needs ρ outside [lo, hi].
-            let (surrogate, dsur) = if clip_v < unclipped {
-                clipped += 1;
-                (-clip_v, 0.0)
-            } else {
-                (-unclipped, -a * ratio)
-            };
-            let (mut tok_loss, mut dtok) = (surrogate, dsur);
-            if p.beta != 0.0 {
-                let delta = s.reference[t] as f64 - lp;
-                let k3 = delta.exp() - delta - 1.0;
-                kl_sum += k3;
-                tok_loss += p.beta as f64 * k3;
-                dtok += p.beta as f64 * (1.0 - delta.exp());
-            }
-            out.loss += w * tok_loss;
-            d.push((w * dtok) as f32);
+        let w = 1.0 / p.denominator(s.logp.len(), tokens, seqs.len());
+        let mut d = Vec::with_capacity(s.logp.len());
+        for t in 0..s.logp.len() {
+            let tok = policy_token_loss(s.logp[t], s.old[t], s.reference[t], s.advantage, &tp);
+            clipped += tok.clipped as usize;
+            kl_sum += tok.k3;
+            out.loss += w * tok.loss;
+            d.push((w * tok.dlogp) as f32);
         }
         out.dlogp.push(d);
     }

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::config::SftConfig;
 use super::eval::EvalItem;
-use super::grpo::{GrpoParams, SeqTokens, group_advantages, grpo_loss};
+use super::grpo::{GrpoParams, group_advantages};
 use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use super::reward::WeightedReward;
 use super::sft::{add_accounting, prepare_model};
@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::model::rollout::{PromptInput, RolloutConfig, RolloutSample};
 use crate::model::tokenizer::QwenTokenizer;
 use crate::model::{Batch, Qwen25Vl, Sample};
-use crate::ops::{self, SamplingParams};
+use crate::ops::{self, PolicyTokens, SamplingParams};
 use crate::rng::Philox;
 use crate::tensor::{DType, Device, Tensor};
 
@@ -281,40 +281,39 @@ impl GrpoTrainer {
                 let _r = nvtx::range(Phase::Loss);
                 ops::linear_token_logprobs(&sel, &head_w, &ids_t, temperature, chunk, true)?
             };
-            let lp_v = lt.logp.to_vec_f32()?;
-            let mut st = Vec::with_capacity(seqs.len());
-            let mut at = 0;
+            // GRPO's objective where the log-probs are: on CUDA only its four
+            // sums come to the host, the gradient stays on the device.
+            let (mut old, mut reference, mut advantage, mut den) = (vec![], vec![], vec![], vec![]);
+            let tokens: usize = seqs.iter().map(|s| s.tokens.len()).sum();
             for s in &seqs {
                 let k = s.tokens.len();
-                st.push(SeqTokens {
-                    logp: &lp_v[at..at + k],
-                    old: &s.old_logp,
-                    reference: if s.ref_logp.is_empty() { &s.old_logp } else { &s.ref_logp },
-                    advantage: s.advantage,
-                });
-                at += k;
+                old.extend_from_slice(&s.old_logp);
+                reference.extend_from_slice(if s.ref_logp.is_empty() { &s.old_logp } else { &s.ref_logp });
+                advantage.extend(std::iter::repeat_n(s.advantage, k));
+                den.extend(std::iter::repeat_n(p.denominator(k, tokens, seqs.len()) as f32, k));
             }
-            let out = grpo_loss(&st, p);
-            if !out.loss.is_finite() {
+            let pt = PolicyTokens { old: &old, reference: &reference, advantage: &advantage, den: &den };
+            let (dlogp, sums) = {
+                let _r = nvtx::range(Phase::Loss);
+                ops::policy_loss(&lt.logp, lt.entropy.as_ref(), &pt, &p.token_params())?
+            };
+            if !sums.loss.is_finite() {
                 return Err(crate::arg_err!(
                     "grpo",
                     "step {}: loss is {} (non-finite); stopping (the last checkpoint is intact)",
                     self.step + 1,
-                    out.loss
+                    sums.loss
                 ));
             }
-            stats.loss += out.loss;
-            stats.kl_tokens += out.kl * out.tokens as f64;
-            stats.clip_tokens += out.clip_frac * out.tokens as f64;
-            stats.tokens += out.tokens;
-            let entropy = lt.entropy.as_deref().unwrap_or_default();
-            stats.entropy_sum += entropy.iter().map(|&e| e as f64).sum::<f64>();
-            stats.entropy_rows += entropy.len();
+            stats.loss += sums.loss;
+            stats.kl_tokens += sums.kl;
+            stats.clip_tokens += sums.clipped;
+            stats.tokens += tokens;
+            stats.entropy_sum += sums.entropy;
+            stats.entropy_rows += lt.entropy.as_ref().map_or(0, |e| e.numel());
             if !backward {
                 continue;
             }
-            let dlogp: Vec<f32> = out.dlogp.into_iter().flatten().collect();
-            let dlogp = Tensor::from_f32(dlogp, [nr], normed.device())?;
             let dsel = {
                 let _r = nvtx::range(Phase::Loss);
                 let head = self.model.text.head_mut();
