@@ -827,3 +827,122 @@ mod on_device {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// README's "GPU quick start", command by command, as far as a machine without
+/// a GPU can take it: `actial-generate` runs as written (on the emulated driver
+/// when there is no GPU); each `actial-train` line runs as written plus
+/// `--plan` (arguments, model, configuration, the memory plan; the training
+/// itself needs the GPU). The other lines are what CI itself runs (the
+/// toolchain install, the release build) or scripts this test checks exist.
+/// A new command in the block fails here until this test knows how to run it.
+#[cfg(actial_cuda)]
+mod gpu_quick_start {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Splits a shell line into words: spaces separate, double quotes group,
+    /// an unquoted `#` starts a comment.
+    fn words(line: &str) -> Vec<String> {
+        let (mut out, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '"' => (quoted, any) = (!quoted, true),
+                '#' if !quoted && cur.is_empty() => break,
+                ' ' | '\t' if !quoted => {
+                    if any {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                    any = false;
+                }
+                _ => (cur, any) = (cur + &c.to_string(), true),
+            }
+        }
+        if any {
+            out.push(cur);
+        }
+        out
+    }
+
+    fn quick_start_lines() -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let section = readme.split("## GPU quick start").nth(1).expect("README has a GPU quick start");
+        let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("a ```sh block");
+        block.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+    }
+
+    #[test]
+    fn the_words_of_a_shell_line() {
+        assert_eq!(words(r#"a --p "Describe a cube."  # note"#), ["a", "--p", "Describe a cube."]);
+        assert_eq!(words("x && y"), ["x", "&&", "y"]);
+    }
+
+    #[test]
+    fn every_command_of_the_gpu_quick_start_runs_as_far_as_it_can_without_a_gpu() {
+        if let Err(why) = actial::cuda::available() {
+            println!("SKIPPED: no CUDA device ({why})");
+            return;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tmp = std::env::temp_dir().join(format!("actial-quick-start-{}", std::process::id()));
+        let (mut ran, mut planned) = (0, 0);
+        for line in quick_start_lines() {
+            for cmd in line.split("&&").map(words) {
+                let (Some(first), rest) = (cmd.first(), &cmd[1.min(cmd.len())..]) else { continue };
+                match first.as_str() {
+                    "tools/install-cuda-toolchain.sh" => {
+                        let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+                        assert!(
+                            ci.contains("tools/install-cuda-toolchain.sh"),
+                            "CI must run the install as README says"
+                        );
+                    }
+                    "cargo" if rest.first().map(String::as_str) == Some("build") => {}
+                    "cargo" if rest.iter().any(|w| w == "--example") => {
+                        let name = &rest[rest.iter().position(|w| w == "--example").unwrap() + 1];
+                        assert!(root.join(format!("examples/{name}.rs")).is_file(), "{line}: no example {name}");
+                    }
+                    "tools/gpu-check.sh" => {
+                        assert!(root.join(first).is_file() && matches!(rest[0].as_str(), "build" | "run"), "{line}")
+                    }
+                    bin if bin.starts_with("target/release/actial-") => {
+                        let name = bin.trim_start_matches("target/release/");
+                        let exe = match name {
+                            "actial-generate" => env!("CARGO_BIN_EXE_actial-generate"),
+                            "actial-train" => env!("CARGO_BIN_EXE_actial-train"),
+                            "actial-eval" => env!("CARGO_BIN_EXE_actial-eval"),
+                            "actial-data" => env!("CARGO_BIN_EXE_actial-data"),
+                            other => panic!("{line}: unknown binary {other}"),
+                        };
+                        let mut args: Vec<String> = rest.to_vec();
+                        // Runs go to a scratch directory, not the checkout's runs/.
+                        if let Some(i) = args.iter().position(|a| a == "--out") {
+                            args[i + 1] = tmp.join(&args[i + 1]).display().to_string();
+                        }
+                        let train = name == "actial-train";
+                        if train {
+                            args.push("--plan".into());
+                        }
+                        let out = Command::new(exe).args(&args).current_dir(root).output().unwrap();
+                        let text =
+                            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                        assert!(out.status.success(), "{line} {}: {text}", if train { "--plan" } else { "" });
+                        if train {
+                            assert!(
+                                text.contains("peak") && text.contains("H200"),
+                                "{line} --plan printed no plan: {text}"
+                            );
+                            planned += 1;
+                        } else {
+                            assert!(text.contains("new tokens"), "{line}: {text}");
+                            ran += 1;
+                        }
+                    }
+                    other => panic!("README's GPU quick start runs `{other}`, which this test does not know: {line}"),
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(ran >= 1 && planned >= 2, "ran {ran} commands, planned {planned}");
+    }
+}
