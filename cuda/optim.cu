@@ -20,7 +20,8 @@ static __device__ __forceinline__ int find_slot(const ActialTensorSlot *slots, i
 }
 
 // One block per CHUNK elements of one tensor. Decoupled decay, then the Adam
-// update: p = p (1 - lr wd) - step_size m / (sqrt(v) / bc2_sqrt + eps).
+// update: p = p (1 - lr wd) - step_size m / (sqrt(v) / bc2_sqrt + eps). Flags a
+// non-finite weight or moment in h.nonfinite (the trainer stops before saving).
 extern "C" __global__ void __launch_bounds__(ACTIAL_MULTI_TENSOR_THREADS)
     adamw_multi_tensor(const ActialTensorSlot *slots, ActialAdamWParams h) {
   const ActialTensorSlot s = slots[find_slot(slots, h.num_tensors, blockIdx.x)];
@@ -29,6 +30,7 @@ extern "C" __global__ void __launch_bounds__(ACTIAL_MULTI_TENSOR_THREADS)
   const float gs = h.grad_scale ? *h.grad_scale : 1.0f;
   const float decay = 1.0f - h.lr * h.weight_decay;
   bf16 *copy = (bf16 *)s.param_bf16;
+  bool finite = true;
   for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
     const float g = s.grad[i] * gs;
     const float m = h.beta1 * s.exp_avg[i] + (1.0f - h.beta1) * g;
@@ -38,7 +40,11 @@ extern "C" __global__ void __launch_bounds__(ACTIAL_MULTI_TENSOR_THREADS)
     s.exp_avg_sq[i] = v;
     s.param[i] = p;
     if (copy) copy[i] = to_bf16(p);
+    // Exponent bits all ones: inf or NaN (a bit test, whatever fast-math assumes).
+    finite &= (__float_as_uint(p) & 0x7f800000u) != 0x7f800000u && (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u;
   }
+  // Every writer stores the same 1: no atomics needed.
+  if (!finite && h.nonfinite) *h.nonfinite = 1;
 }
 
 // partials[b] = sum of grad^2 over block b's chunk (same block layout as AdamW).

@@ -43,6 +43,9 @@ typedef struct {
    * clip_coefficient); NULL: 1. Read on the device, so clipping needs no host
    * round trip. */
   const float *grad_scale;
+  /* Set to 1 by any thread that writes a non-finite weight or second moment;
+   * NULL: not checked. The host reads it after the step (4 bytes). */
+  int32_t *nonfinite;
 } ActialAdamWParams;
 
 /* Most banned ids one sampling launch takes (they sit in shared memory). */

@@ -94,3 +94,25 @@ fn missing_checkpoint_is_a_clear_error() {
     assert!(e.contains("no model.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A config.json that asks for far more than its weights file holds (1000
+/// layers of a 65,536-wide MLP over a 2-layer fixture: ~1 TB of f32) is an
+/// error listing the first problems, and allocates nothing for the missing
+/// tensors on the way (the stand-ins are empty).
+#[test]
+fn a_config_far_bigger_than_its_weights_lists_the_problems_without_allocating() {
+    let dir = tmpdir("config-too-big");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture().join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let text = if cfg.get("text_config").is_some() { &mut cfg["text_config"] } else { &mut cfg };
+    text["num_hidden_layers"] = 1000.into();
+    text["intermediate_size"] = 65536.into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let e = Qwen25Vl::from_dir(&dir).err().unwrap().to_string();
+    assert!(e.contains("tensor problem(s)") && e.contains("expected [65536, 32]") && e.contains("more"), "{e}");
+    assert!(e.lines().count() < 40, "the list is cut short: {} lines", e.lines().count());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

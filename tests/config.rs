@@ -94,3 +94,20 @@ fn bad_configs_name_the_file_and_key() {
     assert!(e.contains("hidden_size") && e.contains("integer"), "{e}");
     assert!(Qwen25VlConfig::from_json_str("{", "cfg.json").unwrap_err().to_string().contains("not valid JSON"));
 }
+
+/// Sizes of zero (which the shapes divide by) or far beyond any Qwen2.5-VL
+/// (which an allocation would abort on) are refused naming the key.
+#[test]
+fn sizes_out_of_bounds_are_refused_naming_the_key() {
+    for (from, to, key) in [
+        ("\"patch_size\": 14", "\"patch_size\": 0", "patch_size is 0"),
+        ("\"spatial_merge_size\": 2", "\"spatial_merge_size\": 0", "spatial_merge_size is 0"),
+        ("\"num_hidden_layers\": 28", "\"num_hidden_layers\": 100000", "num_hidden_layers is 100000"),
+        ("\"intermediate_size\": 18944", "\"intermediate_size\": 4294967295", "intermediate_size is 4294967295"),
+    ] {
+        let bad = HUB_7B.replace(from, to);
+        assert_ne!(bad, HUB_7B, "{from}");
+        let e = Qwen25VlConfig::from_json_str(&bad, "cfg.json").unwrap_err().to_string();
+        assert!(e.contains("cfg.json") && e.contains(key) && e.contains("must be between 1 and"), "{e}");
+    }
+}

@@ -472,13 +472,22 @@ mod emulated {
         for (t, (p, m, v)) in tensors.iter().zip(&mut want) {
             cpu::optim::adamw_step(p, &t.grad, m, v, &h, 3, coef);
         }
-        let norm = emulator::adamw_step(&mut tensors, &h, 3, 1.0).unwrap();
+        let (norm, finite) = emulator::adamw_step(&mut tensors, &h, 3, 1.0).unwrap();
         assert!((norm as f64 - norm_ref).abs() < 1e-3 * norm_ref, "norm {norm} vs {norm_ref}");
+        assert!(finite, "a finite update flagged as non-finite");
         for (i, (t, (p, m, v))) in tensors.iter().zip(&want).enumerate() {
             assert_close(&format!("tensor {i} param"), &t.param, p, 1e-6, 1e-5);
             assert_close(&format!("tensor {i} exp_avg"), &t.exp_avg, m, 1e-6, 1e-5);
             assert_close(&format!("tensor {i} exp_avg_sq"), &t.exp_avg_sq, v, 1e-6, 1e-5);
         }
+        // One infinite weight in the middle of the second tensor's second
+        // block: the kernel flags it, as the CPU twin does.
+        tensors[1].param[4000] = f32::INFINITY;
+        let (p, m, v) = &mut want[1];
+        p[4000] = f32::INFINITY;
+        assert!(!cpu::optim::adamw_step(p, &tensors[1].grad, m, v, &h, 4, 1.0));
+        let (_, finite) = emulator::adamw_step(&mut tensors, &h, 4, 0.0).unwrap();
+        assert!(!finite, "an infinite weight went unflagged");
     }
 
     /// RMSNorm forward (plain and fused with the residual add) and backward

@@ -106,3 +106,20 @@ fn adamw_grad_scale_equals_prescaled_gradients() {
     assert_eq!(vec_of(&pa), vec_of(&pb));
     assert_eq!(vec_of(&va), vec_of(&vb));
 }
+
+/// The step says whether every updated weight and moment stayed finite: an
+/// overflowing update (a huge gradient squared into the second moment) is
+/// reported, a normal one is not.
+#[test]
+fn adamw_reports_a_non_finite_update() {
+    let h = AdamW::default();
+    let step = |g: f32| {
+        let (mut p, mut m, mut v) = (scalar(1.0), scalar(0.0), scalar(0.0));
+        let g = scalar(g);
+        ops::adamw_step(&mut [AdamSlot { param: &mut p, grad: &g, m: &mut m, v: &mut v }], &h, 1, 1.0).unwrap()
+    };
+    assert!(step(0.5));
+    // 3e38² overflows f32: v = inf, the weight's update is 0/inf or NaN.
+    assert!(!step(3e38));
+    assert!(!step(f32::NAN));
+}

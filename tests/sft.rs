@@ -453,3 +453,36 @@ fn batch_by_pair_draws_a_pair_s_questions_together_and_every_example_once_per_ep
     let idx: Vec<usize> = (0..15).map(|p| t.example_at(p)).collect();
     assert!(idx.chunks(3).any(|run| run.iter().any(|&i| ex[i].pair != ex[run[0]].pair)));
 }
+
+/// Numeric keys outside the range where training means something are refused
+/// before anything is loaded, each named with its range, all in one message:
+/// the reproductions of a campaign that saved 100% NaN checkpoints with exit 0
+/// (`optim.lr=3e38`, `optim.beta2=1.0`) or aborted on allocation
+/// (`run.global_batch=1e9`, `lora.rank=100000`).
+#[test]
+fn out_of_range_keys_are_refused_before_anything_runs() {
+    let base = SftConfig::embedded_defaults();
+    let refused = |sets: &[&str], wanted: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let e = SftConfig::from_toml("", &base, &sets, "t.toml").unwrap_err().to_string();
+        for w in wanted {
+            assert!(e.contains(w), "{sets:?}: {e}");
+        }
+    };
+    refused(&["optim.lr=3e38"], &["optim.lr must be in (0, 1], got 3"]);
+    refused(
+        &["optim.beta2=1.0", "optim.beta1=1.0"],
+        &["optim.beta1 must be in [0, 1)", "optim.beta2 must be in [0, 1)"],
+    );
+    refused(&["optim.beta1=2"], &["optim.beta1"]);
+    refused(&["optim.eps=-1"], &["optim.eps must be in (0, 1]"]);
+    refused(&["optim.max_grad_norm=-1"], &["optim.max_grad_norm"]);
+    refused(&["grpo.eps_low=5"], &["grpo.eps_low must be in [0, 1)"]);
+    refused(&["grpo.top_p=0"], &["grpo.top_p must be in (0, 1]"]);
+    refused(&["run.global_batch=1000000000", "run.micro_batch=8"], &["run.global_batch must be between 1 and"]);
+    refused(&["lora.enabled=true", "lora.rank=100000"], &["lora.rank must be between 1 and 16384"]);
+    // The presets themselves pass.
+    for c in [SftConfig::default(), SftConfig::tiny_defaults(), SftConfig::embedded_defaults()] {
+        c.validate().unwrap();
+    }
+}

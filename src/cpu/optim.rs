@@ -25,7 +25,17 @@ impl Default for AdamW {
 /// `p ← p·(1 − lr·wd)`, then `p ← p − lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps)`.
 /// Every gradient is read as `g·grad_scale` (the clip coefficient, folded in so
 /// clipping costs no extra pass over the gradients; 1 for none).
-pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, step: u64, grad_scale: f32) {
+/// One AdamW step; returns whether every updated weight and second moment is
+/// finite (the twin of `adamw_multi_tensor`'s flag).
+pub fn adamw_step(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    h: &AdamW,
+    step: u64,
+    grad_scale: f32,
+) -> bool {
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
     let step_size = (h.lr as f64 / bc1) as f32;
@@ -35,15 +45,19 @@ pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &Ad
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .zip(g.par_chunks(CHUNK))
-        .for_each(|(((pc, mc), vc), gc)| {
+        .map(|(((pc, mc), vc), gc)| {
+            let mut finite = true;
             for i in 0..pc.len() {
                 let gi = gc[i] * grad_scale;
                 mc[i] = h.beta1 * mc[i] + (1.0 - h.beta1) * gi;
                 vc[i] = h.beta2 * vc[i] + (1.0 - h.beta2) * gi * gi;
                 let denom = vc[i].sqrt() / bc2_sqrt + h.eps;
                 pc[i] = pc[i] * decay - step_size * mc[i] / denom;
+                finite &= pc[i].is_finite() && vc[i].is_finite();
             }
-        });
+            finite
+        })
+        .reduce(|| true, |a, b| a && b)
 }
 
 /// Sum of squares of one buffer, accumulated in f64.

@@ -461,8 +461,14 @@ pub struct AdamWTensor {
 /// One clipped multi-tensor AdamW step on the CPU, launched as
 /// `cuda::optim::AdamWGroup::step` launches it: `sum_squares_multi`,
 /// `clip_coefficient` (which leaves `[norm, coefficient]` where AdamW reads it),
-/// `adamw_multi_tensor`. Returns the gradient norm.
-pub fn adamw_step(tensors: &mut [AdamWTensor], h: &crate::cpu::optim::AdamW, step: u64, max_norm: f32) -> Result<f32> {
+/// `adamw_multi_tensor`. Returns the gradient norm and whether every updated
+/// weight and moment is finite.
+pub fn adamw_step(
+    tensors: &mut [AdamWTensor],
+    h: &crate::cpu::optim::AdamW,
+    step: u64,
+    max_norm: f32,
+) -> Result<(f32, bool)> {
     use super::optim::{CLIP_THREADS, SlotAddrs, THREADS, adamw_params, slot_table};
     let addrs: Vec<SlotAddrs> = tensors
         .iter_mut()
@@ -476,9 +482,9 @@ pub fn adamw_step(tensors: &mut [AdamWTensor], h: &crate::cpu::optim::AdamW, ste
         .collect();
     let (slots, blocks) = slot_table(&addrs);
     if blocks == 0 {
-        return Ok(0.0);
+        return Ok((0.0, true));
     }
-    let (mut partials, mut norm) = (vec![0.0f32; blocks], [0.0f32; 2]);
+    let (mut partials, mut norm, mut nonfinite) = (vec![0.0f32; blocks], [0.0f32; 2], 0i32);
     let n = tensors.len();
     let mut a = Args::new();
     a.push(slots.as_ptr()).push(n as i32).push(partials.as_mut_ptr());
@@ -489,10 +495,11 @@ pub fn adamw_step(tensors: &mut [AdamWTensor], h: &crate::cpu::optim::AdamW, ste
     // SAFETY: clip_coefficient(partials, n, max_norm, out[2]).
     unsafe { launch("clip_coefficient", (1, 1, 1), CLIP_THREADS, &mut a)? };
     let mut a = Args::new();
-    a.push(slots.as_ptr()).push(adamw_params(h, step, n, norm[1..].as_ptr()));
-    // SAFETY: adamw_multi_tensor(slots, params); grad_scale points at norm[1].
+    a.push(slots.as_ptr()).push(adamw_params(h, step, n, norm[1..].as_ptr(), &mut nonfinite));
+    // SAFETY: adamw_multi_tensor(slots, params); grad_scale points at norm[1],
+    // nonfinite at a live i32.
     unsafe { launch("adamw_multi_tensor", (blocks as u32, 1, 1), THREADS, &mut a)? };
-    Ok(norm[0])
+    Ok((norm[0], nonfinite == 0))
 }
 
 // ---- small ops -------------------------------------------------------------------

@@ -143,7 +143,7 @@ impl AdamWGroup {
             }
             None => std::ptr::null(),
         };
-        launch_adamw(dev, &self.slots, self.len(), self.blocks, h, step, grad_scale)
+        launch_adamw(dev, &self.slots, self.len(), self.blocks, h, step, grad_scale, std::ptr::null_mut())
     }
 }
 
@@ -207,7 +207,13 @@ pub fn global_grad_norm(
 
 /// The kernel's parameter struct for step `step` (from 1): the same f64 bias
 /// corrections as the CPU twin. Shared with the CPU emulator of the kernel.
-pub fn adamw_params(h: &AdamW, step: u64, num_tensors: usize, grad_scale: *const f32) -> params::ActialAdamWParams {
+pub fn adamw_params(
+    h: &AdamW,
+    step: u64,
+    num_tensors: usize,
+    grad_scale: *const f32,
+    nonfinite: *mut i32,
+) -> params::ActialAdamWParams {
     let bc1 = 1.0 - (h.beta1 as f64).powi(step as i32);
     let bc2 = 1.0 - (h.beta2 as f64).powi(step as i32);
     params::ActialAdamWParams {
@@ -220,11 +226,15 @@ pub fn adamw_params(h: &AdamW, step: u64, num_tensors: usize, grad_scale: *const
         bc2_sqrt: bc2.sqrt() as f32,
         num_tensors: num_tensors as i32,
         grad_scale,
+        nonfinite,
     }
 }
 
 /// One AdamW step over the tensors of an uploaded slot table, in one launch.
-/// `grad_scale`: a device scalar multiplying every gradient, or null.
+/// `grad_scale`: a device scalar multiplying every gradient, or null;
+/// `nonfinite`: a device i32 the kernel sets to 1 on a non-finite weight or
+/// moment, or null.
+#[allow(clippy::too_many_arguments)]
 pub fn launch_adamw(
     dev: &CudaDevice,
     slots: &CudaSlice<params::ActialTensorSlot>,
@@ -233,6 +243,7 @@ pub fn launch_adamw(
     h: &AdamW,
     step: u64,
     grad_scale: *const f32,
+    nonfinite: *mut i32,
 ) -> Result<()> {
     if step == 0 {
         return Err(shape_err!("cuda::adamw", "step counts from 1"));
@@ -240,7 +251,7 @@ pub fn launch_adamw(
     if blocks == 0 {
         return Ok(());
     }
-    let p = adamw_params(h, step, num_tensors, grad_scale);
+    let p = adamw_params(h, step, num_tensors, grad_scale, nonfinite);
     let cfg = cudarc::driver::LaunchConfig {
         grid_dim: (blocks as u32, 1, 1),
         block_dim: (THREADS, 1, 1),

@@ -256,6 +256,31 @@ impl Qwen25VlConfig {
     pub fn validate(&self, file: &str) -> Result<()> {
         let err = |msg: String| Err(Error::Config { file: file.to_string(), msg });
         let (v, t) = (&self.vision, &self.text);
+        // Every size within bounds before anything divides by it or allocates
+        // by it. The bounds are far above any released Qwen2.5-VL (72B: text
+        // 8192 wide, 80 layers, MLP 29568; vision 1280, 32 blocks).
+        let sizes: [(&str, usize, usize); 15] = [
+            ("vocab_size", t.vocab_size, 1 << 24),
+            ("hidden_size", t.hidden_size, 1 << 16),
+            ("intermediate_size", t.intermediate_size, 1 << 20),
+            ("num_hidden_layers", t.num_hidden_layers, 1024),
+            ("num_attention_heads", t.num_attention_heads, 1024),
+            ("num_key_value_heads", t.num_key_value_heads, 1024),
+            ("vision_config.depth", v.depth, 1024),
+            ("vision_config.hidden_size", v.hidden_size, 1 << 16),
+            ("vision_config.intermediate_size", v.intermediate_size, 1 << 20),
+            ("vision_config.num_heads", v.num_heads, 1024),
+            ("vision_config.in_chans", v.in_channels, 16),
+            ("vision_config.patch_size", v.patch_size, 1024),
+            ("vision_config.temporal_patch_size", v.temporal_patch_size, 16),
+            ("vision_config.spatial_merge_size", v.spatial_merge_size, 64),
+            ("vision_config.window_size", v.window_size, 1 << 16),
+        ];
+        for (name, value, max) in sizes {
+            if value == 0 || value > max {
+                return err(format!("{name} is {value}; it must be between 1 and {max}"));
+            }
+        }
         if v.num_heads == 0 || v.hidden_size % v.num_heads != 0 || v.head_dim() % 4 != 0 {
             return err(format!(
                 "vision hidden_size {} must split into {} heads of a multiple of 4",

@@ -635,7 +635,7 @@ pub fn sample_streams(
 /// One multi-tensor AdamW launch over every slot (all f32 on one device). The
 /// slot table holds the buffers' addresses; it and any gradient cast to f32
 /// are freed in stream order, after the launch has run.
-pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<()> {
+pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<bool> {
     const OP: &str = "adamw_step";
     let d = device_of(slots[0].grad, OP)?;
     let mut grads = Vec::with_capacity(slots.len());
@@ -658,9 +658,12 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: 
     // norm); 1 needs no buffer.
     let scale = if grad_scale == 1.0 { None } else { Some(d.upload(&[grad_scale], OP)?) };
     let scale_ptr = scale.as_ref().map_or(std::ptr::null(), |s| d.address(s) as *const f32);
-    crate::cuda::optim::launch_adamw(&d, &table, addrs.len(), blocks, h, step, scale_ptr)?;
+    let nonfinite = d.zeros::<i32>(1, OP)?;
+    let flag = d.address(&nonfinite) as *mut i32;
+    crate::cuda::optim::launch_adamw(&d, &table, addrs.len(), blocks, h, step, scale_ptr, flag)?;
     drop((grads, scale));
-    Ok(())
+    // 4 bytes back: whether the update left every weight finite.
+    Ok(d.download(&nonfinite, OP)?[0] == 0)
 }
 
 /// The global L2 norm of `grads` (all f32-castable, on one device) on the

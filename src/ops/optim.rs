@@ -21,7 +21,7 @@ pub struct AdamSlot<'a> {
 /// the CPU one tensor after another, on CUDA one multi-tensor launch for all.
 /// Gradients are read multiplied by `grad_scale` (a clip coefficient, or 1) and
 /// left unchanged.
-pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<()> {
+pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<bool> {
     const OP: &str = "adamw_step";
     if step == 0 {
         return Err(arg_err!(OP, "step counts from 1"));
@@ -45,11 +45,12 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: 
         device = Some(d);
     }
     match device {
-        None => Ok(()),
+        None => Ok(true),
         Some(Device::Cpu) => {
+            let mut finite = true;
             for s in slots.iter_mut() {
                 let g = s.grad.f32_slice(OP, "grad")?;
-                k::adamw_step(
+                finite &= k::adamw_step(
                     s.param.f32_slice_mut(OP, "param")?,
                     g,
                     s.m.f32_slice_mut(OP, "m")?,
@@ -59,7 +60,7 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: 
                     grad_scale,
                 );
             }
-            Ok(())
+            Ok(finite)
         }
         Some(Device::Cuda(_)) => on_cuda!(cuda::adamw_step(slots, h, step, grad_scale)),
     }

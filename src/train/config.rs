@@ -583,7 +583,65 @@ impl SftConfig {
                 g.lr, g.temperature, g.beta
             ));
         }
-        Ok(())
+        self.check_ranges()
+    }
+
+    /// Every numeric key within the range where training means something,
+    /// checked before any data is read or memory allocated; all offenders in
+    /// one message.
+    fn check_ranges(&self) -> std::result::Result<(), String> {
+        let mut bad: Vec<String> = Vec::new();
+        let mut within = |key: &str, x: f64, lo: f64, hi: f64, lo_open: bool, hi_open: bool| {
+            let above = if lo_open { x > lo } else { x >= lo };
+            let below = if hi_open { x < hi } else { x <= hi };
+            if !(above && below && x.is_finite()) {
+                let (l, r) = (if lo_open { "(" } else { "[" }, if hi_open { ")" } else { "]" });
+                bad.push(format!("{key} must be in {l}{lo}, {hi}{r}, got {x}"));
+            }
+        };
+        let (o, r, g, l) = (&self.optim, &self.run, &self.grpo, &self.lora);
+        // Learning rates past 1 are no AdamW run anyone means (3e38 turns every
+        // weight into NaN in one step).
+        within("optim.lr", o.lr as f64, 0.0, 1.0, true, false);
+        within("grpo.lr", g.lr as f64, 0.0, 1.0, true, false);
+        // beta = 1 freezes a moment at zero: the update divides 0 by 0.
+        within("optim.beta1", o.beta1 as f64, 0.0, 1.0, false, true);
+        within("optim.beta2", o.beta2 as f64, 0.0, 1.0, false, true);
+        within("optim.eps", o.eps as f64, 0.0, 1.0, true, false);
+        within("optim.weight_decay", o.weight_decay as f64, 0.0, 1.0, false, false);
+        within("optim.min_lr_ratio", o.min_lr_ratio as f64, 0.0, 1.0, false, false);
+        within("optim.max_grad_norm (0 = no clipping)", o.max_grad_norm, 0.0, 1e9, false, false);
+        within("grpo.top_p", g.top_p as f64, 0.0, 1.0, true, false);
+        within("grpo.temperature", g.temperature as f64, 0.0, 100.0, true, false);
+        within("grpo.eps_low", g.eps_low as f64, 0.0, 1.0, false, true);
+        within("grpo.eps_high", g.eps_high as f64, 0.0, 100.0, false, false);
+        within("grpo.beta", g.beta as f64, 0.0, 1e3, false, false);
+        within("grpo.accuracy_weight", g.accuracy_weight as f64, 0.0, 1e3, false, false);
+        within("grpo.format_weight", g.format_weight as f64, 0.0, 1e3, false, false);
+        within("lora.alpha", l.alpha as f64, 0.0, 1e6, true, false);
+        // Sizes: far above the paper's (global batch 128 SFT, 1024 prompts x 16
+        // GRPO samples; 16,000-token prompts; 4096-token responses), far below
+        // what an allocation of them would abort on.
+        let sizes: [(&str, usize, usize); 12] = [
+            ("run.global_batch", r.global_batch, 1 << 20),
+            ("run.micro_batch", r.micro_batch, 1 << 16),
+            ("run.max_length", r.max_length, 1 << 20),
+            ("run.max_pixels", r.max_pixels, 1 << 28),
+            ("grpo.group", g.group, 1 << 12),
+            ("grpo.prompts_per_step", g.prompts_per_step, 1 << 16),
+            ("grpo.micro_batch", g.micro_batch, 1 << 16),
+            ("grpo.max_new_tokens", g.max_new_tokens, 1 << 17),
+            ("grpo.max_prompt_tokens", g.max_prompt_tokens, 1 << 20),
+            ("grpo.max_image_pixels", g.max_image_pixels, 1 << 28),
+            ("grpo.max_inflight_samples", g.max_inflight_samples, 1 << 20),
+            ("lora.rank", if l.enabled { l.rank } else { 1 }, 1 << 14),
+        ];
+        for (key, x, max) in sizes {
+            if x == 0 || x > max {
+                bad.push(format!("{key} must be between 1 and {max}, got {x}"));
+            }
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
     }
 
     /// GRPO learning rate at step `step` (0-based): linear warm-up, then constant

@@ -98,8 +98,17 @@ impl AdamWState {
             };
             slots.push(AdamSlot { param: value, grad: &*grad, m, v });
         }
-        // The clip coefficient is folded into the update: no pass over the gradients.
-        ops::adamw_step(&mut slots, &h, step, clip)?;
+        // The clip coefficient is folded into the update: no pass over the
+        // gradients. The update reports whether every weight stayed finite (a
+        // flag set inside the kernel on CUDA): a NaN weight must never reach a
+        // checkpoint.
+        if !ops::adamw_step(&mut slots, &h, step, clip)? {
+            return Err(crate::arg_err!(
+                what,
+                "step {step}: the optimizer update left non-finite weights (gradient norm {grad_norm:.4e}, lr {lr:.3e}); \
+                 stopping without saving (the last checkpoint is intact)"
+            ));
+        }
         Ok(grad_norm)
     }
 }
