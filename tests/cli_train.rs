@@ -232,3 +232,84 @@ fn a_cuda_run_that_cannot_fit_prints_its_plan_and_stops() {
     assert!(!out.status.success() && err.contains("out of GPU memory") && err.contains("(phase "), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// actial-train's output and exit status, whatever the status.
+fn try_run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_actial-train")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn checkpoint_steps(dir: &std::path::Path) -> Vec<usize> {
+    actial::train::optimizer::checkpoints_in(dir).unwrap().into_iter().map(|(s, _)| s).collect()
+}
+
+/// A run directory belongs to one run (`run.json`): the reproductions of a
+/// campaign that lost checkpoints and resumed with other data.
+/// - A shorter fresh run into a directory holding a longer run is refused
+///   (it used to delete its own checkpoints: pruning sorted by name), and
+///   `--overwrite` starts over.
+/// - A resume from an earlier checkpoint never prunes the later ones, nor the
+///   one it writes.
+/// - A resume with changed data, or a changed data file, is refused naming it.
+#[test]
+fn a_run_directory_belongs_to_one_run() {
+    let d = std::env::temp_dir().join(format!("actial-cli-run-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let data = d.join("data");
+    let st = Command::new(env!("CARGO_BIN_EXE_actial-data"))
+        .args(["synth", "--out", data.to_str().unwrap(), "--pairs", "6", "--size", "56", "--supersample", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = d.join("run");
+    let (o, f) = (out.to_str().unwrap(), format!("{}/viewpoint.jsonl", data.display()));
+    let base = ["--recipe", "sft", "--data", &f, "--set", "run.global_batch=2", "--set", "run.micro_batch=2"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let long = with(&["--out", o, "--set", "run.steps=4", "--set", "run.save_every=1", "--set", "run.keep_last=3"]);
+    run(&args(&long));
+    assert_eq!(checkpoint_steps(&out), [2, 3, 4]);
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert!(record["run_id"].is_string() && record["fingerprint"].as_str().unwrap().len() == 64, "{record}");
+
+    // A shorter run into the same directory: refused, nothing deleted.
+    let short = with(&["--out", o, "--set", "run.steps=2", "--set", "run.save_every=1"]);
+    let (ok, text) = try_run(&args(&short));
+    assert!(!ok && text.contains("--resume") && text.contains("--overwrite") && text.contains("checkpoint-000004"), "{text}");
+    assert_eq!(checkpoint_steps(&out), [2, 3, 4]);
+
+    // Resume from checkpoint 2 of the same run, to step 3, keeping 2: the
+    // checkpoint it writes and the later one stay.
+    let ck2 = out.join("checkpoint-000002").display().to_string();
+    let resume = with(&["--resume", &ck2, "--set", "run.steps=3", "--set", "run.save_every=1", "--set", "run.keep_last=2"]);
+    let text = run(&args(&resume));
+    assert!(text.contains("at step 2"), "{text}");
+    assert_eq!(checkpoint_steps(&out), [2, 3, 4], "pruning kept the newest of its own past and the later checkpoint");
+
+    // Other data on resume: refused, naming the inputs.
+    let other = data.join("other.jsonl");
+    let rows = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(&other, &rows).unwrap();
+    let mut changed = with(&["--resume", o, "--set", "run.steps=5"]);
+    changed[3] = other.display().to_string();
+    let (ok, text) = try_run(&args(&changed));
+    assert!(!ok && text.contains("this resume would change the run") && text.contains("other.jsonl: new"), "{text}");
+    // The same file with one answer changed: refused.
+    std::fs::write(&f, rows.replacen("\"A\"", "\"B\"", 1)).unwrap();
+    let (ok, text) = try_run(&args(&with(&["--resume", o, "--set", "run.steps=5"])));
+    assert!(!ok && text.contains("viewpoint.jsonl: its contents changed"), "{text}");
+    // A changed setting: refused, with old and new values.
+    std::fs::write(&f, &rows).unwrap();
+    let (ok, text) = try_run(&args(&with(&["--resume", o, "--set", "optim.weight_decay=0.5"])));
+    assert!(!ok && text.contains("optim.weight_decay: 0.0") && text.contains("-> 0.5"), "{text}");
+
+    // --overwrite starts over: the old checkpoints go.
+    let mut over = short.clone();
+    over.push("--overwrite".into());
+    run(&args(&over));
+    assert_eq!(checkpoint_steps(&out), [1, 2]);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -26,6 +26,7 @@ use actial::train::config::SftConfig;
 use actial::train::data::encode_records;
 use actial::train::eval::{EvalItem, EvalReport, encode_prompts, evaluate};
 use actial::train::grpo_trainer::{GrpoMetrics, GrpoTrainer};
+use actial::train::run_dir::{Claim, RUN_FILE, RunRecord, claim};
 use actial::train::sft::SftTrainer;
 use actial::{DType, Device, Error, Result};
 use clap::{Parser, ValueEnum};
@@ -69,6 +70,10 @@ struct Args {
     /// Resume from a checkpoint directory, or from the latest checkpoint in a run directory.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start over in a run directory that holds checkpoints (of this run or
+    /// another): its checkpoints, metrics and run.json are deleted first.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// After training, also write the model with LoRA merged into out/merged.
     #[arg(long)]
     merge_lora: bool,
@@ -123,6 +128,9 @@ fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig>
     let mut overrides = args.overrides.clone();
     if let Some(o) = &args.out {
         overrides.push(format!("run.out_dir={o:?}"));
+    } else if let Some(r) = &args.resume {
+        // A resume continues in its own run directory.
+        overrides.push(format!("run.out_dir={:?}", run_dir_of(r).display().to_string()));
     }
     if let Some(d) = &args.device {
         overrides.push(format!("run.device={d:?}"));
@@ -150,6 +158,34 @@ fn synthesize(dir: &Path, pairs: u64, seed: u64, c: &SynthConfig) -> Result<Vec<
     let recs: Vec<QaRecord> = rows.into_iter().flat_map(|(viewpoint, _, _)| viewpoint).collect();
     write_sharegpt(&dir.join("viewpoint.jsonl"), &recs)?;
     Ok(recs)
+}
+
+/// The run directory of a `--resume` path: the path itself, or the run that
+/// holds a checkpoint (`out/checkpoint-N`, or `out/sft/checkpoint-N` of the
+/// full recipe).
+fn run_dir_of(resume: &Path) -> PathBuf {
+    if !resume.join("trainer_state.json").is_file() {
+        return resume.to_path_buf();
+    }
+    let parent = resume.parent().unwrap_or(Path::new(".")).to_path_buf();
+    match parent.parent() {
+        Some(top) if !parent.join(RUN_FILE).is_file() && top.join(RUN_FILE).is_file() => top.to_path_buf(),
+        _ => parent,
+    }
+}
+
+/// Takes the run directory for this run (`run.json`, `actial::train::run_dir`):
+/// a fresh run refuses a directory with checkpoints, a resume refuses changed
+/// settings or data, `--overwrite` starts over.
+fn claim_run_dir(args: &Args, recipe: &str, cfg: &SftConfig) -> Result<()> {
+    let how = match (args.overwrite, args.resume.is_some()) {
+        (true, _) => Claim::Overwrite,
+        (false, true) => Claim::Resume,
+        (false, false) => Claim::Fresh,
+    };
+    let record = RunRecord::new(recipe, cfg)?;
+    claim(Path::new(&cfg.run.out_dir), &record, how)?;
+    Ok(())
 }
 
 fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
@@ -303,6 +339,7 @@ fn recipe_phases(r: Recipe) -> (bool, bool) {
 fn sft(args: &Args) -> Result<()> {
     let cfg = load_config(args)?;
     training_device(args, &cfg)?;
+    claim_run_dir(args, "sft", &cfg)?;
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
     let mut proc = ImageProcessorConfig::for_vision(&model.config.vision);
@@ -517,6 +554,7 @@ fn grpo_plots(h: &[GrpoMetrics], dir: &Path) -> Result<()> {
 fn grpo(args: &Args) -> Result<()> {
     let cfg = load_config_on(args, None)?;
     training_device(args, &cfg)?;
+    claim_run_dir(args, "grpo", &cfg)?;
     let out = PathBuf::from(&cfg.run.out_dir);
     let (model, tok, tok_json) = load_model(&cfg)?;
     let mut records = Vec::new();
@@ -555,6 +593,7 @@ fn full(args: &Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     let cfg = load_config_on(args, Some(SftConfig::embedded_defaults()))?;
     training_device(args, &cfg)?;
+    claim_run_dir(args, "full", &cfg)?;
     if cfg.data.train.is_empty() != cfg.grpo.data.is_empty() {
         return Err(actial::arg_err!(
             "full",
@@ -822,6 +861,7 @@ fn eval_set_n(
 fn pretrain(args: &Args) -> Result<()> {
     let cfg = load_config_on(args, Some(SftConfig::pretrain_defaults()))?;
     training_device(args, &cfg)?;
+    claim_run_dir(args, "pretrain", &cfg)?;
     if !is_tiny(&cfg) {
         return Err(actial::arg_err!(
             "pretrain",

@@ -492,15 +492,8 @@ impl GrpoTrainer {
     /// the run with the step and the last good checkpoint named.
     pub fn run(&mut self, out: &Path, tokenizer_json: Option<&Path>, progress: bool) -> Result<()> {
         let (mut log, metrics_path, pb) = start_run_log(out, self.step, self.total_steps, "grpo", progress)?;
-        let mut last_good: Option<PathBuf> = None;
         while self.step < self.total_steps {
-            let m = match self.train_step() {
-                Ok(m) => m,
-                Err(e) => {
-                    let last = last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none yet".into());
-                    return Err(crate::arg_err!("grpo", "{e}; last good checkpoint: {last}"));
-                }
-            };
+            let m = self.train_step().map_err(|e| super::optimizer::stopped(e, out, "grpo"))?;
             writeln!(log, "{}", serde_json::to_string(&m).expect("JSON"))
                 .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
             pb.set_message(format!(
@@ -510,7 +503,7 @@ impl GrpoTrainer {
             pb.inc(1);
             let every = self.cfg.grpo.save_every;
             if every > 0 && self.step.is_multiple_of(every) && self.step < self.total_steps {
-                last_good = Some(self.save_checkpoint(out, tokenizer_json)?);
+                self.save_checkpoint(out, tokenizer_json)?;
             }
         }
         pb.finish_and_clear();

@@ -8,4 +8,5 @@ pub mod grpo_trainer;
 pub mod optimizer;
 pub mod plan;
 pub mod reward;
+pub mod run_dir;
 pub mod sft;

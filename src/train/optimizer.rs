@@ -177,41 +177,77 @@ pub fn write_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    match spec.lora {
-        Some(l) => save_adapter(model, &tmp, l, spec.base_model)?,
-        None => model.save(&tmp, DType::F32)?,
+    let written = (|| -> Result<()> {
+        match spec.lora {
+            Some(l) => save_adapter(model, &tmp, l, spec.base_model)?,
+            None => model.save(&tmp, DType::F32)?,
+        }
+        if let Some(t) = spec.tokenizer_json {
+            std::fs::copy(t, tmp.join("tokenizer.json")).map_err(io(t))?;
+        }
+        let mut named: Vec<(String, Tensor)> = Vec::new();
+        for (k, t) in &opt.m {
+            named.push((format!("m.{k}"), t.clone()));
+        }
+        for (k, t) in &opt.v {
+            named.push((format!("v.{k}"), t.clone()));
+        }
+        let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
+        weights::save_safetensors(&tmp.join("optimizer.safetensors"), &refs, DType::F32, None)?;
+        weights::write_atomic(
+            &tmp.join("trainer_state.json"),
+            serde_json::to_string_pretty(state).expect("JSON").as_bytes(),
+        )?;
+        Ok(())
+    })();
+    // A failed write (a full disk) leaves no half directory behind: the space
+    // comes back and the next attempt starts clean.
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    if let Some(t) = spec.tokenizer_json {
-        std::fs::copy(t, tmp.join("tokenizer.json")).map_err(io(t))?;
-    }
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    for (k, t) in &opt.m {
-        named.push((format!("m.{k}"), t.clone()));
-    }
-    for (k, t) in &opt.v {
-        named.push((format!("v.{k}"), t.clone()));
-    }
-    let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
-    weights::save_safetensors(&tmp.join("optimizer.safetensors"), &refs, DType::F32, None)?;
-    weights::write_atomic(
-        &tmp.join("trainer_state.json"),
-        serde_json::to_string_pretty(state).expect("JSON").as_bytes(),
-    )?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    let mut ckpts: Vec<PathBuf> = std::fs::read_dir(out)
-        .map_err(io(out))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("checkpoint-")))
-        .collect();
-    ckpts.sort();
-    for old in ckpts.iter().take(ckpts.len().saturating_sub(spec.keep_last.max(1))) {
+    // Pruning looks only behind this step, by step number: a checkpoint of a
+    // later step (a longer run resumed from an earlier checkpoint) is never
+    // counted as "newer" and this one is never the one deleted.
+    let older: Vec<PathBuf> =
+        checkpoints_in(out)?.into_iter().filter(|&(s, _)| s < step).map(|(_, p)| p).collect();
+    for old in older.iter().take(older.len().saturating_sub(spec.keep_last.max(1) - 1)) {
         std::fs::remove_dir_all(old).map_err(io(old))?;
     }
     Ok(final_dir)
+}
+
+/// The `checkpoint-NNNNNN` directories directly under `out`, by step number.
+pub fn checkpoints_in(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(out) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(Error::Io { path: out.display().to_string(), source: e }),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let step = name.to_str().and_then(|n| n.strip_prefix("checkpoint-")).and_then(|s| s.parse::<usize>().ok());
+        if let Some(step) = step {
+            found.push((step, e.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A training error with the last good checkpoint named (the newest under
+/// `out`, which a failed step never touches), for a run that stops.
+pub fn stopped(e: Error, out: &Path, what: &'static str) -> Error {
+    let last = match checkpoints_in(out) {
+        Ok(c) => c.last().map(|(_, p)| p.display().to_string()).unwrap_or_else(|| "none yet".into()),
+        Err(_) => "unknown".into(),
+    };
+    crate::arg_err!(what, "{e}; last good checkpoint: {last}")
 }
 
 /// Restores trainable weights (full or adapter) and optimizer moments from a

@@ -356,7 +356,7 @@ impl SftTrainer {
     ) -> Result<()> {
         let (mut log, metrics_path, pb) = start_run_log(out, self.step, self.total_steps, "sft", progress)?;
         while self.step < self.total_steps {
-            let m = self.train_step()?;
+            let m = self.train_step().map_err(|e| super::optimizer::stopped(e, out, "sft"))?;
             writeln!(log, "{}", serde_json::to_string(&m).expect("JSON"))
                 .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
             pb.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
