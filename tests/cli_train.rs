@@ -272,19 +272,24 @@ fn a_run_directory_belongs_to_one_run() {
     let long = with(&["--out", o, "--set", "run.steps=4", "--set", "run.save_every=1", "--set", "run.keep_last=3"]);
     run(&args(&long));
     assert_eq!(checkpoint_steps(&out), [2, 3, 4]);
-    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert!(record["run_id"].is_string() && record["fingerprint"].as_str().unwrap().len() == 64, "{record}");
 
     // A shorter run into the same directory: refused, nothing deleted.
     let short = with(&["--out", o, "--set", "run.steps=2", "--set", "run.save_every=1"]);
     let (ok, text) = try_run(&args(&short));
-    assert!(!ok && text.contains("--resume") && text.contains("--overwrite") && text.contains("checkpoint-000004"), "{text}");
+    assert!(
+        !ok && text.contains("--resume") && text.contains("--overwrite") && text.contains("checkpoint-000004"),
+        "{text}"
+    );
     assert_eq!(checkpoint_steps(&out), [2, 3, 4]);
 
     // Resume from checkpoint 2 of the same run, to step 3, keeping 2: the
     // checkpoint it writes and the later one stay.
     let ck2 = out.join("checkpoint-000002").display().to_string();
-    let resume = with(&["--resume", &ck2, "--set", "run.steps=3", "--set", "run.save_every=1", "--set", "run.keep_last=2"]);
+    let resume =
+        with(&["--resume", &ck2, "--set", "run.steps=3", "--set", "run.save_every=1", "--set", "run.keep_last=2"]);
     let text = run(&args(&resume));
     assert!(text.contains("at step 2"), "{text}");
     assert_eq!(checkpoint_steps(&out), [2, 3, 4], "pruning kept the newest of its own past and the later checkpoint");

@@ -486,3 +486,35 @@ fn out_of_range_keys_are_refused_before_anything_runs() {
         c.validate().unwrap();
     }
 }
+
+/// A non-finite loss stops the run naming the step and the last good
+/// checkpoint, and writes nothing more (SFT used to say only
+/// "forward_backward: loss is NaN").
+#[test]
+fn a_non_finite_loss_stops_naming_the_step_and_the_last_good_checkpoint() {
+    let d = tmp("nan-stop");
+    let mut c = cfg(2, 2, false);
+    (c.run.steps, c.run.save_every) = (2, 1);
+    let mut t = SftTrainer::new(c, model(), examples(2, &d)).unwrap();
+    let out = d.join("run");
+    t.run(&out, None, false).unwrap();
+    // Poison one weight the forward reads, then ask for one more step.
+    t.model.visit(&mut |n, p| {
+        if n == "model.norm.weight" {
+            let mut v = p.value.to_vec_f32().unwrap();
+            v[0] = f32::NAN;
+            p.value = actial::Tensor::from_f32(v, p.value.dims(), p.value.device()).unwrap();
+        }
+    });
+    t.total_steps = 3;
+    let e = t.run(&out, None, false).unwrap_err().to_string();
+    assert!(e.contains("step 3") && e.contains("NaN") && e.contains("last good checkpoint"), "{e}");
+    assert!(e.contains(&out.join("checkpoint-000002").display().to_string()), "{e}");
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
+    assert!(!left.iter().any(|n| n.contains("000003")), "a checkpoint of the failed step: {left:?}");
+}

@@ -213,8 +213,7 @@ pub fn write_checkpoint(
     // Pruning looks only behind this step, by step number: a checkpoint of a
     // later step (a longer run resumed from an earlier checkpoint) is never
     // counted as "newer" and this one is never the one deleted.
-    let older: Vec<PathBuf> =
-        checkpoints_in(out)?.into_iter().filter(|&(s, _)| s < step).map(|(_, p)| p).collect();
+    let older: Vec<PathBuf> = checkpoints_in(out)?.into_iter().filter(|&(s, _)| s < step).map(|(_, p)| p).collect();
     for old in older.iter().take(older.len().saturating_sub(spec.keep_last.max(1) - 1)) {
         std::fs::remove_dir_all(old).map_err(io(old))?;
     }

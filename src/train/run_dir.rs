@@ -240,7 +240,9 @@ pub fn claim(out: &Path, rec: &RunRecord, how: Claim) -> Result<RunRecord> {
         Claim::Fresh => {
             if let Some(last) = ckpts.last() {
                 let whose = match &existing {
-                    Some(old) if old.fingerprint == rec.fingerprint => format!("this run's checkpoints ({})", old.run_id),
+                    Some(old) if old.fingerprint == rec.fingerprint => {
+                        format!("this run's checkpoints ({})", old.run_id)
+                    }
                     Some(old) => format!("the checkpoints of another run ({}, {})", old.run_id, old.recipe),
                     None => "checkpoints of an earlier run".to_string(),
                 };

@@ -276,7 +276,11 @@ impl SftTrainer {
                     per_sample_scale(&ex, &batch, |n| (1.0 / ((n as f64).sqrt() * total)) as f32)
                 }
             };
-            let out = self.model.forward_backward_scaled(&batch, scale)?;
+            let step = self.step + 1;
+            let out = self
+                .model
+                .forward_backward_scaled(&batch, scale)
+                .map_err(|e| crate::arg_err!("sft", "step {step}: {e}; stopping (the last checkpoint is intact)"))?;
             loss_sum += out.loss_sum;
         }
         let loss = loss_sum / target_tokens as f64;
