@@ -225,11 +225,12 @@ fn b64_image(s: &str) -> std::result::Result<ImageRef, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|e| format!("undecodable base64 image: {e}"))?;
-    image::ImageReader::new(std::io::Cursor::new(&bytes))
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| format!("undecodable image: {e}"))?
         .into_dimensions()
         .map_err(|e| format!("undecodable image: {e}"))?;
+    crate::model::image::check_image_dimensions(w, h, "base64 image")?;
     Ok(ImageRef::Bytes(bytes))
 }
 

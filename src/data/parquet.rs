@@ -56,7 +56,8 @@ pub(crate) fn image_of(v: &Value) -> std::result::Result<ImageRef, String> {
         // Read the header only: catches undecodable bytes without a full decode.
         let reader =
             image::ImageReader::new(std::io::Cursor::new(b)).with_guessed_format().map_err(|e| e.to_string())?;
-        reader.into_dimensions().map_err(|e| format!("undecodable image: {e}"))?;
+        let (w, h) = reader.into_dimensions().map_err(|e| format!("undecodable image: {e}"))?;
+        crate::model::image::check_image_dimensions(w, h, "embedded image")?;
     }
     Ok(img)
 }

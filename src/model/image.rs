@@ -115,19 +115,60 @@ pub fn smart_resize(h: usize, w: usize, factor: usize, min_pixels: usize, max_pi
     Ok((hb, wb))
 }
 
-/// Decodes a PNG or JPEG file to RGB; the error names the file.
+/// Most pixels an input image may declare: 64 Mi, an 8192 x 8192 photo (the
+/// paper's images are at most 960 x 540 after its resize; MVImgNet's frames
+/// 1920 x 1080). A file declaring more is refused from its header, before any
+/// decoding: a 48 KB 1-bit PNG can declare 20000 x 20000 pixels.
+pub const MAX_IMAGE_PIXELS: u64 = 64 << 20;
+
+/// Refuses dimensions past [`MAX_IMAGE_PIXELS`] (or of zero), naming `what`.
+pub fn check_image_dimensions(w: u32, h: u32, what: &str) -> std::result::Result<(), String> {
+    let px = w as u64 * h as u64;
+    if px == 0 || px > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{what}: the image declares {w} x {h} pixels; images of 1 to {MAX_IMAGE_PIXELS} pixels are read (refused before decoding)"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the header, checks the dimensions, then decodes with the allocation
+/// capped at what those dimensions need, to RGB.
+fn decode_checked<R: std::io::BufRead + std::io::Seek>(reader: image::ImageReader<R>, what: &str) -> Result<RgbImage> {
+    let op = "decode_image";
+    let bad = |e: &dyn std::fmt::Display| crate::arg_err!(op, "{what}: cannot decode image: {e}");
+    let mut reader = reader.with_guessed_format().map_err(|e| bad(&e))?;
+    let (w, h) = {
+        // The header alone, from a reader of its own position.
+        let mut probe = reader.into_inner();
+        let start = probe.stream_position().map_err(|e| bad(&e))?;
+        let dims = image::ImageReader::new(&mut probe).with_guessed_format().map_err(|e| bad(&e))?.into_dimensions();
+        probe.seek(std::io::SeekFrom::Start(start)).map_err(|e| bad(&e))?;
+        reader = image::ImageReader::new(probe).with_guessed_format().map_err(|e| bad(&e))?;
+        dims.map_err(|e| bad(&e))?
+    };
+    check_image_dimensions(w, h, what).map_err(|m| crate::arg_err!(op, "{m}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // 16-bit RGBA is the widest a PNG or JPEG decodes to, plus the RGB copy.
+    limits.max_alloc = Some(w as u64 * h as u64 * 11);
+    reader.limits(limits);
+    Ok(reader.decode().map_err(|e| bad(&e))?.to_rgb8())
+}
+
+/// Decodes a PNG or JPEG file to RGB; the error names the file. Images past
+/// [`MAX_IMAGE_PIXELS`] are refused from their header.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let img =
-        image::open(path).map_err(|e| crate::arg_err!("load_image", "{}: cannot decode image: {e}", path.display()))?;
-    Ok(img.to_rgb8())
+    let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    decode_checked(image::ImageReader::new(std::io::BufReader::new(f)), &path.display().to_string())
 }
 
 /// Decodes PNG or JPEG bytes (e.g. base64-embedded dataset images); `what` names
-/// the source in errors.
+/// the source in errors. Images past [`MAX_IMAGE_PIXELS`] are refused from
+/// their header.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| crate::arg_err!("decode_image", "{what}: cannot decode image: {e}"))?;
-    Ok(img.to_rgb8())
+    decode_checked(image::ImageReader::new(std::io::Cursor::new(bytes)), what)
 }
 
 /// Pixel rows and grids for a list of images (one sample's, or a batch's in order).
