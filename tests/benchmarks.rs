@@ -184,6 +184,31 @@ fn actial_eval_runs_resumes_and_compares() {
     // Other settings in the same directory are refused.
     let (ok, _, err) = eval(&[&run_a[..], &["--max-pixels", "12544"]].concat());
     assert!(!ok && err.contains("other settings"), "{err}");
+    // So is another file under a benchmark name that has answers (it used to
+    // say "0 to go" and score the first file's answers as the second's).
+    let other = dir.join("3dsrbench-other.tsv");
+    let tsv = std::fs::read_to_string(fx("3dsrbench.tsv")).unwrap();
+    std::fs::write(&other, tsv.replacen("\tA\theight_higher", "\tB\theight_higher", 1)).unwrap();
+    let sr2 = format!("3dsrbench={}", other.display());
+    let (ok, _, err) =
+        eval(&[&["run"], &common[..], &["--bench", &sr2, "--skip-bad", "--out", a.to_str().unwrap()]].concat());
+    assert!(!ok && err.contains("3dsrbench") && err.contains("holds 5 answers to"), "{err}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["benchmarks"]["3dsrbench"]["sha256"].as_str().unwrap().len(), 64, "{record}");
+    // A run that failed before its first answer does not lock its directory.
+    let c = dir.join("c");
+    let (ok, _, _) = eval(&[&["run"], &common[..], &["--bench", &sr, "--out", c.to_str().unwrap()]].concat());
+    assert!(!ok);
+    let (ok, _, err) = eval(
+        &[
+            &["run"],
+            &common[..],
+            &["--bench", &sr, "--skip-bad", "--max-pixels", "12544", "--out", c.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{err}");
 
     let (ok, _, err) =
         eval(&[&["run"], &common[..], &["--bench", &cv, "--limit", "3", "--out", b.to_str().unwrap()]].concat());

@@ -169,6 +169,59 @@ fn unique_ids(records: &mut [QaRecord]) {
     }
 }
 
+/// The answers already in `out` for benchmark `name` (its items.jsonl lines).
+fn answered(out: &Path, name: &str) -> usize {
+    std::fs::read_to_string(out.join(format!("{name}.items.jsonl"))).map_or(0, |t| t.lines().count())
+}
+
+/// Records the run's settings and each benchmark's file and hash in
+/// `out/run.json`. Refuses other settings when answers exist, and a benchmark
+/// whose file changed when it has answers; a directory without answers (a run
+/// that failed before its first) takes the new settings.
+fn claim_eval_dir(out: &Path, settings: &Value, benches: &[(Benchmark, PathBuf)]) -> Result<()> {
+    let path = out.join("run.json");
+    let old: Value = match std::fs::read_to_string(&path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| Error::Config { file: path.display().to_string(), msg: format!("not a run record: {e}") })?,
+        Err(_) => Value::Null,
+    };
+    // Records before benchmark hashes were the settings alone.
+    let old_settings = if old.get("settings").is_some() { &old["settings"] } else { &old };
+    let mut files = old.get("benchmarks").and_then(Value::as_object).cloned().unwrap_or_default();
+    let any_answers = std::fs::read_dir(out).into_iter().flatten().flatten().any(|e| {
+        e.file_name().to_str().and_then(|n| n.strip_suffix(".items.jsonl")).is_some_and(|n| answered(out, n) > 0)
+    });
+    if any_answers && !old.is_null() && old_settings != settings {
+        return Err(actial::arg_err!(
+            "actial-eval",
+            "{} holds answers made with other settings ({old_settings}); use another --out",
+            out.display()
+        ));
+    }
+    for (b, file) in benches {
+        let sha = actial::train::run_dir::hash_input(file)?;
+        let n = answered(out, b.name());
+        if let Some(prev) = files.get(b.name())
+            && n > 0
+            && prev["sha256"].as_str() != Some(sha.as_str())
+        {
+            return Err(actial::arg_err!(
+                "actial-eval",
+                "{}: {} holds {n} answers to {} (sha256 {}), and {} is another file or other contents; use another --out",
+                b.name(),
+                out.display(),
+                prev["file"].as_str().unwrap_or("?"),
+                prev["sha256"].as_str().unwrap_or("?"),
+                file.display()
+            ));
+        }
+        files.insert(b.name().to_string(), json!({ "file": file, "sha256": sha }));
+    }
+    let record = json!({ "settings": settings, "benchmarks": files });
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    actial::model::weights::write_atomic(&path, serde_json::to_string_pretty(&record).expect("JSON").as_bytes())
+}
+
 fn run(a: RunArgs) -> Result<()> {
     let mut benches = Vec::new();
     for spec in &a.benches {
@@ -186,7 +239,8 @@ fn run(a: RunArgs) -> Result<()> {
         text => Some(text.to_string()),
     };
     std::fs::create_dir_all(&a.out).map_err(io_err(&a.out))?;
-    // A run directory holds one setting: resuming with another would mix them.
+    // A run directory holds one setting and, per benchmark, one file: resuming
+    // with another would score one file's answers as another's.
     let settings = json!({
         "model": a.model,
         "adapter": a.adapter,
@@ -195,24 +249,7 @@ fn run(a: RunArgs) -> Result<()> {
         "max_pixels": a.max_pixels,
         "categories": a.categories,
     });
-    let settings_path = a.out.join("run.json");
-    if settings_path.is_file() {
-        let old: Value =
-            serde_json::from_str(&std::fs::read_to_string(&settings_path).map_err(io_err(&settings_path))?)
-                .unwrap_or(Value::Null);
-        if old != settings {
-            return Err(actial::arg_err!(
-                "actial-eval",
-                "{} holds a run with other settings ({old}); use another --out",
-                a.out.display()
-            ));
-        }
-    } else {
-        actial::model::weights::write_atomic(
-            &settings_path,
-            serde_json::to_string_pretty(&settings).expect("JSON").as_bytes(),
-        )?;
-    }
+    claim_eval_dir(&a.out, &settings, &benches)?;
 
     let mut report = serde_json::Map::new();
     let mut md = format!(

@@ -141,6 +141,34 @@ pub fn hash_file(p: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// sha256 of an input: a file's contents; a directory's file names and sizes,
+/// recursively (a benchmark released as folders of parquet shards or images).
+pub fn hash_input(p: &Path) -> Result<String> {
+    if !p.is_dir() {
+        return hash_file(p);
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| io(&d, e))?.flatten() {
+            let q = e.path();
+            if q.is_dir() {
+                stack.push(q);
+            } else {
+                let len = e.metadata().map_err(|e| io(&q, e))?.len();
+                files.push((q.strip_prefix(p).unwrap_or(&q).display().to_string(), len));
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for (name, len) in files {
+        h.update(name.as_bytes());
+        h.update(len.to_le_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
 /// sha256 of a safetensors file's length and header (hashing 15 GB of weights
 /// on every start would cost more than it tells).
 fn hash_safetensors_header(p: &Path) -> Result<String> {
