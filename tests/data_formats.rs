@@ -75,16 +75,32 @@ fn malformed_rows_name_file_and_line_or_are_counted() {
         r#"{"messages": [{"role": "assistant", "content": "A"}]}"#,
         r#"{"messages": [{"role": "user", "content": "<image>q"}], "images": [{"bytes": "%%%"}]}"#,
         good,
+        // No assistant turn and no answer: nothing to train on or score against
+        // (it used to train an empty reply and score against "").
+        r#"{"messages": [{"role": "user", "content": "q"}]}"#,
+        // A prompt-only row with its answer (GRPO data) is fine.
+        r#"{"messages": [{"role": "user", "content": "q"}], "answer": "B"}"#,
     ];
     std::fs::write(&f, lines.join("\n")).unwrap();
     let e = load_sharegpt(&f, true).unwrap_err().to_string();
     assert!(e.contains("bad.jsonl:2") && e.contains("invalid JSON"), "{e}");
     let rep = load_sharegpt(&f, false).unwrap();
-    assert_eq!(rep.records.len(), 2);
-    assert_eq!(rep.skipped_total(), 4);
+    assert_eq!(rep.records.len(), 3);
+    assert_eq!(rep.skipped_total(), 5);
     let summary = rep.summary();
     assert!(summary.contains("<image> placeholders do not match the images"), "{summary}");
     assert!(summary.contains("no user turn") && summary.contains("base64"), "{summary}");
+    assert!(summary.contains("no assistant turn and no \"answer\""), "{summary}");
+    // SFT skips the prompt-only row, naming it.
+    let tok = actial::model::tiny::tiny_tokenizer().unwrap();
+    let proc = actial::model::image::ImageProcessorConfig::for_vision(&actial::model::tiny::tiny_config(&tok).vision);
+    let enc = actial::train::data::encode_records(&rep.records[2..], &tok, &proc, None, 512).unwrap();
+    assert!(enc.examples.is_empty());
+    assert!(
+        enc.skipped.keys().any(|k| k.starts_with("no response to train on (first: record line8")),
+        "{:?}",
+        enc.skipped
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 

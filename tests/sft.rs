@@ -200,8 +200,12 @@ fn long_rows_are_counted_and_non_finite_losses_stop() {
     let proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
     let enc = encode_records(&recs, &tok, &proc, None, 40).unwrap();
     assert_eq!(enc.examples.len(), 0);
-    assert_eq!(enc.skipped["longer than run.max_length"], 2);
-    assert_eq!(enc.skipped["missing or undecodable image"], 1);
+    // Each reason names its first case: the record, and the file to fix.
+    let by_reason = |r: &str| enc.skipped.iter().find(|(k, _)| k.starts_with(r)).map(|(k, &n)| (k.clone(), n)).unwrap();
+    let (long, n) = by_reason("longer than run.max_length (first: record ");
+    assert!(n == 2 && long.contains("tokens"), "{long}");
+    let (missing, n) = by_reason("missing or undecodable image (first: ");
+    assert!(n == 1 && missing.contains("missing.png"), "{missing}");
     // NaN pixels make the loss NaN: the step fails with a message, nothing is updated.
     let mut ex = encode_records(&recs[..1], &tok, &proc, None, 1024).unwrap().examples;
     let px = ex[0].pixels.as_ref().unwrap();

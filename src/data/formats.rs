@@ -143,6 +143,11 @@ fn parse_sharegpt(v: &Value, base: &Path, line: usize) -> std::result::Result<Qa
         return Err(format!("<image> placeholders do not match the images: {n} vs {}", images.len()));
     }
     let answer = v.get("answer").and_then(Value::as_str).map(String::from).unwrap_or_else(|| answer_of(&response));
+    // Nothing to train on and nothing to score against: an empty reply would
+    // be trained and an empty answer scored.
+    if response.trim().is_empty() && answer.trim().is_empty() {
+        return Err("no assistant turn and no \"answer\"".into());
+    }
     Ok(QaRecord {
         id: v
             .get("id")

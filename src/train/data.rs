@@ -43,25 +43,48 @@ pub struct Encoded {
     pub skipped: BTreeMap<String, usize>,
 }
 
+/// Skipped records counted by reason, each reason shown with its first case
+/// (the record and the file or error), so a user can find what to fix.
+#[derive(Debug, Default)]
+pub struct Skips {
+    counts: BTreeMap<String, usize>,
+    first: BTreeMap<String, String>,
+}
+
+impl Skips {
+    pub fn add(&mut self, reason: &str, case: impl FnOnce() -> String) {
+        *self.counts.entry(reason.to_string()).or_default() += 1;
+        self.first.entry(reason.to_string()).or_insert_with(case);
+    }
+
+    /// Counts keyed by "reason (first: case)".
+    pub fn into_map(self) -> BTreeMap<String, usize> {
+        let first = self.first;
+        self.counts.into_iter().map(|(r, n)| (format!("{r} (first: {})", first[&r]), n)).collect()
+    }
+}
+
 /// A record's images, decoded and preprocessed (None: a text-only record), or
-/// why they cannot be used.
+/// why they cannot be used: the reason, and the error naming the file.
 pub fn record_images(
     r: &QaRecord,
     proc: &ImageProcessorConfig,
-) -> std::result::Result<Option<ProcessedImages>, &'static str> {
+) -> std::result::Result<Option<ProcessedImages>, (&'static str, String)> {
     let images: Result<Vec<_>> = r
         .images
         .iter()
         .map(|i| match i {
             ImageRef::Path(p) => load_image(p),
-            ImageRef::Bytes(b) => decode_image(b, &r.id),
+            ImageRef::Bytes(b) => decode_image(b, &format!("record {}", r.id)),
         })
         .collect();
-    let images = images.map_err(|_| "missing or undecodable image")?;
+    let images = images.map_err(|e| ("missing or undecodable image", e.to_string()))?;
     if images.is_empty() {
         return Ok(None);
     }
-    preprocess(&images, proc).map(Some).map_err(|_| "image too small or too elongated")
+    preprocess(&images, proc)
+        .map(Some)
+        .map_err(|e| ("image too small or too elongated", format!("record {}: {e}", r.id)))
 }
 
 /// Encodes `records`; samples longer than `max_length` tokens, with undecodable
@@ -74,11 +97,17 @@ pub fn encode_records(
     max_length: usize,
 ) -> Result<Encoded> {
     let mut enc = Encoded::default();
-    let mut skip = |reason: &str| *enc.skipped.entry(reason.to_string()).or_default() += 1;
+    let mut skips = Skips::default();
     // Records that show the same image files (a pair's three questions, a photo's
     // questions) share one preprocessed pixel tensor.
     let mut cache: HashMap<Vec<PathBuf>, Option<ProcessedImages>> = HashMap::new();
     for r in records {
+        if r.response.trim().is_empty() {
+            // A prompt-only row (GRPO or evaluation data): SFT would train an
+            // empty reply.
+            skips.add("no response to train on", || format!("record {}", r.id));
+            continue;
+        }
         let paths: Option<Vec<PathBuf>> = r
             .images
             .iter()
@@ -93,8 +122,8 @@ pub fn encode_records(
             None => {
                 let px = match record_images(r, proc) {
                     Ok(px) => px,
-                    Err(reason) => {
-                        skip(reason);
+                    Err((reason, case)) => {
+                        skips.add(reason, || case);
                         continue;
                     }
                 };
@@ -116,12 +145,12 @@ pub fn encode_records(
         messages.push(Message::text(Role::Assistant, r.response.clone()));
         let e = tok.encode_chat(&messages, &counts, false)?;
         if e.ids.len() > max_length {
-            skip("longer than run.max_length");
+            skips.add("longer than run.max_length", || format!("record {}, {} tokens", r.id, e.ids.len()));
             continue;
         }
         let target_tokens = e.labels[1..].iter().filter(|&&l| l >= 0).count();
         if target_tokens == 0 {
-            skip("no supervised tokens");
+            skips.add("no supervised tokens", || format!("record {}", r.id));
             continue;
         }
         let (pixels, grids) = match px {
@@ -143,6 +172,7 @@ pub fn encode_records(
             },
         });
     }
+    enc.skipped = skips.into_map();
     Ok(enc)
 }
 

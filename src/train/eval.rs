@@ -56,12 +56,12 @@ pub fn encode_prompts(
     max_prompt_tokens: usize,
 ) -> Result<(Vec<EvalItem>, BTreeMap<String, usize>)> {
     let mut items = Vec::new();
-    let mut skipped = BTreeMap::<String, usize>::new();
+    let mut skipped = super::data::Skips::default();
     for r in records {
         let px = match record_images(r, proc) {
             Ok(px) => px,
-            Err(reason) => {
-                *skipped.entry(reason.into()).or_default() += 1;
+            Err((reason, case)) => {
+                skipped.add(reason, || case);
                 continue;
             }
         };
@@ -76,7 +76,7 @@ pub fn encode_prompts(
         messages.push(Message { role: Role::User, content: user_content(&r.prompt) });
         let e = tok.encode_chat(&messages, &counts, true)?;
         if e.ids.len() > max_prompt_tokens {
-            *skipped.entry("prompt longer than the limit".into()).or_default() += 1;
+            skipped.add("prompt longer than the limit", || format!("record {}, {} tokens", r.id, e.ids.len()));
             continue;
         }
         let (pixels, grids) = match px {
@@ -90,7 +90,7 @@ pub fn encode_prompts(
             answer: r.answer.clone(),
         });
     }
-    Ok((items, skipped))
+    Ok((items, skipped.into_map()))
 }
 
 /// Which extraction rule produced the answer.
