@@ -86,3 +86,41 @@ fn captures_are_found_and_bad_files_are_named() {
     std::fs::remove_dir_all(&d).unwrap();
     assert!(read_model(Path::new("/nonexistent")).unwrap_err().to_string().contains("no COLMAP model"));
 }
+
+/// Models that cannot give a pose with its intrinsics are errors naming the
+/// files: an image naming an undefined camera, an empty cameras.txt, a model
+/// missing its images file (a campaign found each gave exit 0 and an empty
+/// viewpoint.jsonl).
+#[test]
+fn incomplete_models_are_errors_naming_the_file() {
+    let d = std::env::temp_dir().join(format!("actial-colmap-incomplete-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let image = "1 1 0 0 0 0 0 4 7 frame_000.png\n\n";
+    std::fs::write(d.join("cameras.txt"), "1 PINHOLE 64 48 60 60 32 24\n").unwrap();
+    std::fs::write(d.join("images.txt"), image).unwrap();
+    let e = read_text(&d).unwrap_err().to_string();
+    assert!(e.contains("images.txt") && e.contains("frame_000.png") && e.contains("names camera 7"), "{e}");
+    std::fs::write(d.join("cameras.txt"), "# no cameras\n").unwrap();
+    let e = read_text(&d).unwrap_err().to_string();
+    assert!(e.contains("cameras.txt") && e.contains("no cameras"), "{e}");
+    // A capture whose model lacks images.txt is found, and reading it says so.
+    let cap = d.join("cap");
+    std::fs::create_dir_all(cap.join("sparse/0")).unwrap();
+    std::fs::write(cap.join("sparse/0/cameras.txt"), "1 PINHOLE 64 48 60 60 32 24\n").unwrap();
+    let caps = find_captures(&cap).unwrap();
+    assert_eq!(caps.len(), 1);
+    let e = read_model(&caps[0].model_dir).unwrap_err().to_string();
+    assert!(e.contains("no COLMAP model") && e.contains("found cameras.txt"), "{e}");
+    // actial-data build over only unreadable captures fails, saying why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_actial-data"))
+        .args(["build", "--captures", cap.to_str().unwrap(), "--out", d.join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no viewpoint pair") && err.contains("unreadable COLMAP model"),
+        "{err}"
+    );
+    assert!(!d.join("out/viewpoint.jsonl").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}

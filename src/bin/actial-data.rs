@@ -225,6 +225,18 @@ fn build(root: &Path, out: &Path, max_pairs: usize, min_yaw: f64, max_yaw: f64, 
         }
     }
     pb.finish_and_clear();
+    if records.is_empty() {
+        // Nothing usable: an empty viewpoint.jsonl would look like success.
+        let why: Vec<String> = skipped.iter().map(|(r, n)| format!("{n} skipped: {r}")).collect();
+        return Err(actial::arg_err!(
+            "build",
+            "no viewpoint pair from the {} capture(s) under {}:\n  {}\n  e.g. {}",
+            captures.len(),
+            root.display(),
+            why.join("\n  "),
+            examples.join("\n  e.g. ")
+        ));
+    }
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     write_sharegpt(&out.join("viewpoint.jsonl"), &records)?;
     actial::model::weights::write_atomic(&out.join("manifest.jsonl"), manifest.as_bytes())?;

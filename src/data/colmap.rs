@@ -71,13 +71,49 @@ pub fn read_model(dir: &Path) -> Result<ColmapModel> {
     } else if dir.join("images.txt").is_file() && dir.join("cameras.txt").is_file() {
         read_text(dir)
     } else {
-        Err(err(dir, "no COLMAP model here (cameras/images .bin or .txt)"))
+        let present: Vec<&str> = ["cameras.bin", "images.bin", "cameras.txt", "images.txt"]
+            .into_iter()
+            .filter(|f| dir.join(f).is_file())
+            .collect();
+        Err(err(
+            dir,
+            format!(
+                "no COLMAP model here: cameras and images, both .bin or both .txt, are needed (found {})",
+                if present.is_empty() { "neither".to_string() } else { present.join(", ") }
+            ),
+        ))
     }
 }
 
-fn sorted(cameras: BTreeMap<u32, ColmapCamera>, mut images: Vec<ColmapImage>) -> ColmapModel {
+/// The model with its images in name order, once every image's camera exists:
+/// an empty camera file, or an image naming an undefined camera, is an error
+/// naming the files (every pose needs its intrinsics).
+fn checked(
+    cameras: BTreeMap<u32, ColmapCamera>,
+    mut images: Vec<ColmapImage>,
+    cam_path: &Path,
+    img_path: &Path,
+) -> Result<ColmapModel> {
+    if cameras.is_empty() {
+        return Err(err(cam_path, "no cameras"));
+    }
+    if images.is_empty() {
+        return Err(err(img_path, "no images"));
+    }
+    if let Some(i) = images.iter().find(|i| !cameras.contains_key(&i.camera_id)) {
+        return Err(err(
+            img_path,
+            format!(
+                "image {} ({}) names camera {}, which {} does not define",
+                i.id,
+                i.name,
+                i.camera_id,
+                cam_path.display()
+            ),
+        ));
+    }
     images.sort_by(|a, b| a.name.cmp(&b.name));
-    ColmapModel { cameras, images }
+    Ok(ColmapModel { cameras, images })
 }
 
 /// The text format: `cameras.txt` (`ID MODEL W H PARAMS...`) and `images.txt`
@@ -132,7 +168,7 @@ pub fn read_text(dir: &Path) -> Result<ColmapModel> {
         images.push(ColmapImage { id, qvec, tvec, camera_id, name });
         lines.next(); // the POINTS2D line (possibly empty)
     }
-    Ok(sorted(cameras, images))
+    checked(cameras, images, &cam_path, &img_path)
 }
 
 /// A cursor over little-endian binary data that reports truncation by file.
@@ -196,7 +232,7 @@ pub fn read_binary(dir: &Path) -> Result<ColmapModel> {
         r.take(points.checked_mul(24).ok_or_else(|| err(&img_path, "absurd point count"))?)?;
         images.push(ColmapImage { id, qvec, tvec, camera_id, name });
     }
-    Ok(sorted(cameras, images))
+    checked(cameras, images, &cam_path, &img_path)
 }
 
 /// Chosen pairs of one capture and why the others were rejected.
@@ -247,9 +283,11 @@ pub fn find_captures(root: &Path) -> Result<Vec<Capture>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
+        // Any of the model's files marks a capture: one missing its partner is
+        // then an error naming it, not a capture silently passed over.
         let model_dir = [d.join("sparse/0"), d.join("sparse")]
             .into_iter()
-            .find(|m| m.join("images.bin").is_file() || m.join("images.txt").is_file());
+            .find(|m| ["images.bin", "images.txt", "cameras.bin", "cameras.txt"].iter().any(|f| m.join(f).is_file()));
         if let Some(model_dir) = model_dir {
             out.push(Capture { root: d.clone(), model_dir, images_dir: d.join("images") });
             continue;
