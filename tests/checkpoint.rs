@@ -116,3 +116,26 @@ fn a_config_far_bigger_than_its_weights_lists_the_problems_without_allocating() 
     assert!(e.lines().count() < 40, "the list is cut short: {} lines", e.lines().count());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A safetensors file the reader refuses names the tensor at fault (the
+/// crate's own messages, e.g. "invalid shape, data type, or offset for
+/// tensor", do not).
+#[test]
+fn a_corrupt_safetensors_header_names_the_tensor() {
+    let dir = tmpdir("bad-header");
+    let write = |header: &str, data: usize| {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(vec![0u8; data]);
+        std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+        Checkpoint::open(&dir).err().unwrap().to_string()
+    };
+    let a = r#""model.a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+    let e = write(&format!(r#"{{{a},"model.b":{{"dtype":"F32","shape":[3],"data_offsets":[8,16]}}}}"#), 16);
+    assert!(e.contains("model.b") && e.contains("needs 12 bytes"), "{e}");
+    let e = write(&format!(r#"{{{a},"model.b":{{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}}}"#), 12);
+    assert!(e.contains("model.b") && e.contains("run past the data"), "{e}");
+    let e = write(&format!(r#"{{{a},"model.b":{{"dtype":"Q4","shape":[2],"data_offsets":[8,16]}}}}"#), 16);
+    assert!(e.contains("model.b") && e.contains("unknown dtype"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -74,8 +74,10 @@ impl Checkpoint {
             // process is outside what we can defend against (as with every mmap loader).
             let mmap =
                 unsafe { Mmap::map(&file) }.map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-            let st = SafeTensors::deserialize(&mmap)
-                .map_err(|e| ckpt_err(&path, format!("corrupt or truncated safetensors file: {e}")))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+                let which = header_problem(&mmap).map(|p| format!(" ({p})")).unwrap_or_default();
+                ckpt_err(&path, format!("corrupt or truncated safetensors file: {e}{which}"))
+            })?;
             for name in st.names() {
                 let canon = canonical_name(name);
                 if let Some((other, _)) = index.insert(canon.clone(), (shards.len(), name.to_string())) {
@@ -200,4 +202,54 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
+}
+
+/// The first tensor whose header entry cannot be right, named, when the
+/// safetensors crate refuses a file without saying which (its messages like
+/// "invalid shape, data type, or offset for tensor" carry no name).
+fn header_problem(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data_len = (bytes.len() - 8 - n) as u64;
+    let mut entries: Vec<(String, u64, u64)> = Vec::new();
+    for (name, v) in header.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let size = match v["dtype"].as_str() {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            other => return Some(format!("tensor {name}: unknown dtype {other:?}")),
+        };
+        let shape: Option<Vec<u64>> = v["shape"].as_array().and_then(|a| a.iter().map(|x| x.as_u64()).collect());
+        let Some(shape) = shape else { return Some(format!("tensor {name}: shape {} is not a list of sizes", v["shape"])) };
+        let offs: Option<Vec<u64>> = v["data_offsets"].as_array().and_then(|a| a.iter().map(|x| x.as_u64()).collect());
+        let Some([start, end]) = offs.as_deref().and_then(|o| <[u64; 2]>::try_from(o).ok()) else {
+            return Some(format!("tensor {name}: data_offsets {} are not two offsets", v["data_offsets"]));
+        };
+        let need = shape.iter().try_fold(size, |a: u64, &d| a.checked_mul(d));
+        if end < start || need != Some(end - start) {
+            return Some(format!(
+                "tensor {name}: shape {shape:?} of {} needs {} bytes, data_offsets [{start}, {end}] hold {}",
+                v["dtype"].as_str().unwrap_or("?"),
+                need.map_or("more than 2^64".to_string(), |b| b.to_string()),
+                end as i128 - start as i128
+            ));
+        }
+        if end > data_len {
+            return Some(format!("tensor {name}: data_offsets [{start}, {end}] run past the data ({data_len} bytes)"));
+        }
+        entries.push((name.clone(), start, end));
+    }
+    entries.sort_by_key(|e| e.1);
+    let mut at = 0;
+    for (name, start, end) in &entries {
+        if *start != at {
+            return Some(format!("tensor {name}: starts at byte {start}, the previous tensor ends at {at}"));
+        }
+        at = *end;
+    }
+    (at != data_len).then(|| format!("the tensors end at byte {at}, the data holds {data_len}"))
 }
