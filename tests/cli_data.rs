@@ -61,3 +61,22 @@ fn bad_inputs_fail_clearly() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `stats` reads every image's header: a file that exists but is no image,
+/// or declares too many pixels, is reported by name (it used to pass).
+#[test]
+fn stats_reads_every_image_header() {
+    let d = std::env::temp_dir().join(format!("actial-stats-headers-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("junk.png"), b"this is no image").unwrap();
+    let row = r#"{"messages": [{"role": "user", "content": "<image>q"}, {"role": "assistant", "content": "A"}], "images": ["junk.png"]}"#;
+    std::fs::write(d.join("data.jsonl"), format!("{row}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_actial-data"))
+        .args(["stats", d.join("data.jsonl").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("junk.png: cannot read the image header") && text.contains("1 unreadable"), "{text}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

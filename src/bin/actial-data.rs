@@ -263,12 +263,38 @@ fn stats(file: &Path) -> Result<()> {
         println!("  e.g. {e}");
     }
     let mut by_kind: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-    let (mut missing, mut images, mut chars) = (0, 0, 0);
+    let (mut missing, mut unreadable, mut images, mut chars) = (0, 0, 0, 0);
+    let mut bad_examples = Vec::new();
+    // Each distinct image's header is read (format, size within the pixel
+    // cap): a file that exists but will not decode is found here, not in
+    // the middle of training.
+    let mut seen = std::collections::HashSet::new();
     for r in &rep.records {
         *by_kind.entry(&r.kind).or_default().entry(&r.answer).or_default() += 1;
         images += r.images.len();
         chars += r.prompt.len();
-        missing += r.images.iter().filter(|i| matches!(i, ImageRef::Path(p) if !p.is_file())).count();
+        for img in &r.images {
+            let checked = match img {
+                ImageRef::Path(p) if !p.is_file() => {
+                    missing += 1;
+                    continue;
+                }
+                ImageRef::Path(p) if !seen.insert(p.clone()) => continue,
+                ImageRef::Path(p) => {
+                    image_header(image::ImageReader::open(p).map_err(|e| e.to_string()), &p.display().to_string())
+                }
+                ImageRef::Bytes(b) => image_header(
+                    Ok(image::ImageReader::new(std::io::BufReader::new(std::io::Cursor::new(b.as_slice())))),
+                    &format!("record {}", r.id),
+                ),
+            };
+            if let Err(e) = checked {
+                unreadable += 1;
+                if bad_examples.len() < 5 {
+                    bad_examples.push(e);
+                }
+            }
+        }
     }
     println!("{:<28} {:>7}  answers", "kind", "items");
     for (kind, answers) in &by_kind {
@@ -279,14 +305,33 @@ fn stats(file: &Path) -> Result<()> {
     }
     let n = rep.records.len().max(1) as f64;
     println!(
-        "images per item {:.2}, prompt length {:.0} chars on average, {missing} image files missing",
+        "images per item {:.2}, prompt length {:.0} chars on average, {missing} image files missing, {unreadable} unreadable",
         images as f64 / n,
         chars as f64 / n
     );
-    if missing > 0 {
-        return Err(actial::arg_err!("stats", "{missing} image files referenced by {} are missing", file.display()));
+    for e in &bad_examples {
+        println!("  e.g. {e}");
+    }
+    if missing + unreadable > 0 {
+        return Err(actial::arg_err!(
+            "stats",
+            "{} references {missing} missing and {unreadable} unreadable images",
+            file.display()
+        ));
     }
     Ok(())
+}
+
+/// An image's header: a known format and dimensions within the pixel cap.
+fn image_header<R: std::io::BufRead + std::io::Seek>(
+    reader: std::result::Result<image::ImageReader<R>, String>,
+    what: &str,
+) -> std::result::Result<(), String> {
+    let (w, h) = reader
+        .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
+        .and_then(|r| r.into_dimensions().map_err(|e| e.to_string()))
+        .map_err(|e| format!("{what}: cannot read the image header: {e}"))?;
+    actial::model::image::check_image_dimensions(w, h, what)
 }
 
 fn inspect(file: &Path, out: &Path, n: usize, start: usize) -> Result<()> {

@@ -224,7 +224,9 @@ fn header_problem(bytes: &[u8]) -> Option<String> {
             other => return Some(format!("tensor {name}: unknown dtype {other:?}")),
         };
         let shape: Option<Vec<u64>> = v["shape"].as_array().and_then(|a| a.iter().map(|x| x.as_u64()).collect());
-        let Some(shape) = shape else { return Some(format!("tensor {name}: shape {} is not a list of sizes", v["shape"])) };
+        let Some(shape) = shape else {
+            return Some(format!("tensor {name}: shape {} is not a list of sizes", v["shape"]));
+        };
         let offs: Option<Vec<u64>> = v["data_offsets"].as_array().and_then(|a| a.iter().map(|x| x.as_u64()).collect());
         let Some([start, end]) = offs.as_deref().and_then(|o| <[u64; 2]>::try_from(o).ok()) else {
             return Some(format!("tensor {name}: data_offsets {} are not two offsets", v["data_offsets"]));
