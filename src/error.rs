@@ -80,3 +80,12 @@ macro_rules! arg_err {
         $crate::error::Error::Arg { op: $op, msg: format!($($fmt)*) }
     };
 }
+
+/// The message of a caught panic (a third-party parser's, turned into an
+/// error naming the file).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}

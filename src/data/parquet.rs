@@ -135,14 +135,23 @@ fn parse_row(v: &Value, index: usize, instruction: &str) -> std::result::Result<
 pub fn parquet_rows(path: &Path) -> Result<Vec<Value>> {
     let file = File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
     let bad = |msg: String| Error::Arg { op: "parquet", msg: format!("{}: {msg}", path.display()) };
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
-    let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;
-    rows.enumerate()
-        .map(|(i, row)| {
-            let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
-            Ok(Value::Object(row.get_column_iter().map(|(k, f)| (k.clone(), to_value(f, k))).collect()))
-        })
-        .collect()
+    // The parquet crate panics on some corrupt metadata ("column start and
+    // length should not be negative", found by tests/fuzz_loaders.rs): a panic
+    // is an error naming the file, like any other unreadable file.
+    let read = std::panic::catch_unwind(move || -> Result<Vec<Value>> {
+        let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
+        let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;
+        rows.enumerate()
+            .map(|(i, row)| {
+                let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
+                Ok(Value::Object(row.get_column_iter().map(|(k, f)| (k.clone(), to_value(f, k))).collect()))
+            })
+            .collect()
+    });
+    read.unwrap_or_else(|p| {
+        let why = crate::error::panic_message(p.as_ref());
+        Err(Error::Arg { op: "parquet", msg: format!("{}: not a readable parquet file: {why}", path.display()) })
+    })
 }
 
 /// Loads spatial multiple-choice QA from a parquet file. `instruction` follows the

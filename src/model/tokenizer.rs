@@ -102,8 +102,17 @@ impl QwenTokenizer {
         if !path.is_file() {
             return Err(Error::Config { file, msg: "tokenizer.json not found".into() });
         }
-        let tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| Error::Config { file: file.clone(), msg: format!("cannot load tokenizer: {e}") })?;
+        // The tokenizers crate panics on some malformed files (found by
+        // tests/fuzz_loaders.rs): a panic is an error naming the file too.
+        let loaded = std::panic::catch_unwind(|| Tokenizer::from_file(path)).map_err(|p| {
+            let why = crate::error::panic_message(p.as_ref());
+            Error::Config {
+                file: file.clone(),
+                msg: format!("cannot load tokenizer: the tokenizers library failed: {why}"),
+            }
+        })?;
+        let tokenizer =
+            loaded.map_err(|e| Error::Config { file: file.clone(), msg: format!("cannot load tokenizer: {e}") })?;
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
