@@ -318,3 +318,32 @@ fn a_run_directory_belongs_to_one_run() {
     assert_eq!(checkpoint_steps(&out), [1, 2]);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A CPU run whose weights and optimizer state alone exceed the memory the
+/// system has free stops before loading anything, saying what it needs and
+/// what to change (a 72B-sized config: ~1.2 TB of f32 state for full
+/// fine-tuning, more than any CI machine has).
+#[test]
+fn a_cpu_run_that_cannot_hold_its_state_says_so_before_loading() {
+    let d = std::env::temp_dir().join(format!("actial-cli-cpu-fit-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs/qwen2.5-vl-7b-instruct/config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    let text = if cfg.get("text_config").is_some() { &mut cfg["text_config"] } else { &mut cfg };
+    (text["hidden_size"], text["intermediate_size"], text["num_hidden_layers"]) =
+        (8192.into(), 29568.into(), 80.into());
+    (text["num_attention_heads"], text["num_key_value_heads"]) = (64.into(), 8.into());
+    cfg["vision_config"]["out_hidden_size"] = 8192.into();
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let (ok, text) = try_run(&[
+        "--recipe",
+        "sft",
+        "--out",
+        d.join("run").to_str().unwrap(),
+        "--set",
+        &format!("model.path={:?}", d.display().to_string()),
+    ]);
+    assert!(!ok && text.contains("weights and optimizer state alone need") && text.contains("lora.enabled"), "{text}");
+    assert!(!d.join("run").exists(), "nothing written");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -302,6 +302,24 @@ fn training_device(args: &Args, cfg: &SftConfig) -> Result<Device> {
     if args.skip_fit_check {
         return Ok(d);
     }
+    if d == Device::Cpu {
+        // On the CPU: the weights and the optimizer state alone against the
+        // memory the system has free (a 7B full fine-tune needs ~120 GB).
+        let need = actial::train::plan::cpu_state_bytes(&model_dims(cfg)?, cfg);
+        if let Some(avail) = mem_available()
+            && need > avail
+        {
+            return Err(actial::arg_err!(
+                "actial-train",
+                "on the CPU the weights and optimizer state alone need {} (f32 weights; gradients and AdamW moments \
+                 for the {} trainable), {} is available; use LoRA (--set lora.enabled=true), freeze parts \
+                 (train.*), or --device cuda; or pass --skip-fit-check to try anyway",
+                actial::cuda::accounting::bytes(need),
+                if cfg.lora.enabled { "LoRA adapters" } else { "parameters" },
+                actial::cuda::accounting::bytes(avail)
+            ));
+        }
+    }
     if let Some((free, total)) = actial::cuda::memory_info(d) {
         let dims = model_dims(cfg)?;
         let (sft, grpo) = recipe_phases(args.recipe);
@@ -320,6 +338,13 @@ fn training_device(args: &Args, cfg: &SftConfig) -> Result<Device> {
         }
     }
     Ok(d)
+}
+
+/// MemAvailable from /proc/meminfo (Linux), in bytes.
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
 /// The model's dims from config.json alone (the tiny preset's own).

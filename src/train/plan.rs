@@ -60,6 +60,14 @@ pub struct ParamCounts {
     pub frozen: u64,
 }
 
+/// What a CPU run holds for its whole length before any activation: every
+/// weight in f32 (4 bytes), and for each trainable one a gradient and two
+/// AdamW moments (12 more). A lower bound of the run's memory.
+pub fn cpu_state_bytes(c: &Qwen25VlConfig, run: &SftConfig) -> u64 {
+    let p = param_counts(c, run);
+    4 * (p.trainable + p.frozen) + 12 * p.trainable
+}
+
 /// One linear layer `din -> dout` and its name's last part (LoRA targets match it).
 struct Lin {
     name: &'static str,
