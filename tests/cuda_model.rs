@@ -668,9 +668,9 @@ mod on_device {
         }
         // Budget: the update (policy forward, loss, backward, optimizer) sends
         // the host a handful of scalars, whatever the response lengths: four
-        // f64 sums of the GRPO loss per micro-batch and the gradient norm per
-        // optimizer step. (Before: every token's log-prob and entropy, 8 bytes
-        // a token.)
+        // f64 sums of the GRPO loss per micro-batch, and per optimizer step the
+        // gradient norm (8 B) and whether the update stayed finite (4 B).
+        // (Before: every token's log-prob and entropy, 8 bytes a token.)
         let g = &t.cfg.grpo;
         let per_mini = g.mini_batch_prompts * g.group;
         let minis = (g.prompts_per_step * g.group).div_ceil(per_mini) * g.ppo_epochs;
@@ -682,7 +682,7 @@ mod on_device {
         let response_tokens = (m.response_len_mean * m.groups as f64 * g.group as f64).round() as u64;
         println!("update: {update_d2h} B to the host for {response_tokens} response tokens in {micros} micro-batches");
         assert!(
-            update_d2h <= 32 * micros as u64 + 8 * minis as u64,
+            update_d2h <= 32 * micros as u64 + 12 * minis as u64,
             "the update sent {update_d2h} B to the host ({micros} micro-batches, {minis} optimizer steps)"
         );
         assert!(acc.pool_peak_bytes > 0);
@@ -735,8 +735,9 @@ mod on_device {
         let loss = acc.phase(Phase::Loss);
         assert!(loss.gemms >= 3 * rows.div_ceil(32), "one logits GEMM and two backward GEMMs per chunk: {loss:?}");
         // Out: a handful of scalars, whatever the rows: the loss sum per
-        // micro-batch (8 B, summed on the device) and the optimizer's grad
-        // norm. Before: one f32 loss per row (1.66 KiB for this batch).
+        // micro-batch (8 B, summed on the device), the optimizer's grad norm
+        // and its finiteness flag. Before: one f32 loss per row (1.66 KiB for
+        // this batch).
         let out = acc.total().d2h_bytes;
         assert!(out <= 64, "{out} bytes to the host for a {rows}-row step");
     }
