@@ -10,17 +10,31 @@ fn run(args: &[&str]) -> String {
     text
 }
 
-#[test]
-fn sft_runs_resumes_and_merges() {
-    let d = std::env::temp_dir().join(format!("actial-cli-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let data = d.join("data");
+/// A fresh `d` with six rendered viewpoint pairs in `d/data`.
+fn synth_data(d: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(d);
     let st = Command::new(env!("CARGO_BIN_EXE_actial-data"))
-        .args(["synth", "--out", data.to_str().unwrap(), "--pairs", "6", "--size", "56", "--supersample", "1"])
+        .args([
+            "synth",
+            "--out",
+            d.join("data").to_str().unwrap(),
+            "--pairs",
+            "6",
+            "--size",
+            "56",
+            "--supersample",
+            "1",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
-    let out = d.join("run");
+}
+
+#[test]
+fn sft_runs_resumes_and_merges() {
+    let d = std::env::temp_dir().join(format!("actial-cli-train-{}", std::process::id()));
+    let (data, out) = (d.join("data"), d.join("run"));
+    synth_data(&d);
     let (o, f) = (out.to_str().unwrap(), format!("{}/viewpoint.jsonl", data.display()));
     let common =
         ["--recipe", "sft", "--data", &f, "--out", o, "--set", "run.global_batch=4", "--set", "run.micro_batch=2"];
@@ -258,14 +272,8 @@ fn checkpoint_steps(dir: &std::path::Path) -> Vec<usize> {
 #[test]
 fn a_run_directory_belongs_to_one_run() {
     let d = std::env::temp_dir().join(format!("actial-cli-run-dir-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    let data = d.join("data");
-    let st = Command::new(env!("CARGO_BIN_EXE_actial-data"))
-        .args(["synth", "--out", data.to_str().unwrap(), "--pairs", "6", "--size", "56", "--supersample", "1"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = d.join("run");
+    let (data, out) = (d.join("data"), d.join("run"));
+    synth_data(&d);
     let (o, f) = (out.to_str().unwrap(), format!("{}/viewpoint.jsonl", data.display()));
     let base = ["--recipe", "sft", "--data", &f, "--set", "run.global_batch=2", "--set", "run.micro_batch=2"];
     let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
