@@ -596,7 +596,8 @@ impl SftConfig {
             let below = if hi_open { x < hi } else { x <= hi };
             if !(above && below && x.is_finite()) {
                 let (l, r) = (if lo_open { "(" } else { "[" }, if hi_open { ")" } else { "]" });
-                bad.push(format!("{key} must be in {l}{lo}, {hi}{r}, got {x}"));
+                let got = if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) { format!("{x:e}") } else { format!("{x}") };
+                bad.push(format!("{key} must be in {l}{lo}, {hi}{r}, got {got}"));
             }
         };
         let (o, r, g, l) = (&self.optim, &self.run, &self.grpo, &self.lora);
