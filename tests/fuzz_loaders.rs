@@ -7,7 +7,7 @@
 //! `ACTIAL_FUZZ_MUTANTS` raises the count (default 150 per format).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use actial::data::benchmarks::{Benchmark, load_benchmark};
 use actial::data::colmap::{read_binary, read_text};
