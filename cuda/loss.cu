@@ -114,14 +114,16 @@ extern "C" __global__ void sum_f32_to_f64(const float *x, int n, double *out) {
 // GRPO's per-token objective over a micro-batch's n response tokens, in f64 as
 // src/cpu/loss.rs `policy_token_loss` (its twin): ratio rho = exp(logp - old),
 // -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), plus beta k3 with
-// k3 = exp(ref - logp) - (ref - logp) - 1. `tokens` packs four rows of n floats:
+// k3 = exp(ref - logp) - (ref - logp) - 1; dual-clip caps a negative
+// advantage's loss at clip_ratio_c |A| and k3 is clamped to kl_clamp (0: off,
+// each stopping the gradient). `tokens` packs four rows of n floats:
 // old log-probs, reference log-probs, advantages, aggregation denominators.
 // Writes dlogp[t] = dloss_t / den_t and, for the host, four sums: the loss
 // share, the k3 sum, the clipped tokens, the entropy sum (entropy may be null
 // with n_entropy = 0). One block; the sums come out in a fixed order.
 extern "C" __global__ void grpo_token_loss(const float *logp, const float *tokens, const float *entropy,
                                            int n_entropy, int n, float eps_low, float eps_high, float beta,
-                                           float *dlogp, double *sums) {
+                                           float clip_ratio_c, float kl_clamp, float *dlogp, double *sums) {
   const float *old = tokens, *ref = tokens + n, *adv = tokens + 2 * n, *den = tokens + 3 * n;
   const double lo = 1.0 - (double)eps_low, hi = 1.0 + (double)eps_high;
   double loss = 0.0, kl = 0.0, clipped = 0.0, ent = 0.0;
@@ -138,10 +140,20 @@ extern "C" __global__ void grpo_token_loss(const float *logp, const float *token
       l = -unclipped;
       d = -a * ratio;
     }
+    // Dual-clip: a negative advantage's loss is capped at c |A|.
+    if (clip_ratio_c != 0.0f && a < 0.0 && l > -a * (double)clip_ratio_c) {
+      l = -a * (double)clip_ratio_c;
+      d = 0.0;
+    }
     if (beta != 0.0f) {
-      const double delta = (double)ref[t] - lp, e = exp(delta), k3 = e - delta - 1.0;
+      const double delta = (double)ref[t] - lp, e = exp(delta);
+      double k3 = e - delta - 1.0, dk3 = 1.0 - e;
+      if (kl_clamp != 0.0f && k3 > (double)kl_clamp) {  // low_var_kl's clamp
+        k3 = (double)kl_clamp;
+        dk3 = 0.0;
+      }
       l += (double)beta * k3;
-      d += (double)beta * (1.0 - e);
+      d += (double)beta * dk3;
       kl += k3;
     }
     loss += w * l;

@@ -480,6 +480,8 @@ mod on_device {
             eps_low: 0.2,
             eps_high: 0.2,
             beta: 0.05,
+            clip_ratio_c: 3.0,
+            kl_clamp: 10.0,
             agg: LossAgg::TokenMean,
             adv_eps: 1e-4,
             max_completion_len: 6,

@@ -302,7 +302,9 @@ mod parity {
             let advantage: Vec<f32> = randn(n, 43, 1.0);
             let den: Vec<f32> = (0..n).map(|t| (n + 7 * (t % 5)) as f32).collect();
             let entropy: Vec<f32> = randn(n, 44, 1.0).iter().map(|x| x.abs()).collect();
-            let p = cpu::loss::PolicyLossParams { eps_low: 0.2, eps_high: 0.28, beta };
+            // A dual-clip of 1.3 and a k3 clamp of 0.05 act on some tokens too.
+            let p =
+                cpu::loss::PolicyLossParams { eps_low: 0.2, eps_high: 0.28, beta, clip_ratio_c: 1.3, kl_clamp: 0.05 };
             let (d_ref, s_ref) = cpu::loss::policy_loss(&logp, &old, &reference, &advantage, &den, Some(&entropy), &p);
             let packed: Vec<f32> = [&old[..], &reference, &advantage, &den].concat();
             let (d, s) = loss::policy_loss(&dev, &up32(&dev, &logp), &packed, Some(&up32(&dev, &entropy)), &p).unwrap();

@@ -49,6 +49,10 @@ fn params(beta: f32, agg: LossAgg) -> GrpoParams {
         eps_low: 0.2,
         eps_high: 0.2,
         beta,
+        // The plain objective; the release's dual-clip and k3 clamp are
+        // checked on their own below.
+        clip_ratio_c: 0.0,
+        kl_clamp: 0.0,
         agg,
         adv_eps: 1e-4,
         max_completion_len: 4,
@@ -130,4 +134,37 @@ fn gradient_matches_finite_differences() {
         let numeric = (loss(&a) - loss(&b)) / (2.0 * h as f64);
         assert!(close(g[i] as f64, numeric, 1e-4), "token {i}: {} vs {numeric}", g[i]);
     }
+}
+
+/// The Actial release's verl objective: dual-clip (`clip_ratio_c`) caps a
+/// negative advantage's token loss at c·|A| and stops its gradient; the k3
+/// estimate is clamped to at most `kl_clamp` (its gradient stops there too).
+#[test]
+fn dual_clip_and_the_k3_clamp_by_hand() {
+    let release = GrpoParams { clip_ratio_c: 3.0, kl_clamp: 10.0, ..params(0.0, LossAgg::TokenMean) };
+    // A = -1. Ratio e^1.5 = 4.48: unclipped loss 4.48 > 3·|A| -> 3, no gradient.
+    // Ratio 2: loss max(2, 1.2) = 2 < 3 -> kept, gradient -A·ρ = 2.
+    let (lp, old) = ([1.5f32, 2.0f32.ln()], [0.0f32, 0.0]);
+    let out = grpo_loss(&[SeqTokens { logp: &lp, old: &old, reference: &lp, advantage: -1.0 }], &release);
+    assert!(close(out.loss, (3.0 + 2.0) / 2.0, 1e-6), "{}", out.loss);
+    assert_eq!(out.dlogp[0][0], 0.0);
+    assert!(close(out.dlogp[0][1] as f64, 2.0 / 2.0, 1e-6));
+    // A positive advantage is never dual-clipped: ratio 4.48 > 1.2 is the
+    // ordinary clip, loss -1.2·A.
+    let out = grpo_loss(&[SeqTokens { logp: &lp[..1], old: &old[..1], reference: &lp[..1], advantage: 1.0 }], &release);
+    assert!(close(out.loss, -1.2, 1e-6), "{}", out.loss);
+    // Without dual-clip the same negative-advantage token costs 4.48.
+    let plain = params(0.0, LossAgg::TokenMean);
+    let out = grpo_loss(&[SeqTokens { logp: &lp[..1], old: &old[..1], reference: &lp[..1], advantage: -1.0 }], &plain);
+    assert!(close(out.loss, 1.5f64.exp(), 1e-5), "{}", out.loss);
+    // k3 with ref - logp = 3: e^3 - 4 = 16.09 > 10 -> 10, no KL gradient;
+    // with ref - logp = 2: e^2 - 3 = 4.39, gradient β(1 - e^2).
+    let beta = GrpoParams { beta: 0.1, ..release };
+    let (lp, reference) = ([0.0f32, 0.0], [3.0f32, 2.0]);
+    let out = grpo_loss(&[SeqTokens { logp: &lp, old: &lp, reference: &reference, advantage: 0.0 }], &beta);
+    let k3b = 2.0f64.exp() - 3.0;
+    assert!(close(out.kl, (10.0 + k3b) / 2.0, 1e-6), "{out:?}");
+    assert!(close(out.loss, 0.1 * (10.0 + k3b) / 2.0, 1e-6), "{out:?}");
+    assert_eq!(out.dlogp[0][0], 0.0);
+    assert!(close(out.dlogp[0][1] as f64, 0.1 * (1.0 - 2.0f64.exp()) / 2.0, 1e-6));
 }

@@ -94,6 +94,8 @@ fn gradient_matches_finite_differences() {
             eps_low: 0.2,
             eps_high: 0.2,
             beta: 0.05,
+            clip_ratio_c: 3.0,
+            kl_clamp: 10.0,
             agg,
             adv_eps: 1e-4,
             max_completion_len: 6,

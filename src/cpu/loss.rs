@@ -115,6 +115,11 @@ pub struct PolicyLossParams {
     pub eps_high: f32,
     /// KL coefficient; 0 leaves the k3 term out.
     pub beta: f32,
+    /// Dual-clip: for a negative advantage the surrogate is capped at `c·|A|`
+    /// (and stops the gradient); 0 = off.
+    pub clip_ratio_c: f32,
+    /// k3 is clamped to at most this (and stops the gradient); 0 = off.
+    pub kl_clamp: f32,
 }
 
 /// One response token's GRPO loss before aggregation (f64, as
@@ -132,7 +137,8 @@ pub struct PolicyTokenLoss {
 }
 
 /// GRPO's per-token objective: ratio `ρ = exp(logp − old)`, the clipped
-/// surrogate, plus `β·k3` against the reference.
+/// surrogate (dual-clipped for negative advantages), plus `β·k3` against the
+/// reference (clamped).
 pub fn policy_token_loss(lp: f32, old: f32, reference: f32, advantage: f32, p: &PolicyLossParams) -> PolicyTokenLoss {
     let (lp, a) = (lp as f64, advantage as f64);
     let ratio = (lp - old as f64).exp();
@@ -142,12 +148,25 @@ pub fn policy_token_loss(lp: f32, old: f32, reference: f32, advantage: f32, p: &
     // only when it is strictly smaller, which needs ρ outside [lo, hi].
     let clipped = clip_v < unclipped;
     let (mut loss, mut dlogp) = if clipped { (-clip_v, 0.0) } else { (-unclipped, -a * ratio) };
+    // Dual-clip (verl's clip_ratio_c): a negative advantage's loss grows with
+    // the ratio without bound; past c·|A| it is capped and stops the gradient.
+    if p.clip_ratio_c != 0.0 && a < 0.0 {
+        let cap = -a * p.clip_ratio_c as f64;
+        if loss > cap {
+            (loss, dlogp) = (cap, 0.0);
+        }
+    }
     let mut k3 = 0.0;
     if p.beta != 0.0 {
         let delta = reference as f64 - lp;
         k3 = delta.exp() - delta - 1.0;
+        let mut dk3 = 1.0 - delta.exp();
+        // verl's low_var_kl clamps k3 (never negative) from above.
+        if p.kl_clamp != 0.0 && k3 > p.kl_clamp as f64 {
+            (k3, dk3) = (p.kl_clamp as f64, 0.0);
+        }
         loss += p.beta as f64 * k3;
-        dlogp += p.beta as f64 * (1.0 - delta.exp());
+        dlogp += p.beta as f64 * dk3;
     }
     PolicyTokenLoss { loss, dlogp, k3, clipped }
 }

@@ -370,7 +370,8 @@ pub fn policy_loss(
     let (ni, ne) = (n as i32, entropy.map_or(0, |e| e.len()) as i32);
     let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (SUM_THREADS, 1, 1), shared_mem_bytes: 0 };
     launch!(dev, "grpo_token_loss", cfg, format!("{n} tokens");
-        logp, &packed, entropy.unwrap_or(logp), &ne, &ni, &p.eps_low, &p.eps_high, &p.beta, &mut dlogp, &mut sums)?;
+        logp, &packed, entropy.unwrap_or(logp), &ne, &ni, &p.eps_low, &p.eps_high, &p.beta,
+        &p.clip_ratio_c, &p.kl_clamp, &mut dlogp, &mut sums)?;
     let s = dev.download(&sums, OP)?;
     Ok((dlogp, crate::cpu::loss::PolicyLossSums { loss: s[0], kl: s[1], clipped: s[2], entropy: s[3] }))
 }

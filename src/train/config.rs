@@ -242,6 +242,12 @@ pub struct GrpoSection {
     pub beta: f32,
     pub eps_low: f32,
     pub eps_high: f32,
+    /// Dual-clip PPO (the Actial release's verl, `clip_ratio_c`): for a
+    /// negative advantage a token's loss is capped at `clip_ratio_c·|A|`; 0 = off.
+    pub clip_ratio_c: f32,
+    /// The k3 estimate is clamped to at most this (the release's `low_var_kl`
+    /// clamps to [-10, 10]; k3 is never negative); 0 = off.
+    pub kl_clamp: f32,
     pub loss_agg: LossAgg,
     pub accuracy_weight: f32,
     pub format_weight: f32,
@@ -282,6 +288,8 @@ impl Default for GrpoSection {
             beta: 0.01,
             eps_low: 0.2,
             eps_high: 0.2,
+            clip_ratio_c: 3.0,
+            kl_clamp: 10.0,
             loss_agg: LossAgg::TokenMean,
             accuracy_weight: 0.5,
             format_weight: 0.5,
@@ -403,6 +411,11 @@ impl SftConfig {
         c.run.max_length = 1024;
         c.run.epochs = 1;
         c.data.synth_scene = crate::data::render::SceneStyle::KnownCube;
+        // The release's dual-clip and k3 clamp stay off in the tiny preset: with
+        // them the embedded default's GRPO stage ends at 80.0% in domain asked to
+        // reason (89.3% without) and 54.7% out of domain (54.0%), measured
+        // 2026-12-04 (docs/TINY_BASE.md); its table is kept as measured.
+        (c.grpo.clip_ratio_c, c.grpo.kl_clamp) = (0.0, 0.0);
         c
     }
 
@@ -617,6 +630,10 @@ impl SftConfig {
         within("grpo.eps_low", g.eps_low as f64, 0.0, 1.0, false, true);
         within("grpo.eps_high", g.eps_high as f64, 0.0, 100.0, false, false);
         within("grpo.beta", g.beta as f64, 0.0, 1e3, false, false);
+        if g.clip_ratio_c != 0.0 {
+            within("grpo.clip_ratio_c (0 = off)", g.clip_ratio_c as f64, 1.0, 1e3, true, false);
+        }
+        within("grpo.kl_clamp (0 = off)", g.kl_clamp as f64, 0.0, 1e6, false, false);
         within("grpo.accuracy_weight", g.accuracy_weight as f64, 0.0, 1e3, false, false);
         within("grpo.format_weight", g.format_weight as f64, 0.0, 1e3, false, false);
         within("lora.alpha", l.alpha as f64, 0.0, 1e6, true, false);

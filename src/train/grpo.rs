@@ -32,6 +32,10 @@ pub struct GrpoParams {
     pub eps_high: f32,
     /// KL coefficient; 0 disables the KL term (no reference needed).
     pub beta: f32,
+    /// Dual-clip: a negative advantage's token loss is capped at `c·|A|`; 0 = off.
+    pub clip_ratio_c: f32,
+    /// k3 clamped to at most this; 0 = off.
+    pub kl_clamp: f32,
     pub agg: LossAgg,
     /// Advantage denominator epsilon.
     pub adv_eps: f32,
@@ -48,7 +52,13 @@ pub struct GrpoParams {
 impl GrpoParams {
     /// The per-token constants the loss kernels take.
     pub fn token_params(&self) -> PolicyLossParams {
-        PolicyLossParams { eps_low: self.eps_low, eps_high: self.eps_high, beta: self.beta }
+        PolicyLossParams {
+            eps_low: self.eps_low,
+            eps_high: self.eps_high,
+            beta: self.beta,
+            clip_ratio_c: self.clip_ratio_c,
+            kl_clamp: self.kl_clamp,
+        }
     }
 
     /// A token's aggregation denominator (its loss counts `1 / denominator`) in
@@ -66,12 +76,15 @@ impl GrpoParams {
 }
 
 impl Default for GrpoParams {
-    /// PAPER.md: eps 0.2, beta 0.01, token mean.
+    /// PAPER.md: eps 0.2, beta 0.01, token mean; the release's dual-clip c = 3
+    /// and k3 clamp 10.
     fn default() -> Self {
         GrpoParams {
             eps_low: 0.2,
             eps_high: 0.2,
             beta: 0.01,
+            clip_ratio_c: 3.0,
+            kl_clamp: 10.0,
             agg: LossAgg::TokenMean,
             adv_eps: 1e-4,
             max_completion_len: 4096,

@@ -393,6 +393,8 @@ impl GrpoTrainer {
             eps_low: g.eps_low,
             eps_high: g.eps_high,
             beta: g.beta,
+            clip_ratio_c: g.clip_ratio_c,
+            kl_clamp: g.kl_clamp,
             agg: g.loss_agg,
             adv_eps: 1e-4,
             max_completion_len: g.max_new_tokens,
