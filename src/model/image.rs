@@ -137,24 +137,19 @@ pub fn check_image_dimensions(w: u32, h: u32, what: &str) -> std::result::Result
 fn decode_checked<R: std::io::BufRead + std::io::Seek>(reader: image::ImageReader<R>, what: &str) -> Result<RgbImage> {
     let op = "decode_image";
     let bad = |e: &dyn std::fmt::Display| crate::arg_err!(op, "{what}: cannot decode image: {e}");
-    let mut reader = reader.with_guessed_format().map_err(|e| bad(&e))?;
-    let (w, h) = {
-        // The header alone, from a reader of its own position.
-        let mut probe = reader.into_inner();
-        let start = probe.stream_position().map_err(|e| bad(&e))?;
-        let dims = image::ImageReader::new(&mut probe).with_guessed_format().map_err(|e| bad(&e))?.into_dimensions();
-        probe.seek(std::io::SeekFrom::Start(start)).map_err(|e| bad(&e))?;
-        reader = image::ImageReader::new(probe).with_guessed_format().map_err(|e| bad(&e))?;
-        dims.map_err(|e| bad(&e))?
-    };
+    use image::ImageDecoder as _;
+    // The decoder reads the header first: its dimensions are checked before
+    // a pixel is decoded.
+    let mut decoder = reader.with_guessed_format().map_err(|e| bad(&e))?.into_decoder().map_err(|e| bad(&e))?;
+    let (w, h) = decoder.dimensions();
     check_image_dimensions(w, h, what).map_err(|m| crate::arg_err!(op, "{m}"))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
     // 16-bit RGBA is the widest a PNG or JPEG decodes to, plus the RGB copy.
     limits.max_alloc = Some(w as u64 * h as u64 * 11);
-    reader.limits(limits);
-    Ok(reader.decode().map_err(|e| bad(&e))?.to_rgb8())
+    decoder.set_limits(limits).map_err(|e| bad(&e))?;
+    Ok(image::DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?.to_rgb8())
 }
 
 /// Decodes a PNG or JPEG file to RGB; the error names the file. Images past
