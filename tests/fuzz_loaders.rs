@@ -82,6 +82,18 @@ fn mutate(seed: &[u8], rng: &mut Philox) -> Vec<u8> {
 
 /// Runs `load` on `mutants()` mutants of `seed`, written to `file` in a
 /// scratch directory prepared by `setup`; returns the panics.
+/// Copies a folder of files (and sub-folders).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    }
+}
+
 fn fuzz(
     format: &str,
     seed_path: &Path,
@@ -182,22 +194,30 @@ fn every_loader_survives_mutated_input() {
             load_parquet_qa(&d.join("data.parquet"), "Answer with the letter.", false).map(drop)
         }));
     }
-    let with_bench_images = |d: &Path| {
-        std::fs::create_dir_all(d.join("images")).unwrap();
-        for e in std::fs::read_dir(bench.join("images")).unwrap().flatten() {
-            copy(&e.path(), &d.join("images").join(e.file_name()));
-        }
+    // Copies a fixture's image folder next to the mutant (paths are relative).
+    let with_images = |from: &'static str| {
+        let bench = bench.clone();
+        move |d: &Path| copy_tree(&bench.join(from), &d.join(Path::new(from).file_name().unwrap()))
     };
-    for (b, f, name) in [
-        (Benchmark::ThreeDsr, "3dsrbench.tsv", "3dsrbench.tsv"),
-        (Benchmark::CvBench, "cvbench.jsonl", "test_2d.jsonl"),
-        (Benchmark::CvBench, "cvbench.parquet", "test_2d.parquet"),
-        (Benchmark::Blink, "blink.parquet", "val.parquet"),
-        (Benchmark::Mmsi, "mmsi.parquet", "mmsi.parquet"),
+    let (cv_images, vp_images) = (with_images("cvbench/jsonl/img"), with_images("viewpoint/images"));
+    for (b, f, name, setup) in [
+        (
+            Benchmark::ThreeDsr,
+            "3dsrbench/3dsrbench_v1_vlmevalkit_circular.tsv",
+            "3dsrbench.tsv",
+            &none as &dyn Fn(&Path),
+        ),
+        (Benchmark::CvBench, "cvbench/jsonl/test_2d.jsonl", "test_2d.jsonl", &cv_images),
+        (Benchmark::CvBench, "cvbench/parquet/test_2d.parquet", "test_2d.parquet", &none),
+        (Benchmark::CvBench, "cvbench/vlmevalkit/CV-Bench-2D.tsv", "CV-Bench-2D.tsv", &none),
+        (Benchmark::Blink, "blink/Multi-view_Reasoning/val-00000-of-00001.parquet", "val.parquet", &none),
+        (Benchmark::Mmsi, "mmsi/test.parquet", "mmsi.parquet", &none),
+        (Benchmark::Mmsi, "mmsi/MMSI_bench.tsv", "MMSI_bench.tsv", &none),
+        (Benchmark::Mmsi, "mmsi/MMSIBench_circular.tsv", "MMSIBench_circular.tsv", &none),
+        (Benchmark::Sat, "sat/test.parquet", "sat.parquet", &none),
+        (Benchmark::Viewpoint, "viewpoint/test.json", "viewpoint.json", &vp_images),
     ] {
-        panics.extend(fuzz(f, &bench.join(f), name, &with_bench_images, &|d| {
-            load_benchmark(b, &d.join(name), false).map(drop)
-        }));
+        panics.extend(fuzz(name, &bench.join(f), name, setup, &|d| load_benchmark(b, &d.join(name), false).map(drop)));
     }
     for (f, other, read) in [
         ("cameras.txt", "images.txt", read_text as fn(&Path) -> actial::Result<_>),

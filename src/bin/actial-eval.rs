@@ -1,14 +1,19 @@
 //! Spatial benchmarks in their published formats, per-category reports, and
 //! checkpoints side by side.
 //!
-//!   actial-eval run --model DIR --bench cvbench=test.parquet --bench blink=val.parquet \
-//!       --out runs/eval/sft [--system auto|actial|qwen|TEXT] [--batch 8] [--max-new-tokens 64]
+//!   actial-eval run --model DIR --bench cvbench=test_2d.parquet,test_3d.parquet \
+//!       --bench blink=BLINK/ --out runs/eval/sft [--prompt-style letter|actial] \
+//!       [--scoring published|plain] [--system auto|actial|qwen|TEXT] [--batch 8]
+//!   actial-eval check --bench 3dsrbench=3dsrbench_v1_vlmevalkit_circular.tsv
 //!   actial-eval compare runs/eval/base runs/eval/sft runs/eval/grpo
 //!
-//! `run` writes, per benchmark, `<name>.items.jsonl` (one line per item: response,
-//! extracted answer and the rule that found it, correctness) as items finish, so an
-//! interrupted run resumes without redoing them, then `report.json` and
-//! `report.md` (headline score by the benchmark's rule, per-category accuracy).
+//! `run` reads each benchmark as a stream, a batch of rows at a time (images are
+//! decoded per batch, so memory does not grow with the file), and writes
+//! `<name>.items.jsonl` (one line per item: response, extracted answer and the
+//! rule that found it, correctness) as items finish, so an interrupted run
+//! resumes without redoing them; then `report.json` and `report.md` (headline by
+//! the benchmark's published rule, per-category accuracy). `check` reads every
+//! row and image without a model: what a run would skip, before spending hours.
 //! Benchmark readers and scoring rules: `actial::data::benchmarks`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,13 +21,15 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use actial::data::benchmarks::{BenchScore, Benchmark, Scored, load_benchmark, score};
+use actial::data::benchmarks::{
+    BenchReader, BenchScore, Benchmark, Item, PromptStyle, ReadOptions, Scored, Scoring, parse_bench_specs, score,
+};
 use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
 use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
 use actial::model::tiny::{tiny_base_dir, tiny_config, tiny_tokenizer};
 use actial::model::tokenizer::QwenTokenizer;
-use actial::train::eval::{EvalItem, ItemResult, encode_prompts, evaluate};
+use actial::train::eval::{AnswerExtractor, ItemResult, encode_prompts, evaluate_with};
 use actial::{Error, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
@@ -41,6 +48,9 @@ struct Args {
 enum Cmd {
     /// Evaluate one model on benchmarks (greedy decoding).
     Run(RunArgs),
+    /// Read every row and image of benchmarks without a model: counts per
+    /// category, what would be skipped and why, peak memory.
+    Check(CheckArgs),
     /// Print the reports of several runs side by side, with deltas to the first.
     Compare {
         /// Run directories written by `actial-eval run`.
@@ -59,9 +69,20 @@ struct RunArgs {
     /// A PEFT LoRA adapter applied on top of the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// NAME=FILE (repeatable). Names: viewpoint, sat, cvbench, blink, 3dsrbench, mmsi.
+    /// NAME=FILE, NAME=F1,F2 or NAME=DIR (one per benchmark, repeatable). Names:
+    /// viewpoint, sat, cvbench, blink, 3dsrbench, mmsi.
     #[arg(long = "bench", required = true)]
     benches: Vec<String>,
+    /// `letter`: the release's training prompt (`question A: … B: …` and the
+    /// letter-only instruction), answers read as a bare letter or the first
+    /// letter. `actial`: the release's evaluation (VLMEvalKit prompt, Actial
+    /// system prompt, answer from <answer>, else after </think>).
+    #[arg(long, value_enum, default_value = "letter")]
+    prompt_style: PromptStyle,
+    /// `published`: each benchmark's own rule (BLINK subtask mean, 3DSRBench and
+    /// SAT circular, CV-Bench 2D/3D average); `plain`: accuracy over items.
+    #[arg(long, value_enum, default_value = "published")]
+    scoring: Scoring,
     /// Output directory (resumed when it holds a run of the same settings).
     #[arg(long)]
     out: PathBuf,
@@ -94,6 +115,20 @@ struct RunArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// NAME=FILE, NAME=F1,F2 or NAME=DIR, as for `run`.
+    #[arg(long = "bench", required = true)]
+    benches: Vec<String>,
+    #[arg(long, value_enum, default_value = "letter")]
+    prompt_style: PromptStyle,
+    #[arg(long, value_enum, default_value = "published")]
+    scoring: Scoring,
+    /// Pixel budget per image, as for `run`.
+    #[arg(long, default_value_t = 960 * 540)]
+    max_pixels: usize,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -157,37 +192,26 @@ fn finished(path: &Path) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// Unique ids (a benchmark file may repeat one; resume needs them unique).
-fn unique_ids(records: &mut [QaRecord]) {
-    let mut seen = BTreeMap::<String, usize>::new();
-    for r in records {
-        let n = seen.entry(r.id.clone()).or_default();
-        *n += 1;
-        if *n > 1 {
-            r.id = format!("{}#{}", r.id, n);
-        }
-    }
-}
-
 /// The answers already in `out` for benchmark `name` (its items.jsonl lines).
 fn answered(out: &Path, name: &str) -> usize {
     std::fs::read_to_string(out.join(format!("{name}.items.jsonl"))).map_or(0, |t| t.lines().count())
 }
 
-/// Records the run's settings and each benchmark's file and hash in
-/// `out/run.json`. Refuses other settings when answers exist, and a benchmark
-/// whose file changed when it has answers; a directory without answers (a run
-/// that failed before its first) takes the new settings.
-fn claim_eval_dir(out: &Path, settings: &Value, benches: &[(Benchmark, PathBuf)]) -> Result<()> {
+/// Records the run's settings and each benchmark's files (path, size, sha256)
+/// in `out/run.json`. Refuses other settings when answers exist, and a
+/// benchmark whose files changed when it has answers, unless each file only
+/// grew (the first run read a download that was cut short: its rows are still
+/// the same). A directory without answers (a run that failed before its first)
+/// takes the new settings.
+fn claim_eval_dir(out: &Path, settings: &Value, benches: &[(Benchmark, Vec<PathBuf>)]) -> Result<()> {
     let path = out.join("run.json");
     let old: Value = match std::fs::read_to_string(&path) {
         Ok(t) => serde_json::from_str(&t)
             .map_err(|e| Error::Config { file: path.display().to_string(), msg: format!("not a run record: {e}") })?,
         Err(_) => Value::Null,
     };
-    // Records before benchmark hashes were the settings alone.
-    let old_settings = if old.get("settings").is_some() { &old["settings"] } else { &old };
-    let mut files = old.get("benchmarks").and_then(Value::as_object).cloned().unwrap_or_default();
+    let old_settings = &old["settings"];
+    let mut recorded = old.get("benchmarks").and_then(Value::as_object).cloned().unwrap_or_default();
     let any_answers = std::fs::read_dir(out).into_iter().flatten().flatten().any(|e| {
         e.file_name().to_str().and_then(|n| n.strip_suffix(".items.jsonl")).is_some_and(|n| answered(out, n) > 0)
     });
@@ -198,49 +222,173 @@ fn claim_eval_dir(out: &Path, settings: &Value, benches: &[(Benchmark, PathBuf)]
             out.display()
         ));
     }
-    for (b, file) in benches {
-        let sha = actial::train::run_dir::hash_input(file)?;
+    for (b, files) in benches {
         let n = answered(out, b.name());
-        if let Some(prev) = files.get(b.name())
-            && n > 0
-            && prev["sha256"].as_str() != Some(sha.as_str())
-        {
-            return Err(actial::arg_err!(
-                "actial-eval",
-                "{}: {} holds {n} answers to {} (sha256 {}), and {} is another file or other contents; use another --out",
-                b.name(),
-                out.display(),
-                prev["file"].as_str().unwrap_or("?"),
-                prev["sha256"].as_str().unwrap_or("?"),
-                file.display()
-            ));
+        let prev: Vec<Value> = recorded.get(b.name()).and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut now = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            let sha = actial::train::run_dir::hash_file(file)?;
+            let bytes = std::fs::metadata(file).map_err(io_err(file))?.len();
+            if n > 0 {
+                let same = prev.get(i).is_some_and(|p| {
+                    let (psha, pbytes) = (p["sha256"].as_str().unwrap_or(""), p["bytes"].as_u64().unwrap_or(0));
+                    psha == sha
+                        || (pbytes > 0
+                            && pbytes < bytes
+                            && actial::train::run_dir::hash_file_prefix(file, pbytes).is_ok_and(|h| h == psha))
+                });
+                if !same || prev.len() != files.len() {
+                    let was: Vec<String> = prev
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} (sha256 {})",
+                                p["file"].as_str().unwrap_or("?"),
+                                p["sha256"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    return Err(actial::arg_err!(
+                        "actial-eval",
+                        "{}: {} holds {n} answers to {}, and {} is another file or other contents; use another --out",
+                        b.name(),
+                        out.display(),
+                        was.join(", "),
+                        file.display()
+                    ));
+                }
+                if prev[i]["sha256"].as_str() != Some(sha.as_str()) {
+                    eprintln!("{}: {} grew since the last run (it was cut short): resuming", b.name(), file.display());
+                }
+            }
+            now.push(json!({ "file": file, "bytes": bytes, "sha256": sha }));
         }
-        files.insert(b.name().to_string(), json!({ "file": file, "sha256": sha }));
+        recorded.insert(b.name().to_string(), Value::Array(now));
     }
-    let record = json!({ "settings": settings, "benchmarks": files });
+    let record = json!({ "settings": settings, "benchmarks": recorded });
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     actial::model::weights::write_atomic(&path, serde_json::to_string_pretty(&record).expect("JSON").as_bytes())
 }
 
-fn run(a: RunArgs) -> Result<()> {
-    let mut benches = Vec::new();
-    for spec in &a.benches {
-        let (name, file) = spec
-            .split_once('=')
-            .ok_or_else(|| actial::arg_err!("actial-eval", "--bench {spec:?}: expected NAME=FILE"))?;
-        let b: Benchmark = name.parse().map_err(|e: String| actial::arg_err!("actial-eval", "{e}"))?;
-        benches.push((b, PathBuf::from(file)));
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Rows skipped (by reason, with the first few cases) and rows with no answer.
+#[derive(Default)]
+struct Skipped {
+    bad: BTreeMap<String, usize>,
+    cases: Vec<String>,
+    unscorable: BTreeMap<String, usize>,
+}
+
+impl Skipped {
+    fn add(&mut self, item: &Item) {
+        match item {
+            Item::Skipped { reason, case } => {
+                *self.bad.entry(reason.clone()).or_default() += 1;
+                if self.cases.len() < 3 {
+                    self.cases.push(case.clone());
+                }
+            }
+            Item::Unscorable { reason } => *self.unscorable.entry(reason.clone()).or_default() += 1,
+            Item::Record(_) => {}
+        }
     }
+
+    fn print(&self, name: &str) {
+        for (reason, n) in &self.bad {
+            eprintln!("{name}: {n} rows skipped: {reason}");
+        }
+        for c in &self.cases {
+            eprintln!("  e.g. {c}");
+        }
+        for (reason, n) in &self.unscorable {
+            eprintln!("{name}: {n} rows not scorable: {reason}");
+        }
+    }
+}
+
+fn progress_bar(name: &str, rows: usize) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(rows as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{name} {{wide_bar}} {{pos}}/{{len}} rows [{{elapsed}} < {{eta}}]"
+        ))
+        .expect("valid template"),
+    );
+    pb
+}
+
+/// `check`: every row read and every image decoded and preprocessed, as `run`
+/// would, without a model.
+fn check(a: CheckArgs) -> Result<()> {
+    let tok = tiny_tokenizer()?;
+    let mut proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
+    proc.max_pixels = a.max_pixels;
+    for (b, files) in parse_bench_specs(&a.benches)? {
+        let opts = ReadOptions { strict: false, style: a.prompt_style, scoring: a.scoring };
+        let mut reader = BenchReader::open(b, &files, opts)?;
+        let pb = progress_bar(b.name(), reader.progress().1);
+        let (mut skipped, mut kinds) = (Skipped::default(), BTreeMap::<String, usize>::new());
+        let mut undecodable = BTreeMap::<String, usize>::new();
+        let mut images = 0usize;
+        while let Some(item) = reader.next() {
+            let item = item?;
+            skipped.add(&item);
+            if let Item::Record(r) = item {
+                match actial::train::data::record_images(&r, &proc) {
+                    Ok(px) => {
+                        images += r.images.len();
+                        drop(px);
+                        *kinds.entry(r.kind.clone()).or_default() += 1;
+                    }
+                    Err((reason, case)) => {
+                        *undecodable.entry(reason.to_string()).or_default() += 1;
+                        if undecodable.len() == 1 && undecodable.values().sum::<usize>() == 1 {
+                            eprintln!("{}: {case}", b.name());
+                        }
+                    }
+                }
+            }
+            pb.set_position(reader.progress().0 as u64);
+        }
+        pb.finish_and_clear();
+        let records: usize = kinds.values().sum();
+        println!("{}: {} files, {} rows, {records} items, {images} images", b.name(), files.len(), reader.progress().1);
+        for (k, n) in &kinds {
+            println!("  {k}: {n}");
+        }
+        skipped.print(b.name());
+        for (reason, n) in &undecodable {
+            eprintln!("{}: {n} items whose images fail: {reason}", b.name());
+        }
+    }
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak memory: {mib:.0} MiB");
+    }
+    Ok(())
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let benches = parse_bench_specs(&a.benches)?;
     let (model, tok, proc, trained_here) = load_model(&a)?;
     let system: Option<String> = match a.system.as_str() {
-        "auto" if trained_here => Some(ACTIAL_SYSTEM.to_string()),
+        "auto" if trained_here || a.prompt_style == PromptStyle::Actial => Some(ACTIAL_SYSTEM.to_string()),
         "auto" | "qwen" => None,
         "actial" => Some(ACTIAL_SYSTEM.to_string()),
         text => Some(text.to_string()),
     };
+    let extractor = match a.prompt_style {
+        PromptStyle::Letter => AnswerExtractor::default(),
+        PromptStyle::Actial => AnswerExtractor::actial(),
+    };
     std::fs::create_dir_all(&a.out).map_err(io_err(&a.out))?;
-    // A run directory holds one setting and, per benchmark, one file: resuming
-    // with another would score one file's answers as another's.
+    // A run directory holds one setting and, per benchmark, one set of files:
+    // resuming with another would score one file's answers as another's.
     let settings = json!({
         "model": a.model,
         "adapter": a.adapter,
@@ -248,66 +396,92 @@ fn run(a: RunArgs) -> Result<()> {
         "max_new_tokens": a.max_new_tokens,
         "max_pixels": a.max_pixels,
         "categories": a.categories,
+        "prompt_style": a.prompt_style,
+        "scoring": a.scoring,
     });
     claim_eval_dir(&a.out, &settings, &benches)?;
 
     let mut report = serde_json::Map::new();
     let mut md = format!(
-        "# actial-eval: {}\n\nsystem prompt: {}\n",
+        "# actial-eval: {}\n\nsystem prompt: {}; prompt style: {:?}; scoring: {:?}\n",
         a.model,
-        if system.is_some() { "Actial" } else { "template default" }
+        if system.is_some() { "Actial" } else { "template default" },
+        a.prompt_style,
+        a.scoring
     );
-    for (b, file) in &benches {
-        let loaded = load_benchmark(*b, file, !a.skip_bad)?;
-        if loaded.skipped_total() > 0 {
-            eprintln!("{}: {}", b.name(), loaded.summary());
+    for (b, files) in &benches {
+        let opts = ReadOptions { strict: !a.skip_bad, style: a.prompt_style, scoring: a.scoring };
+        if opts.strict {
+            // A bad row stops the run: find it before the first answer, not
+            // hours into the file (rows and image headers only; cheap).
+            for item in BenchReader::open(*b, files, opts)? {
+                item?;
+            }
         }
-        let mut records: Vec<QaRecord> = loaded
-            .records
-            .into_iter()
-            .filter(|r| a.categories.is_empty() || a.categories.iter().any(|c| c == &r.kind))
-            .collect();
-        if let Some(n) = a.limit {
-            records.truncate(n);
-        }
-        unique_ids(&mut records);
-        let meta: BTreeMap<String, Value> = records.iter().map(|r| (r.id.clone(), r.meta.clone())).collect();
-        let (items, too_long) = encode_prompts(&records, &tok, &proc, system.as_deref(), a.max_prompt_tokens)?;
-        for (reason, n) in &too_long {
-            eprintln!("{}: {n} items skipped: {reason}", b.name());
-        }
-        if items.is_empty() && !records.is_empty() {
-            eprintln!("warning: {}: none of its {} items could be evaluated", b.name(), records.len());
-        }
+        let mut reader = BenchReader::open(*b, files, opts)?;
         let path = a.out.join(format!("{}.items.jsonl", b.name()));
         let mut done = finished(&path)?;
         let done_ids: BTreeSet<String> = done.iter().filter_map(|v| v["id"].as_str().map(String::from)).collect();
-        let todo: Vec<EvalItem> = items.into_iter().filter(|i| !done_ids.contains(&i.id)).collect();
         if !done_ids.is_empty() {
-            eprintln!("{}: resuming, {} items already done, {} to go", b.name(), done_ids.len(), todo.len());
+            eprintln!("{}: resuming, {} items already done", b.name(), done_ids.len());
         }
-        let pb = indicatif::ProgressBar::new(todo.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(&format!(
-                "{} {{wide_bar}} {{pos}}/{{len}} [{{elapsed}} < {{eta}}]",
-                b.name()
-            ))
-            .expect("valid template"),
-        );
+        let pb = progress_bar(b.name(), reader.progress().1);
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        for chunk in todo.chunks(a.batch.max(1)) {
-            let r = evaluate(&model, &tok, chunk, a.max_new_tokens, a.batch, &mut |_| {})?;
+        let (mut skipped, mut too_long) = (Skipped::default(), BTreeMap::<String, usize>::new());
+        // A file may repeat an id; resuming needs them unique.
+        let mut seen = BTreeMap::<String, usize>::new();
+        let (mut taken, mut records) = (0usize, 0usize);
+        let limit = a.limit.unwrap_or(usize::MAX);
+        loop {
+            // The next batch of records still to answer.
+            let mut batch: Vec<QaRecord> = Vec::new();
+            while batch.len() < a.batch.max(1) && taken < limit {
+                let Some(item) = reader.next() else { break };
+                let item = item?;
+                skipped.add(&item);
+                let Item::Record(r) = item else { continue };
+                let mut r = *r;
+                if !a.categories.is_empty() && !a.categories.iter().any(|c| c == &r.kind) {
+                    continue;
+                }
+                taken += 1;
+                let n = seen.entry(r.id.clone()).or_default();
+                *n += 1;
+                if *n > 1 {
+                    r.id = format!("{}#{}", r.id, n);
+                }
+                records += 1;
+                if !done_ids.contains(&r.id) {
+                    batch.push(r);
+                }
+            }
+            pb.set_position(reader.progress().0 as u64);
+            if batch.is_empty() {
+                break;
+            }
+            let (items, long) = encode_prompts(&batch, &tok, &proc, system.as_deref(), a.max_prompt_tokens)?;
+            for (reason, n) in long {
+                *too_long.entry(reason).or_default() += n;
+            }
+            let meta: BTreeMap<&str, &Value> = batch.iter().map(|r| (r.id.as_str(), &r.meta)).collect();
+            let r = evaluate_with(&model, &tok, &items, a.max_new_tokens, a.batch, &extractor, &mut |_| {})?;
             let mut text = String::new();
             for it in &r.items {
-                let line = item_line(it, meta.get(&it.id).unwrap_or(&Value::Null));
+                let line = item_line(it, meta.get(it.id.as_str()).copied().unwrap_or(&Value::Null));
                 text.push_str(&format!("{line}\n"));
                 done.push(line);
             }
             out.write_all(text.as_bytes()).map_err(io_err(&path))?;
             out.flush().map_err(io_err(&path))?;
-            pb.inc(chunk.len() as u64);
         }
         pb.finish_and_clear();
+        skipped.print(b.name());
+        for (reason, n) in &too_long {
+            eprintln!("{}: {n} items skipped: {reason}", b.name());
+        }
+        if done.is_empty() && records > 0 {
+            eprintln!("warning: {}: none of its {records} items could be evaluated", b.name());
+        }
         let scored: Vec<Scored> = done
             .iter()
             .map(|v| Scored {
@@ -316,7 +490,8 @@ fn run(a: RunArgs) -> Result<()> {
                 correct: v["correct"].as_bool().unwrap_or(false),
             })
             .collect();
-        let s = score(*b, &scored);
+        let mut s = score(*b, &scored, a.scoring);
+        s.unscorable = skipped.unscorable.values().sum();
         let mut rules = BTreeMap::<String, usize>::new();
         for v in &done {
             *rules.entry(v["rule"].as_str().unwrap_or("?").to_string()).or_default() += 1;
@@ -324,8 +499,9 @@ fn run(a: RunArgs) -> Result<()> {
         println!("{}: {:.1}% ({} questions, {} items; {})", b.name(), 100.0 * s.overall, s.questions, s.items, s.rule);
         md.push_str(&bench_markdown(b.name(), &s));
         let mut entry = serde_json::to_value(&s).expect("JSON");
-        entry["file"] = json!(file);
-        entry["skipped_rows"] = json!(loaded.skipped);
+        entry["files"] = json!(files);
+        entry["skipped_rows"] = json!(skipped.bad);
+        entry["unscorable_rows"] = json!(skipped.unscorable);
         entry["skipped_prompts"] = json!(too_long);
         entry["extraction"] = json!(rules);
         report.insert(b.name().to_string(), entry);
@@ -355,8 +531,11 @@ fn bench_markdown(name: &str, s: &BenchScore) -> String {
         s.items,
         100.0 * s.item_accuracy
     );
-    for (k, (acc, n)) in &s.categories {
+    for (k, (acc, n)) in s.breakdown.iter().chain(&s.categories) {
         md.push_str(&format!("| {k} | {:.1}% | {n} |\n", 100.0 * acc));
+    }
+    if s.unscorable > 0 {
+        md.push_str(&format!("\n{} rows have no published answer and were not scored.\n", s.unscorable));
     }
     md
 }
@@ -397,10 +576,13 @@ fn compare(runs: &[PathBuf]) -> Result<()> {
             println!("{line}");
         };
         row(format!("**{b}**"), &|s| Some(s.overall));
-        let cats: BTreeSet<&String> =
-            reports.iter().filter_map(|r| r.get(b)).flat_map(|s| s.categories.keys()).collect();
+        let cats: BTreeSet<&String> = reports
+            .iter()
+            .filter_map(|r| r.get(b))
+            .flat_map(|s| s.breakdown.keys().chain(s.categories.keys()))
+            .collect();
         for c in cats {
-            row(format!("{b} / {c}"), &|s| s.categories.get(c).map(|x| x.0));
+            row(format!("{b} / {c}"), &|s| s.categories.get(c).or(s.breakdown.get(c)).map(|x| x.0));
         }
     }
     Ok(())
@@ -410,6 +592,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Run(a) => run(a),
+        Cmd::Check(a) => check(a),
         Cmd::Compare { runs } => compare(&runs),
     };
     match r {

@@ -26,6 +26,8 @@ pub struct LoadReport {
     pub skipped: BTreeMap<String, usize>,
     /// First few skipped rows as `file:line: reason`, for the user to look at.
     pub examples: Vec<String>,
+    /// Reason -> count of rows read but not scorable (no published answer).
+    pub unscorable: BTreeMap<String, usize>,
 }
 
 impl LoadReport {
@@ -107,7 +109,7 @@ pub fn answer_of(response: &str) -> String {
 }
 
 /// Parses one ShareGPT row.
-fn parse_sharegpt(v: &Value, base: &Path, line: usize) -> std::result::Result<QaRecord, String> {
+pub(crate) fn parse_sharegpt(v: &Value, base: &Path, line: usize) -> std::result::Result<QaRecord, String> {
     let turns = v
         .get("messages")
         .or_else(|| v.get("conversations"))
@@ -184,6 +186,54 @@ pub fn load_sharegpt(path: &Path, strict: bool) -> Result<LoadReport> {
     Ok(report)
 }
 
+/// Parses one row of the generic multiple-choice layout (see `load_mcq`).
+pub(crate) fn parse_mcq_row(
+    v: &Value,
+    base: &Path,
+    line: usize,
+    instruction: &str,
+) -> std::result::Result<QaRecord, String> {
+    let question = v.get("question").and_then(Value::as_str).ok_or("no \"question\" string")?;
+    let options: Vec<String> = v
+        .get("options")
+        .and_then(Value::as_array)
+        .ok_or("no \"options\" list")?
+        .iter()
+        .map(|o| o.as_str().map(String::from).ok_or("options must be strings"))
+        .collect::<std::result::Result<_, _>>()?;
+    if options.len() < 2 || options.len() > super::qa::LETTERS.len() {
+        return Err(format!("{} options (2 to 8 supported)", options.len()));
+    }
+    let idx = match v.get("answer").ok_or("no \"answer\"")? {
+        Value::Number(n) => n.as_u64().map(|x| x as usize).ok_or("answer index is not a whole number")?,
+        Value::String(s) if s.len() == 1 && s.chars().all(|c| c.is_ascii_uppercase()) => {
+            (s.as_bytes()[0] - b'A') as usize
+        }
+        Value::String(s) => options.iter().position(|o| o == s).ok_or("answer text is not one of the options")?,
+        _ => return Err("answer must be a letter, an index or an option".into()),
+    };
+    if idx >= options.len() {
+        return Err(format!("answer {idx} is past the {} options", options.len()));
+    }
+    let images: Vec<ImageRef> = match v.get("images") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a.iter().map(|x| image_ref(x, base)).collect::<std::result::Result<_, _>>()?,
+        Some(x) => vec![image_ref(x, base)?],
+    };
+    let q = super::qa::McQuestion { kind: String::new(), question: question.into(), options, answer: idx };
+    let letter = q.letter().to_string();
+    Ok(QaRecord {
+        id: v.get("id").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("line{line}")),
+        kind: v.get("kind").and_then(Value::as_str).unwrap_or("mcq").to_string(),
+        system: None,
+        prompt: format!("{}{}", "<image>".repeat(images.len()), q.prompt(instruction)),
+        images,
+        response: letter.clone(),
+        answer: letter,
+        meta: v.get("meta").cloned().unwrap_or(Value::Null),
+    })
+}
+
 /// Loads a generic multiple-choice jsonl: rows with `question`, `options` (a list,
 /// lettered A, B, ... in order), `answer` (a letter, or the index / text of the
 /// correct option), `images` (paths or objects as above) and optional `id`,
@@ -192,51 +242,7 @@ pub fn load_mcq(path: &Path, instruction: &str, strict: bool) -> Result<LoadRepo
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut report = LoadReport::default();
     for (line, row) in read_rows(path)? {
-        let parsed = row.and_then(|v| -> std::result::Result<QaRecord, String> {
-            let question = v.get("question").and_then(Value::as_str).ok_or("no \"question\" string")?;
-            let options: Vec<String> = v
-                .get("options")
-                .and_then(Value::as_array)
-                .ok_or("no \"options\" list")?
-                .iter()
-                .map(|o| o.as_str().map(String::from).ok_or("options must be strings"))
-                .collect::<std::result::Result<_, _>>()?;
-            if options.len() < 2 || options.len() > super::qa::LETTERS.len() {
-                return Err(format!("{} options (2 to 8 supported)", options.len()));
-            }
-            let idx = match v.get("answer").ok_or("no \"answer\"")? {
-                Value::Number(n) => n.as_u64().map(|x| x as usize).ok_or("answer index is not a whole number")?,
-                Value::String(s) if s.len() == 1 && s.chars().all(|c| c.is_ascii_uppercase()) => {
-                    (s.as_bytes()[0] - b'A') as usize
-                }
-                Value::String(s) => {
-                    options.iter().position(|o| o == s).ok_or("answer text is not one of the options")?
-                }
-                _ => return Err("answer must be a letter, an index or an option".into()),
-            };
-            if idx >= options.len() {
-                return Err(format!("answer {idx} is past the {} options", options.len()));
-            }
-            let images: Vec<ImageRef> = match v.get("images") {
-                None | Some(Value::Null) => vec![],
-                Some(Value::Array(a)) => {
-                    a.iter().map(|x| image_ref(x, &base)).collect::<std::result::Result<_, _>>()?
-                }
-                Some(x) => vec![image_ref(x, &base)?],
-            };
-            let q = super::qa::McQuestion { kind: String::new(), question: question.into(), options, answer: idx };
-            let letter = q.letter().to_string();
-            Ok(QaRecord {
-                id: v.get("id").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("line{line}")),
-                kind: v.get("kind").and_then(Value::as_str).unwrap_or("mcq").to_string(),
-                system: None,
-                prompt: format!("{}{}", "<image>".repeat(images.len()), q.prompt(instruction)),
-                images,
-                response: letter.clone(),
-                answer: letter,
-                meta: v.get("meta").cloned().unwrap_or(Value::Null),
-            })
-        });
+        let parsed = row.and_then(|v| parse_mcq_row(&v, &base, line, instruction));
         match parsed {
             Ok(r) => report.records.push(r),
             Err(reason) if strict => return Err(row_err(path, line, reason)),

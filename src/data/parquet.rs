@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// A parquet field as JSON; binary values become `{"bytes": base64}` objects,
 /// except directly under a field named `bytes` (the HF image struct), where they
 /// are the base64 string itself.
-fn to_value(f: &Field, name: &str) -> Value {
+pub(crate) fn to_value(f: &Field, name: &str) -> Value {
     match f {
         Field::Null => Value::Null,
         Field::Bool(b) => Value::Bool(*b),
@@ -62,7 +62,7 @@ pub(crate) fn image_of(v: &Value) -> std::result::Result<ImageRef, String> {
     Ok(img)
 }
 
-fn parse_row(v: &Value, index: usize, instruction: &str) -> std::result::Result<QaRecord, String> {
+pub(crate) fn parse_row(v: &Value, index: usize, instruction: &str) -> std::result::Result<QaRecord, String> {
     let images: Vec<ImageRef> = match first(v, &["images", "image_bytes", "image"]) {
         None => vec![],
         Some((_, Value::Array(a))) => a.iter().map(image_of).collect::<std::result::Result<_, _>>()?,

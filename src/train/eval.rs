@@ -7,6 +7,10 @@
 //!    allowed);
 //! 3. `letter_in_text`: the first standalone capital letter A–H in the text;
 //! 4. `none`: nothing found (scored wrong).
+//!
+//! [`AnswerExtractor::actial`] is the Actial release's evaluation rule (its
+//! VLMEvalKit `actial_r1`): the `<answer>` content, else the text after the
+//! last `</think>` (`after_think`), each read for an option letter as above.
 
 use std::collections::BTreeMap;
 
@@ -98,6 +102,7 @@ pub fn encode_prompts(
 #[serde(rename_all = "snake_case")]
 pub enum Extraction {
     AnswerTag,
+    AfterThink,
     BareLetter,
     LetterInText,
     None,
@@ -105,6 +110,8 @@ pub enum Extraction {
 
 /// The answer extractor (see the module docs for the rules).
 pub struct AnswerExtractor {
+    /// Read the text after `</think>` when there is no `<answer>` block.
+    after_think: bool,
     tag: AccuracyReward,
     bare: Regex,
     in_text: Regex,
@@ -113,6 +120,7 @@ pub struct AnswerExtractor {
 impl Default for AnswerExtractor {
     fn default() -> Self {
         AnswerExtractor {
+            after_think: false,
             tag: AccuracyReward::default(),
             bare: Regex::new(r"^\s*\(?([A-H])[.)]?\s*$").expect("valid pattern"),
             in_text: Regex::new(r"\b([A-H])\b").expect("valid pattern"),
@@ -121,10 +129,35 @@ impl Default for AnswerExtractor {
 }
 
 impl AnswerExtractor {
+    /// The Actial release's rule (see the module docs).
+    pub fn actial() -> Self {
+        AnswerExtractor { after_think: true, ..Default::default() }
+    }
+
+    /// The option letter in a span that should hold one: the span as a bare
+    /// letter, else its first standalone capital A–H.
+    fn letter_in<'a>(&self, span: &'a str) -> Option<&'a str> {
+        self.bare.captures(span).or_else(|| self.in_text.captures(span)).and_then(|c| c.get(1)).map(|m| m.as_str())
+    }
+
     pub fn extract(&self, response: &str) -> (Option<String>, Extraction) {
         if let Some(a) = self.tag.extract(response) {
-            let a = self.bare.captures(a).map(|c| c[1].to_string()).unwrap_or_else(|| a.to_string());
+            let letter = if self.after_think {
+                self.letter_in(a)
+            } else {
+                self.bare.captures(a).and_then(|c| c.get(1)).map(|m| m.as_str())
+            };
+            let a = letter.unwrap_or(a).to_string();
             return (Some(a), Extraction::AnswerTag);
+        }
+        if self.after_think
+            && let Some(i) = response.to_ascii_lowercase().rfind("</think>")
+        {
+            let after = &response[i + "</think>".len()..];
+            return match self.letter_in(after) {
+                Some(l) => (Some(l.to_string()), Extraction::AfterThink),
+                None => (None, Extraction::None),
+            };
         }
         if let Some(c) = self.bare.captures(response) {
             return (Some(c[1].to_string()), Extraction::BareLetter);
@@ -189,6 +222,19 @@ pub fn evaluate(
     batch: usize,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<EvalReport> {
+    evaluate_with(model, tok, items, max_new_tokens, batch, &AnswerExtractor::default(), on_batch)
+}
+
+/// [`evaluate`] with another answer extractor.
+pub fn evaluate_with(
+    model: &Qwen25Vl,
+    tok: &QwenTokenizer,
+    items: &[EvalItem],
+    max_new_tokens: usize,
+    batch: usize,
+    ex: &AnswerExtractor,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<EvalReport> {
     let rc = RolloutConfig {
         group: 1,
         max_new_tokens,
@@ -200,7 +246,7 @@ pub fn evaluate(
         shards: 0,
         max_inflight_samples: 0,
     };
-    let (ex, fmt) = (AnswerExtractor::default(), FormatReward::default());
+    let fmt = FormatReward::default();
     let mut report = EvalReport::default();
     for chunk in items.chunks(batch.max(1)) {
         let prompts: Vec<PromptInput> = chunk.iter().map(|i| i.prompt.clone()).collect();

@@ -128,7 +128,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// sha256 of a whole file, streamed.
 pub fn hash_file(p: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(p).map_err(|e| io(p, e))?;
+    hash_file_prefix(p, u64::MAX)
+}
+
+/// sha256 of a file's first `bytes` bytes (all of it when shorter): whether a
+/// file is a longer copy of one hashed before (a download that was cut short).
+pub fn hash_file_prefix(p: &Path, bytes: u64) -> Result<String> {
+    let mut f = std::io::Read::take(std::fs::File::open(p).map_err(|e| io(p, e))?, bytes);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
