@@ -403,11 +403,11 @@ fn run(a: RunArgs) -> Result<()> {
 
     let mut report = serde_json::Map::new();
     let mut md = format!(
-        "# actial-eval: {}\n\nsystem prompt: {}; prompt style: {:?}; scoring: {:?}\n",
+        "# actial-eval: {}\n\nsystem prompt: {}; prompt style: {}; scoring: {}\n",
         a.model,
         if system.is_some() { "Actial" } else { "template default" },
-        a.prompt_style,
-        a.scoring
+        json!(a.prompt_style).as_str().unwrap_or("?"),
+        json!(a.scoring).as_str().unwrap_or("?")
     );
     for (b, files) in &benches {
         let opts = ReadOptions { strict: !a.skip_bad, style: a.prompt_style, scoring: a.scoring };
@@ -524,16 +524,24 @@ fn item_line(it: &ItemResult, meta: &Value) -> Value {
 
 fn bench_markdown(name: &str, s: &BenchScore) -> String {
     let mut md = format!(
-        "\n## {name}: {:.1}%\n\n{} ({} questions, {} items, item accuracy {:.1}%)\n\n| category | accuracy | questions |\n|---|---|---|\n",
+        "\n## {name}: {:.1}%\n\n{} ({} questions, {} items, plain item accuracy {:.1}%)\n",
         100.0 * s.overall,
         s.rule,
         s.questions,
         s.items,
         100.0 * s.item_accuracy
     );
-    for (k, (acc, n)) in s.breakdown.iter().chain(&s.categories) {
-        md.push_str(&format!("| {k} | {:.1}% | {n} |\n", 100.0 * acc));
+    let table = |head: &str, rows: &BTreeMap<String, (f64, usize)>| {
+        let mut t = format!("\n| {head} | accuracy | questions |\n|---|---|---|\n");
+        for (k, (acc, n)) in rows {
+            t.push_str(&format!("| {k} | {:.1}% | {n} |\n", 100.0 * acc));
+        }
+        t
+    };
+    if !s.breakdown.is_empty() {
+        md.push_str(&table("type / source", &s.breakdown));
     }
+    md.push_str(&table("category", &s.categories));
     if s.unscorable > 0 {
         md.push_str(&format!("\n{} rows have no published answer and were not scored.\n", s.unscorable));
     }
