@@ -69,20 +69,8 @@ struct RunArgs {
     /// A PEFT LoRA adapter applied on top of the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// NAME=FILE, NAME=F1,F2 or NAME=DIR (one per benchmark, repeatable). Names:
-    /// viewpoint, sat, cvbench, blink, 3dsrbench, mmsi.
-    #[arg(long = "bench", required = true)]
-    benches: Vec<String>,
-    /// `letter`: the release's training prompt (`question A: … B: …` and the
-    /// letter-only instruction), answers read as a bare letter or the first
-    /// letter. `actial`: the release's evaluation (VLMEvalKit prompt, Actial
-    /// system prompt, answer from <answer>, else after </think>).
-    #[arg(long, value_enum, default_value = "letter")]
-    prompt_style: PromptStyle,
-    /// `published`: each benchmark's own rule (BLINK subtask mean, 3DSRBench and
-    /// SAT circular, CV-Bench 2D/3D average); `plain`: accuracy over items.
-    #[arg(long, value_enum, default_value = "published")]
-    scoring: Scoring,
+    #[command(flatten)]
+    read: ReadArgs,
     /// Output directory (resumed when it holds a run of the same settings).
     #[arg(long)]
     out: PathBuf,
@@ -98,9 +86,6 @@ struct RunArgs {
     max_new_tokens: usize,
     #[arg(long, default_value_t = 16384)]
     max_prompt_tokens: usize,
-    /// Pixel budget per image (the paper evaluates at most 960x540).
-    #[arg(long, default_value_t = 960 * 540)]
-    max_pixels: usize,
     /// Keep only these categories (comma-separated), e.g. BLINK's
     /// Multi-view_Reasoning,Relative_Depth,Spatial_Relation.
     #[arg(long, value_delimiter = ',')]
@@ -117,18 +102,32 @@ struct RunArgs {
     device: String,
 }
 
+/// How benchmarks are read (shared by `run` and `check`).
 #[derive(clap::Args, Debug)]
-struct CheckArgs {
-    /// NAME=FILE, NAME=F1,F2 or NAME=DIR, as for `run`.
+struct ReadArgs {
+    /// NAME=FILE, NAME=F1,F2 or NAME=DIR (one per benchmark, repeatable). Names:
+    /// viewpoint, sat, cvbench, blink, 3dsrbench, mmsi.
     #[arg(long = "bench", required = true)]
     benches: Vec<String>,
+    /// `letter`: the release's training prompt (`question A: … B: …` and the
+    /// letter-only instruction), answers read as a bare letter or the first
+    /// letter. `actial`: the release's evaluation (VLMEvalKit prompt, Actial
+    /// system prompt, answer from <answer>, else after </think>).
     #[arg(long, value_enum, default_value = "letter")]
     prompt_style: PromptStyle,
+    /// `published`: each benchmark's own rule (BLINK subtask mean, 3DSRBench and
+    /// SAT circular, CV-Bench 2D/3D average); `plain`: accuracy over items.
     #[arg(long, value_enum, default_value = "published")]
     scoring: Scoring,
-    /// Pixel budget per image, as for `run`.
+    /// Pixel budget per image (the paper evaluates at most 960x540).
     #[arg(long, default_value_t = 960 * 540)]
     max_pixels: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -164,7 +163,7 @@ fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorCon
         eprintln!("{w}");
     }
     model.place_on(device)?;
-    proc.max_pixels = a.max_pixels;
+    proc.max_pixels = a.read.max_pixels;
     let trained_here = ["trainer_state.json", "actial_model.json"]
         .iter()
         .any(|f| dir.join(f).is_file() || a.adapter.as_ref().is_some_and(|ad| ad.join(f).is_file()));
@@ -328,9 +327,9 @@ fn progress_bar(name: &str, rows: usize) -> indicatif::ProgressBar {
 fn check(a: CheckArgs) -> Result<()> {
     let tok = tiny_tokenizer()?;
     let mut proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
-    proc.max_pixels = a.max_pixels;
-    for (b, files) in parse_bench_specs(&a.benches)? {
-        let opts = ReadOptions { strict: false, style: a.prompt_style, scoring: a.scoring };
+    proc.max_pixels = a.read.max_pixels;
+    for (b, files) in parse_bench_specs(&a.read.benches)? {
+        let opts = ReadOptions { strict: false, style: a.read.prompt_style, scoring: a.read.scoring };
         let mut reader = BenchReader::open(b, &files, opts)?;
         let pb = progress_bar(b.name(), reader.progress().1);
         let (mut skipped, mut kinds) = (Skipped::default(), BTreeMap::<String, usize>::new());
@@ -374,15 +373,15 @@ fn check(a: CheckArgs) -> Result<()> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    let benches = parse_bench_specs(&a.benches)?;
+    let benches = parse_bench_specs(&a.read.benches)?;
     let (model, tok, proc, trained_here) = load_model(&a)?;
     let system: Option<String> = match a.system.as_str() {
-        "auto" if trained_here || a.prompt_style == PromptStyle::Actial => Some(ACTIAL_SYSTEM.to_string()),
+        "auto" if trained_here || a.read.prompt_style == PromptStyle::Actial => Some(ACTIAL_SYSTEM.to_string()),
         "auto" | "qwen" => None,
         "actial" => Some(ACTIAL_SYSTEM.to_string()),
         text => Some(text.to_string()),
     };
-    let extractor = match a.prompt_style {
+    let extractor = match a.read.prompt_style {
         PromptStyle::Letter => AnswerExtractor::default(),
         PromptStyle::Actial => AnswerExtractor::actial(),
     };
@@ -394,10 +393,10 @@ fn run(a: RunArgs) -> Result<()> {
         "adapter": a.adapter,
         "system": system,
         "max_new_tokens": a.max_new_tokens,
-        "max_pixels": a.max_pixels,
+        "max_pixels": a.read.max_pixels,
         "categories": a.categories,
-        "prompt_style": a.prompt_style,
-        "scoring": a.scoring,
+        "prompt_style": a.read.prompt_style,
+        "scoring": a.read.scoring,
     });
     claim_eval_dir(&a.out, &settings, &benches)?;
 
@@ -406,11 +405,11 @@ fn run(a: RunArgs) -> Result<()> {
         "# actial-eval: {}\n\nsystem prompt: {}; prompt style: {}; scoring: {}\n",
         a.model,
         if system.is_some() { "Actial" } else { "template default" },
-        json!(a.prompt_style).as_str().unwrap_or("?"),
-        json!(a.scoring).as_str().unwrap_or("?")
+        json!(a.read.prompt_style).as_str().unwrap_or("?"),
+        json!(a.read.scoring).as_str().unwrap_or("?")
     );
     for (b, files) in &benches {
-        let opts = ReadOptions { strict: !a.skip_bad, style: a.prompt_style, scoring: a.scoring };
+        let opts = ReadOptions { strict: !a.skip_bad, style: a.read.prompt_style, scoring: a.read.scoring };
         if opts.strict {
             // A bad row stops the run: find it before the first answer, not
             // hours into the file (rows and image headers only; cheap).
@@ -490,7 +489,7 @@ fn run(a: RunArgs) -> Result<()> {
                 correct: v["correct"].as_bool().unwrap_or(false),
             })
             .collect();
-        let mut s = score(*b, &scored, a.scoring);
+        let mut s = score(*b, &scored, a.read.scoring);
         s.unscorable = skipped.unscorable.values().sum();
         let mut rules = BTreeMap::<String, usize>::new();
         for v in &done {
