@@ -114,3 +114,75 @@ fn tiny_preset_runs_a_chat_sample_with_two_images() {
     assert_eq!(logits.dims(), &[n, tok.vocab_size()]);
     assert!(logits.to_vec_f32().unwrap().iter().all(|x| x.is_finite()));
 }
+
+/// Conversations encoded by transformers with a slice of the real Qwen2.5
+/// tokenizer (tools/make_qwen_tokenizer_fixture.py): whitespace and newlines at
+/// the edges of every kind of turn, CRLF, Chinese, emoji, special-token text,
+/// images.
+#[test]
+fn chat_ids_equal_transformers_with_the_real_qwen_tokenizer() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/qwen25-slice");
+    let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("chat.json")).unwrap()).unwrap();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 20);
+    for case in cases {
+        let messages: Vec<Message> = case["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Message {
+                role: match m["role"].as_str().unwrap() {
+                    "system" => Role::System,
+                    "user" => Role::User,
+                    _ => Role::Assistant,
+                },
+                content: m["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| match c["type"].as_str().unwrap() {
+                        "image" => Content::Image,
+                        _ => Content::Text(c["text"].as_str().unwrap().to_string()),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let counts: Vec<usize> =
+            case["image_tokens"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap() as usize).collect();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap() as u32).collect();
+        let e = tok.encode_chat(&messages, &counts, case["generation_prompt"].as_bool().unwrap()).unwrap();
+        assert_eq!(e.ids, want, "{:?}", case["text"]);
+
+        // Labels: exactly the assistant turns' content and their <|im_end|>.
+        let answers: String = messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .flat_map(|m| &m.content)
+            .map(|c| match c {
+                Content::Text(t) => t.as_str(),
+                Content::Image => "",
+            })
+            .collect();
+        let supervised: Vec<u32> = e.labels.iter().filter(|&&l| l >= 0).map(|&l| l as u32).collect();
+        let text = tok.decode(&supervised, false).unwrap();
+        let n_answers = messages.iter().filter(|m| m.role == Role::Assistant).count();
+        assert_eq!(text.matches("<|im_end|>").count(), n_answers, "{text:?}");
+        let content = text.replace("<|im_end|>", "");
+        // A token that joins the header's newline with the answer's leading
+        // newlines is supervised: it is how transformers tokenizes the answer.
+        assert!(content.trim_start_matches('\n') == answers.trim_start_matches('\n'), "{content:?} vs {answers:?}");
+    }
+}
+
+#[test]
+fn a_leading_newline_joins_the_role_header_newline() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/qwen25-slice");
+    let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let e = tok.encode_chat(&[Message::text(Role::User, "\nHello")], &[], false).unwrap();
+    let user = tok.tokenizer.token_to_id("user").unwrap();
+    let at = e.ids.iter().position(|&i| i == user).unwrap();
+    // `user`, then one token for "\n\n" (271 in the whole tokenizer), not 198 198.
+    assert_eq!(tok.decode(&e.ids[at + 1..at + 2], false).unwrap(), "\n\n");
+}

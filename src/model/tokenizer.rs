@@ -167,6 +167,12 @@ impl QwenTokenizer {
     /// not a system one, `<|im_start|>{role}\n{content}<|im_end|>\n` per message, each
     /// image as `<|vision_start|>` + `image_tokens[i]` pads + `<|vision_end|>`, and
     /// `<|im_start|>assistant\n` when `generation_prompt`.
+    ///
+    /// Token for token what transformers gives: the text between two special
+    /// tokens is tokenized as one string, so a role header's newline joins the
+    /// content's leading newlines (`"user\n" + "\nHi"` -> `user`, `\n\n`, `Hi`).
+    /// Labels follow the characters: a token is supervised when it covers any
+    /// character of an assistant turn's content (and the turn's `<|im_end|>`).
     pub fn encode_chat(
         &self,
         messages: &[Message],
@@ -182,41 +188,81 @@ impl QwenTokenizer {
                 image_tokens.len()
             ));
         }
-        let mut ids = Vec::new();
-        let mut labels = Vec::new();
-        let mut push = |new: &[u32], supervised: bool, ids: &mut Vec<u32>| {
-            ids.extend_from_slice(new);
-            labels.extend(new.iter().map(|&x| if supervised { x as i32 } else { IGNORE_INDEX }));
-        };
-        let nl = self.encode("\n")?;
+        let mut out = Encoded { ids: Vec::new(), labels: Vec::new() };
+        // The text since the last special token, and its supervised byte ranges.
+        let mut span = TextSpan::default();
         let mut image = 0;
         let with_default = messages.first().is_none_or(|m| m.role != Role::System);
         let system = [Message::text(Role::System, DEFAULT_SYSTEM)];
         let all = if with_default { system.iter().chain(messages) } else { [].iter().chain(messages) };
         for m in all {
             let sup = m.role == Role::Assistant;
-            push(&[t.im_start], false, &mut ids);
-            push(&self.encode(&format!("{}\n", m.role.as_str()))?, false, &mut ids);
+            self.flush(&mut span, &mut out)?;
+            out.push(&[t.im_start], false);
+            span.push(m.role.as_str(), false);
+            span.push("\n", false);
             for c in &m.content {
                 match c {
-                    Content::Text(s) => push(&self.encode(s)?, sup, &mut ids),
+                    Content::Text(s) => span.push(s, sup),
                     Content::Image => {
+                        self.flush(&mut span, &mut out)?;
                         let mut run = vec![t.vision_start];
                         run.extend(std::iter::repeat_n(t.image_pad, image_tokens[image]));
                         run.push(t.vision_end);
-                        push(&run, false, &mut ids);
+                        out.push(&run, false);
                         image += 1;
                     }
                 }
             }
-            push(&[t.im_end], sup, &mut ids);
-            push(&nl, false, &mut ids);
+            self.flush(&mut span, &mut out)?;
+            out.push(&[t.im_end], sup);
+            span.push("\n", false);
         }
+        self.flush(&mut span, &mut out)?;
         if generation_prompt {
-            push(&[t.im_start], false, &mut ids);
-            push(&self.encode("assistant\n")?, false, &mut ids);
+            out.push(&[t.im_start], false);
+            span.push("assistant\n", false);
+            self.flush(&mut span, &mut out)?;
         }
-        Ok(Encoded { ids, labels })
+        Ok(out)
+    }
+
+    /// Tokenizes the pending text as one string; labels by character ranges.
+    fn flush(&self, span: &mut TextSpan, out: &mut Encoded) -> Result<()> {
+        if span.text.is_empty() {
+            return Ok(());
+        }
+        let enc = self.tokenizer.encode(span.text.as_str(), false).map_err(|e| crate::arg_err!("encode", "{e}"))?;
+        for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            // Empty-offset tokens (none in byte-level BPE) count as unsupervised.
+            let sup = span.supervised.iter().any(|r| a < r.end && r.start < b);
+            out.push(&[id], sup);
+        }
+        *span = TextSpan::default();
+        Ok(())
+    }
+}
+
+/// Text between two special tokens, with the byte ranges an assistant wrote.
+#[derive(Default)]
+struct TextSpan {
+    text: String,
+    supervised: Vec<std::ops::Range<usize>>,
+}
+
+impl TextSpan {
+    fn push(&mut self, s: &str, supervised: bool) {
+        if supervised && !s.is_empty() {
+            self.supervised.push(self.text.len()..self.text.len() + s.len());
+        }
+        self.text.push_str(s);
+    }
+}
+
+impl Encoded {
+    fn push(&mut self, ids: &[u32], supervised: bool) {
+        self.ids.extend_from_slice(ids);
+        self.labels.extend(ids.iter().map(|&x| if supervised { x as i32 } else { IGNORE_INDEX }));
     }
 }
 

@@ -10,7 +10,7 @@ use super::Benchmark;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Scoring {
-    /// The benchmark's own rule (see `score`).
+    /// Each benchmark's own rule: BLINK subtask mean, 3DSRBench / SAT circular, CV-Bench 2D/3D.
     Published,
     /// Every item counts alone; SAT is asked in its file's option order only.
     Plain,
