@@ -164,6 +164,16 @@ fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorCon
     }
     model.place_on(device)?;
     proc.max_pixels = a.read.max_pixels;
+    // The paper evaluates greedily; a checkpoint's sampling settings are named,
+    // not used, so scores stay comparable across checkpoints.
+    match actial::model::generate::Decoding::from_generation_config(&dir)? {
+        Some(d) if d != actial::model::generate::Decoding::GREEDY && !random => eprintln!(
+            "decoding: greedy, as the paper evaluates ({} asks for {}: not used)",
+            dir.join("generation_config.json").display(),
+            d.describe()
+        ),
+        _ => eprintln!("decoding: greedy, as the paper evaluates"),
+    }
     let trained_here = ["trainer_state.json", "actial_model.json"]
         .iter()
         .any(|f| dir.join(f).is_file() || a.adapter.as_ref().is_some_and(|ad| ad.join(f).is_file()));

@@ -1,8 +1,12 @@
-//! Greedy generation with a Qwen2.5-VL model: images + a prompt in, the answer out.
+//! Generation with a Qwen2.5-VL model: images + a prompt in, the answer out.
 //!
 //!   actial-generate --model DIR --image A.png --image B.png --prompt "..." \
-//!       [--system TEXT] [--max-new-tokens N] [--dump-logits FILE] [--max-pixels N]
+//!       [--system TEXT] [--max-new-tokens N] [--greedy] [--dump-logits FILE] [--max-pixels N]
 //!
+//! Decoding follows the model's `generation_config.json` when it has one (as
+//! transformers' `generate` does: Qwen2.5-VL-Instruct ships top_k 1 with
+//! repetition_penalty 1.05), greedy otherwise or with `--greedy`; the choice is
+//! printed.
 //! DIR is a Hugging Face model directory (config.json, *.safetensors,
 //! tokenizer.json, optional preprocessor_config.json), or `tiny` for the built-in
 //! preset (random weights unless a trained tiny checkpoint directory is given).
@@ -11,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use actial::model::generate::Decoding;
 use actial::model::image::{ImageProcessorConfig, load_image, preprocess};
 use actial::model::tiny::{tiny_config, tiny_tokenizer};
 use actial::model::tokenizer::{Content, Message, QwenTokenizer, Role};
@@ -25,7 +30,7 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Greedy generation with a Qwen2.5-VL model")]
+#[command(version, about = "Generation with a Qwen2.5-VL model")]
 struct Args {
     /// Model directory (HF layout) or `tiny` for the built-in preset.
     #[arg(long)]
@@ -33,12 +38,15 @@ struct Args {
     /// Image files (PNG or JPEG), placed before the prompt in the order given.
     #[arg(long = "image")]
     images: Vec<PathBuf>,
-    /// The user prompt.
-    #[arg(long)]
+    /// The user prompt (may start with "-").
+    #[arg(long, allow_hyphen_values = true)]
     prompt: String,
     /// System prompt (default: Qwen's "You are a helpful assistant.").
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     system: Option<String>,
+    /// Greedy decoding even when the model's generation_config.json samples.
+    #[arg(long)]
+    greedy: bool,
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
     /// Write the logits of every prompt position ([seq, vocab], f32) as safetensors.
@@ -50,7 +58,7 @@ struct Args {
     /// A PEFT LoRA adapter directory to apply on top of the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// Seed of the random weights of `--model tiny`.
+    /// Seed of the random weights of `--model tiny` and of sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -59,6 +67,12 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
+    let decoding = match (args.greedy, args.model.as_str()) {
+        (true, _) | (_, "tiny") => Decoding::GREEDY,
+        (false, dir) => Decoding::from_generation_config(std::path::Path::new(dir))?
+            .map(|d| Decoding { seed: args.seed, ..d })
+            .unwrap_or(Decoding::GREEDY),
+    };
     let (model, tok, mut proc) = if args.model == "tiny" {
         let tok = tiny_tokenizer()?;
         let cfg = tiny_config(&tok);
@@ -110,8 +124,13 @@ fn run(args: Args) -> Result<()> {
         None => (None, vec![]),
     };
     let inputs_for_dump = (pixels.clone(), grids.clone());
-    let out =
-        model.generate_greedy(&enc.ids, pixels, &grids, args.max_new_tokens, &stop, args.dump_logits.is_some())?;
+    eprintln!(
+        "decoding: {}{}",
+        decoding.describe(),
+        if decoding != Decoding::GREEDY { " (the model's generation_config.json; --greedy for argmax)" } else { "" }
+    );
+    let keep_logits = args.dump_logits.is_some();
+    let out = model.generate(&enc.ids, pixels, &grids, args.max_new_tokens, &stop, keep_logits, &decoding)?;
     let secs = t0.elapsed().as_secs_f64();
     println!("{}", tok.decode(&out.tokens, true)?);
     eprintln!(
