@@ -1,10 +1,14 @@
-//! Image preprocessing against transformers' PIL image processor
-//! (tools/make_image_fixtures.py), and patchify / smart_resize by hand.
+//! Image decoding and preprocessing against transformers' two image processors
+//! for Qwen2-VL (torchvision and PIL; tools/make_image_fixtures.py), 8-bit
+//! level for 8-bit level, and patchify / smart_resize by hand.
 
 use std::path::{Path, PathBuf};
 
 use actial::model::Checkpoint;
-use actial::model::image::{CLIP_MEAN, CLIP_STD, ImageProcessorConfig, load_image, patchify, preprocess, smart_resize};
+use actial::model::image::{
+    CLIP_MEAN, CLIP_STD, ImageProcessorConfig, ResizeBackend, load_image, patchify, preprocess, smart_resize,
+};
+use actial::model::resample::resize;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
@@ -19,7 +23,54 @@ fn qwen() -> ImageProcessorConfig {
         max_pixels: 12_845_056,
         mean: CLIP_MEAN,
         std: CLIP_STD,
+        resize: ResizeBackend::Torchvision,
     }
+}
+
+/// Bytes of `a` and `b` (same size) that differ, with the largest difference.
+fn differing(a: &image::RgbImage, b: &image::RgbImage) -> (usize, u8) {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .filter(|(x, y)| x != y)
+        .fold((0, 0), |(n, m), (x, y)| (n + 1, m.max(x.abs_diff(*y))))
+}
+
+#[test]
+fn jpegs_decode_as_pil_decodes_them() {
+    for name in ["b", "photo", "exif6"] {
+        let got = load_image(&dir().join(format!("{name}.jpg"))).unwrap();
+        let want = image::open(dir().join(format!("decoded/{name}.png"))).unwrap().to_rgb8();
+        assert_eq!(got.dimensions(), want.dimensions(), "{name}: EXIF orientation applied");
+        assert_eq!(differing(&got, &want), (0, 0), "{name}.jpg");
+    }
+}
+
+#[test]
+fn resizing_matches_each_processor_level_for_level() {
+    let mut cases = 0;
+    for backend in [ResizeBackend::Torchvision, ResizeBackend::Pil] {
+        let sub = dir().join("resized").join(match backend {
+            ResizeBackend::Torchvision => "torchvision",
+            ResizeBackend::Pil => "pil",
+        });
+        for e in std::fs::read_dir(&sub).unwrap().flatten() {
+            let file = e.file_name().into_string().unwrap();
+            let (stem, budget) = file.trim_end_matches(".png").rsplit_once('_').unwrap();
+            let input = ["png", "jpg"].iter().map(|x| dir().join(format!("{stem}.{x}"))).find(|p| p.is_file()).unwrap();
+            let img = load_image(&input).unwrap();
+            let want = image::open(e.path()).unwrap().to_rgb8();
+            let (h, w) =
+                smart_resize(img.height() as usize, img.width() as usize, 28, 3136, budget.parse().unwrap()).unwrap();
+            assert_eq!((w as u32, h as u32), want.dimensions(), "{backend:?} {file}");
+            let got =
+                if (w as u32, h as u32) == img.dimensions() { img } else { resize(&img, w as u32, h as u32, backend) };
+            assert_eq!(differing(&got, &want), (0, 0), "{backend:?} {file}: bytes differing, largest difference");
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 24);
 }
 
 #[test]
@@ -38,30 +89,29 @@ fn smart_resize_matches_transformers() {
 }
 
 #[test]
-fn pixel_values_match_the_pil_processor() {
+fn pixel_values_match_both_processors() {
     let fx = Checkpoint::open(&dir().join("expected.safetensors")).unwrap();
     let imgs = [load_image(&dir().join("a.png")).unwrap(), load_image(&dir().join("b.jpg")).unwrap()];
-    let out = preprocess(&imgs, &qwen()).unwrap();
     let grids = fx.tensor("image_grid_thw").unwrap().to_vec_i32().unwrap();
-    assert_eq!(
-        out.grids,
-        vec![
-            [grids[0] as usize, grids[1] as usize, grids[2] as usize],
-            [grids[3] as usize, grids[4] as usize, grids[5] as usize]
-        ]
-    );
-    let want = fx.tensor("pixel_values").unwrap().to_vec_f32().unwrap();
-    let got = out.pixel_values.to_vec_f32().unwrap();
-    assert_eq!(got.len(), want.len());
-    // Resampling differs slightly between PIL's bicubic and the image crate's
-    // Catmull-Rom (same kernel, different fixed-point rounding): compare in units of
-    // 8-bit levels after normalisation (1 level = 1/255/std ≈ 0.015).
-    let level = 1.0 / 255.0 / 0.26;
-    let diffs: Vec<f32> = got.iter().zip(&want).map(|(a, b)| (a - b).abs() / level).collect();
-    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-    let max = diffs.iter().fold(0.0f32, |m, &d| m.max(d));
-    eprintln!("preprocess vs PIL: mean {mean:.3} levels, max {max:.2} levels");
-    assert!(mean < 0.5 && max < 8.0, "mean {mean} levels, max {max} levels");
+    for (backend, key) in
+        [(ResizeBackend::Torchvision, "pixel_values_torchvision"), (ResizeBackend::Pil, "pixel_values_pil")]
+    {
+        let out = preprocess(&imgs, &ImageProcessorConfig { resize: backend, ..qwen() }).unwrap();
+        assert_eq!(
+            out.grids,
+            vec![
+                [grids[0] as usize, grids[1] as usize, grids[2] as usize],
+                [grids[3] as usize, grids[4] as usize, grids[5] as usize]
+            ]
+        );
+        let want = fx.tensor(key).unwrap().to_vec_f32().unwrap();
+        let got = out.pixel_values.to_vec_f32().unwrap();
+        assert_eq!(got.len(), want.len());
+        // The same 8-bit pixels, rescaled and normalised in f32: equal to float
+        // rounding (one 8-bit level is 0.015 after normalisation).
+        let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(max < 2e-6, "{key}: max difference {max}");
+    }
 }
 
 #[test]

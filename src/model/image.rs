@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use image::RgbImage;
-use image::imageops::FilterType;
+
+pub use super::resample::ResizeBackend;
 
 use super::config::VisionConfig;
 use crate::error::{Error, Result};
@@ -29,6 +30,9 @@ pub struct ImageProcessorConfig {
     pub max_pixels: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Whose bicubic resize to reproduce (transformers 5 runs the torchvision
+    /// one when torchvision is installed, the PIL one otherwise).
+    pub resize: ResizeBackend,
 }
 
 impl ImageProcessorConfig {
@@ -42,6 +46,7 @@ impl ImageProcessorConfig {
             max_pixels: 12_845_056,
             mean: CLIP_MEAN,
             std: CLIP_STD,
+            resize: ResizeBackend::Torchvision,
         }
     }
 
@@ -132,38 +137,74 @@ pub fn check_image_dimensions(w: u32, h: u32, what: &str) -> std::result::Result
     Ok(())
 }
 
-/// Reads the header, checks the dimensions, then decodes with the allocation
-/// capped at what those dimensions need, to RGB.
-fn decode_checked<R: std::io::BufRead + std::io::Seek>(reader: image::ImageReader<R>, what: &str) -> Result<RgbImage> {
+/// Reads the header, checks the dimensions, then decodes to RGB: JPEGs as
+/// libjpeg-turbo decodes them (what PIL, hence transformers, reads: the
+/// accurate integer IDCT and "fancy" chroma upsampling, through mozjpeg, built
+/// on the same libjpeg-turbo code), PNGs and the rest with the `image` crate,
+/// its allocation capped at what the dimensions need. The EXIF orientation is
+/// applied, as transformers' `load_image` does (`ImageOps.exif_transpose`).
+fn decode_checked(bytes: &[u8], what: &str) -> Result<RgbImage> {
     let op = "decode_image";
     let bad = |e: &dyn std::fmt::Display| crate::arg_err!(op, "{what}: cannot decode image: {e}");
     use image::ImageDecoder as _;
     // The decoder reads the header first: its dimensions are checked before
     // a pixel is decoded.
-    let mut decoder = reader.with_guessed_format().map_err(|e| bad(&e))?.into_decoder().map_err(|e| bad(&e))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(&e))?;
+    let format = reader.format();
+    let mut decoder = reader.into_decoder().map_err(|e| bad(&e))?;
     let (w, h) = decoder.dimensions();
     check_image_dimensions(w, h, what).map_err(|m| crate::arg_err!(op, "{m}"))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(w);
-    limits.max_image_height = Some(h);
-    // 16-bit RGBA is the widest a PNG or JPEG decodes to, plus the RGB copy.
-    limits.max_alloc = Some(w as u64 * h as u64 * 11);
-    decoder.set_limits(limits).map_err(|e| bad(&e))?;
-    Ok(image::DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?.to_rgb8())
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = match format {
+        Some(image::ImageFormat::Jpeg) => match decode_jpeg_libjpeg(bytes) {
+            Some(rgb) => image::DynamicImage::ImageRgb8(rgb),
+            // CMYK / YCCK JPEGs, which libjpeg does not turn into RGB.
+            None => image::DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?,
+        },
+        _ => {
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(w);
+            limits.max_image_height = Some(h);
+            // 16-bit RGBA is the widest a PNG decodes to, plus the RGB copy.
+            limits.max_alloc = Some(w as u64 * h as u64 * 11);
+            decoder.set_limits(limits).map_err(|e| bad(&e))?;
+            image::DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?
+        }
+    };
+    img.apply_orientation(orientation);
+    Ok(img.to_rgb8())
+}
+
+/// libjpeg's decode to RGB (accurate integer IDCT, fancy upsampling), or None
+/// when libjpeg cannot produce RGB (CMYK) or fails (the caller's decoder then
+/// reports the error). Its error handler unwinds; that is caught here.
+fn decode_jpeg_libjpeg(bytes: &[u8]) -> Option<RgbImage> {
+    std::panic::catch_unwind(|| {
+        let mut d = mozjpeg::Decompress::new_mem(bytes).ok()?;
+        d.dct_method(mozjpeg::DctMethod::IntegerSlow);
+        d.do_fancy_upsampling(true);
+        let mut started = d.rgb().ok()?;
+        let (w, h) = (started.width() as u32, started.height() as u32);
+        let data = started.read_scanlines::<u8>().ok()?;
+        started.finish().ok()?;
+        RgbImage::from_raw(w, h, data)
+    })
+    .ok()
+    .flatten()
 }
 
 /// Decodes a PNG or JPEG file to RGB; the error names the file. Images past
 /// [`MAX_IMAGE_PIXELS`] are refused from their header.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-    decode_checked(image::ImageReader::new(std::io::BufReader::new(f)), &path.display().to_string())
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    decode_checked(&bytes, &path.display().to_string())
 }
 
 /// Decodes PNG or JPEG bytes (e.g. base64-embedded dataset images); `what` names
 /// the source in errors. Images past [`MAX_IMAGE_PIXELS`] are refused from
 /// their header.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage> {
-    decode_checked(image::ImageReader::new(std::io::Cursor::new(bytes)), what)
+    decode_checked(bytes, what)
 }
 
 /// Pixel rows and grids for a list of images (one sample's, or a batch's in order).
@@ -183,8 +224,7 @@ pub fn preprocess(images: &[RgbImage], c: &ImageProcessorConfig) -> Result<Proce
         let resized = if (h, w) == (img.height() as usize, img.width() as usize) {
             img.clone()
         } else {
-            // Catmull-Rom is the a = -0.5 cubic: PIL's BICUBIC, which the reference uses.
-            image::imageops::resize(img, w as u32, h as u32, FilterType::CatmullRom)
+            super::resample::resize(img, w as u32, h as u32, c.resize)
         };
         let mut chw = vec![0.0f32; 3 * h * w];
         for (x, y, px) in resized.enumerate_pixels() {

@@ -7,6 +7,7 @@ pub mod image;
 pub mod kv_pool;
 pub mod param;
 pub mod positions;
+pub mod resample;
 pub mod rollout;
 pub mod text;
 pub mod tiny;
