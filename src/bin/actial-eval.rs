@@ -26,7 +26,7 @@ use actial::data::benchmarks::{
 };
 use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
 use actial::model::Qwen25Vl;
-use actial::model::image::ImageProcessorConfig;
+use actial::model::image::{ImageProcessorConfig, ResizeBackend};
 use actial::model::tiny::{tiny_base_dir, tiny_config, tiny_tokenizer};
 use actial::model::tokenizer::QwenTokenizer;
 use actial::train::eval::{AnswerExtractor, ItemResult, encode_prompts, evaluate_with};
@@ -119,6 +119,10 @@ struct ReadArgs {
     /// SAT circular, CV-Bench 2D/3D average); `plain`: accuracy over items.
     #[arg(long, value_enum, default_value = "published")]
     scoring: Scoring,
+    /// Whose resize to reproduce: `torchvision` (transformers 5's default
+    /// processor when torchvision is installed) or `pil`.
+    #[arg(long, value_enum, default_value = "torchvision")]
+    image_processor: ResizeBackend,
     /// Pixel budget per image (the paper evaluates at most 960x540).
     #[arg(long, default_value_t = 960 * 540)]
     max_pixels: usize,
@@ -164,6 +168,7 @@ fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorCon
     }
     model.place_on(device)?;
     proc.max_pixels = a.read.max_pixels;
+    proc.resize = a.read.image_processor;
     // The paper evaluates greedily; a checkpoint's sampling settings are named,
     // not used, so scores stay comparable across checkpoints.
     match actial::model::generate::Decoding::from_generation_config(&dir)? {
@@ -338,6 +343,7 @@ fn check(a: CheckArgs) -> Result<()> {
     let tok = tiny_tokenizer()?;
     let mut proc = ImageProcessorConfig::for_vision(&tiny_config(&tok).vision);
     proc.max_pixels = a.read.max_pixels;
+    proc.resize = a.read.image_processor;
     for (b, files) in parse_bench_specs(&a.read.benches)? {
         let opts = ReadOptions { strict: false, style: a.read.prompt_style, scoring: a.read.scoring };
         let mut reader = BenchReader::open(b, &files, opts)?;
@@ -404,6 +410,7 @@ fn run(a: RunArgs) -> Result<()> {
         "system": system,
         "max_new_tokens": a.max_new_tokens,
         "max_pixels": a.read.max_pixels,
+        "image_processor": a.read.image_processor,
         "categories": a.categories,
         "prompt_style": a.read.prompt_style,
         "scoring": a.read.scoring,

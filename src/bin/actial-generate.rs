@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use actial::model::generate::Decoding;
-use actial::model::image::{ImageProcessorConfig, load_image, preprocess};
+use actial::model::image::{ImageProcessorConfig, ResizeBackend, load_image, preprocess};
 use actial::model::tiny::{tiny_config, tiny_tokenizer};
 use actial::model::tokenizer::{Content, Message, QwenTokenizer, Role};
 use actial::model::{Qwen25Vl, weights};
@@ -52,6 +52,10 @@ struct Args {
     /// Write the logits of every prompt position ([seq, vocab], f32) as safetensors.
     #[arg(long)]
     dump_logits: Option<PathBuf>,
+    /// Whose resize to reproduce: `torchvision` (transformers 5's default
+    /// processor when torchvision is installed) or `pil`.
+    #[arg(long, value_enum, default_value = "torchvision")]
+    image_processor: ResizeBackend,
     /// Pixel budget per image (default: the processor's, 12845056).
     #[arg(long)]
     max_pixels: Option<usize>,
@@ -101,6 +105,7 @@ fn run(args: Args) -> Result<()> {
     if let Some(m) = args.max_pixels {
         proc.max_pixels = m;
     }
+    proc.resize = args.image_processor;
     let images = args.images.iter().map(|p| load_image(p)).collect::<Result<Vec<_>>>()?;
     let px = if images.is_empty() { None } else { Some(preprocess(&images, &proc)?) };
     let counts: Vec<usize> = px.iter().flat_map(|p| p.grids.iter().map(|g| g[0] * g[1] * g[2] / 4)).collect();
