@@ -21,7 +21,7 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     let dir = tiny_base_dir();
     let model = Qwen25Vl::from_dir(&dir).unwrap();
     let tok = tiny_tokenizer().unwrap();
-    tok.check_config(&model.config.tokens).unwrap();
+    tok.check_config(&model.config).unwrap();
     let proc = ImageProcessorConfig::for_vision(&model.config.vision);
     // The option layout the base was pretrained with (docs/TINY_BASE.md).
     let info: serde_json::Value =

@@ -96,7 +96,7 @@ fn tiny_preset_runs_a_chat_sample_with_two_images() {
     let tok = tiny_tokenizer().unwrap();
     let cfg = tiny_config(&tok);
     cfg.validate("tiny").unwrap();
-    tok.check_config(&cfg.tokens).unwrap();
+    tok.check_config(&cfg).unwrap();
     let model = Qwen25Vl::random(cfg.clone(), 7).unwrap();
     let imgs = [
         image::RgbImage::from_pixel(112, 112, image::Rgb([200, 30, 30])),
@@ -185,4 +185,19 @@ fn a_leading_newline_joins_the_role_header_newline() {
     let at = e.ids.iter().position(|&i| i == user).unwrap();
     // `user`, then one token for "\n\n" (271 in the whole tokenizer), not 198 198.
     assert_eq!(tok.decode(&e.ids[at + 1..at + 2], false).unwrap(), "\n\n");
+}
+
+#[test]
+fn a_model_vocab_smaller_than_the_tokenizer_is_refused_naming_the_file() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/qwen25-slice");
+    let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let mut cfg = tiny_config(&tok);
+    cfg.text.vocab_size = 4118; // the slice's ids go up to 4117
+    tok.check_config(&cfg).unwrap();
+    cfg.text.vocab_size = 4000;
+    let e = tok.check_config(&cfg).unwrap_err().to_string();
+    assert!(e.contains("qwen25-slice/tokenizer.json") && e.contains("4117") && e.contains("4000"), "{e}");
+    cfg.tokens.image_token_id = 7;
+    let e = tok.check_config(&cfg).unwrap_err().to_string();
+    assert!(e.contains("image_token_id = 7"), "{e}");
 }

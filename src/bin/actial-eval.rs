@@ -76,8 +76,8 @@ struct RunArgs {
     out: PathBuf,
     /// System prompt: `auto` (Actial's for checkpoints this project trained, the
     /// chat template's default otherwise), `actial`, `qwen` (template default), or
-    /// the text itself.
-    #[arg(long, default_value = "auto")]
+    /// the text itself (may start with "-").
+    #[arg(long, default_value = "auto", allow_hyphen_values = true)]
     system: String,
     /// Prompts decoded together.
     #[arg(long, default_value_t = 8)]
@@ -154,7 +154,7 @@ fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorCon
     } else {
         let model = Qwen25Vl::from_dir(&dir)?;
         let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        tok.check_config(&model.config.tokens)?;
+        tok.check_config(&model.config)?;
         let proc = ImageProcessorConfig::from_dir(&dir, &model.config.vision)?;
         (model, tok, proc)
     };

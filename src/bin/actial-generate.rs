@@ -87,7 +87,7 @@ fn run(args: Args) -> Result<()> {
         let dir = PathBuf::from(&args.model);
         let model = Qwen25Vl::from_dir(&dir)?;
         let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        tok.check_config(&model.config.tokens)?;
+        tok.check_config(&model.config)?;
         let proc = ImageProcessorConfig::from_dir(&dir, &model.config.vision)?;
         (model, tok, proc)
     };

@@ -262,7 +262,7 @@ fn load_model(cfg: &SftConfig) -> Result<(Qwen25Vl, QwenTokenizer, PathBuf)> {
     };
     let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
     let model = Qwen25Vl::from_dir(&dir)?;
-    tok.check_config(&model.config.tokens)?;
+    tok.check_config(&model.config)?;
     Ok((model, tok, dir.join("tokenizer.json")))
 }
 

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 
-use super::config::SpecialTokens;
 use crate::error::{Error, Result};
 use crate::ops::IGNORE_INDEX;
 
@@ -130,8 +129,10 @@ impl QwenTokenizer {
         Ok(QwenTokenizer { tokenizer, ids, file })
     }
 
-    /// Errors unless the config's special ids are the tokenizer's.
-    pub fn check_config(&self, t: &SpecialTokens) -> Result<()> {
+    /// Errors unless the config's special ids are the tokenizer's and every
+    /// token id has an embedding row.
+    pub fn check_config(&self, c: &super::config::Qwen25VlConfig) -> Result<()> {
+        let t = &c.tokens;
         let pairs = [
             ("image_token_id", t.image_token_id, self.ids.image_pad),
             ("video_token_id", t.video_token_id, self.ids.video_pad),
@@ -145,6 +146,16 @@ impl QwenTokenizer {
                     msg: format!("config {key} = {cfg} but the tokenizer says {tok}"),
                 });
             }
+        }
+        let max_id = self.tokenizer.get_vocab(true).into_values().max().unwrap_or(0);
+        if max_id as usize >= c.text.vocab_size {
+            return Err(Error::Config {
+                file: self.file.clone(),
+                msg: format!(
+                    "the tokenizer has ids up to {max_id} but the model's vocab_size is {} (no embedding row for them)",
+                    c.text.vocab_size
+                ),
+            });
         }
         Ok(())
     }
