@@ -432,8 +432,7 @@ mod parity {
 
     /// Every case of the GPU report (and its baseline) runs at smoke size and
     /// the table holds a timing for each: a shape or setup error in the bench
-    /// code fails here, on the emulated driver in CI, not in the one GPU run a
-    /// session may get.
+    /// code fails here, on the emulated driver in CI, not in a scarce GPU run.
     #[test]
     fn every_bench_case_runs_at_smoke_size() {
         use actial::cuda::bench;

@@ -445,7 +445,7 @@ impl SftConfig {
         // camera-perspective translation the opposite one. Trained on all three at
         // once, their gradients on the motion feature cancel to a third and the tiny
         // model stays at chance (1500 steps measured). So, before the whole mix
-        // (docs/TINY_BASE.md, "The mirror question" and "Session 8"):
+        // (docs/TINY_BASE.md, "The mirror question" and "The pseudo-CoTs solve the mirror question"):
         // 1. the two that agree, letter answers only: the motion is found by step
         //    ~100 (with the pseudo-CoTs in this phase too it appeared only at ~500);
         // 2. the pseudo-CoTs alone, all three kinds: their first sentence names the
