@@ -45,7 +45,8 @@ use crate::tensor::{Device, Shape, Tensor};
 use crate::{arg_err, shape_err};
 
 /// The CUDA arm of an op's device match: the expression in builds with the
-/// kernels; without them `common_device` has already rejected CUDA tensors.
+/// kernels; without them (no tensor can be on CUDA there) the error that says
+/// the build lacks them.
 #[cfg(actial_cuda)]
 macro_rules! on_cuda {
     ($e:expr) => {
@@ -55,7 +56,7 @@ macro_rules! on_cuda {
 #[cfg(not(actial_cuda))]
 macro_rules! on_cuda {
     ($e:expr) => {
-        unreachable!("common_device rejects devices this build lacks")
+        Err($crate::tensor::Device::Cuda(0).check_available().expect_err("this build has no CUDA device"))
     };
 }
 pub(crate) use on_cuda;

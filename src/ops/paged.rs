@@ -69,7 +69,7 @@ impl BlockTable {
         }
         match self.device.device() {
             Device::Cpu => self.device = Tensor::from_i32(self.host.clone(), [self.host.len()], Device::Cpu)?,
-            Device::Cuda(_) => on_cuda!(cuda::scatter_i32(&mut self.device, &self.pending)?),
+            Device::Cuda(_) => on_cuda!(cuda::scatter_i32(&mut self.device, &self.pending))?,
         }
         self.pending.clear();
         Ok(())
