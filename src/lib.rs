@@ -21,6 +21,7 @@ pub mod plot;
 pub mod rng;
 pub mod tensor;
 pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Shape, Tensor};

@@ -68,3 +68,16 @@ fn tiny_base_has_2d_skills_and_no_viewpoint_skill() {
     assert!(a_photo >= 0.90, "single-photo accuracy {a_photo}");
     assert!(a_view <= 0.45, "viewpoint accuracy {a_view}");
 }
+
+#[test]
+fn every_binary_names_models_the_same_way() {
+    use actial::model::load::load_model;
+    let tiny = load_model("tiny", 0).unwrap();
+    assert_eq!(tiny.dir.as_deref(), Some(actial::model::tiny::tiny_base_dir().as_path()));
+    assert!(!tiny.trained_here(None));
+    let random = load_model("tiny-random", 3).unwrap();
+    assert!(random.dir.is_none());
+    assert_eq!(random.model.config, tiny.model.config, "tiny-random is the tiny preset with random weights");
+    let e = load_model("/nonexistent/model", 0).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/model/config.json") && e.contains("tiny-random"), "{e}");
+}

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use actial::Result;
 use actial::data::formats::{load_any, write_sharegpt};
 use actial::data::mix::{CotStyle, MixConfig, mix};
 use actial::data::qa::{ImageRef, QaRecord};
 use actial::data::render::SceneStyle;
 use actial::data::sheet::contact_sheet;
 use actial::data::synth::{SynthConfig, render_pairs};
-use actial::{Error, Result};
+use actial::util::io_err;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 // mimalloc reuses freed buffers instead of returning them to the OS: the CPU path
 // allocates every activation, and glibc's fresh mmaps cost page faults per step
@@ -113,22 +113,9 @@ enum Cmd {
     },
 }
 
-fn bar(n: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} [{elapsed} < {eta}]").expect("valid template"),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io { path: path.display().to_string(), source: e }
-}
-
 fn synth(out: &Path, pairs: u64, seed: u64, size: u32, supersample: u32, scene: SceneStyle) -> Result<()> {
     let cfg = SynthConfig { size, supersample, scene, ..SynthConfig::default() };
-    let pb = bar(pairs, "rendering pairs");
+    let pb = actial::util::progress_bar("rendering pairs", pairs, "");
     let t0 = Instant::now();
     let rows = render_pairs(&out.join("images"), pairs, seed, &cfg, &|| pb.inc(1))?;
     pb.finish_and_clear();
@@ -163,7 +150,7 @@ fn build(root: &Path, out: &Path, max_pairs: usize, min_yaw: f64, max_yaw: f64, 
         return Err(actial::arg_err!("build", "no captures (sparse/0 + images/) under {}", root.display()));
     }
     let filter = PairFilter { min_yaw_deg: min_yaw, max_yaw_deg: max_yaw, ..PairFilter::default() };
-    let pb = bar(captures.len() as u64, "reading captures");
+    let pb = actial::util::progress_bar("reading captures", captures.len() as u64, "");
     let (mut records, mut manifest) = (Vec::new(), String::new());
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let mut examples = Vec::new();

@@ -27,9 +27,10 @@ use actial::data::benchmarks::{
 use actial::data::qa::{ACTIAL_SYSTEM, QaRecord};
 use actial::model::Qwen25Vl;
 use actial::model::image::{ImageProcessorConfig, ResizeBackend};
-use actial::model::tiny::{tiny_base_dir, tiny_config, tiny_tokenizer};
+use actial::model::tiny::{tiny_config, tiny_tokenizer};
 use actial::model::tokenizer::QwenTokenizer;
 use actial::train::eval::{AnswerExtractor, ItemResult, encode_prompts, evaluate_with};
+use actial::util::io_err;
 use actial::{Error, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
@@ -134,30 +135,25 @@ struct CheckArgs {
     read: ReadArgs,
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io { path: path.display().to_string(), source: e }
-}
-
 /// The model, its tokenizer and image processor, and whether this project
 /// trained it (an actial checkpoint or final/ directory).
 fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorConfig, bool)> {
-    let dir = if a.model == "tiny" { tiny_base_dir() } else { PathBuf::from(&a.model) };
-    let random = a.model == "tiny-random" || (a.model == "tiny" && !dir.join("config.json").is_file());
-    let (mut model, tok, mut proc) = if random {
-        if a.model == "tiny" {
-            eprintln!("warning: {} is missing; using a random tiny model", dir.display());
-        }
-        let tok = tiny_tokenizer()?;
-        let cfg = tiny_config(&tok);
-        let proc = ImageProcessorConfig::for_vision(&cfg.vision);
-        (Qwen25Vl::random(cfg, 0)?, tok, proc)
-    } else {
-        let model = Qwen25Vl::from_dir(&dir)?;
-        let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        tok.check_config(&model.config)?;
-        let proc = ImageProcessorConfig::from_dir(&dir, &model.config.vision)?;
-        (model, tok, proc)
-    };
+    let loaded = actial::model::load::load_model(&a.model, 0)?;
+    let trained_here = loaded.trained_here(a.adapter.as_deref());
+    // The paper evaluates greedily; a checkpoint's sampling settings are named,
+    // not used, so scores stay comparable across checkpoints.
+    match &loaded.dir {
+        Some(dir) => match actial::model::generate::Decoding::from_generation_config(dir)? {
+            Some(d) if d != actial::model::generate::Decoding::GREEDY => eprintln!(
+                "decoding: greedy, as the paper evaluates ({} asks for {}: not used)",
+                dir.join("generation_config.json").display(),
+                d.describe()
+            ),
+            _ => eprintln!("decoding: greedy, as the paper evaluates"),
+        },
+        None => eprintln!("decoding: greedy, as the paper evaluates"),
+    }
+    let (mut model, tok, mut proc) = (loaded.model, loaded.tokenizer, loaded.processor);
     if let Some(ad) = &a.adapter {
         let n = model.load_peft_adapter(ad)?;
         eprintln!("applied {n} LoRA adapters from {}", ad.display());
@@ -169,19 +165,6 @@ fn load_model(a: &RunArgs) -> Result<(Qwen25Vl, QwenTokenizer, ImageProcessorCon
     model.place_on(device)?;
     proc.max_pixels = a.read.max_pixels;
     proc.resize = a.read.image_processor;
-    // The paper evaluates greedily; a checkpoint's sampling settings are named,
-    // not used, so scores stay comparable across checkpoints.
-    match actial::model::generate::Decoding::from_generation_config(&dir)? {
-        Some(d) if d != actial::model::generate::Decoding::GREEDY && !random => eprintln!(
-            "decoding: greedy, as the paper evaluates ({} asks for {}: not used)",
-            dir.join("generation_config.json").display(),
-            d.describe()
-        ),
-        _ => eprintln!("decoding: greedy, as the paper evaluates"),
-    }
-    let trained_here = ["trainer_state.json", "actial_model.json"]
-        .iter()
-        .any(|f| dir.join(f).is_file() || a.adapter.as_ref().is_some_and(|ad| ad.join(f).is_file()));
     Ok((model, tok, proc, trained_here))
 }
 
@@ -326,17 +309,6 @@ impl Skipped {
     }
 }
 
-fn progress_bar(name: &str, rows: usize) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(rows as u64);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{name} {{wide_bar}} {{pos}}/{{len}} rows [{{elapsed}} < {{eta}}]"
-        ))
-        .expect("valid template"),
-    );
-    pb
-}
-
 /// `check`: every row read and every image decoded and preprocessed, as `run`
 /// would, without a model.
 fn check(a: CheckArgs) -> Result<()> {
@@ -347,7 +319,7 @@ fn check(a: CheckArgs) -> Result<()> {
     for (b, files) in parse_bench_specs(&a.read.benches)? {
         let opts = ReadOptions { strict: false, style: a.read.prompt_style, scoring: a.read.scoring };
         let mut reader = BenchReader::open(b, &files, opts)?;
-        let pb = progress_bar(b.name(), reader.progress().1);
+        let pb = actial::util::progress_bar(b.name(), reader.progress().1 as u64, "rows");
         let (mut skipped, mut kinds) = (Skipped::default(), BTreeMap::<String, usize>::new());
         let mut undecodable = BTreeMap::<String, usize>::new();
         let mut images = 0usize;
@@ -441,7 +413,7 @@ fn run(a: RunArgs) -> Result<()> {
         if !done_ids.is_empty() {
             eprintln!("{}: resuming, {} items already done", b.name(), done_ids.len());
         }
-        let pb = progress_bar(b.name(), reader.progress().1);
+        let pb = actial::util::progress_bar(b.name(), reader.progress().1 as u64, "rows");
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         let (mut skipped, mut too_long) = (Skipped::default(), BTreeMap::<String, usize>::new());
         // A file may repeat an id; resuming needs them unique.

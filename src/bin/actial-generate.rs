@@ -8,18 +8,18 @@
 //! repetition_penalty 1.05), greedy otherwise or with `--greedy`; the choice is
 //! printed.
 //! DIR is a Hugging Face model directory (config.json, *.safetensors,
-//! tokenizer.json, optional preprocessor_config.json), or `tiny` for the built-in
-//! preset (random weights unless a trained tiny checkpoint directory is given).
+//! tokenizer.json, optional preprocessor_config.json and generation_config.json),
+//! `tiny` (the pretrained tiny base, assets/tiny-base) or `tiny-random`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use actial::model::generate::Decoding;
-use actial::model::image::{ImageProcessorConfig, ResizeBackend, load_image, preprocess};
-use actial::model::tiny::{tiny_config, tiny_tokenizer};
-use actial::model::tokenizer::{Content, Message, QwenTokenizer, Role};
-use actial::model::{Qwen25Vl, weights};
+use actial::model::image::{ResizeBackend, load_image, preprocess};
+use actial::model::load::load_model;
+use actial::model::tokenizer::{Content, Message, Role};
+use actial::model::weights;
 use actial::{DType, Result};
 use clap::Parser;
 
@@ -32,7 +32,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(version, about = "Generation with a Qwen2.5-VL model")]
 struct Args {
-    /// Model directory (HF layout) or `tiny` for the built-in preset.
+    /// Model directory (HF layout, or an actial checkpoint / final/), `tiny` (the
+    /// pretrained tiny base) or `tiny-random` (random weights).
     #[arg(long)]
     model: String,
     /// Image files (PNG or JPEG), placed before the prompt in the order given.
@@ -62,7 +63,7 @@ struct Args {
     /// A PEFT LoRA adapter directory to apply on top of the model.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// Seed of the random weights of `--model tiny` and of sampling.
+    /// Seed of the random weights of `--model tiny-random` and of sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -71,27 +72,17 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
-    let decoding = match (args.greedy, args.model.as_str()) {
-        (true, _) | (_, "tiny") => Decoding::GREEDY,
-        (false, dir) => Decoding::from_generation_config(std::path::Path::new(dir))?
+    let loaded = load_model(&args.model, args.seed)?;
+    if loaded.dir.is_none() {
+        eprintln!("note: --model tiny-random has random weights (seed {}): the output is not meaningful", args.seed);
+    }
+    let decoding = match (&loaded.dir, args.greedy) {
+        (Some(dir), false) => Decoding::from_generation_config(dir)?
             .map(|d| Decoding { seed: args.seed, ..d })
             .unwrap_or(Decoding::GREEDY),
+        _ => Decoding::GREEDY,
     };
-    let (model, tok, mut proc) = if args.model == "tiny" {
-        let tok = tiny_tokenizer()?;
-        let cfg = tiny_config(&tok);
-        eprintln!("note: --model tiny uses random weights (seed {}): the output is not meaningful", args.seed);
-        let proc = ImageProcessorConfig::for_vision(&cfg.vision);
-        (Qwen25Vl::random(cfg, args.seed)?, tok, proc)
-    } else {
-        let dir = PathBuf::from(&args.model);
-        let model = Qwen25Vl::from_dir(&dir)?;
-        let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        tok.check_config(&model.config)?;
-        let proc = ImageProcessorConfig::from_dir(&dir, &model.config.vision)?;
-        (model, tok, proc)
-    };
-    let mut model = model;
+    let (mut model, tok, mut proc) = (loaded.model, loaded.tokenizer, loaded.processor);
     if let Some(a) = &args.adapter {
         let n = model.load_peft_adapter(a)?;
         eprintln!("applied {n} LoRA adapters from {}", a.display());

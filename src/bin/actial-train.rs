@@ -242,28 +242,11 @@ fn option_order(cfg: &SftConfig) -> OptionOrder {
     OptionOrder::Shuffled
 }
 
-/// The model `model.path` names, its tokenizer and the tokenizer file.
+/// The model `model.path` names (`tiny`, `tiny-random` or a directory), its
+/// tokenizer and the tokenizer file.
 fn load_model(cfg: &SftConfig) -> Result<(Qwen25Vl, QwenTokenizer, PathBuf)> {
-    let base = tiny_base_dir();
-    let dir = match cfg.model.path.as_str() {
-        "tiny" if base.join("config.json").is_file() => base,
-        "tiny" | "tiny-random" => {
-            if cfg.model.path == "tiny" {
-                eprintln!("warning: {} is missing; starting from a random tiny model", base.display());
-            }
-            let tok = tiny_tokenizer()?;
-            return Ok((
-                Qwen25Vl::random(tiny_config(&tok), cfg.model.init_seed)?,
-                tok,
-                tiny_dir().join("tokenizer.json"),
-            ));
-        }
-        p => PathBuf::from(p),
-    };
-    let tok = QwenTokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let model = Qwen25Vl::from_dir(&dir)?;
-    tok.check_config(&model.config)?;
-    Ok((model, tok, dir.join("tokenizer.json")))
+    let m = actial::model::load::load_model(&cfg.model.path, cfg.model.init_seed)?;
+    Ok((m.model, m.tokenizer, m.tokenizer_file))
 }
 
 /// Saves a trained model (f32) with its tokenizer and `actial_model.json`, which
@@ -853,17 +836,6 @@ fn sft_plots(h: &[actial::train::sft::StepMetrics], plots: &Path) -> Result<()> 
     Ok(())
 }
 
-fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{what} {{wide_bar}} {{pos}}/{{len}} [{{elapsed}} < {{eta}}]"
-        ))
-        .expect("valid template"),
-    );
-    pb
-}
-
 /// Evaluates `items` greedily with a progress bar.
 fn eval_set(model: &Qwen25Vl, tok: &QwenTokenizer, items: &[EvalItem], what: &str) -> Result<EvalReport> {
     eval_set_n(model, tok, items, what, 16)
@@ -876,7 +848,7 @@ fn eval_set_n(
     what: &str,
     max_new: usize,
 ) -> Result<EvalReport> {
-    let pb = progress_bar(items.len() as u64, what);
+    let pb = actial::util::progress_bar(what, items.len() as u64, "");
     let r = evaluate(model, tok, items, max_new, 32, &mut |n| pb.set_position(n as u64))?;
     pb.finish_and_clear();
     Ok(r)
@@ -920,7 +892,7 @@ fn pretrain(args: &Args) -> Result<()> {
     let synth = synth_config(&cfg, order);
     let seed = cfg.run.seed;
 
-    let pb = progress_bar(args.photos + args.pairs + args.perspective_photos, "render");
+    let pb = actial::util::progress_bar("render", args.photos + args.pairs + args.perspective_photos, "");
     let mix = PretrainMix {
         photos: args.photos,
         pairs: args.pairs,

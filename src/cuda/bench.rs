@@ -28,7 +28,7 @@ use crate::cpu::sampling::SamplingParams;
 use crate::error::Result;
 use crate::rng::Philox;
 
-use crate::train::plan::GpuSpec;
+use crate::cuda::gpus::GpuSpec;
 
 /// `(scale, width)` of a smoke run ([`cases`]): every case at 1/64 of the
 /// tokens and 1/16 of the widths, small enough for the emulated driver, so a

@@ -27,7 +27,8 @@
 //!   were built) and the phase the accounting files work under;
 //! - [`accounting`]: per-phase counts of copies, syncs, launches, GEMMs and
 //!   allocations that `device` keeps, with the pool's high-water mark;
-//! - [`build_info`]: what build.rs compiled (ptxas report), available in every build.
+//! - [`build_info`]: what build.rs compiled (ptxas report), available in every build;
+//! - [`gpus`]: datasheet figures (memory, bf16 peak, bandwidth) of the GPUs the plan and benches know.
 //!
 //! The device layer is compiled only when build.rs found nvcc (`cfg(actial_cuda)`);
 //! without it [`available`] says what to install.
@@ -39,6 +40,7 @@ pub mod build_info;
 pub mod emulated;
 #[cfg(actial_emulator)]
 pub mod emulator;
+pub mod gpus;
 pub mod nvtx;
 pub mod strided;
 

@@ -296,7 +296,7 @@ pub fn write_sharegpt(path: &Path, records: &[QaRecord]) -> Result<()> {
         writeln!(buf, "{line}").expect("writing to memory");
     }
     let data = buf.into_inner().expect("flushing memory");
-    crate::model::weights::write_atomic(path, &data)
+    crate::util::write_atomic(path, &data)
 }
 
 /// Loads any supported dataset file: `.parquet` (spatial QA columns), or

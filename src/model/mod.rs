@@ -5,6 +5,7 @@ pub mod config;
 pub mod generate;
 pub mod image;
 pub mod kv_pool;
+pub mod load;
 pub mod param;
 pub mod positions;
 pub mod resample;
@@ -277,7 +278,7 @@ impl Qwen25Vl {
         let mut rng = Philox::new(0, 0);
         let mut n = 0;
         for (name, lin) in linears {
-            let key = |ab: &str| crate::train::sft::peft_key(&format!("{name}.lora_{ab}.weight"));
+            let key = |ab: &str| weights::peft_key(&format!("{name}.lora_{ab}.weight"));
             if !ckpt.contains(&key("A")) {
                 continue;
             }

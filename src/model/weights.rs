@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -194,15 +193,7 @@ pub fn save_safetensors(
     write_atomic(path, &data)
 }
 
-/// Writes `data` to `path` through `path.tmp` + fsync + rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let io = |e| Error::Io { path: tmp.display().to_string(), source: e };
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })
-}
+pub use crate::util::write_atomic;
 
 /// The first tensor whose header entry cannot be right, named, when the
 /// safetensors crate refuses a file without saying which (its messages like
@@ -254,4 +245,17 @@ fn header_problem(bytes: &[u8]) -> Option<String> {
         at = *end;
     }
     (at != data_len).then(|| format!("the tensors end at byte {at}, the data holds {data_len}"))
+}
+
+/// The PEFT name of a parameter of this crate's model (transformers >= 4.52 module
+/// paths: `model.language_model.*`, `model.visual.*`).
+pub fn peft_key(name: &str) -> String {
+    let module = if let Some(rest) = name.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else if let Some(rest) = name.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else {
+        name.to_string()
+    };
+    format!("base_model.model.{module}")
 }

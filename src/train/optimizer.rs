@@ -13,18 +13,7 @@ use crate::model::{Qwen25Vl, weights};
 use crate::ops::{self, AdamSlot, AdamW};
 use crate::tensor::{DType, Tensor};
 
-/// The PEFT name of a parameter of this crate's model (transformers >= 4.52 module
-/// paths: `model.language_model.*`, `model.visual.*`).
-pub fn peft_key(name: &str) -> String {
-    let module = if let Some(rest) = name.strip_prefix("visual.") {
-        format!("model.visual.{rest}")
-    } else if let Some(rest) = name.strip_prefix("model.") {
-        format!("model.language_model.{rest}")
-    } else {
-        name.to_string()
-    };
-    format!("base_model.model.{module}")
-}
+pub use crate::model::weights::peft_key;
 
 /// AdamW first and second moments by parameter name.
 pub struct AdamWState {
