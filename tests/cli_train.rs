@@ -63,6 +63,17 @@ fn sft_runs_resumes_and_merges() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4]);
+    // TensorBoard: one event file per start; the resumed one marks step 2, so
+    // TensorBoard drops whatever the first logged past it.
+    let mut tb: Vec<_> = std::fs::read_dir(out.join("tb")).unwrap().flatten().map(|e| e.path()).collect();
+    tb.sort();
+    assert_eq!(tb.len(), 2, "{tb:?}");
+    let scalars: usize = tb
+        .iter()
+        .map(|f| actial::train::tensorboard::read_records(f).unwrap())
+        .map(|r| r.iter().filter(|e| e.windows(8).any(|w| w == b"sft/loss")).count())
+        .sum();
+    assert_eq!(scalars, 4, "one sft/loss summary per step");
     assert!(actial::model::Qwen25Vl::from_dir(&out.join("merged")).is_ok());
     // Unknown keys are errors.
     let bad = Command::new(env!("CARGO_BIN_EXE_actial-train"))
@@ -324,6 +335,8 @@ fn a_run_directory_belongs_to_one_run() {
     over.push("--overwrite".into());
     run(&args(&over));
     assert_eq!(checkpoint_steps(&out), [1, 2]);
+    // ... and so do the old run's TensorBoard curves: one event file, this run's.
+    assert_eq!(std::fs::read_dir(out.join("tb")).unwrap().count(), 1);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -14,7 +14,6 @@
 //! (copy-on-write: a weight is duplicated the first time the optimizer changes it).
 //! With `beta = 0` there is no reference.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -28,7 +27,7 @@ use super::reward::WeightedReward;
 use super::sft::{add_accounting, prepare_model};
 use crate::cuda::accounting::Accounting;
 use crate::cuda::nvtx::{self, Phase};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::rollout::{PromptInput, RolloutConfig, RolloutSample};
 use crate::model::tokenizer::QwenTokenizer;
 use crate::model::{Batch, Qwen25Vl, Sample};
@@ -493,11 +492,10 @@ impl GrpoTrainer {
     /// steps and at the end, a progress bar. A non-finite loss or gradient stops
     /// the run with the step and the last good checkpoint named.
     pub fn run(&mut self, out: &Path, tokenizer_json: Option<&Path>, progress: bool) -> Result<()> {
-        let (mut log, metrics_path, pb) = start_run_log(out, self.step, self.total_steps, "grpo", progress)?;
+        let (mut log, pb) = start_run_log(out, self.step, self.total_steps, "grpo", progress)?;
         while self.step < self.total_steps {
             let m = self.train_step().map_err(|e| super::optimizer::stopped(e, out, "grpo"))?;
-            writeln!(log, "{}", serde_json::to_string(&m).expect("JSON"))
-                .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
+            log.write(&m)?;
             pb.set_message(format!(
                 "reward {:.3} acc {:.2} fmt {:.2} kl {:.4} len {:.0}",
                 m.reward_mean, m.accuracy, m.format_rate, m.kl, m.response_len_mean

@@ -10,3 +10,4 @@ pub mod plan;
 pub mod reward;
 pub mod run_dir;
 pub mod sft;
+pub mod tensorboard;

@@ -335,16 +335,39 @@ pub fn resume_from(
     Ok((step as usize, state))
 }
 
+/// Where a stage's per-step figures go: `metrics.jsonl` (one JSON line per
+/// step) and TensorBoard event files in `tb/`.
+pub struct RunLog {
+    file: std::fs::File,
+    path: PathBuf,
+    tb: super::tensorboard::TbWriter,
+    stage: String,
+}
+
+impl RunLog {
+    /// Logs one step's metrics (a struct with a `step` field).
+    pub fn write<T: serde::Serialize>(&mut self, m: &T) -> Result<()> {
+        use std::io::Write as _;
+        let line = serde_json::to_string(m).expect("JSON");
+        writeln!(self.file, "{line}").map_err(|e| Error::Io { path: self.path.display().to_string(), source: e })?;
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        let step = v["step"].as_u64().unwrap_or(0) as usize;
+        self.tb.json_scalars(step, &self.stage, &v)
+    }
+}
+
 /// Opens `out/metrics.jsonl` for appending after keeping only its lines up to
-/// `step` (a killed run may have logged more than its last checkpoint), and a
-/// progress bar at `step` of `total` labelled `stage`. Returns (log, its path, bar).
+/// `step` (a killed run may have logged more than its last checkpoint), a new
+/// TensorBoard event file in `out/tb/` (marking the resume, see
+/// `train::tensorboard`), and a progress bar at `step` of `total` labelled
+/// `stage`.
 pub fn start_run_log(
     out: &Path,
     step: usize,
     total: usize,
     stage: &str,
     progress: bool,
-) -> Result<(std::fs::File, PathBuf, indicatif::ProgressBar)> {
+) -> Result<(RunLog, indicatif::ProgressBar)> {
     std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.display().to_string(), source: e })?;
     let path = out.join("metrics.jsonl");
     let line_step = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64());
@@ -355,10 +378,11 @@ pub fn start_run_log(
         .map(|l| format!("{l}\n"))
         .collect();
     weights::write_atomic(&path, kept.as_bytes())?;
-    let log = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+    let tb = super::tensorboard::TbWriter::create(&out.join("tb"), (step > 0).then_some(step))?;
     let pb = if progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
     pb.set_style(
         indicatif::ProgressStyle::with_template(&format!(
@@ -367,5 +391,5 @@ pub fn start_run_log(
         .expect("valid template"),
     );
     pb.set_position(step as u64);
-    Ok((log, path, pb))
+    Ok((RunLog { file, path, tb, stage: stage.to_string() }, pb))
 }

@@ -256,6 +256,13 @@ pub fn claim(out: &Path, rec: &RunRecord, how: Claim) -> Result<RunRecord> {
                     std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
                 }
             }
+            // The old run's TensorBoard curves would show next to the new ones.
+            for d in ["tb", "sft/tb", "grpo/tb"] {
+                let p = out.join(d);
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
+                }
+            }
         }
         Claim::Resume => match &existing {
             Some(old) if old.fingerprint != rec.fingerprint => {

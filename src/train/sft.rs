@@ -3,7 +3,6 @@
 //! clipping, checkpoints that resume bit-identically, metrics and plots.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use super::data::{Example, make_batch};
 pub use super::optimizer::peft_key;
 use super::optimizer::{AdamWState, CheckpointSpec, resume_from, start_run_log, write_checkpoint};
 use crate::cuda::accounting::Accounting;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Batch, LoraSpec, LossScale, Part, Qwen25Vl};
 use crate::rng::Philox;
 
@@ -358,11 +357,10 @@ impl SftTrainer {
         progress: bool,
         after_step: &mut dyn FnMut(&SftTrainer, &indicatif::ProgressBar) -> Result<()>,
     ) -> Result<()> {
-        let (mut log, metrics_path, pb) = start_run_log(out, self.step, self.total_steps, "sft", progress)?;
+        let (mut log, pb) = start_run_log(out, self.step, self.total_steps, "sft", progress)?;
         while self.step < self.total_steps {
             let m = self.train_step().map_err(|e| super::optimizer::stopped(e, out, "sft"))?;
-            writeln!(log, "{}", serde_json::to_string(&m).expect("JSON"))
-                .map_err(|e| Error::Io { path: metrics_path.display().to_string(), source: e })?;
+            log.write(&m)?;
             pb.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
             pb.inc(1);
             after_step(self, &pb)?;
