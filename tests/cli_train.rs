@@ -124,6 +124,7 @@ fn full_recipe_runs_end_to_end_and_grpo_alone() {
         "report.json",
         "plots/sft_loss.png",
         "plots/grpo_reward.png",
+        "plots/grpo.png",
         "plots/grpo_accuracy_format.png",
         "plots/grpo_kl.png",
         "plots/grpo_response_length.png",

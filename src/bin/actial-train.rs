@@ -21,7 +21,7 @@ use actial::model::Qwen25Vl;
 use actial::model::image::ImageProcessorConfig;
 use actial::model::tiny::{tiny_base_dir, tiny_config, tiny_dir, tiny_tokenizer};
 use actial::model::tokenizer::QwenTokenizer;
-use actial::plot::line_chart;
+use actial::plot::{Panel, figure, line_chart};
 use actial::train::config::SftConfig;
 use actial::train::data::encode_records;
 use actial::train::eval::{EvalItem, EvalReport, encode_prompts, evaluate};
@@ -551,9 +551,12 @@ fn grpo_plots(h: &[GrpoMetrics], dir: &Path) -> Result<()> {
         ("grpo_response_length.png", "response length (tokens)", vec![("length", curve(&|m| m.response_len_mean))]),
         ("grpo_entropy.png", "policy entropy (nats per token)", vec![("entropy", curve(&|m| m.entropy))]),
     ];
-    for (file, title, series) in charts {
-        line_chart(title, "step", &series).save(dir.join(file)).map_err(|e| actial::arg_err!("plot", "{e}"))?;
+    for (file, title, series) in &charts {
+        line_chart(title, "step", series)?.save(dir.join(file)).map_err(|e| actial::arg_err!("plot", "{e}"))?;
     }
+    // The paper's training panels on one figure.
+    let panels: Vec<Panel> = charts.iter().map(|(_, title, series)| Panel { title, series: series.clone() }).collect();
+    figure(&panels, 3, "step")?.save(dir.join("grpo.png")).map_err(|e| actial::arg_err!("plot", "{e}"))?;
     Ok(())
 }
 
@@ -829,7 +832,7 @@ fn sft_plots(h: &[actial::train::sft::StepMetrics], plots: &Path) -> Result<()> 
         ("sft_lr.png", "learning rate", curve(&|m| m.lr as f64)),
         ("sft_grad_norm.png", "gradient norm (before clipping)", curve(&|m| m.grad_norm)),
     ] {
-        line_chart(title, "step", &[(title, series)])
+        line_chart(title, "step", &[(title, series)])?
             .save(plots.join(file))
             .map_err(|e| actial::arg_err!("plot", "{e}"))?;
     }

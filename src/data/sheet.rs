@@ -1,32 +1,15 @@
 //! Contact sheets: dataset items as PNG rows (their images, then the question,
-//! options and answer in an 8x8 bitmap font) so a person can check labels by eye.
+//! options and answer) so a person can check labels by eye.
 
 use image::{Rgb, RgbImage};
 
 use super::qa::{ImageRef, QaRecord};
 use crate::error::Result;
 
-const GLYPH: u32 = 8;
+/// Text line height in pixels (13 px DejaVu Sans, ~7 px per character).
+const LINE: u32 = 16;
 const THUMB: u32 = 112;
-const TEXT_COLS: usize = 70;
-
-/// Draws `text` at (x, y) in black, one 8x8 glyph per char (non-ASCII as '?').
-pub fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, colour: Rgb<u8>) {
-    use font8x8::UnicodeFonts;
-    for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).expect("'?' exists");
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    let (px, py) = (x + i as u32 * GLYPH + col, y + row as u32);
-                    if px < img.width() && py < img.height() {
-                        img.put_pixel(px, py, colour);
-                    }
-                }
-            }
-        }
-    }
-}
+const TEXT_COLS: usize = 80;
 
 /// Greedy word wrap to `cols` characters.
 fn wrap(text: &str, cols: usize) -> Vec<String> {
@@ -55,7 +38,7 @@ fn load(r: &ImageRef) -> Result<RgbImage> {
 /// One row per record: up to `max_images` thumbnails, then the wrapped prompt
 /// (placeholders removed) and `answer: X`.
 pub fn contact_sheet(records: &[QaRecord], max_images: usize) -> Result<RgbImage> {
-    let text_w = TEXT_COLS as u32 * GLYPH + 16;
+    let text_w = TEXT_COLS as u32 * 7 + 16;
     let width = max_images as u32 * (THUMB + 4) + text_w;
     let rows: Vec<(Vec<RgbImage>, Vec<String>)> = records
         .iter()
@@ -74,7 +57,7 @@ pub fn contact_sheet(records: &[QaRecord], max_images: usize) -> Result<RgbImage
             Ok((thumbs, lines))
         })
         .collect::<Result<_>>()?;
-    let heights: Vec<u32> = rows.iter().map(|(_, l)| THUMB.max(l.len() as u32 * (GLYPH + 2)) + 8).collect();
+    let heights: Vec<u32> = rows.iter().map(|(_, l)| THUMB.max(l.len() as u32 * LINE) + 8).collect();
     let mut sheet = RgbImage::from_pixel(width, heights.iter().sum::<u32>().max(1), Rgb([255, 255, 255]));
     let mut y = 0;
     for ((thumbs, lines), h) in rows.iter().zip(&heights) {
@@ -84,7 +67,7 @@ pub fn contact_sheet(records: &[QaRecord], max_images: usize) -> Result<RgbImage
         let tx = max_images as u32 * (THUMB + 4) + 8;
         for (k, line) in lines.iter().enumerate() {
             let colour = if k + 1 == lines.len() { Rgb([180, 0, 0]) } else { Rgb([0, 0, 0]) };
-            draw_text(&mut sheet, tx, y + 4 + k as u32 * (GLYPH + 2), line, colour);
+            crate::plot::draw_text(&mut sheet, tx as i32, (y + 4 + k as u32 * LINE) as i32, line, colour, 13)?;
         }
         y += h;
         for x in 0..width {
