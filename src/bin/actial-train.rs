@@ -58,6 +58,12 @@ struct Args {
     /// Overrides, `section.key=value` (repeatable), applied after the file.
     #[arg(long = "set")]
     overrides: Vec<String>,
+    /// Start from a committed preset (assets/presets/NAME.toml: paper,
+    /// qwen2.5-vl-7b, qwen2.5-vl-3b, tiny, embedded, pretrain) instead of the
+    /// recipe's default one (`full`: embedded; `pretrain`: pretrain; `sft` /
+    /// `grpo`: tiny for the tiny model, else paper); --config and --set apply on top.
+    #[arg(long)]
+    preset: Option<String>,
     /// Training data files (added to data.train).
     #[arg(long = "data")]
     data: Vec<String>,
@@ -122,8 +128,8 @@ fn load_config(args: &Args) -> Result<SftConfig> {
     load_config_on(args, None)
 }
 
-/// The config from the file and overrides, on top of `defaults` (or the tiny /
-/// real-model defaults, whichever the model path asks for).
+/// The config from the file and overrides, on top of `--preset`, else
+/// `defaults`, else the tiny / paper preset, whichever the model path asks for.
 fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig> {
     let mut overrides = args.overrides.clone();
     if let Some(o) = &args.out {
@@ -142,10 +148,11 @@ fn load_config_on(args: &Args, defaults: Option<SftConfig>) -> Result<SftConfig>
     let file = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(defaults)".into());
     // The tiny preset has its own defaults: parse once to learn the model.
     let probe = SftConfig::from_toml(&text, &SftConfig::tiny_defaults(), &overrides, &file)?;
-    let base = match defaults {
-        Some(d) => d,
-        None if is_tiny(&probe) => SftConfig::tiny_defaults(),
-        None => SftConfig::default(),
+    let base = match (&args.preset, defaults) {
+        (Some(name), _) => SftConfig::preset(name)?,
+        (None, Some(d)) => d,
+        (None, None) if is_tiny(&probe) => SftConfig::tiny_defaults(),
+        (None, None) => SftConfig::default(),
     };
     let mut cfg = SftConfig::from_toml(&text, &base, &overrides, &file)?;
     cfg.data.train.extend(args.data.iter().cloned());

@@ -199,7 +199,6 @@ pub struct RunSection {
     pub save_every: usize,
     /// Checkpoints kept (oldest deleted first).
     pub keep_last: usize,
-    pub log_every: usize,
     /// Activation recomputation: decoder layers and vision blocks (by index) that
     /// keep only their input and run their forward again in the backward, trading
     /// compute for memory. `recompute_all` selects every layer and block.
@@ -390,7 +389,6 @@ impl Default for RunSection {
             out_dir: "runs/sft".into(),
             save_every: 0,
             keep_last: 2,
-            log_every: 1,
             recompute_all: false,
             recompute_text_layers: vec![],
             recompute_vision_blocks: vec![],
@@ -398,118 +396,52 @@ impl Default for RunSection {
     }
 }
 
+/// The committed presets, by name (`--preset NAME`).
+pub const PRESETS: [(&str, &str); 6] = [
+    ("paper", include_str!("../../assets/presets/paper.toml")),
+    ("qwen2.5-vl-7b", include_str!("../../assets/presets/qwen2.5-vl-7b.toml")),
+    ("qwen2.5-vl-3b", include_str!("../../assets/presets/qwen2.5-vl-3b.toml")),
+    ("tiny", include_str!("../../assets/presets/tiny.toml")),
+    ("embedded", include_str!("../../assets/presets/embedded.toml")),
+    ("pretrain", include_str!("../../assets/presets/pretrain.toml")),
+];
+
 impl SftConfig {
-    /// Small defaults sized for the tiny preset on a CPU.
+    /// A committed preset (`assets/presets/NAME.toml`, built into the binary):
+    /// its keys on top of its `base` preset's, or on the built-in defaults
+    /// (which are `paper.toml`'s values).
+    pub fn preset(name: &str) -> Result<SftConfig> {
+        let file = format!("assets/presets/{name}.toml");
+        let err = |msg: String| Error::Config { file: file.clone(), msg };
+        let text = PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| err(format!("no preset {name:?}: one of {}", PRESETS.map(|(n, _)| n).join(", "))))?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        let base = match table.remove("base") {
+            None => SftConfig::default(),
+            Some(toml::Value::String(b)) if b != name => Self::preset(&b)?,
+            Some(other) => return Err(err(format!("base must name another preset, not {other}"))),
+        };
+        let rest = toml::to_string(&table).map_err(|e| err(e.to_string()))?;
+        Self::from_toml(&rest, &base, &[], &file)
+    }
+
+    /// The tiny preset on a CPU (`assets/presets/tiny.toml`).
     pub fn tiny_defaults() -> SftConfig {
-        let mut c = SftConfig::default();
-        c.optim.lr = 1e-3;
-        c.optim.warmup_steps = 20;
-        c.optim.weight_decay = 0.01;
-        c.train.vision_tower = true;
-        c.run.global_batch = 16;
-        c.run.micro_batch = 8;
-        c.run.max_length = 1024;
-        c.run.epochs = 1;
-        c.data.synth_scene = crate::data::render::SceneStyle::KnownCube;
-        // The release's dual-clip and k3 clamp stay off in the tiny preset: with
-        // them the embedded default's GRPO stage ends at 80.0% in domain asked to
-        // reason (89.3% without) and 54.7% out of domain (54.0%), measured
-        // 2026-12-04 (docs/TINY_BASE.md); its table is kept as measured.
-        (c.grpo.clip_ratio_c, c.grpo.kl_clamp) = (0.0, 0.0);
-        c
+        Self::preset("tiny").expect("the committed tiny preset is valid")
     }
 
-    /// The embedded default (`actial-train` with no arguments): the tiny base,
-    /// rendered viewpoint pairs, a CPU budget of minutes.
+    /// The embedded default (`actial-train` with no arguments:
+    /// `assets/presets/embedded.toml`).
     pub fn embedded_defaults() -> SftConfig {
-        let mut c = SftConfig::tiny_defaults();
-        c.data.synth_pairs = 2048;
-        c.data.cot_fraction = Some(0.1);
-        // Every CoT slot its own pair: with the paper's ~1K unique CoTs repeated, a
-        // tiny model learns which few images get a CoT and never starts one elsewhere.
-        c.data.cot_unique = 100_000;
-        // The prompt says which answer style is wanted: letter items keep the
-        // paper's letter-only instruction, CoT items and GRPO prompts ask for the
-        // reasoning first. With one prompt for both, a tiny model answers a bare
-        // letter everywhere (90% of its SFT answers), so every GRPO group earns
-        // the same zero reward and nothing is learned.
-        c.data.cot_instruction = Some(crate::data::qa::REASONING_INSTRUCTION.into());
-        c.grpo.instruction = Some(crate::data::qa::REASONING_INSTRUCTION.into());
-        // Two-sentence pseudo-CoTs (~40 tokens): the model learns to finish them
-        // (asked to reason on a held-out viewpoint pair it writes a well-formed
-        // `<think>…</think><answer>X</answer>` every time), where the paper's
-        // ~260-token form was rarely closed (docs/TINY_BASE.md).
-        c.data.cot_style = crate::data::mix::CotStyle::Short;
-        // The mirror question: for a given motion, camera rotation and the
-        // object-perspective translation have the same answer word, the
-        // camera-perspective translation the opposite one. Trained on all three at
-        // once, their gradients on the motion feature cancel to a third and the tiny
-        // model stays at chance (1500 steps measured). So, before the whole mix
-        // (docs/TINY_BASE.md, "The mirror question" and "The pseudo-CoTs solve the mirror question"):
-        // 1. the two that agree, letter answers only: the motion is found by step
-        //    ~100 (with the pseudo-CoTs in this phase too it appeared only at ~500);
-        // 2. the pseudo-CoTs alone, all three kinds: their first sentence names the
-        //    motion in the same words for every question (no conflict), the second
-        //    applies the perspective in words. This is what solves the mirror
-        //    question: asked to reason, 91% in domain, camera translation 92%. A
-        //    letter answer alone never separates "camera's" from "object's" in
-        //    this budget (every run measured: the camera translation at 2-26%).
-        let all_kinds: Vec<String> =
-            ["camera_rotation", "object_translation", "camera_translation"].map(String::from).into();
-        c.data.curriculum = vec![
-            CurriculumPhase {
-                kinds: vec!["camera_rotation".into(), "object_translation".into()],
-                steps: 250,
-                loss_mean: None,
-                answers: Some(AnswerStyle::Letter),
-                batch_by_pair: None,
-            },
-            CurriculumPhase {
-                kinds: all_kinds,
-                steps: 200,
-                loss_mean: None,
-                answers: Some(AnswerStyle::Reasoning),
-                batch_by_pair: None,
-            },
-        ];
-        // A sample of n supervised tokens weighs sqrt(n): with the token mean the
-        // CoTs (~40 tokens each) outweigh the letters and the letters never leave
-        // the plateau in the budget (in-domain at the constant letter, 51.3%); with
-        // the sample mean every answer weighs the same and rotation stops at 78%;
-        // sqrt reaches 100% on rotation, 66.7% in domain (docs/TINY_BASE.md).
-        c.train.loss_mean = LossMean::Sqrt;
-        c.optim.lr = 1e-3;
-        c.optim.warmup_steps = 20;
-        c.run.steps = 800;
-        c.run.out_dir = "runs/embedded".into();
-        let g = &mut c.grpo;
-        g.steps = 10;
-        g.lr = 1e-4;
-        g.warmup_steps = 2;
-        g.prompts_per_step = 8;
-        g.group = 16;
-        g.mini_batch_prompts = 4;
-        g.micro_batch = 16;
-        // The short pseudo-CoTs are ~40 tiny-tokenizer tokens.
-        g.max_new_tokens = 64;
-        g.max_prompt_tokens = 1024;
-        c
+        Self::preset("embedded").expect("the committed embedded preset is valid")
     }
 
-    /// Defaults of `actial-train --recipe pretrain` (the tiny base, from random
-    /// init, every part trained).
+    /// `actial-train --recipe pretrain`'s defaults (`assets/presets/pretrain.toml`).
     pub fn pretrain_defaults() -> SftConfig {
-        let mut c = SftConfig::tiny_defaults();
-        c.optim.lr = 1e-3;
-        c.optim.warmup_steps = 200;
-        c.optim.min_lr_ratio = 0.1;
-        c.train = TrainSection { vision_tower: true, merger: true, language: true, loss_mean: LossMean::Token };
-        c.run.global_batch = 32;
-        c.run.micro_batch = 32;
-        c.run.steps = 24_000;
-        c.run.save_every = 2000;
-        c.run.out_dir = "runs/pretrain".into();
-        c
+        Self::preset("pretrain").expect("the committed pretrain preset is valid")
     }
 
     /// Parses TOML text on top of `base` (keys not given keep `base`'s values),

@@ -21,7 +21,7 @@ pub const RUN_FILE: &str = "run.json";
 
 /// Keys a resume may change, left out of the fingerprint: where and how fast a
 /// run goes, and how long (extending a run's steps continues it).
-const NOT_RESULTS: [&str; 12] = [
+const NOT_RESULTS: [&str; 11] = [
     "run.steps",
     "run.epochs",
     "grpo.steps",
@@ -29,7 +29,6 @@ const NOT_RESULTS: [&str; 12] = [
     "run.device",
     "run.save_every",
     "run.keep_last",
-    "run.log_every",
     "run.recompute_all",
     "run.recompute_text_layers",
     "run.recompute_vision_blocks",
