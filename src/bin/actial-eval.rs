@@ -591,6 +591,9 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check(a),
         Cmd::Compare { runs } => compare(&runs),
     };
+    if let Some(table) = actial::ops::profile::report() {
+        eprintln!("\n{table}");
+    }
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

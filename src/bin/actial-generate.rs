@@ -160,7 +160,11 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let r = run(Args::parse());
+    if let Some(table) = actial::ops::profile::report() {
+        eprintln!("\n{table}");
+    }
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

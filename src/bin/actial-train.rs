@@ -1079,6 +1079,9 @@ fn main() -> ExitCode {
         Recipe::Grpo => grpo(&args),
         Recipe::Full => full(&args),
     };
+    if let Some(table) = actial::ops::profile::report() {
+        eprintln!("\n{table}");
+    }
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

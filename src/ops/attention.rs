@@ -64,6 +64,7 @@ pub fn cu_seqlens(op: &'static str, cu: &Tensor, tokens: usize) -> Result<Vec<us
 
 /// `softmax(scale·q·kᵀ + mask)·v` inside each segment, GQA over kv heads.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &Tensor, spec: AttnSpec) -> Result<AttnOut> {
+    let _profile = super::profile::scope("attention", "attention");
     const OP: &str = "attention";
     let (shape, cu) = attn_dims(OP, q, k, v, cu, &spec)?;
     match common_device(OP, &[q, k, v])? {
@@ -86,6 +87,7 @@ pub fn attention_backward(
     fwd: &AttnOut,
     dout: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let _profile = super::profile::scope("attention", "attention_backward");
     const OP: &str = "attention_backward";
     let (shape, cu) = attn_dims(OP, q, k, v, cu, &spec)?;
     expect_dims(OP, "out", &fwd.out, q.dims())?;
@@ -122,6 +124,7 @@ pub fn attention_kv(
     cu_k: &Tensor,
     spec: AttnSpec,
 ) -> Result<AttnOut> {
+    let _profile = super::profile::scope("attention", "attention_kv");
     const OP: &str = "attention_kv";
     expect_rank(OP, "q", q, 3)?;
     expect_rank(OP, "k", k, 3)?;
@@ -170,6 +173,7 @@ pub fn attention_kv(
 /// attention over their union: `out = (o₁·e^{l₁} + o₂·e^{l₂}) / (e^{l₁} + e^{l₂})`
 /// per query and head, `lse = log(e^{l₁} + e^{l₂})`.
 pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
+    let _profile = super::profile::scope("attention", "merge_attention");
     const OP: &str = "merge_attention";
     expect_dims(OP, "b.out", &b.out, a.out.dims())?;
     expect_dims(OP, "b.lse", &b.lse, a.lse.dims())?;

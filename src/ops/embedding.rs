@@ -12,6 +12,7 @@ use crate::tensor::{Device, Tensor};
 /// `out[i] = x[idx[i]]` for `x: [N, D]`, `idx: [M]` (i32) → `[M, D]`. This is the
 /// embedding lookup (x = table, idx = token ids) and any row permutation.
 pub fn index_select(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
+    let _profile = super::profile::scope("embedding", "index_select");
     const OP: &str = "index_select";
     expect_rank(OP, "x", x, 2)?;
     let (n, d) = (x.dims()[0], x.dims()[1]);
@@ -27,6 +28,7 @@ pub fn index_select(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
 /// token, the placeholder embedding rows get no gradient (their positions were
 /// overwritten by image features).
 pub fn index_select_backward(dx: &mut Tensor, idx: &Tensor, dy: &Tensor, skip_id: Option<i32>) -> Result<()> {
+    let _profile = super::profile::scope("embedding", "index_select_backward");
     const OP: &str = "index_select_backward";
     expect_rank(OP, "dx", dx, 2)?;
     let (n, d) = (dx.dims()[0], dx.dims()[1]);
@@ -47,6 +49,7 @@ pub fn index_select_backward(dx: &mut Tensor, idx: &Tensor, dy: &Tensor, skip_id
 /// Returns `x` with rows `pos[i]` replaced by `rows[i]`: image features written over
 /// the `<|image_pad|>` embeddings, in order. `x: [T, D]`, `pos: [N]`, `rows: [N, D]`.
 pub fn scatter_rows(x: &Tensor, pos: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    let _profile = super::profile::scope("embedding", "scatter_rows");
     const OP: &str = "scatter_rows";
     expect_rank(OP, "x", x, 2)?;
     let (t, d) = (x.dims()[0], x.dims()[1]);
@@ -73,6 +76,7 @@ pub fn scatter_rows(x: &Tensor, pos: &Tensor, rows: &Tensor) -> Result<Tensor> {
 /// Backward of [`scatter_rows`]: `(dx, drows)` where `drows[i] = dy[pos[i]]` and
 /// `dx` is `dy` with those rows zeroed (the overwritten inputs had no effect).
 pub fn scatter_rows_backward(dy: &Tensor, pos: &Tensor) -> Result<(Tensor, Tensor)> {
+    let _profile = super::profile::scope("embedding", "scatter_rows_backward");
     const OP: &str = "scatter_rows_backward";
     expect_rank(OP, "dy", dy, 2)?;
     let (t, d) = (dy.dims()[0], dy.dims()[1]);
@@ -92,6 +96,7 @@ pub fn scatter_rows_backward(dy: &Tensor, pos: &Tensor) -> Result<(Tensor, Tenso
 /// Writes `src: [n, ...]` into rows `start..start + n` of the f32 `dst` in place
 /// (a KV cache append). Shapes past dim 0 must match.
 pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor) -> Result<()> {
+    let _profile = super::profile::scope("embedding", "write_rows");
     const OP: &str = "write_rows";
     let (n, rows) = (src.dims().first().copied().unwrap_or(0), dst.dims().first().copied().unwrap_or(0));
     if src.rank() == 0 || dst.rank() != src.rank() || dst.dims()[1..] != src.dims()[1..] || start + n > rows {

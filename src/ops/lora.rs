@@ -37,6 +37,7 @@ pub fn lora_linear(
     b: &Tensor,
     scale: f32,
 ) -> Result<LoraOut> {
+    let _profile = super::profile::scope("lora", "lora_linear");
     const OP: &str = "lora_linear";
     let (rows, din, dout, r) = lora_dims(OP, x, w, a, b)?;
     if let Some(bias) = bias {
@@ -88,6 +89,7 @@ pub fn lora_linear_backward(
     da: &mut Tensor,
     db: &mut Tensor,
 ) -> Result<Tensor> {
+    let _profile = super::profile::scope("lora", "lora_linear_backward");
     const OP: &str = "lora_linear_backward";
     let (rows, din, dout, r) = lora_dims(OP, x, w, a, b)?;
     expect_dims(OP, "dy", dy, fwd.y.dims())?;

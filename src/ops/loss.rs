@@ -44,6 +44,7 @@ fn check_ids(op: &'static str, logits: &Tensor, ids: &Tensor, allow_ignore: bool
 /// Mean cross-entropy over rows whose label is not -100. The caller shifts labels
 /// for next-token prediction.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<CrossEntropy> {
+    let _profile = super::profile::scope("loss", "cross_entropy");
     const OP: &str = "cross_entropy";
     let (t, v) = check_ids(OP, logits, labels, true)?;
     match common_device(OP, &[logits])? {
@@ -63,6 +64,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<CrossEntropy> {
 /// batch `grad_scale = 1/tokens`; across accumulated micro-batches use 1/(all their
 /// labelled tokens) so the sum of micro-batch gradients equals the big batch's.
 pub fn cross_entropy_backward(logits: &Tensor, labels: &Tensor, fwd: &CrossEntropy, grad_scale: f32) -> Result<Tensor> {
+    let _profile = super::profile::scope("loss", "cross_entropy_backward");
     const OP: &str = "cross_entropy_backward";
     let (t, v) = check_ids(OP, logits, labels, true)?;
     expect_dims(OP, "lse", &fwd.lse, &[t])?;
@@ -94,6 +96,7 @@ pub fn cross_entropy_backward_rows(
     fwd: &CrossEntropy,
     row_scale: &[f32],
 ) -> Result<Tensor> {
+    let _profile = super::profile::scope("loss", "cross_entropy_backward_rows");
     const OP: &str = "cross_entropy_backward_rows";
     let (t, v) = check_ids(OP, logits, labels, true)?;
     expect_dims(OP, "lse", &fwd.lse, &[t])?;
@@ -122,6 +125,7 @@ pub fn cross_entropy_backward_rows(
 
 /// `log_softmax(logits / temperature)[t, ids[t]]` per row: `(logp [T], lse [T])`.
 pub fn token_logprobs(logits: &Tensor, ids: &Tensor, temperature: f32) -> Result<(Tensor, Tensor)> {
+    let _profile = super::profile::scope("loss", "token_logprobs");
     const OP: &str = "token_logprobs";
     let (t, v) = check_ids(OP, logits, ids, false)?;
     if !(temperature > 0.0 && temperature.is_finite()) {
@@ -149,6 +153,7 @@ pub fn token_logprobs_backward(
     dlogp: &Tensor,
     temperature: f32,
 ) -> Result<Tensor> {
+    let _profile = super::profile::scope("loss", "token_logprobs_backward");
     const OP: &str = "token_logprobs_backward";
     let (t, v) = check_ids(OP, logits, ids, false)?;
     expect_dims(OP, "lse", lse, &[t])?;
@@ -210,6 +215,7 @@ pub fn linear_cross_entropy(
     mut dw: Option<&mut Tensor>,
     chunk_rows: usize,
 ) -> Result<LinearCrossEntropy> {
+    let _profile = super::profile::scope("loss", "linear_cross_entropy");
     const OP: &str = "linear_cross_entropy";
     expect_rank(OP, "h", h, 2)?;
     expect_rank(OP, "W", w, 2)?;
@@ -310,6 +316,7 @@ pub fn linear_token_logprobs(
     chunk_rows: usize,
     with_entropy: bool,
 ) -> Result<LinearTokenLogprobs> {
+    let _profile = super::profile::scope("loss", "linear_token_logprobs");
     const OP: &str = "linear_token_logprobs";
     // Read by the CUDA arm only; checked in every build.
     #[cfg_attr(not(actial_cuda), allow(unused_variables))]
@@ -356,6 +363,7 @@ pub fn linear_token_logprobs_backward(
     mut dw: Option<&mut Tensor>,
     chunk_rows: usize,
 ) -> Result<Tensor> {
+    let _profile = super::profile::scope("loss", "linear_token_logprobs_backward");
     const OP: &str = "linear_token_logprobs_backward";
     // Read by the CUDA arm only; checked in every build.
     #[cfg_attr(not(actial_cuda), allow(unused_variables))]
@@ -411,6 +419,7 @@ pub fn policy_loss(
     tokens: &PolicyTokens,
     p: &k::PolicyLossParams,
 ) -> Result<(Tensor, k::PolicyLossSums)> {
+    let _profile = super::profile::scope("loss", "policy_loss");
     const OP: &str = "policy_loss";
     expect_rank(OP, "logp", logp, 1)?;
     let t = logp.dims()[0];

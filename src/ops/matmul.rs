@@ -24,6 +24,7 @@ fn bmk(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize, usize)
 /// there is no broadcasting. On the CPU bf16 inputs are upcast and the result is f32;
 /// on CUDA the result is bf16 (f32 accumulation).
 pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    let _profile = super::profile::scope("matmul", "matmul");
     let dev = common_device(OP_MM, &[a, b])?;
     let (ba, ra, ca) = bmk(OP_MM, "a", a)?;
     let (bb, rb, cb) = bmk(OP_MM, "b", b)?;
@@ -54,6 +55,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
 
 /// Gradients of [`matmul`]: returns `(dA, dB)` in A's and B's stored layouts.
 pub fn matmul_backward(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, dc: &Tensor) -> Result<(Tensor, Tensor)> {
+    let _profile = super::profile::scope("matmul", "matmul_backward");
     let c_shape = matmul(a, b, trans_a, trans_b)?.shape().clone(); // checks shapes too
     if dc.shape() != &c_shape {
         return Err(shape_err!("matmul_backward", "dc has shape {}, expected {}", dc.shape(), c_shape));
@@ -79,6 +81,7 @@ fn linear_dims(op: &'static str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
 /// `y = x·Wᵀ + b` with `x: [.., in]`, `W: [out, in]` (the checkpoint layout),
 /// `b: [out]`. Output `[.., out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let _profile = super::profile::scope("matmul", "linear");
     const OP: &str = "linear";
     let (rows, din, dout) = linear_dims(OP, x, w, b)?;
     let mut devs = vec![x, w];
@@ -112,6 +115,7 @@ pub fn linear_backward(
     dw: Option<&mut Tensor>,
     db: Option<&mut Tensor>,
 ) -> Result<Tensor> {
+    let _profile = super::profile::scope("matmul", "linear_backward");
     const OP: &str = "linear_backward";
     let (rows, din, dout) = linear_dims(OP, x, w, None)?;
     if dy.shape().rows() != rows || dy.shape().last() != dout {

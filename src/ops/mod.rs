@@ -23,6 +23,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod paged;
+pub mod profile;
 pub mod rope;
 pub mod sampling;
 

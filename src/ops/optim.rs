@@ -22,6 +22,7 @@ pub struct AdamSlot<'a> {
 /// Gradients are read multiplied by `grad_scale` (a clip coefficient, or 1) and
 /// left unchanged.
 pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: f32) -> Result<bool> {
+    let _profile = super::profile::scope("optimizer", "adamw_step");
     const OP: &str = "adamw_step";
     if step == 0 {
         return Err(arg_err!(OP, "step counts from 1"));
@@ -68,6 +69,7 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: 
 
 /// The L2 norm of all gradients together (f64 accumulation).
 pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
+    let _profile = super::profile::scope("optimizer", "grad_norm");
     const OP: &str = "grad_norm";
     if grads.is_empty() {
         return Ok(0.0);
@@ -88,6 +90,7 @@ pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
 /// `torch.nn.utils.clip_grad_norm_`. Returns the norm before clipping; a
 /// non-finite norm is an error and leaves the gradients untouched.
 pub fn clip_grad_norm(grads: &mut [&mut Tensor], max_norm: f64) -> Result<f64> {
+    let _profile = super::profile::scope("optimizer", "clip_grad_norm");
     let norm = grad_norm(&grads.iter().map(|g| &**g).collect::<Vec<_>>())?;
     if !norm.is_finite() {
         return Err(arg_err!("clip_grad_norm", "gradient norm is {norm}: a gradient holds NaN or inf"));

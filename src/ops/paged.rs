@@ -186,6 +186,7 @@ impl DecodeRows {
 /// Stores keys and values `k, v: [n, Hkv, D]` at pool rows `rows`: one launch
 /// per pool on CUDA.
 pub fn store_kv(k_pool: &mut Tensor, v_pool: &mut Tensor, k: &Tensor, v: &Tensor, rows: &StoreRows<'_>) -> Result<()> {
+    let _profile = super::profile::scope("kv cache", "store_kv");
     const OP: &str = "store_kv";
     let n = rows.host.len();
     if rows.range.len() != n || rows.range.end > rows.device.numel() {
@@ -224,6 +225,7 @@ pub fn store_kv(k_pool: &mut Tensor, v_pool: &mut Tensor, k: &Tensor, v: &Tensor
 /// over the prefixes and over the suffixes merged by log-sum-exp; on CUDA one
 /// cascade kernel that reads a group's prefix once for all its samples.
 pub fn attention_decode_paged(q: &Tensor, kv: &PagedKv<'_>, rows: &DecodeRows, scale: f32) -> Result<AttnOut> {
+    let _profile = super::profile::scope("kv cache", "attention_decode_paged");
     const OP: &str = "attention_decode_paged";
     expect_rank(OP, "q", q, 3)?;
     expect_rank(OP, "k_pool", kv.k_pool, 3)?;

@@ -23,6 +23,7 @@ fn rope_dims(op: &'static str, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result
 
 /// `x' = x·cos + rotate_half(x)·sin` for `x: [T, H, D]`, tables `[T, D]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let _profile = super::profile::scope("rope", "rope");
     const OP: &str = "rope";
     let (h, d) = rope_dims(OP, x, cos, sin)?;
     match common_device(OP, &[x, cos, sin])? {
@@ -36,6 +37,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// Backward of [`rope`]: the transposed rotation applied to `dy`.
 pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let _profile = super::profile::scope("rope", "rope_backward");
     const OP: &str = "rope_backward";
     let (h, d) = rope_dims(OP, dy, cos, sin)?;
     match common_device(OP, &[dy, cos, sin])? {
@@ -52,6 +54,7 @@ pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> 
 /// blocks (so the merger sees each block's patches consecutively): blocks row-major,
 /// patches row-major inside a block; frames repeat the same coordinates.
 pub fn vision_patch_positions(grids: &[[usize; 3]], merge: usize) -> Result<Vec<[usize; 2]>> {
+    let _profile = super::profile::scope("rope", "vision_patch_positions");
     let mut pos = Vec::new();
     for (i, &[t, h, w]) in grids.iter().enumerate() {
         if h % merge != 0 || w % merge != 0 {
@@ -80,6 +83,7 @@ pub fn vision_patch_positions(grids: &[[usize; 3]], merge: usize) -> Result<Vec<
 /// rotates by `row·inv_freq[j']` for `j' = j mod half < half/2` and by
 /// `col·inv_freq[j' − half/2]` otherwise. Qwen2.5-VL: head_dim 80, theta 10000.
 pub fn vision_rope_table(pos: &[[usize; 2]], head_dim: usize, theta: f32, device: Device) -> Result<(Tensor, Tensor)> {
+    let _profile = super::profile::scope("rope", "vision_rope_table");
     let half = head_dim / 2;
     if !head_dim.is_multiple_of(4) {
         return Err(arg_err!("vision_rope_table", "head dim {head_dim} must be a multiple of 4"));
@@ -98,6 +102,7 @@ pub fn vision_rope_table(pos: &[[usize; 2]], head_dim: usize, theta: f32, device
 /// positions in turn, and the second half repeats the pattern.
 /// Qwen2.5-VL: head_dim 128, theta 1e6, sections [16, 24, 24].
 pub fn mrope_table(positions: &Tensor, head_dim: usize, theta: f32, sections: [usize; 3]) -> Result<(Tensor, Tensor)> {
+    let _profile = super::profile::scope("rope", "mrope_table");
     const OP: &str = "mrope_table";
     expect_rank(OP, "positions", positions, 2)?;
     if positions.dims()[0] != 3 {

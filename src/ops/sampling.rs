@@ -17,6 +17,7 @@ pub const MAX_BANNED: usize = 64;
 /// distribution (a GRPO group shares its prompt's). Returns `(tokens: [R·n] i32,
 /// logprobs: [R·n] f32)` on the CPU, row-major; reproducible from `(seed, stream0)`.
 pub fn sample(logits: &Tensor, n: usize, p: &SamplingParams, seed: u64, stream0: u64) -> Result<(Tensor, Tensor)> {
+    let _profile = super::profile::scope("sampling", "sample");
     let rows = if logits.dims().len() == 2 { logits.dims()[0] } else { 0 };
     let streams: Vec<u64> = (0..rows).map(|r| stream0 + (r * n) as u64).collect();
     let (tok, lp) = sample_streams(logits, n, p, seed, &streams, &[])?;
@@ -39,6 +40,7 @@ pub fn sample_streams(
     streams: &[u64],
     banned: &[u32],
 ) -> Result<(Vec<u32>, Vec<f32>)> {
+    let _profile = super::profile::scope("sampling", "sample_streams");
     const OP: &str = "sample";
     expect_rank(OP, "logits", logits, 2)?;
     let (r, v) = (logits.dims()[0], logits.dims()[1]);
