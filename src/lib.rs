@@ -18,6 +18,7 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod plot;
+pub mod recipe;
 pub mod rng;
 pub mod tensor;
 pub mod train;

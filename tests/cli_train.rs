@@ -1,5 +1,5 @@
-//! actial-train --recipe sft end to end on a tiny synthetic set: metrics, plots,
-//! checkpoints, resume, merge-lora.
+//! The actial-train binary: arguments, printing, run directories, resume,
+//! device checks (the recipes themselves are tested in process in tests/recipe.rs).
 
 use std::process::Command;
 
@@ -86,110 +86,74 @@ fn sft_runs_resumes_and_merges() {
 }
 
 #[test]
-fn full_recipe_runs_end_to_end_and_grpo_alone() {
+fn full_recipe_prints_its_table_and_pretrain_flags_reach_the_config() {
     let d = std::env::temp_dir().join(format!("actial-cli-full-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     let out = d.join("run");
     let o = out.to_str().unwrap();
+    let tiny = "model.path=tiny-random";
     let small = [
         "--set",
-        "model.path=tiny-random",
+        tiny,
         "--set",
-        "run.steps=3",
+        "run.steps=1",
         "--set",
-        "run.global_batch=4",
+        "run.global_batch=2",
         "--set",
         "run.micro_batch=2",
         "--set",
-        "data.synth_pairs=8",
+        "synth.pairs=2",
         "--set",
-        "data.synth_heldout_pairs=2",
+        "data.curriculum=[]",
         "--set",
-        "grpo.steps=2",
-        "--set",
-        "grpo.max_new_tokens=8",
-        "--set",
-        "grpo.prompts_per_step=2",
-        "--set",
-        "grpo.mini_batch_prompts=1",
-        "--set",
-        "grpo.group=2",
-        "--set",
-        "grpo.micro_batch=3",
-    ];
-    let text = run(&[&["--recipe", "full", "--out", o][..], &small[..]].concat());
-    assert!(text.contains("| SFT + GRPO |") && text.contains("grpo done"), "{text}");
-    for f in [
-        "report.md",
-        "report.json",
-        "plots/sft_loss.png",
-        "plots/grpo_reward.png",
-        "plots/grpo.png",
-        "plots/grpo_accuracy_format.png",
-        "plots/grpo_kl.png",
-        "plots/grpo_response_length.png",
-        "sft/checkpoint-000003/model.safetensors",
-        "sft/metrics.jsonl",
-        "grpo/checkpoint-000002/optimizer.safetensors",
-        "grpo/metrics.jsonl",
-        "eval/base_in_domain.jsonl",
-        "eval/sft_in_domain_reasoning.jsonl",
-        "eval/grpo_out_of_domain.jsonl",
-        "final/model.safetensors",
-    ] {
-        assert!(out.join(f).is_file(), "missing {f}");
-    }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["rows"].as_array().unwrap().len(), 3);
-    // In domain is also asked with the CoT items' reasoning instruction.
-    let asked = std::fs::read_to_string(out.join("eval/sft_in_domain_reasoning.jsonl")).unwrap();
-    let letter = std::fs::read_to_string(out.join("eval/sft_in_domain.jsonl")).unwrap();
-    assert_eq!(asked.lines().count(), letter.lines().count());
-    assert!(report["rows"][1]["in_domain_reasoning"]["accuracy"].is_number(), "{report}");
-    let lines = std::fs::read_to_string(out.join("grpo/metrics.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 2);
-    for key in
-        ["reward_mean", "reward_std", "accuracy", "format_rate", "kl", "clip_frac", "entropy", "rollout_tokens_per_s"]
-    {
-        assert!(lines.contains(key), "metrics lack {key}");
-    }
-    // Stage 2 alone from the stage-1 output, on a prompt file with one prompt too long.
-    let prompts = d.join("prompts.jsonl");
-    let long = "left ".repeat(3000);
-    std::fs::write(
-        &prompts,
-        format!(
-            "{{\"question\": \"Is it left?\", \"options\": [\"Left\", \"Right\"], \"answer\": \"A\"}}\n{{\"question\": \"{long}\", \"options\": [\"Left\", \"Right\"], \"answer\": \"B\"}}\n"
-        ),
-    )
-    .unwrap();
-    let g_out = d.join("grpo");
-    let model = out.join("sft/checkpoint-000003");
-    let text = run(&[
-        "--recipe",
-        "grpo",
-        "--out",
-        g_out.to_str().unwrap(),
-        "--set",
-        &format!("model.path={:?}", model.to_str().unwrap()),
-        "--set",
-        &format!("grpo.data=[{:?}]", prompts.to_str().unwrap()),
+        "synth.heldout_pairs=1",
         "--set",
         "grpo.steps=1",
         "--set",
-        "grpo.max_new_tokens=4",
+        "grpo.max_new_tokens=2",
         "--set",
         "grpo.prompts_per_step=1",
         "--set",
         "grpo.mini_batch_prompts=1",
         "--set",
         "grpo.group=2",
+    ];
+    let text = run(&[&["--recipe", "full", "--out", o][..], &small[..]].concat());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| SFT + GRPO |") && text.contains(&md), "the printed table is report.md:\n{text}");
+    // The pretraining flags are `--set pretrain.*` shortcuts; a --set after them wins.
+    let printed = run(&[
+        "--recipe",
+        "pretrain",
+        "--photos",
+        "2",
+        "--text-items",
+        "9",
+        "--init",
+        "some/dir",
         "--set",
-        "grpo.max_prompt_tokens=512",
+        "pretrain.text_items=7",
+        "--print-config",
     ]);
-    assert!(text.contains("1 GRPO prompts skipped: prompt longer than the limit"), "{text}");
-    assert!(g_out.join("final/model.safetensors").is_file());
+    let cfg = actial::train::config::SftConfig::from_toml(&printed, &Default::default(), &[], "printed").unwrap();
+    assert_eq!((cfg.pretrain.photos, cfg.pretrain.text_items), (2, 7), "{printed}");
+    assert_eq!(cfg.pretrain.init.as_deref(), Some("some/dir"));
+    // The pretrain preset underneath.
+    assert_eq!(
+        cfg,
+        actial::recipe::load_config(
+            actial::recipe::Recipe::Pretrain,
+            &actial::recipe::ConfigSource {
+                overrides: vec![
+                    "pretrain.photos=2".into(),
+                    "pretrain.text_items=7".into(),
+                    "pretrain.init=\"some/dir\"".into()
+                ],
+                ..Default::default()
+            }
+        )
+        .unwrap()
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

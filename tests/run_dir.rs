@@ -28,7 +28,7 @@ fn a_resume_refuses_changed_grpo_and_data_settings() {
         ("grpo.prompts_per_step: 8 -> 4", &|c: &mut SftConfig| c.grpo.prompts_per_step = 4),
         ("grpo.beta", &|c: &mut SftConfig| c.grpo.beta = 0.5),
         ("grpo.temperature", &|c: &mut SftConfig| c.grpo.temperature = 0.7),
-        ("data.synth_scene", &|c: &mut SftConfig| c.data.synth_scene = actial::data::render::SceneStyle::Parts),
+        ("synth.scene", &|c: &mut SftConfig| c.synth.scene = actial::data::render::SceneStyle::Parts),
     ] {
         let e = changed(f).unwrap_or_else(|| panic!("{what}: accepted"));
         assert!(e.contains("this resume would change the run") && e.contains(what), "{what}: {e}");

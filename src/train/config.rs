@@ -50,21 +50,6 @@ pub struct DataSection {
     pub cot_style: crate::data::mix::CotStyle,
     /// System prompt for rows without one (None: the chat template's default).
     pub system: Option<String>,
-    /// Tiny preset without data files: rendered training pairs and held-out pairs.
-    pub synth_pairs: usize,
-    pub synth_heldout_pairs: usize,
-    /// Option layout of rendered questions: `shuffled` (the paper) or `fixed`
-    /// (the tiny preset's documented simplification, `data::qa::OptionOrder`).
-    /// Unset: the start model's (the tiny base records the order it learned), else
-    /// shuffled.
-    pub option_order: Option<crate::data::qa::OptionOrder>,
-    /// What rendered photos show: `parts` (multi-part objects) or `cube` (one
-    /// frame-filling cube with coloured faces: the tiny preset, whose 4-block
-    /// vision tower does not learn small parts' positions; docs/TINY_BASE.md).
-    pub synth_scene: crate::data::render::SceneStyle,
-    /// Largest orbit change between a rendered pair's photos, degrees (from 20;
-    /// the paper's pair filter allows up to 100).
-    pub synth_max_yaw_deg: f64,
     /// Curriculum: phases run in order before the whole set, each for `steps`
     /// optimizer steps drawing only examples whose record kind is in its `kinds`
     /// (`[[data.curriculum]]` tables, or `--set 'data.curriculum=[{kinds=["a"],
@@ -77,6 +62,41 @@ pub struct DataSection {
     /// in one batch their gradients on everything but the perspective word cancel
     /// (docs/TINY_BASE.md). Off: every example drawn on its own (the paper).
     pub batch_by_pair: bool,
+}
+
+/// Rendered viewpoint data (`actial::data::synth`): what a run with the tiny
+/// model and no data files trains and evaluates on. Runs on data files never
+/// read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynthSection {
+    /// Rendered training pairs and held-out pairs.
+    pub pairs: usize,
+    pub heldout_pairs: usize,
+    /// Option layout of rendered questions: `shuffled` (the paper) or `fixed`
+    /// (the tiny preset's documented simplification, `data::qa::OptionOrder`).
+    /// Unset: the start model's (the tiny base records the order it learned), else
+    /// shuffled.
+    pub option_order: Option<crate::data::qa::OptionOrder>,
+    /// What rendered photos show: `parts` (multi-part objects) or `cube` (one
+    /// frame-filling cube with coloured faces: the tiny preset, whose 4-block
+    /// vision tower does not learn small parts' positions; docs/TINY_BASE.md).
+    pub scene: crate::data::render::SceneStyle,
+    /// Largest orbit change between a rendered pair's photos, degrees (from 20;
+    /// the paper's pair filter allows up to 100).
+    pub max_yaw_deg: f64,
+}
+
+impl Default for SynthSection {
+    fn default() -> Self {
+        SynthSection {
+            pairs: 512,
+            heldout_pairs: 50,
+            option_order: None,
+            scene: crate::data::render::SceneStyle::Parts,
+            max_yaw_deg: 100.0,
+        }
+    }
 }
 
 /// One phase of `data.curriculum`.
@@ -215,17 +235,20 @@ pub struct GrpoSection {
     /// Prompt files (any format `actial-data` reads; each record's `answer` is the
     /// ground truth the accuracy reward compares).
     pub data: Vec<String>,
+    /// GRPO steps (each `prompts_per_step` prompts x `group` samples).
     pub steps: usize,
-    pub lr: f32,
-    pub warmup_steps: usize,
+    /// Stage 2's own learning rate and warm-up (linear, then constant); unset:
+    /// `optim.lr`, `optim.warmup_steps`.
+    pub lr: Option<f32>,
+    pub warmup_steps: Option<usize>,
     pub prompts_per_step: usize,
     /// Samples per prompt (G).
     pub group: usize,
     /// Prompts per PPO mini-batch (one optimizer update each).
     pub mini_batch_prompts: usize,
     pub ppo_epochs: usize,
-    /// Sequences per forward/backward in the update.
-    pub micro_batch: usize,
+    /// Sequences per forward/backward in the update (unset: `run.micro_batch`).
+    pub micro_batch: Option<usize>,
     pub max_new_tokens: usize,
     /// Longer prompts (text + image tokens) are skipped and counted.
     pub max_prompt_tokens: usize,
@@ -260,8 +283,8 @@ pub struct GrpoSection {
     /// which Adam would blow up to full-size steps. TRL applies the update; with
     /// the paper's 256-prompt mini-batches an all-flat one is rare.
     pub skip_flat_updates: bool,
-    /// Checkpoint every N steps (0: only at the end).
-    pub save_every: usize,
+    /// Checkpoint every N steps (0: only at the end; unset: `run.save_every`).
+    pub save_every: Option<usize>,
 }
 
 impl Default for GrpoSection {
@@ -270,13 +293,13 @@ impl Default for GrpoSection {
         GrpoSection {
             data: vec![],
             steps: 150,
-            lr: 1e-6,
-            warmup_steps: 0,
+            lr: None,
+            warmup_steps: None,
             prompts_per_step: 1024,
             group: 16,
             mini_batch_prompts: 256,
             ppo_epochs: 1,
-            micro_batch: 8,
+            micro_batch: None,
             max_new_tokens: 4096,
             max_prompt_tokens: 16_000,
             max_image_pixels: 960 * 540,
@@ -295,23 +318,86 @@ impl Default for GrpoSection {
             system: Some(crate::data::qa::ACTIAL_SYSTEM.to_string()),
             instruction: None,
             skip_flat_updates: true,
-            save_every: 0,
+            save_every: None,
         }
     }
 }
 
 /// One run's configuration: stage 1 (SFT: `[data]`, `[optim]`, `[run]`) and
-/// stage 2 (`[grpo]`), sharing `[model]`, `[lora]` and `[train]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+/// stage 2 (`[grpo]`), sharing `[model]`, `[lora]` and `[train]`; `[synth]`
+/// for rendered data, `[pretrain]` for the tiny base. Its `Default` is the
+/// paper's preset (`assets/presets/paper.toml`, which lists every key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SftConfig {
+    #[serde(default)]
     pub model: ModelSection,
+    #[serde(default)]
     pub data: DataSection,
+    #[serde(default)]
+    pub synth: SynthSection,
+    #[serde(default)]
     pub lora: LoraSection,
+    #[serde(default)]
     pub train: TrainSection,
+    #[serde(default)]
     pub optim: OptimSection,
+    #[serde(default)]
     pub run: RunSection,
+    #[serde(default)]
     pub grpo: GrpoSection,
+    #[serde(default)]
+    pub pretrain: PretrainSection,
+}
+
+impl Default for SftConfig {
+    /// The paper's recipe (`assets/presets/paper.toml`).
+    fn default() -> Self {
+        SftConfig::preset("paper").expect("the committed paper preset is valid")
+    }
+}
+
+/// `--recipe pretrain` only: what the tiny base learns from random init
+/// (`actial::data::pretrain`). The other recipes refuse these keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainSection {
+    /// Rendered photos (each gives its questions and a description).
+    pub photos: u64,
+    /// Two-photo items (questions about one photo of two, a description of
+    /// both; never how the camera moved).
+    pub pairs: u64,
+    /// Text-only items (multiple choice and copy exercises).
+    pub text_items: u64,
+    /// Text-only perspective items (a camera's move told in words, asked from the
+    /// camera's or the object's perspective).
+    pub perspective_items: u64,
+    /// Photos asked from the camera's and the object's perspective which colour is
+    /// furthest to one side (the two answers mirror each other).
+    pub perspective_photos: u64,
+    /// Every N-th multiple-choice item (0: none) asks for reasoning and answers
+    /// `<think>…</think><answer>X</answer>` (the format a real base follows).
+    pub reasoning_every: u64,
+    /// Evaluate a held-out sample every N steps (0: only at the end).
+    pub eval_every: usize,
+    /// Start from this tiny model directory (an earlier stage's model/ or a
+    /// checkpoint) instead of random init.
+    pub init: Option<String>,
+}
+
+impl Default for PretrainSection {
+    fn default() -> Self {
+        PretrainSection {
+            photos: 8000,
+            pairs: 0,
+            text_items: 150_000,
+            perspective_items: 0,
+            perspective_photos: 0,
+            reasoning_every: 0,
+            eval_every: 2000,
+            init: None,
+        }
+    }
 }
 
 impl Default for ModelSection {
@@ -329,11 +415,6 @@ impl Default for DataSection {
             cot_style: crate::data::mix::CotStyle::Full,
             system: None,
             curriculum: vec![],
-            synth_pairs: 512,
-            synth_heldout_pairs: 50,
-            option_order: None,
-            synth_scene: crate::data::render::SceneStyle::Parts,
-            synth_max_yaw_deg: 100.0,
             batch_by_pair: false,
         }
     }
@@ -413,19 +494,39 @@ impl SftConfig {
     pub fn preset(name: &str) -> Result<SftConfig> {
         let file = format!("assets/presets/{name}.toml");
         let err = |msg: String| Error::Config { file: file.clone(), msg };
-        let text = PRESETS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, t)| *t)
-            .ok_or_else(|| err(format!("no preset {name:?}: one of {}", PRESETS.map(|(n, _)| n).join(", "))))?;
+        let text = Self::preset_text(name)?;
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
         let base = match table.remove("base") {
-            None => SftConfig::default(),
+            None => SftConfig::builtin(),
             Some(toml::Value::String(b)) if b != name => Self::preset(&b)?,
             Some(other) => return Err(err(format!("base must name another preset, not {other}"))),
         };
         let rest = toml::to_string(&table).map_err(|e| err(e.to_string()))?;
         Self::from_toml(&rest, &base, &[], &file)
+    }
+
+    /// A committed preset's file text.
+    pub fn preset_text(name: &str) -> Result<&'static str> {
+        PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| Error::Config {
+            file: format!("assets/presets/{name}.toml"),
+            msg: format!("no preset {name:?}: one of {}", PRESETS.map(|(n, _)| n).join(", ")),
+        })
+    }
+
+    /// Every section's own defaults: what a preset without a `base` starts
+    /// from (the paper's preset sets every key itself).
+    fn builtin() -> SftConfig {
+        SftConfig {
+            model: Default::default(),
+            data: Default::default(),
+            synth: Default::default(),
+            lora: Default::default(),
+            train: Default::default(),
+            optim: Default::default(),
+            run: Default::default(),
+            grpo: Default::default(),
+            pretrain: Default::default(),
+        }
     }
 
     /// The tiny preset on a CPU (`assets/presets/tiny.toml`).
@@ -480,9 +581,9 @@ impl SftConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let y = self.data.synth_max_yaw_deg;
+        let y = self.synth.max_yaw_deg;
         if !(20.0..=180.0).contains(&y) {
-            return Err(format!("data.synth_max_yaw_deg must be within 20..=180 degrees, got {y}"));
+            return Err(format!("synth.max_yaw_deg must be within 20..=180 degrees, got {y}"));
         }
         let r = &self.run;
         if r.micro_batch == 0 || r.global_batch == 0 || !r.global_batch.is_multiple_of(r.micro_batch) {
@@ -518,14 +619,16 @@ impl SftConfig {
                 g.prompts_per_step, g.mini_batch_prompts
             ));
         }
-        if g.micro_batch == 0 || g.ppo_epochs == 0 || g.max_new_tokens == 0 {
+        if self.grpo_micro_batch() == 0 || g.ppo_epochs == 0 || g.max_new_tokens == 0 {
             return Err("grpo.micro_batch, grpo.ppo_epochs and grpo.max_new_tokens must be positive".into());
         }
         let positive = |x: f32| x > 0.0 && x.is_finite();
-        if !positive(g.lr) || !positive(g.temperature) || g.beta < 0.0 {
+        if !positive(self.grpo_lr()) || !positive(g.temperature) || g.beta < 0.0 {
             return Err(format!(
                 "grpo.lr and grpo.temperature must be positive and grpo.beta non-negative (lr {}, temperature {}, beta {})",
-                g.lr, g.temperature, g.beta
+                self.grpo_lr(),
+                g.temperature,
+                g.beta
             ));
         }
         self.check_ranges()
@@ -549,7 +652,7 @@ impl SftConfig {
         // Learning rates past 1 are no AdamW run anyone means (3e38 turns every
         // weight into NaN in one step).
         within("optim.lr", o.lr as f64, 0.0, 1.0, true, false);
-        within("grpo.lr", g.lr as f64, 0.0, 1.0, true, false);
+        within("grpo.lr", self.grpo_lr() as f64, 0.0, 1.0, true, false);
         // beta = 1 freezes a moment at zero: the update divides 0 by 0.
         within("optim.beta1", o.beta1 as f64, 0.0, 1.0, false, true);
         within("optim.beta2", o.beta2 as f64, 0.0, 1.0, false, true);
@@ -579,7 +682,7 @@ impl SftConfig {
             ("run.max_pixels", r.max_pixels, 1 << 28),
             ("grpo.group", g.group, 1 << 12),
             ("grpo.prompts_per_step", g.prompts_per_step, 1 << 16),
-            ("grpo.micro_batch", g.micro_batch, 1 << 16),
+            ("grpo.micro_batch", self.grpo_micro_batch(), 1 << 16),
             ("grpo.max_new_tokens", g.max_new_tokens, 1 << 17),
             ("grpo.max_prompt_tokens", g.max_prompt_tokens, 1 << 20),
             ("grpo.max_image_pixels", g.max_image_pixels, 1 << 28),
@@ -597,8 +700,29 @@ impl SftConfig {
     /// GRPO learning rate at step `step` (0-based): linear warm-up, then constant
     /// (verl's default).
     pub fn grpo_lr_at(&self, step: usize) -> f32 {
-        let g = &self.grpo;
-        if step < g.warmup_steps { g.lr * (step + 1) as f32 / g.warmup_steps as f32 } else { g.lr }
+        let (lr, warmup) = (self.grpo_lr(), self.grpo_warmup_steps());
+        if step < warmup { lr * (step + 1) as f32 / warmup as f32 } else { lr }
+    }
+
+    /// Stage 2's peak learning rate: `grpo.lr`, else `optim.lr`.
+    pub fn grpo_lr(&self) -> f32 {
+        self.grpo.lr.unwrap_or(self.optim.lr)
+    }
+
+    /// Stage 2's warm-up steps: `grpo.warmup_steps`, else `optim.warmup_steps`.
+    pub fn grpo_warmup_steps(&self) -> usize {
+        self.grpo.warmup_steps.unwrap_or(self.optim.warmup_steps)
+    }
+
+    /// Sequences per forward/backward in a GRPO update: `grpo.micro_batch`,
+    /// else `run.micro_batch`.
+    pub fn grpo_micro_batch(&self) -> usize {
+        self.grpo.micro_batch.unwrap_or(self.run.micro_batch)
+    }
+
+    /// GRPO checkpoint interval: `grpo.save_every`, else `run.save_every`.
+    pub fn grpo_save_every(&self) -> usize {
+        self.grpo.save_every.unwrap_or(self.run.save_every)
     }
 
     /// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up

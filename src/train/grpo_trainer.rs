@@ -228,7 +228,7 @@ impl GrpoTrainer {
     pub fn logprobs(&self, model: &Qwen25Vl, seqs: &[&Rollout]) -> Result<Vec<Vec<f32>>> {
         let t = self.cfg.grpo.temperature;
         let mut out = Vec::with_capacity(seqs.len());
-        for micro in seqs.chunks(self.cfg.grpo.micro_batch) {
+        for micro in seqs.chunks(self.cfg.grpo_micro_batch()) {
             let (batch, rows, ids) = self.pack(micro)?;
             let (normed, _) = model.forward_hidden(&batch)?;
             let n = rows.len();
@@ -266,7 +266,7 @@ impl GrpoTrainer {
     ) -> Result<()> {
         let temperature = self.cfg.grpo.temperature;
         let chunk = self.model.text.logit_chunk_rows();
-        for micro in mini.chunks(self.cfg.grpo.micro_batch) {
+        for micro in mini.chunks(self.cfg.grpo_micro_batch()) {
             let seqs: Vec<&Rollout> = micro.iter().map(|&i| &rolls[i]).collect();
             let (batch, rows, ids) = self.pack(&seqs)?;
             stats.forward_tokens += batch.tokens();
@@ -501,7 +501,7 @@ impl GrpoTrainer {
                 m.reward_mean, m.accuracy, m.format_rate, m.kl, m.response_len_mean
             ));
             pb.inc(1);
-            let every = self.cfg.grpo.save_every;
+            let every = self.cfg.grpo_save_every();
             if every > 0 && self.step.is_multiple_of(every) && self.step < self.total_steps {
                 self.save_checkpoint(out, tokenizer_json)?;
             }

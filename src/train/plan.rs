@@ -145,7 +145,7 @@ impl Workload {
     pub fn grpo_update(c: &Qwen25VlConfig, run: &SftConfig) -> Workload {
         let g = &run.grpo;
         let per_image = (g.max_image_pixels / (c.vision.patch_size * c.vision.patch_size)) as u64;
-        let n = g.micro_batch as u64;
+        let n = run.grpo_micro_batch() as u64;
         let patches = per_image.min(g.max_prompt_tokens as u64 * c.vision.merge_unit() as u64);
         Workload { tokens: n * (g.max_prompt_tokens + g.max_new_tokens) as u64, patches: n * patches }
     }
@@ -383,7 +383,9 @@ pub fn report(c: &Qwen25VlConfig, run: &SftConfig, sft: bool, grpo: bool) -> Str
             run,
             &format!(
                 "GRPO update (micro-batch {}: {} tokens, {} patches):",
-                run.grpo.micro_batch, wu.tokens, wu.patches
+                run.grpo_micro_batch(),
+                wu.tokens,
+                wu.patches
             ),
             &update,
             None,
