@@ -107,7 +107,8 @@ fn main() -> Result<()> {
     c.run.device = device.clone();
     c.lora.enabled = true;
     let g = &mut c.grpo;
-    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch) = (1, prompts, group, prompts, group);
+    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch) =
+        (1, prompts, group, prompts, Some(group));
     (g.max_new_tokens, g.beta, g.skip_flat_updates) = (new_tokens, 0.04, false);
     g.max_prompt_tokens = items.iter().map(|i| i.prompt.tokens.len()).max().unwrap_or(0);
     let mut tr = actial::train::grpo_trainer::GrpoTrainer::new(c.clone(), base, items, tok)?;

@@ -676,7 +676,7 @@ mod on_device {
         let g = &t.cfg.grpo;
         let per_mini = g.mini_batch_prompts * g.group;
         let minis = (g.prompts_per_step * g.group).div_ceil(per_mini) * g.ppo_epochs;
-        let micros = minis * per_mini.div_ceil(g.micro_batch);
+        let micros = minis * per_mini.div_ceil(t.cfg.grpo_micro_batch());
         let update_d2h: u64 = [Phase::Vision, Phase::LmForward, Phase::Loss, Phase::Backward, Phase::Optimizer]
             .iter()
             .map(|&p| acc.phase(p).d2h_bytes)

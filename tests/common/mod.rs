@@ -139,7 +139,8 @@ pub fn tiny_grpo_trainer(
     let mut cfg = actial::train::config::SftConfig::embedded_defaults();
     cfg.run.device = device.into();
     let g = &mut cfg.grpo;
-    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) = (2, 2, 4, 2, 3, 6);
+    (g.steps, g.prompts_per_step, g.group, g.mini_batch_prompts, g.micro_batch, g.max_new_tokens) =
+        (2, 2, 4, 2, Some(3), 6);
     g.beta = beta;
     cfg.optim.weight_decay = 0.0;
     actial::train::grpo_trainer::GrpoTrainer::new(cfg, model, items, tok).unwrap()
