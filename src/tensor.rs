@@ -9,9 +9,9 @@
 //! - Writes go through [`Tensor::f32_slice_mut`], which copies the storage first if it
 //!   is shared (copy-on-write), so a mutation never leaks into another tensor.
 //! - Device dispatch happens in the ops, one `match` on the device each. The CUDA
-//!   variant of [`Storage`] exists when build.rs compiled the kernels
-//!   (`cfg(actial_cuda)`); its dtype policy and the copies it makes are in
-//!   `crate::cuda::tensor`.
+//!   variant of [`Storage`] holds `crate::cuda::tensor::CudaStorage` (its dtype
+//!   policy and the copies it makes are there); in a build without the kernels
+//!   that type is a stand-in no value of which exists (`crate::cuda::standin`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -83,10 +83,7 @@ impl Device {
     pub fn synchronize(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            #[cfg(actial_cuda)]
             Device::Cuda(i) => crate::cuda::device::shared(*i)?.synchronize("Device::synchronize"),
-            #[cfg(not(actial_cuda))]
-            Device::Cuda(_) => self.check_available(),
         }
     }
 
@@ -95,17 +92,11 @@ impl Device {
     pub fn check_available(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            #[cfg(actial_cuda)]
             Device::Cuda(i) => crate::cuda::device::shared(*i).map(|_| ()).map_err(|e| match e {
                 Error::DeviceUnavailable { device, why } => {
                     Error::DeviceUnavailable { device, why: format!("{why}; use --device cpu") }
                 }
                 e => e,
-            }),
-            #[cfg(not(actial_cuda))]
-            Device::Cuda(_) => Err(Error::DeviceUnavailable {
-                device: *self,
-                why: format!("{}; use --device cpu", crate::cuda::build_info::NOT_BUILT),
             }),
         }
     }
@@ -192,7 +183,6 @@ impl CpuStorage {
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
-    #[cfg(actial_cuda)]
     Cuda(crate::cuda::tensor::CudaStorage),
 }
 
@@ -200,14 +190,12 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
-            #[cfg(actial_cuda)]
-            Storage::Cuda(s) => Device::Cuda(s.dev.ordinal()),
+            Storage::Cuda(s) => Device::Cuda(s.ordinal()),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
-            #[cfg(actial_cuda)]
             Storage::Cuda(s) => s.dtype(),
         }
     }
@@ -260,7 +248,6 @@ impl Tensor {
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.numel();
-        #[cfg(actial_cuda)]
         if let Device::Cuda(i) = device {
             return Tensor::from_cuda(crate::cuda::tensor::CudaStorage::zeros(i, dtype, n)?, shape);
         }
@@ -322,7 +309,6 @@ impl Tensor {
             Storage::Cpu(CpuStorage::I32(_)) => {
                 Err(Error::DType { op, what, got: DType::I32, expected: "f32 or bf16" })
             }
-            #[cfg(actial_cuda)]
             Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, self.device())),
         }
     }
@@ -332,7 +318,6 @@ impl Tensor {
         let r = self.offset..self.offset + self.numel();
         match &*self.storage {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(&v[r]),
-            #[cfg(actial_cuda)]
             Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, self.device())),
             s => Err(Error::DType { op, what, got: s.dtype(), expected: "f32" }),
         }
@@ -345,12 +330,8 @@ impl Tensor {
         let device = self.device();
         match Arc::make_mut(&mut self.storage) {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(&mut v[r]),
-            #[cfg(actial_cuda)]
             Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, device)),
-            s => {
-                let _ = device;
-                Err(Error::DType { op, what, got: s.dtype(), expected: "f32" })
-            }
+            s => Err(Error::DType { op, what, got: s.dtype(), expected: "f32" }),
         }
     }
 
@@ -359,7 +340,6 @@ impl Tensor {
         let r = self.offset..self.offset + self.numel();
         match &*self.storage {
             Storage::Cpu(CpuStorage::I32(v)) => Ok(&v[r]),
-            #[cfg(actial_cuda)]
             Storage::Cuda(_) => Err(crate::cuda::tensor::host_only(op, what, self.device())),
             s => Err(Error::DType { op, what, got: s.dtype(), expected: "i32" }),
         }
@@ -408,7 +388,6 @@ impl Tensor {
                 };
                 Tensor::from_cpu(data, self.shape.clone(), OP)
             }
-            #[cfg(actial_cuda)]
             Storage::Cuda(_) => crate::cuda::tensor::cast(self, dtype),
         }
     }
@@ -422,7 +401,6 @@ impl Tensor {
         let r = self.offset..self.offset + self.numel();
         match (&*self.storage, device) {
             (Storage::Cpu(_), Device::Cpu) => unreachable!("same device returned above"),
-            #[cfg(actial_cuda)]
             (Storage::Cpu(_), Device::Cuda(i)) => {
                 let host = match self.copy()?.storage.as_ref() {
                     Storage::Cpu(h) => crate::cuda::tensor::CudaStorage::upload(h, i)?,
@@ -430,17 +408,10 @@ impl Tensor {
                 };
                 Tensor::from_cuda(host, self.shape.clone())
             }
-            #[cfg(actial_cuda)]
             (Storage::Cuda(s), Device::Cpu) => {
                 Tensor::from_cpu(s.download(r)?, self.shape.clone(), "Tensor::to_device")
             }
-            #[cfg(actial_cuda)]
             (Storage::Cuda(_), Device::Cuda(_)) => self.to_device(Device::Cpu)?.to_device(device),
-            #[cfg(not(actial_cuda))]
-            (Storage::Cpu(_), Device::Cuda(_)) => {
-                let _ = r;
-                unreachable!("check_available rejects CUDA in a build without the kernels")
-            }
         }
     }
 
@@ -456,7 +427,6 @@ impl Tensor {
                 };
                 Tensor::from_cpu(data, self.shape.clone(), "Tensor::copy")
             }
-            #[cfg(actial_cuda)]
             Storage::Cuda(s) => {
                 let r = self.offset..self.offset + self.numel();
                 Tensor::from_cuda(s.copy_range(r, "Tensor::copy")?, self.shape.clone())
@@ -467,7 +437,6 @@ impl Tensor {
     // ---- CUDA storage, for crate::cuda::tensor ------------------------------------------
 
     /// Wraps a device buffer holding exactly `shape`'s elements.
-    #[cfg(actial_cuda)]
     pub(crate) fn from_cuda(s: crate::cuda::tensor::CudaStorage, shape: Shape) -> Result<Tensor> {
         if s.len() != shape.numel() {
             return Err(shape_err!("Tensor::from_cuda", "{} elements given for shape {}", s.len(), shape));
@@ -542,7 +511,6 @@ impl Tensor {
                 shape: Shape(dims),
             });
         }
-        #[cfg(actial_cuda)]
         if let Storage::Cuda(_) = &*self.storage {
             let plan = crate::cuda::strided::narrow(self.dims(), dim, start, len);
             return crate::cuda::tensor::gather_strided(self, &plan, OP);
@@ -580,7 +548,6 @@ impl Tensor {
             }
             dims[dim] += t.dims()[dim];
         }
-        #[cfg(actial_cuda)]
         if let Storage::Cuda(_) = &*first.storage {
             return crate::cuda::tensor::cat(tensors, dim, OP);
         }
@@ -628,7 +595,6 @@ impl Tensor {
             in_strides[d] = in_strides[d + 1] * in_dims[d + 1];
         }
         let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-        #[cfg(actial_cuda)]
         if let Storage::Cuda(_) = &*self.storage {
             return crate::cuda::tensor::gather_strided(self, &crate::cuda::strided::permute(in_dims, perm), OP);
         }
@@ -669,7 +635,6 @@ impl Tensor {
             Storage::Cpu(CpuStorage::F32(v)) => CpuStorage::F32(src.iter().map(|&i| v[base + i]).collect()),
             Storage::Cpu(CpuStorage::BF16(v)) => CpuStorage::BF16(src.iter().map(|&i| v[base + i]).collect()),
             Storage::Cpu(CpuStorage::I32(v)) => CpuStorage::I32(src.iter().map(|&i| v[base + i]).collect()),
-            #[cfg(actial_cuda)]
             Storage::Cuda(_) => unreachable!("CUDA layout changes take crate::cuda::tensor's strided copy"),
         };
         Tensor::from_cpu(data, shape, op)

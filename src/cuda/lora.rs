@@ -20,16 +20,7 @@ use crate::error::Result;
 /// Largest LoRA rank the projection kernel compiles for.
 pub const MAX_RANK: usize = 64;
 
-/// The shapes of one LoRA linear.
-#[derive(Clone, Copy, Debug)]
-pub struct LoraShape {
-    pub rows: usize,
-    pub din: usize,
-    pub dout: usize,
-    pub rank: usize,
-    /// `alpha / r`.
-    pub scale: f32,
-}
+pub use super::LoraShape;
 
 /// Rows per projection block (one warp each, LORA_WARPS in `cuda/lora.cu`)
 /// and threads per block.

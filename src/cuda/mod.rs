@@ -68,6 +68,25 @@ pub mod tensor;
 #[cfg(actial_cuda)]
 pub use device::CudaDevice;
 
+// Without the kernels: stand-ins for the device handle and device storage, so
+// `Tensor` and the ops name CUDA storage in every build; nothing can create
+// one (opening a device says the build lacks the kernels).
+#[cfg(not(actial_cuda))]
+mod standin;
+#[cfg(not(actial_cuda))]
+pub use standin::{device, tensor};
+
+/// The shapes of one LoRA linear.
+#[derive(Clone, Copy, Debug)]
+pub struct LoraShape {
+    pub rows: usize,
+    pub din: usize,
+    pub dout: usize,
+    pub rank: usize,
+    /// `alpha / r`.
+    pub scale: f32,
+}
+
 /// What a run on `device` should say up front: nothing on the CPU; on CUDA,
 /// on which GPU the path has been checked, and that it computes in bf16.
 pub fn unverified_warning(device: crate::tensor::Device) -> Option<String> {

@@ -63,6 +63,11 @@ impl CudaStorage {
             CudaBuf::I32(s) => s.len(),
         }
     }
+    /// The ordinal of the device holding it.
+    pub fn ordinal(&self) -> usize {
+        self.dev.ordinal()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,8 +1,7 @@
 //! Elementwise ops: SwiGLU, exact GELU, residual add, scaling.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_same, on_cuda};
+use super::{common_device, cpu_f32, expect_same};
 use crate::cpu::activation as k;
 use crate::error::Result;
 use crate::tensor::{Device, Tensor};
@@ -14,7 +13,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     expect_same(OP, "gate", gate, "up", up)?;
     match common_device(OP, &[gate, up])? {
         Device::Cpu => cpu_f32(k::swiglu_forward(&gate.f32_cow(OP, "gate")?, &up.f32_cow(OP, "up")?), gate.dims()),
-        Device::Cuda(_) => on_cuda!(cuda::swiglu(gate, up)),
+        Device::Cuda(_) => cuda::swiglu(gate, up),
     }
 }
 
@@ -30,7 +29,7 @@ pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tenso
                 k::swiglu_backward(&gate.f32_cow(OP, "gate")?, &up.f32_cow(OP, "up")?, &dy.f32_cow(OP, "dy")?);
             Ok((cpu_f32(dg, gate.dims())?, cpu_f32(du, gate.dims())?))
         }
-        Device::Cuda(_) => on_cuda!(cuda::swiglu_backward(gate, up, dy)),
+        Device::Cuda(_) => cuda::swiglu_backward(gate, up, dy),
     }
 }
 
@@ -40,7 +39,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "gelu";
     match common_device(OP, &[x])? {
         Device::Cpu => cpu_f32(k::gelu_forward(&x.f32_cow(OP, "x")?), x.dims()),
-        Device::Cuda(_) => on_cuda!(cuda::gelu(x)),
+        Device::Cuda(_) => cuda::gelu(x),
     }
 }
 
@@ -51,7 +50,7 @@ pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     expect_same(OP, "x", x, "dy", dy)?;
     match common_device(OP, &[x, dy])? {
         Device::Cpu => cpu_f32(k::gelu_backward(&x.f32_cow(OP, "x")?, &dy.f32_cow(OP, "dy")?), x.dims()),
-        Device::Cuda(_) => on_cuda!(cuda::gelu_backward(x, dy)),
+        Device::Cuda(_) => cuda::gelu_backward(x, dy),
     }
 }
 
@@ -62,7 +61,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "add";
     expect_same(OP, "a", a, "b", b)?;
     if let Device::Cuda(_) = common_device(OP, &[a, b])? {
-        return on_cuda!(cuda::add(a, b));
+        return cuda::add(a, b);
     }
     let mut out = a.to_dtype(crate::tensor::DType::F32)?.copy()?;
     add_scaled_assign(&mut out, b, 1.0)?;
@@ -81,7 +80,7 @@ pub fn add_scaled_assign(a: &mut Tensor, b: &Tensor, alpha: f32) -> Result<()> {
             k::axpy(a.f32_slice_mut(OP, "a")?, &bv, alpha);
             Ok(())
         }
-        Device::Cuda(_) => on_cuda!(cuda::add_scaled_assign(a, b, alpha)),
+        Device::Cuda(_) => cuda::add_scaled_assign(a, b, alpha),
     }
 }
 
@@ -94,6 +93,6 @@ pub fn scale_assign(a: &mut Tensor, alpha: f32) -> Result<()> {
             k::scale(a.f32_slice_mut(OP, "a")?, alpha);
             Ok(())
         }
-        Device::Cuda(_) => on_cuda!(cuda::scale_assign(a, alpha)),
+        Device::Cuda(_) => cuda::scale_assign(a, alpha),
     }
 }

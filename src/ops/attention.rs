@@ -1,8 +1,7 @@
 //! Variable-length attention over `cu_seqlens` segments (see `cpu::attention`).
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, on_cuda};
+use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32};
 use crate::cpu::attention::{self as k, AttnShape};
 use crate::error::Result;
 use crate::tensor::{Device, Tensor};
@@ -73,7 +72,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &Tensor, spec: AttnSpec
                 k::attention_forward(&q.f32_cow(OP, "q")?, &k.f32_cow(OP, "k")?, &v.f32_cow(OP, "v")?, &cu, &shape);
             Ok(AttnOut { out: cpu_f32(out, q.dims())?, lse: cpu_f32(lse, [q.dims()[0], q.dims()[1]])? })
         }
-        Device::Cuda(_) => on_cuda!(cuda::attention(q, k, v, &cu, &shape)),
+        Device::Cuda(_) => cuda::attention(q, k, v, &cu, &shape),
     }
 }
 
@@ -107,7 +106,7 @@ pub fn attention_backward(
             );
             Ok((cpu_f32(dq, q.dims())?, cpu_f32(dk, k.dims())?, cpu_f32(dv, v.dims())?))
         }
-        Device::Cuda(_) => on_cuda!(cuda::attention_backward(q, k, v, fwd, dout, &cu, &shape)),
+        Device::Cuda(_) => cuda::attention_backward(q, k, v, fwd, dout, &cu, &shape),
     }
 }
 
@@ -164,7 +163,7 @@ pub fn attention_kv(
             );
             Ok(AttnOut { out: cpu_f32(out, q.dims())?, lse: cpu_f32(lse, [tq, hq])? })
         }
-        Device::Cuda(_) => on_cuda!(cuda::attention_kv(q, k, v, &cq, &ck, &shape)),
+        Device::Cuda(_) => cuda::attention_kv(q, k, v, &cq, &ck, &shape),
     }
 }
 
@@ -199,6 +198,6 @@ pub fn merge_attention(a: &AttnOut, b: &AttnOut) -> Result<AttnOut> {
             }
             Ok(AttnOut { out: cpu_f32(out, [t, h, d])?, lse: cpu_f32(lse, [t, h])? })
         }
-        Device::Cuda(_) => on_cuda!(cuda::merge_attention(a, b)),
+        Device::Cuda(_) => cuda::merge_attention(a, b),
     }
 }

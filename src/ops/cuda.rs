@@ -10,11 +10,13 @@
 
 use half::bf16;
 
+use super::loss::RowScale;
 use super::{AdamSlot, AdamW, AttnOut, CrossEntropy, IGNORE_INDEX, SamplingParams};
 use crate::cpu::attention::AttnShape;
+use crate::cuda::LoraShape;
 use crate::cuda::attention as at;
 use crate::cuda::gemm::{self, GemmSpec};
-use crate::cuda::lora::{self as lo, LoraShape};
+use crate::cuda::lora as lo;
 use crate::cuda::loss as ls;
 use crate::cuda::sampling as sa;
 use crate::cuda::small_ops as so;
@@ -571,11 +573,6 @@ pub fn linear_token_logprobs_backward(
         dw,
     )?;
     from_bf16(&d, dh, [t, dim])
-}
-
-pub enum RowScale<'a> {
-    Uniform(f32),
-    PerRow(&'a [f32]),
 }
 
 pub fn token_logprobs(logits: &Tensor, ids: &[i32], v: usize, s: f32) -> Result<(Tensor, Tensor)> {

@@ -1,9 +1,8 @@
 //! Row gathers and scatters: embedding lookup, image features into
 //! `<|image_pad|>` positions, and row permutations (the vision window order).
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, host_indices, on_cuda};
+use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, host_indices};
 use crate::cpu::embedding as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -19,7 +18,7 @@ pub fn index_select(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
     let rows = host_indices(OP, "idx", idx, n)?;
     match common_device(OP, &[x])? {
         Device::Cpu => cpu_f32(k::gather_rows(&x.f32_cow(OP, "x")?, d, &rows), [rows.len(), d]),
-        Device::Cuda(_) => on_cuda!(cuda::index_select(x, &host_i32(idx, OP, "idx")?)),
+        Device::Cuda(_) => cuda::index_select(x, &host_i32(idx, OP, "idx")?),
     }
 }
 
@@ -42,7 +41,7 @@ pub fn index_select_backward(dx: &mut Tensor, idx: &Tensor, dy: &Tensor, skip_id
             k::scatter_add_rows(dx.f32_slice_mut(OP, "dx")?, d, &rows, &g, skip.as_deref());
             Ok(())
         }
-        Device::Cuda(_) => on_cuda!(cuda::index_select_backward(dx, &host_i32(idx, OP, "idx")?, dy, skip.as_deref())),
+        Device::Cuda(_) => cuda::index_select_backward(dx, &host_i32(idx, OP, "idx")?, dy, skip.as_deref()),
     }
 }
 
@@ -69,7 +68,7 @@ pub fn scatter_rows(x: &Tensor, pos: &Tensor, rows: &Tensor) -> Result<Tensor> {
             k::overwrite_rows(&mut out, d, &p, &rows.f32_cow(OP, "rows")?);
             cpu_f32(out, [t, d])
         }
-        Device::Cuda(_) => on_cuda!(cuda::scatter_rows(x, &host_i32(pos, OP, "pos")?, rows)),
+        Device::Cuda(_) => cuda::scatter_rows(x, &host_i32(pos, OP, "pos")?, rows),
     }
 }
 
@@ -89,7 +88,7 @@ pub fn scatter_rows_backward(dy: &Tensor, pos: &Tensor) -> Result<(Tensor, Tenso
             k::overwrite_rows(&mut dx, d, &p, &vec![0.0; p.len() * d]);
             Ok((cpu_f32(dx, [t, d])?, cpu_f32(drows, [p.len(), d])?))
         }
-        Device::Cuda(_) => on_cuda!(cuda::scatter_rows_backward(dy, &host_i32(pos, OP, "pos")?)),
+        Device::Cuda(_) => cuda::scatter_rows_backward(dy, &host_i32(pos, OP, "pos")?),
     }
 }
 
@@ -109,6 +108,6 @@ pub fn write_rows(dst: &mut Tensor, start: usize, src: &Tensor) -> Result<()> {
             dst.f32_slice_mut(OP, "dst")?[start * inner..(start + n) * inner].copy_from_slice(&s);
             Ok(())
         }
-        Device::Cuda(_) => on_cuda!(cuda::write_rows(dst, start, src, inner)),
+        Device::Cuda(_) => cuda::write_rows(dst, start, src, inner),
     }
 }

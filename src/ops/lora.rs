@@ -1,8 +1,7 @@
 //! LoRA linear layers: a frozen `W` (and bias) plus a trained low-rank update.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, expect_rank, on_cuda};
+use super::{common_device, cpu_f32, expect_dims, expect_rank};
 use crate::cpu::lora as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -64,15 +63,9 @@ pub fn lora_linear(
             );
             Ok(LoraOut { y: cpu_f32(y, out_dims)?, xa: cpu_f32(xa, [rows, r])? })
         }
-        Device::Cuda(_) => on_cuda!(cuda::lora_linear(
-            x,
-            w,
-            bias,
-            a,
-            b,
-            crate::cuda::lora::LoraShape { rows, din, dout, rank: r, scale },
-            out_dims
-        )),
+        Device::Cuda(_) => {
+            cuda::lora_linear(x, w, bias, a, b, crate::cuda::LoraShape { rows, din, dout, rank: r, scale }, out_dims)
+        }
     }
 }
 
@@ -115,16 +108,16 @@ pub fn lora_linear_backward(
             );
             cpu_f32(dx, x.dims())
         }
-        Device::Cuda(_) => on_cuda!(cuda::lora_linear_backward(
+        Device::Cuda(_) => cuda::lora_linear_backward(
             x,
             w,
             a,
             b,
-            crate::cuda::lora::LoraShape { rows, din, dout, rank: r, scale },
+            crate::cuda::LoraShape { rows, din, dout, rank: r, scale },
             &fwd.xa,
             dy,
             da,
-            db
-        )),
+            db,
+        ),
     }
 }

@@ -1,13 +1,19 @@
 //! Losses on `[T, V]` logits: masked cross-entropy and chosen-token log-probs.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32, on_cuda};
+use super::{common_device, cpu_f32, expect_dims, expect_rank, host_i32};
 use crate::cpu::loss as k;
 pub use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::Result;
 use crate::tensor::{Device, Tensor};
 use crate::{arg_err, shape_err};
+
+/// How a cross-entropy backward scales each row's gradient: one factor, or one
+/// per row (the CUDA arm's argument; the CPU twin takes the same choice).
+pub enum RowScale<'a> {
+    Uniform(f32),
+    PerRow(&'a [f32]),
+}
 
 /// Cross-entropy forward result.
 pub struct CrossEntropy {
@@ -56,7 +62,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<CrossEntropy> {
             let loss = if tokens > 0 { (loss_sum / tokens as f64) as f32 } else { 0.0 };
             Ok(CrossEntropy { loss, loss_sum, tokens, lse: cpu_f32(lse, [t])? })
         }
-        Device::Cuda(_) => on_cuda!(cuda::cross_entropy(logits, &host_i32(labels, OP, "labels")?, v)),
+        Device::Cuda(_) => cuda::cross_entropy(logits, &host_i32(labels, OP, "labels")?, v),
     }
 }
 
@@ -79,12 +85,9 @@ pub fn cross_entropy_backward(logits: &Tensor, labels: &Tensor, fwd: &CrossEntro
             );
             cpu_f32(d, [t, v])
         }
-        Device::Cuda(_) => on_cuda!(cuda::cross_entropy_backward(
-            logits,
-            &host_i32(labels, OP, "labels")?,
-            v,
-            cuda::RowScale::Uniform(grad_scale)
-        )),
+        Device::Cuda(_) => {
+            cuda::cross_entropy_backward(logits, &host_i32(labels, OP, "labels")?, v, RowScale::Uniform(grad_scale))
+        }
     }
 }
 
@@ -114,12 +117,9 @@ pub fn cross_entropy_backward_rows(
             );
             cpu_f32(d, [t, v])
         }
-        Device::Cuda(_) => on_cuda!(cuda::cross_entropy_backward(
-            logits,
-            &host_i32(labels, OP, "labels")?,
-            v,
-            cuda::RowScale::PerRow(row_scale)
-        )),
+        Device::Cuda(_) => {
+            cuda::cross_entropy_backward(logits, &host_i32(labels, OP, "labels")?, v, RowScale::PerRow(row_scale))
+        }
     }
 }
 
@@ -141,7 +141,7 @@ pub fn token_logprobs(logits: &Tensor, ids: &Tensor, temperature: f32) -> Result
             );
             Ok((cpu_f32(lp, [t])?, cpu_f32(lse, [t])?))
         }
-        Device::Cuda(_) => on_cuda!(cuda::token_logprobs(logits, &host_i32(ids, OP, "ids")?, v, 1.0 / temperature)),
+        Device::Cuda(_) => cuda::token_logprobs(logits, &host_i32(ids, OP, "ids")?, v, 1.0 / temperature),
     }
 }
 
@@ -170,14 +170,9 @@ pub fn token_logprobs_backward(
             );
             cpu_f32(d, [t, v])
         }
-        Device::Cuda(_) => on_cuda!(cuda::token_logprobs_backward(
-            logits,
-            &host_i32(ids, OP, "ids")?,
-            lse,
-            dlogp,
-            v,
-            1.0 / temperature
-        )),
+        Device::Cuda(_) => {
+            cuda::token_logprobs_backward(logits, &host_i32(ids, OP, "ids")?, lse, dlogp, v, 1.0 / temperature)
+        }
     }
 }
 
@@ -264,7 +259,7 @@ pub fn linear_cross_entropy(
             };
             Ok(LinearCrossEntropy { loss_sum, tokens, dh })
         }
-        Device::Cuda(_) => on_cuda!(cuda::linear_cross_entropy(h, w, &lab, scale, dw, chunk_rows)),
+        Device::Cuda(_) => cuda::linear_cross_entropy(h, w, &lab, scale, dw, chunk_rows),
     }
 }
 
@@ -345,7 +340,7 @@ pub fn linear_token_logprobs(
                 entropy: if with_entropy { Some(cpu_f32(entropy, [t])?) } else { None },
             })
         }
-        Device::Cuda(_) => on_cuda!(cuda::linear_token_logprobs(h, w, &lab, temperature, chunk_rows, with_entropy)),
+        Device::Cuda(_) => cuda::linear_token_logprobs(h, w, &lab, temperature, chunk_rows, with_entropy),
     }
 }
 
@@ -393,9 +388,7 @@ pub fn linear_token_logprobs_backward(
                 _ => Tensor::cat(&dh.iter().collect::<Vec<_>>(), 0),
             }
         }
-        Device::Cuda(_) => {
-            on_cuda!(cuda::linear_token_logprobs_backward(h, w, &lab, lse, dlogp, temperature, dw, chunk_rows))
-        }
+        Device::Cuda(_) => cuda::linear_token_logprobs_backward(h, w, &lab, lse, dlogp, temperature, dw, chunk_rows),
     }
 }
 
@@ -455,6 +448,6 @@ pub fn policy_loss(
             );
             Ok((cpu_f32(d, [t])?, sums))
         }
-        Device::Cuda(_) => on_cuda!(cuda::policy_loss(logp, entropy, tokens, p)),
+        Device::Cuda(_) => cuda::policy_loss(logp, entropy, tokens, p),
     }
 }

@@ -1,8 +1,7 @@
 //! Matrix products: batched matmul with transpose flags, and linear layers.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, expect_rank, on_cuda};
+use super::{common_device, cpu_f32, expect_dims, expect_rank};
 use crate::cpu::matmul as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -49,7 +48,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
             k::matmul(ba, m, n, ka, &x, m * ka, trans_a, &y, ka * n, trans_b, &mut c, false, 1.0);
             cpu_f32(c, out_dims)
         }
-        Device::Cuda(_) => on_cuda!(cuda::matmul(a, b, trans_a, trans_b, ba, m, n, ka, out_dims)),
+        Device::Cuda(_) => cuda::matmul(a, b, trans_a, trans_b, ba, m, n, ka, out_dims),
     }
 }
 
@@ -102,7 +101,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             );
             cpu_f32(y, out_dims)
         }
-        Device::Cuda(_) => on_cuda!(cuda::linear(x, w, b, rows, din, dout)),
+        Device::Cuda(_) => cuda::linear(x, w, b, rows, din, dout),
     }
 }
 
@@ -144,6 +143,6 @@ pub fn linear_backward(
             );
             cpu_f32(dx, x.dims())
         }
-        Device::Cuda(_) => on_cuda!(cuda::linear_backward(x, w, dy, dw, db, rows, din, dout)),
+        Device::Cuda(_) => cuda::linear_backward(x, w, dy, dw, db, rows, din, dout),
     }
 }

@@ -14,7 +14,9 @@
 
 pub mod activation;
 pub mod attention;
-#[cfg(actial_cuda)]
+// Without the kernels the CUDA arm is a stand-in with the same functions, each
+// an error saying the build lacks them (no tensor can be on CUDA there).
+#[cfg_attr(not(actial_cuda), path = "cuda_standin.rs")]
 pub mod cuda;
 pub mod embedding;
 pub mod lora;
@@ -44,23 +46,6 @@ use std::borrow::Cow;
 use crate::error::{Error, Result};
 use crate::tensor::{Device, Shape, Tensor};
 use crate::{arg_err, shape_err};
-
-/// The CUDA arm of an op's device match: the expression in builds with the
-/// kernels; without them (no tensor can be on CUDA there) the error that says
-/// the build lacks them.
-#[cfg(actial_cuda)]
-macro_rules! on_cuda {
-    ($e:expr) => {
-        $e
-    };
-}
-#[cfg(not(actial_cuda))]
-macro_rules! on_cuda {
-    ($e:expr) => {
-        Err($crate::tensor::Device::Cuda(0).check_available().expect_err("this build has no CUDA device"))
-    };
-}
-pub(crate) use on_cuda;
 
 /// The elements of an i32 tensor on the host: borrowed on the CPU, read back from
 /// a CUDA device (index tensors are small and the ops check them on the host).

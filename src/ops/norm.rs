@@ -1,8 +1,7 @@
 //! RMSNorm over the last dim.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, on_cuda};
+use super::{common_device, cpu_f32, expect_dims};
 use crate::cpu::norm as k;
 use crate::error::Result;
 use crate::shape_err;
@@ -22,7 +21,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
             let (y, rstd) = k::rms_norm_forward(&x.f32_cow(OP, "input")?, &w.f32_cow(OP, "weight")?, eps);
             Ok((cpu_f32(y, x.dims())?, cpu_f32(rstd, [x.shape().rows()])?))
         }
-        Device::Cuda(_) => on_cuda!(cuda::rms_norm(x, w, eps)),
+        Device::Cuda(_) => cuda::rms_norm(x, w, eps),
     }
 }
 
@@ -43,7 +42,7 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f32) -> Resu
             let (y, rstd) = rms_norm(&h, w, eps)?;
             Ok((h, y, rstd))
         }
-        Device::Cuda(_) => on_cuda!(cuda::add_rms_norm(x, residual, w, eps)),
+        Device::Cuda(_) => cuda::add_rms_norm(x, residual, w, eps),
     }
 }
 
@@ -76,6 +75,6 @@ pub fn rms_norm_backward(
             );
             cpu_f32(dx, x.dims())
         }
-        Device::Cuda(_) => on_cuda!(cuda::rms_norm_backward(x, w, rstd, dy, dw)),
+        Device::Cuda(_) => cuda::rms_norm_backward(x, w, rstd, dy, dw),
     }
 }

@@ -1,8 +1,7 @@
 //! Optimizer ops: multi-tensor AdamW and global-norm gradient clipping.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, expect_same, on_cuda};
+use super::{common_device, expect_same};
 use crate::cpu::optim as k;
 pub use crate::cpu::optim::AdamW;
 use crate::error::Result;
@@ -63,7 +62,7 @@ pub fn adamw_step(slots: &mut [AdamSlot<'_>], h: &AdamW, step: u64, grad_scale: 
             }
             Ok(finite)
         }
-        Some(Device::Cuda(_)) => on_cuda!(cuda::adamw_step(slots, h, step, grad_scale)),
+        Some(Device::Cuda(_)) => cuda::adamw_step(slots, h, step, grad_scale),
     }
 }
 
@@ -82,7 +81,7 @@ pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
             }
             Ok(ss.sqrt())
         }
-        Device::Cuda(_) => on_cuda!(cuda::grad_norm(grads)),
+        Device::Cuda(_) => cuda::grad_norm(grads),
     }
 }
 

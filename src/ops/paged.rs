@@ -8,9 +8,8 @@
 //! block numbering (`model::kv_pool::KvPool`), so a step's rows are uploaded
 //! once and serve every layer.
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{AttnOut, AttnSpec, attention_kv, common_device, expect_rank, index_select, merge_attention, on_cuda};
+use super::{AttnOut, AttnSpec, attention_kv, common_device, expect_rank, index_select, merge_attention};
 use crate::error::Result;
 use crate::tensor::{Device, Tensor};
 use crate::{arg_err, shape_err};
@@ -69,7 +68,7 @@ impl BlockTable {
         }
         match self.device.device() {
             Device::Cpu => self.device = Tensor::from_i32(self.host.clone(), [self.host.len()], Device::Cpu)?,
-            Device::Cuda(_) => on_cuda!(cuda::scatter_i32(&mut self.device, &self.pending))?,
+            Device::Cuda(_) => cuda::scatter_i32(&mut self.device, &self.pending)?,
         }
         self.pending.clear();
         Ok(())
@@ -215,7 +214,7 @@ pub fn store_kv(k_pool: &mut Tensor, v_pool: &mut Tensor, k: &Tensor, v: &Tensor
             }
             Ok(())
         }
-        Device::Cuda(_) => on_cuda!(cuda::store_kv(k_pool, v_pool, k, v, rows)),
+        Device::Cuda(_) => cuda::store_kv(k_pool, v_pool, k, v, rows),
     }
 }
 
@@ -293,6 +292,6 @@ pub fn attention_decode_paged(q: &Tensor, kv: &PagedKv<'_>, rows: &DecodeRows, s
     };
     match common_device(OP, &[q, kv.k_pool, kv.v_pool, &rows.packed])? {
         Device::Cpu => composed(),
-        Device::Cuda(_) => on_cuda!(cuda::attention_decode_paged(q, kv, rows, scale, composed)),
+        Device::Cuda(_) => cuda::attention_decode_paged(q, kv, rows, scale, composed),
     }
 }

@@ -1,9 +1,8 @@
 //! Rotary embeddings: the tables for the vision tower's 2D rotary and the text
 //! model's M-RoPE, and the rotation itself (rotate_half pairing, `d` with `d + D/2`).
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_dims, expect_rank, on_cuda};
+use super::{common_device, cpu_f32, expect_dims, expect_rank};
 use crate::cpu::rope as k;
 use crate::error::Result;
 use crate::tensor::{Device, Tensor};
@@ -31,7 +30,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
             let y = k::rope_forward(&x.f32_cow(OP, "x")?, &cos.f32_cow(OP, "cos")?, &sin.f32_cow(OP, "sin")?, h, d);
             cpu_f32(y, x.dims())
         }
-        Device::Cuda(_) => on_cuda!(cuda::rope(x, cos, sin, false)),
+        Device::Cuda(_) => cuda::rope(x, cos, sin, false),
     }
 }
 
@@ -45,7 +44,7 @@ pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> 
             let dx = k::rope_backward(&dy.f32_cow(OP, "dy")?, &cos.f32_cow(OP, "cos")?, &sin.f32_cow(OP, "sin")?, h, d);
             cpu_f32(dx, dy.dims())
         }
-        Device::Cuda(_) => on_cuda!(cuda::rope(dy, cos, sin, true)),
+        Device::Cuda(_) => cuda::rope(dy, cos, sin, true),
     }
 }
 

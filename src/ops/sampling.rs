@@ -1,8 +1,7 @@
 //! Sampling next tokens from logits rows (see `cpu::sampling`).
 
-#[cfg(actial_cuda)]
 use super::cuda;
-use super::{common_device, cpu_f32, expect_rank, on_cuda};
+use super::{common_device, cpu_f32, expect_rank};
 use crate::arg_err;
 use crate::cpu::sampling as k;
 pub use crate::cpu::sampling::SamplingParams;
@@ -70,6 +69,6 @@ pub fn sample_streams(
             }
             Ok(k::sample_rows_streams(&x, v, n, p, seed, streams, &banned))
         }
-        Device::Cuda(_) => on_cuda!(cuda::sample_streams(logits, n, p, seed, streams, &banned)),
+        Device::Cuda(_) => cuda::sample_streams(logits, n, p, seed, streams, &banned),
     }
 }
