@@ -16,13 +16,13 @@ use super::{
     save_trained, synth_config, training_device,
 };
 use crate::data::formats::load_any;
-use crate::data::qa::{ACTIAL_SYSTEM, QaRecord, with_instruction};
+use crate::data::qa::{ACTIAL_SYSTEM, LETTERS, QaRecord, with_instruction};
 use crate::model::Qwen25Vl;
 use crate::model::image::ImageProcessorConfig;
 use crate::model::tokenizer::QwenTokenizer;
 use crate::train::config::SftConfig;
 use crate::train::data::encode_records;
-use crate::train::eval::{EvalItem, EvalReport, encode_prompts, evaluate};
+use crate::train::eval::{EvalItem, EvalReport, encode_prompts, evaluate, wilson95};
 use crate::train::grpo_trainer::GrpoMetrics;
 use crate::train::sft::SftTrainer;
 use crate::util::{io_err, write_atomic};
@@ -49,48 +49,111 @@ impl StageEval {
     }
 }
 
+/// What answering without looking scores on a held-out set (percent).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Baselines {
+    pub items: usize,
+    /// Picking one of each question's options at random, on average.
+    pub uniform_guess: f64,
+    /// Answering the most frequent correct letter every time.
+    pub best_constant: f64,
+}
+
+impl Baselines {
+    fn of(records: &[QaRecord], items: &[EvalItem]) -> Baselines {
+        let options: f64 = records.iter().map(|r| 1.0 / option_count(&r.prompt).max(1) as f64).sum();
+        Baselines {
+            items: items.len(),
+            uniform_guess: 100.0 * options / records.len().max(1) as f64,
+            best_constant: best_constant(items),
+        }
+    }
+}
+
+/// The options a rendered question lists (`A: … B: … C: …`).
+fn option_count(prompt: &str) -> usize {
+    LETTERS.iter().take_while(|l| prompt.contains(&format!(" {l}: ")) || prompt.contains(&format!(">{l}: "))).count()
+}
+
+/// Per question kind, as many items of each correct letter (the fewest any
+/// letter has), at most `cap` per kind (0: no cap), in the rendered order: on
+/// the result no constant letter scores above the others.
+pub fn balanced(records: Vec<QaRecord>, cap: usize) -> Vec<QaRecord> {
+    let mut by: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for r in &records {
+        *by.entry((r.kind.as_str(), r.answer.as_str())).or_default() += 1;
+    }
+    let mut per_letter: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (&(kind, _), &n) in &by {
+        let e = per_letter.entry(kind).or_insert((usize::MAX, 0));
+        *e = (e.0.min(n), e.1 + 1);
+    }
+    let quota: BTreeMap<String, usize> = per_letter
+        .into_iter()
+        .map(|(k, (least, letters))| (k.to_string(), if cap == 0 { least } else { least.min(cap / letters) }))
+        .collect();
+    let mut taken: BTreeMap<(String, String), usize> = BTreeMap::new();
+    records
+        .into_iter()
+        .filter(|r| {
+            let t = taken.entry((r.kind.clone(), r.answer.clone())).or_default();
+            *t += 1;
+            *t <= quota[&r.kind]
+        })
+        .collect()
+}
+
 /// What the full recipe measured: the base, SFT and SFT + GRPO rows.
 #[derive(Clone, Debug)]
 pub struct FullReport {
     /// (model, its evaluation), in order: base, SFT, SFT + GRPO.
     pub rows: Vec<(String, StageEval)>,
-    /// The share of the most frequent answer in each held-out set: the score of
-    /// answering one letter every time.
-    pub in_domain_best_constant: f64,
-    pub out_of_domain_best_constant: f64,
+    /// The bars to beat on each held-out set.
+    pub in_domain_baselines: Baselines,
+    pub out_of_domain_baselines: Baselines,
     pub grpo_last: Option<GrpoMetrics>,
     pub wall_s: f64,
     pub out_dir: PathBuf,
 }
 
 impl FullReport {
-    /// The table `report.md` holds (and `actial-train` prints).
+    /// The table `report.md` holds (and `actial-train` prints): every
+    /// accuracy with its 95% interval, the bars to beat, and what GRPO changed
+    /// per out-of-domain question kind.
     pub fn markdown(&self) -> String {
-        let pct = |r: &EvalReport, f: fn(&EvalReport) -> f64| format!("{:.1}%", 100.0 * f(r));
+        let acc = |r: &EvalReport| {
+            let (lo, hi) = r.accuracy_ci95();
+            format!("{:.1}% [{:.1}, {:.1}]", 100.0 * r.accuracy(), 100.0 * lo, 100.0 * hi)
+        };
+        let fmt = |r: &EvalReport| format!("{:.1}%", 100.0 * r.format_rate());
         let mut md = String::from(
             "| model | in-domain accuracy (viewpoint, letter) | in-domain accuracy, asked to reason | its format | out-of-domain accuracy (SAT-like) | out-of-domain format |\n|---|---|---|---|---|---|\n",
         );
         for (name, e) in &self.rows {
             let (ra, rf) = match &e.in_domain_reasoning {
-                Some(r) => (pct(r, EvalReport::accuracy), pct(r, EvalReport::format_rate)),
+                Some(r) => (acc(r), fmt(r)),
                 None => ("-".into(), "-".into()),
             };
             md += &format!(
                 "| {name} | {} | {ra} | {rf} | {} | {} |\n",
-                pct(&e.in_domain, EvalReport::accuracy),
-                pct(&e.out_of_domain, EvalReport::accuracy),
-                pct(&e.out_of_domain, EvalReport::format_rate)
+                acc(&e.in_domain),
+                acc(&e.out_of_domain),
+                fmt(&e.out_of_domain)
             );
         }
-        // The bar to beat: uniform guessing, and answering one letter every time
-        // (with a fixed option order the two directions are always A and B, so a
-        // constant letter scores about 50% on the three-option viewpoint questions).
-        let (n_in, n_out) =
-            self.rows.first().map_or((0, 0), |(_, e)| (e.in_domain.items.len(), e.out_of_domain.items.len()));
+        let (i, o) = (&self.in_domain_baselines, &self.out_of_domain_baselines);
         md += &format!(
-            "\n{n_in} in-domain items (uniform guess 33.3%, best constant letter {:.1}%), {n_out} out-of-domain items (uniform guess 50%, best constant letter {:.1}%); greedy decoding, Actial system prompt.\n",
-            self.in_domain_best_constant, self.out_of_domain_best_constant
+            "\n[95% intervals, Wilson.] {} in-domain items (uniform guess {:.1}%, best constant letter {:.1}%), {} out-of-domain items (uniform guess {:.1}%, best constant letter {:.1}%); greedy decoding, Actial system prompt.\n",
+            i.items, i.uniform_guess, i.best_constant, o.items, o.uniform_guess, o.best_constant
         );
+        if let [.., (_, sft), (_, grpo)] = &self.rows[..] {
+            md += "\n| out-of-domain kind | items | SFT | SFT + GRPO | change |\n|---|---|---|---|---|\n";
+            let after = grpo.out_of_domain.per_kind();
+            for (kind, (a, _, n)) in sft.out_of_domain.per_kind() {
+                let b = after.get(&kind).map_or(0.0, |x| x.0);
+                md += &format!("| {kind} | {n} | {:.1}% | {:.1}% | {:+.1} |\n", 100.0 * a, 100.0 * b, 100.0 * (b - a));
+            }
+        }
         md
     }
 
@@ -99,13 +162,19 @@ impl FullReport {
         let per_kind = |r: &EvalReport| {
             r.per_kind()
                 .into_iter()
-                .map(|(k, (a, f, n))| (k, json!({"accuracy": a, "format": f, "items": n})))
+                .map(|(k, (a, f, n))| {
+                    let (lo, hi) = wilson95((a * n as f64).round() as usize, n);
+                    (k, json!({"accuracy": a, "accuracy_ci95": [lo, hi], "format": f, "items": n}))
+                })
                 .collect::<serde_json::Map<_, _>>()
         };
-        let summary =
-            |r: &EvalReport| json!({"accuracy": r.accuracy(), "format": r.format_rate(), "per_kind": per_kind(r)});
+        let summary = |r: &EvalReport| {
+            let (lo, hi) = r.accuracy_ci95();
+            json!({"accuracy": r.accuracy(), "accuracy_ci95": [lo, hi], "format": r.format_rate(), "per_kind": per_kind(r)})
+        };
         json!({
             "wall_s": self.wall_s,
+            "sets": {"in_domain": self.in_domain_baselines, "out_of_domain": self.out_of_domain_baselines},
             "rows": self.rows.iter().map(|(n, e)| json!({
                 "model": n,
                 "in_domain": summary(&e.in_domain),
@@ -211,6 +280,7 @@ fn data_sets(cfg: &SftConfig, out: &Path) -> Result<Sets> {
         let (view, sat) = render_sets(&out.join("data/train"), pairs, cfg.run.seed, &synth)?;
         let heldout_seed = cfg.run.seed + 1_000_003;
         let (hv, hs) = render_sets(&out.join("data/heldout"), cfg.synth.heldout_pairs as u64, heldout_seed, &synth)?;
+        let (hv, hs) = (balanced(hv, cfg.synth.heldout_per_kind), balanced(hs, 0));
         return Ok((view, sat, hv, hs));
     }
     let (mut sft, mut grpo) = (Vec::new(), Vec::new());
@@ -278,8 +348,8 @@ pub fn full(cfg: &SftConfig, opts: &RunOptions) -> Result<FullReport> {
 
     let report = FullReport {
         rows,
-        in_domain_best_constant: best_constant(&held.in_domain),
-        out_of_domain_best_constant: best_constant(&held.out_of_domain),
+        in_domain_baselines: Baselines::of(&held_view, &held.in_domain),
+        out_of_domain_baselines: Baselines::of(&held_sat, &held.out_of_domain),
         grpo_last: grpo_hist.last().cloned(),
         wall_s: t0.elapsed().as_secs_f64(),
         out_dir: out.clone(),

@@ -73,6 +73,10 @@ pub struct SynthSection {
     /// Rendered training pairs and held-out pairs.
     pub pairs: usize,
     pub heldout_pairs: usize,
+    /// `--recipe full`'s held-out sets from the rendered held-out pairs: per
+    /// question kind, as many items of each correct letter (so no constant
+    /// letter beats the others), at most this many per in-domain kind (0: all).
+    pub heldout_per_kind: usize,
     /// Option layout of rendered questions: `shuffled` (the paper) or `fixed`
     /// (the tiny preset's documented simplification, `data::qa::OptionOrder`).
     /// Unset: the start model's (the tiny base records the order it learned), else
@@ -92,6 +96,7 @@ impl Default for SynthSection {
         SynthSection {
             pairs: 512,
             heldout_pairs: 50,
+            heldout_per_kind: 100,
             option_order: None,
             scene: crate::data::render::SceneStyle::Parts,
             max_yaw_deg: 100.0,

@@ -195,6 +195,10 @@ impl EvalReport {
     pub fn format_rate(&self) -> f64 {
         frac(self.items.iter().filter(|r| r.format_ok).count(), self.items.len())
     }
+    /// The accuracy's 95% interval (Wilson score).
+    pub fn accuracy_ci95(&self) -> (f64, f64) {
+        wilson95(self.items.iter().filter(|r| r.correct).count(), self.items.len())
+    }
     /// kind → (accuracy, format rate, count).
     pub fn per_kind(&self) -> BTreeMap<String, (f64, f64, usize)> {
         let mut m: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
@@ -206,6 +210,20 @@ impl EvalReport {
         }
         m.into_iter().map(|(k, (c, f, n))| (k, (frac(c, n), frac(f, n), n))).collect()
     }
+}
+
+/// The 95% Wilson score interval of `k` successes in `n` trials: unlike the
+/// normal approximation it stays inside [0, 1] and is not empty at 0 or n.
+pub fn wilson95(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (z, n) = (1.959_963_984_540_054_f64, n as f64);
+    let p = k as f64 / n;
+    let denom = 1.0 + z * z / n;
+    let center = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((center - half).max(0.0), (center + half).min(1.0))
 }
 
 fn frac(a: usize, b: usize) -> f64 {
