@@ -22,71 +22,11 @@ fn randn(seed: u64, dims: &[usize]) -> Tensor {
     Tensor::from_f32(Philox::new(seed, 0).normal_vec(n, 1.0), dims, Device::Cpu).unwrap()
 }
 
-/// Measured FMA peak of this machine: independent FMA chains on every rayon thread,
-/// with the widest vectors the CPU has. The matmul figures are read against this
-/// rather than a datasheet number (turbo clocks and vector width vary by host).
-mod peak {
-    #[cfg(target_arch = "x86_64")]
-    use std::arch::x86_64::*;
-
-    /// Independent accumulator chains: enough to cover FMA latency on two pipes.
-    const CHAINS: usize = 16;
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn fma512(iters: usize) -> f32 {
-        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for r in acc.iter_mut() {
-                *r = _mm512_fmadd_ps(*r, a, b);
-            }
-        }
-        acc.iter().map(|&r| _mm512_reduce_add_ps(r)).sum()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn fma256(iters: usize) -> f32 {
-        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for r in acc.iter_mut() {
-                *r = _mm256_fmadd_ps(*r, a, b);
-            }
-        }
-        let mut out = [0.0f32; 8];
-        let mut s = 0.0;
-        for r in acc {
-            // SAFETY: `out` holds 8 floats.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), r) };
-            s += out.iter().sum::<f32>();
-        }
-        s
-    }
-
-    /// (FLOPs per call per thread, the kernel) for the best vector width available.
-    pub fn kernel() -> (u64, fn(usize) -> f32, &'static str) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was detected at runtime.
-                return ((CHAINS * 16 * 2) as u64, |n| unsafe { fma512(n) }, "avx512 fma");
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the features were detected at runtime.
-                return ((CHAINS * 8 * 2) as u64, |n| unsafe { fma256(n) }, "avx2 fma");
-            }
-        }
-        (2, |n| (0..n).fold(1.0f32, |a, _| a.mul_add(0.999_999, 1e-7)), "scalar fma")
-    }
-}
-
 fn cpu_peak(c: &mut Criterion) {
     use rayon::prelude::*;
     let mut g = c.benchmark_group("cpu_peak (elem = FLOP)");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    let (flops_per_iter, kernel, name) = peak::kernel();
+    let (flops_per_iter, kernel, name) = actial::cpu::peak::kernel();
     let iters = 1 << 20;
     let threads = rayon::current_num_threads();
     g.throughput(Throughput::Elements(flops_per_iter * iters as u64 * threads as u64));

@@ -19,4 +19,13 @@ fn ops_record_calls_and_self_time() {
         assert!(table.contains(row), "{row} in\n{table}");
     }
     assert!(table.contains("| (outside the ops) |"), "{table}");
+    // Work counted: the GEMMs' FLOPs against the peak; swiglu moves bytes only.
+    let cells = |op: &str, family: &str| {
+        let row = table.lines().find(|l| l.starts_with(&format!("| {op} | {family} |"))).unwrap();
+        row.split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>()
+    };
+    assert!(cells("matmul", "matmul")[7].ends_with("%)") && cells("linear", "matmul")[7].ends_with("%)"), "{table}");
+    assert_eq!(cells("swiglu", "elementwise")[7], "-", "{table}");
+    assert!(cells("swiglu", "elementwise")[8].ends_with("%)"), "{table}");
+    assert!(table.contains("GFLOP/s FMA peak"), "{table}");
 }

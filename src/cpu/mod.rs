@@ -14,6 +14,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod peak;
 pub mod rope;
 pub mod sampling;
 

@@ -8,7 +8,8 @@ use crate::tensor::{Device, Tensor};
 
 /// `silu(gate) · up`, elementwise; both operands have one shape.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let _profile = super::profile::scope("elementwise", "swiglu");
+    let mut profile = super::profile::scope("elementwise", "swiglu");
+    super::profile::work(&mut profile, 0, 4 * (3 * gate.numel()) as u64);
     const OP: &str = "swiglu";
     expect_same(OP, "gate", gate, "up", up)?;
     match common_device(OP, &[gate, up])? {
@@ -19,7 +20,8 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 /// Backward of [`swiglu`]: `(d_gate, d_up)`.
 pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-    let _profile = super::profile::scope("elementwise", "swiglu_backward");
+    let mut profile = super::profile::scope("elementwise", "swiglu_backward");
+    super::profile::work(&mut profile, 0, 4 * (5 * gate.numel()) as u64);
     const OP: &str = "swiglu_backward";
     expect_same(OP, "gate", gate, "up", up)?;
     expect_same(OP, "gate", gate, "dy", dy)?;
@@ -35,7 +37,8 @@ pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tenso
 
 /// Exact GELU `0.5·x·(1 + erf(x/√2))` (the vision merger's activation).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    let _profile = super::profile::scope("elementwise", "gelu");
+    let mut profile = super::profile::scope("elementwise", "gelu");
+    super::profile::work(&mut profile, 0, 4 * (2 * x.numel()) as u64);
     const OP: &str = "gelu";
     match common_device(OP, &[x])? {
         Device::Cpu => cpu_f32(k::gelu_forward(&x.f32_cow(OP, "x")?), x.dims()),
@@ -45,7 +48,8 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 
 /// Backward of [`gelu`].
 pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let _profile = super::profile::scope("elementwise", "gelu_backward");
+    let mut profile = super::profile::scope("elementwise", "gelu_backward");
+    super::profile::work(&mut profile, 0, 4 * (3 * x.numel()) as u64);
     const OP: &str = "gelu_backward";
     expect_same(OP, "x", x, "dy", dy)?;
     match common_device(OP, &[x, dy])? {
@@ -57,7 +61,8 @@ pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// `a + b` (same shape; no broadcasting). The residual add; its backward passes
 /// the gradient to both operands unchanged.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let _profile = super::profile::scope("elementwise", "add");
+    let mut profile = super::profile::scope("elementwise", "add");
+    super::profile::work(&mut profile, 0, 4 * (3 * a.numel()) as u64);
     const OP: &str = "add";
     expect_same(OP, "a", a, "b", b)?;
     if let Device::Cuda(_) = common_device(OP, &[a, b])? {
@@ -71,7 +76,8 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `a += alpha · b` in place; `a` must be f32 (a gradient or master weight) on
 /// the CPU; on CUDA a bf16 `a` (an activation gradient) is allowed too.
 pub fn add_scaled_assign(a: &mut Tensor, b: &Tensor, alpha: f32) -> Result<()> {
-    let _profile = super::profile::scope("elementwise", "add_scaled_assign");
+    let mut profile = super::profile::scope("elementwise", "add_scaled_assign");
+    super::profile::work(&mut profile, 0, 4 * (3 * a.numel()) as u64);
     const OP: &str = "add_scaled_assign";
     expect_same(OP, "a", a, "b", b)?;
     match common_device(OP, &[a, b])? {
@@ -86,7 +92,8 @@ pub fn add_scaled_assign(a: &mut Tensor, b: &Tensor, alpha: f32) -> Result<()> {
 
 /// `a *= alpha` in place (f32).
 pub fn scale_assign(a: &mut Tensor, alpha: f32) -> Result<()> {
-    let _profile = super::profile::scope("elementwise", "scale_assign");
+    let mut profile = super::profile::scope("elementwise", "scale_assign");
+    super::profile::work(&mut profile, 0, 4 * (2 * a.numel()) as u64);
     const OP: &str = "scale_assign";
     match common_device(OP, &[a])? {
         Device::Cpu => {

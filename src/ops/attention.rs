@@ -61,11 +61,25 @@ pub fn cu_seqlens(op: &'static str, cu: &Tensor, tokens: usize) -> Result<Vec<us
     Ok(v.iter().map(|&x| x as usize).collect())
 }
 
+/// (query, key) pairs a head scores over the segments of `cu` (for `ACTIAL_PROFILE`).
+fn visible_pairs(cu: &[usize], s: &crate::cpu::attention::AttnShape) -> u64 {
+    cu.windows(2)
+        .map(|w| {
+            let l = (w[1] - w[0]) as u64;
+            if s.causal { l * (l + 1) / 2 } else { l * l }
+        })
+        .sum()
+}
+
 /// `softmax(scale·q·kᵀ + mask)·v` inside each segment, GQA over kv heads.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu: &Tensor, spec: AttnSpec) -> Result<AttnOut> {
-    let _profile = super::profile::scope("attention", "attention");
+    let mut profile = super::profile::scope("attention", "attention");
     const OP: &str = "attention";
     let (shape, cu) = attn_dims(OP, q, k, v, cu, &spec)?;
+    // q·kᵀ and p·v: 2 multiply-adds per visible (query, key) pair and head dim.
+    let (pairs, tokens) = (visible_pairs(&cu, &shape), *cu.last().unwrap_or(&0) as u64);
+    let (h, kvh, d) = (shape.q_heads as u64, shape.kv_heads as u64, shape.head_dim as u64);
+    super::profile::work(&mut profile, 4 * pairs * h * d, 4 * tokens * (2 * h + 2 * kvh) * d);
     match common_device(OP, &[q, k, v])? {
         Device::Cpu => {
             let (out, lse) =
@@ -86,9 +100,13 @@ pub fn attention_backward(
     fwd: &AttnOut,
     dout: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let _profile = super::profile::scope("attention", "attention_backward");
+    let mut profile = super::profile::scope("attention", "attention_backward");
     const OP: &str = "attention_backward";
     let (shape, cu) = attn_dims(OP, q, k, v, cu, &spec)?;
+    // Scores again, then dV, dP, dQ and dK: 5 products per visible pair.
+    let (pairs, tokens) = (visible_pairs(&cu, &shape), *cu.last().unwrap_or(&0) as u64);
+    let (h, kvh, d) = (shape.q_heads as u64, shape.kv_heads as u64, shape.head_dim as u64);
+    super::profile::work(&mut profile, 10 * pairs * h * d, 4 * tokens * (4 * h + 4 * kvh) * d);
     expect_dims(OP, "out", &fwd.out, q.dims())?;
     expect_dims(OP, "dout", dout, q.dims())?;
     expect_dims(OP, "lse", &fwd.lse, &[q.dims()[0], q.dims()[1]])?;
@@ -123,7 +141,7 @@ pub fn attention_kv(
     cu_k: &Tensor,
     spec: AttnSpec,
 ) -> Result<AttnOut> {
-    let _profile = super::profile::scope("attention", "attention_kv");
+    let mut profile = super::profile::scope("attention", "attention_kv");
     const OP: &str = "attention_kv";
     expect_rank(OP, "q", q, 3)?;
     expect_rank(OP, "k", k, 3)?;
@@ -151,6 +169,17 @@ pub fn attention_kv(
         ));
     }
     let shape = AttnShape { q_heads: hq, kv_heads: hkv, head_dim: d, scale: spec.scale, causal: spec.causal };
+    // Pairs each query sees: all keys, less the later queries' keys when causal.
+    let pairs: u64 = cq
+        .windows(2)
+        .zip(ck.windows(2))
+        .map(|(a, b)| {
+            let (lq, lk) = ((a[1] - a[0]) as u64, (b[1] - b[0]) as u64);
+            if spec.causal { lq * lk - lq * lq.saturating_sub(1) / 2 } else { lq * lk }
+        })
+        .sum();
+    let (h, kvh, dd) = (hq as u64, hkv as u64, d as u64);
+    super::profile::work(&mut profile, 4 * pairs * h * dd, 4 * (2 * tq as u64 * h + 2 * tk as u64 * kvh) * dd);
     match common_device(OP, &[q, k, v])? {
         Device::Cpu => {
             let (out, lse) = k::attention_forward_kv(

@@ -36,9 +36,12 @@ pub fn lora_linear(
     b: &Tensor,
     scale: f32,
 ) -> Result<LoraOut> {
-    let _profile = super::profile::scope("lora", "lora_linear");
+    let mut profile = super::profile::scope("lora", "lora_linear");
     const OP: &str = "lora_linear";
     let (rows, din, dout, r) = lora_dims(OP, x, w, a, b)?;
+    // x·Wᵀ, then (x·Aᵀ)·Bᵀ.
+    let (m, i, o, rk) = (rows as u64, din as u64, dout as u64, r as u64);
+    super::profile::work(&mut profile, 2 * m * (i * o + rk * (i + o)), 4 * (m * i + i * o + m * o + rk * (i + o)));
     if let Some(bias) = bias {
         expect_dims(OP, "bias", bias, &[dout])?;
     }
@@ -82,9 +85,16 @@ pub fn lora_linear_backward(
     da: &mut Tensor,
     db: &mut Tensor,
 ) -> Result<Tensor> {
-    let _profile = super::profile::scope("lora", "lora_linear_backward");
+    let mut profile = super::profile::scope("lora", "lora_linear_backward");
     const OP: &str = "lora_linear_backward";
     let (rows, din, dout, r) = lora_dims(OP, x, w, a, b)?;
+    // dx = dy·W + s·(dy·B)·A, dB += s·dyᵀ·xa, dA += s·(dy·B)ᵀ·x.
+    let (m, i, o, rk) = (rows as u64, din as u64, dout as u64, r as u64);
+    super::profile::work(
+        &mut profile,
+        2 * m * (i * o + 2 * rk * (i + o)),
+        4 * (2 * m * i + i * o + m * o + rk * (i + o)),
+    );
     expect_dims(OP, "dy", dy, fwd.y.dims())?;
     expect_dims(OP, "xa", &fwd.xa, &[rows, r])?;
     expect_dims(OP, "dA", da, a.dims())?;

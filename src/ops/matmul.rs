@@ -23,7 +23,7 @@ fn bmk(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize, usize)
 /// there is no broadcasting. On the CPU bf16 inputs are upcast and the result is f32;
 /// on CUDA the result is bf16 (f32 accumulation).
 pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
-    let _profile = super::profile::scope("matmul", "matmul");
+    let mut profile = super::profile::scope("matmul", "matmul");
     let dev = common_device(OP_MM, &[a, b])?;
     let (ba, ra, ca) = bmk(OP_MM, "a", a)?;
     let (bb, rb, cb) = bmk(OP_MM, "b", b)?;
@@ -41,6 +41,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
         ));
     }
     let out_dims: Vec<usize> = if a.rank() == 3 { vec![ba, m, n] } else { vec![m, n] };
+    let (b_, m_, n_, k_) = (ba as u64, m as u64, n as u64, ka as u64);
+    super::profile::work(&mut profile, 2 * b_ * m_ * n_ * k_, 4 * b_ * (m_ * k_ + k_ * n_ + m_ * n_));
     match dev {
         Device::Cpu => {
             let (x, y) = (a.f32_cow(OP_MM, "a")?, b.f32_cow(OP_MM, "b")?);
@@ -80,9 +82,11 @@ fn linear_dims(op: &'static str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
 /// `y = x·Wᵀ + b` with `x: [.., in]`, `W: [out, in]` (the checkpoint layout),
 /// `b: [out]`. Output `[.., out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let _profile = super::profile::scope("matmul", "linear");
+    let mut profile = super::profile::scope("matmul", "linear");
     const OP: &str = "linear";
     let (rows, din, dout) = linear_dims(OP, x, w, b)?;
+    let (r, i, o) = (rows as u64, din as u64, dout as u64);
+    super::profile::work(&mut profile, 2 * r * i * o, 4 * (r * i + i * o + r * o));
     let mut devs = vec![x, w];
     devs.extend(b);
     let dev = common_device(OP, &devs)?;
@@ -114,9 +118,12 @@ pub fn linear_backward(
     dw: Option<&mut Tensor>,
     db: Option<&mut Tensor>,
 ) -> Result<Tensor> {
-    let _profile = super::profile::scope("matmul", "linear_backward");
+    let mut profile = super::profile::scope("matmul", "linear_backward");
     const OP: &str = "linear_backward";
     let (rows, din, dout) = linear_dims(OP, x, w, None)?;
+    // dx = dy·W, and dW += dyᵀ·x when W trains.
+    let (r, i, o, gemms) = (rows as u64, din as u64, dout as u64, 1 + u64::from(dw.is_some()));
+    super::profile::work(&mut profile, gemms * 2 * r * i * o, 4 * (gemms * (r * o + i * o) + r * i * gemms));
     if dy.shape().rows() != rows || dy.shape().last() != dout {
         return Err(shape_err!(OP, "dy has shape {}, expected [{rows} rows, {dout}]", dy.shape()));
     }

@@ -10,7 +10,8 @@ use crate::tensor::{Device, Tensor};
 /// `y = x / sqrt(mean(x²) + eps) · w` per row of `x: [.., D]`, `w: [D]`. Returns
 /// `(y, rstd)` with `rstd: [rows]` saved for the backward.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
-    let _profile = super::profile::scope("norm", "rms_norm");
+    let mut profile = super::profile::scope("norm", "rms_norm");
+    super::profile::work(&mut profile, 0, 4 * (2 * x.numel()) as u64);
     const OP: &str = "rms_norm";
     let d = x.shape().last();
     if x.rank() == 0 || w.dims() != [d] {
@@ -29,6 +30,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
 /// decoder layer's residual add and the next norm. On CUDA one kernel (one
 /// read of each input, no separate add launch); on the CPU the two ops.
 pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
+    // Its work is counted by the add and rms_norm it calls on the CPU.
     let _profile = super::profile::scope("norm", "add_rms_norm");
     const OP: &str = "add_rms_norm";
     let d = x.shape().last();
@@ -54,7 +56,8 @@ pub fn rms_norm_backward(
     dy: &Tensor,
     dw: Option<&mut Tensor>,
 ) -> Result<Tensor> {
-    let _profile = super::profile::scope("norm", "rms_norm_backward");
+    let mut profile = super::profile::scope("norm", "rms_norm_backward");
+    super::profile::work(&mut profile, 0, 4 * (3 * x.numel()) as u64);
     const OP: &str = "rms_norm_backward";
     let d = x.shape().last();
     expect_dims(OP, "weight", w, &[d])?;
