@@ -371,6 +371,7 @@ fn run_mix(letters: &Path, out: &Path, import: Option<&Path>, cfg: MixConfig) ->
 }
 
 fn main() -> ExitCode {
+    actial::util::keep_freed_memory();
     let res = match Cli::parse().cmd {
         Cmd::Synth { out, pairs, seed, size, supersample, scene } => synth(&out, pairs, seed, size, supersample, scene),
         Cmd::Build { captures, out, max_pairs_per_capture, min_yaw, max_yaw, seed } => {

@@ -585,6 +585,7 @@ fn compare(runs: &[PathBuf]) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    actial::util::keep_freed_memory();
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Run(a) => run(a),

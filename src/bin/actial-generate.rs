@@ -160,6 +160,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    actial::util::keep_freed_memory();
     let r = run(Args::parse());
     if let Some(table) = actial::ops::profile::report() {
         eprintln!("\n{table}");

@@ -198,6 +198,7 @@ fn run(args: &Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    actial::util::keep_freed_memory();
     let args = Args::parse();
     let res = run(&args);
     if let Some(table) = actial::ops::profile::report() {
