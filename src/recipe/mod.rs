@@ -238,6 +238,17 @@ pub fn latest_checkpoint(dir: &Path) -> Result<PathBuf> {
     c.pop().ok_or_else(|| arg_err!("resume", "no checkpoint-* with trainer_state.json in {}", dir.display()))
 }
 
+/// `opts.resume`: the trainer continues from the latest checkpoint of that run
+/// (or from that checkpoint).
+fn resume(trainer: &mut crate::train::sft::SftTrainer, opts: &RunOptions) -> Result<()> {
+    if let Some(r) = &opts.resume {
+        let ckpt = latest_checkpoint(r)?;
+        trainer.load_checkpoint(&ckpt)?;
+        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
+    }
+    Ok(())
+}
+
 /// The renderer's settings for this run: scene style and orbit range from
 /// `[synth]`, options laid out as `order`.
 fn synth_config(cfg: &SftConfig, order: OptionOrder) -> SynthConfig {

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::full::eval_with_bar;
-use super::{
-    Recipe, RunOptions, claim_run_dir, is_tiny, latest_checkpoint, render_sets, synth_config, training_device,
-};
+use super::{Recipe, RunOptions, claim_run_dir, is_tiny, render_sets, resume, synth_config, training_device};
 use crate::data::pretrain::{PretrainMix, pretrain_records};
 use crate::data::qa::{LETTERS, OptionOrder, QaRecord};
 use crate::model::Qwen25Vl;
@@ -87,15 +85,7 @@ pub fn pretrain(cfg: &SftConfig, opts: &RunOptions) -> Result<PretrainReport> {
     let seed = cfg.run.seed;
 
     let pb = crate::util::progress_bar("render", p.photos + p.pairs + p.perspective_photos, "");
-    let mix = PretrainMix {
-        photos: p.photos,
-        pairs: p.pairs,
-        text_items: p.text_items,
-        perspective_items: p.perspective_items,
-        perspective_photos: p.perspective_photos,
-        reasoning_every: p.reasoning_every,
-    };
-    let records = pretrain_records(&out.join("data/train"), seed, mix, &synth, &|| pb.inc(1))?;
+    let records = pretrain_records(&out.join("data/train"), seed, p.mix(), &synth, &|| pb.inc(1))?;
     pb.finish_and_clear();
     // Held out: other seeds for photos, text items and viewpoint pairs.
     let held_mix = PretrainMix {
@@ -135,11 +125,7 @@ pub fn pretrain(cfg: &SftConfig, opts: &RunOptions) -> Result<PretrainReport> {
     let (e_text, e_photo, e_pair, e_view) =
         (encode(&held_text)?, encode(&held_photo)?, encode(&held_pair)?, encode(&viewpoint)?);
     let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
-    if let Some(r) = &opts.resume {
-        let ckpt = latest_checkpoint(r)?;
-        trainer.load_checkpoint(&ckpt)?;
-        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
-    }
+    resume(&mut trainer, opts)?;
     eprintln!(
         "pretrain: {} examples, {} parameters, {} steps of {} samples",
         trainer.examples.len(),

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::{
-    RunOptions, claim_run_dir, is_tiny, latest_checkpoint, load_model, option_order, plots, print_device_accounting,
-    render_sets, save_trained, synth_config, training_device,
+    RunOptions, claim_run_dir, is_tiny, load_model, option_order, plots, print_device_accounting, render_sets, resume,
+    save_trained, synth_config, training_device,
 };
 use crate::data::formats::load_any;
 use crate::data::mix::{MixConfig, mix};
@@ -109,11 +109,7 @@ pub fn sft(cfg: &SftConfig, opts: &RunOptions) -> Result<SftReport> {
         std::fs::copy(&tok_json, out.join("base/tokenizer.json")).map_err(io_err(&tok_json))?;
     }
     let mut trainer = SftTrainer::new(cfg.clone(), model, enc.examples)?;
-    if let Some(r) = &opts.resume {
-        let ckpt = latest_checkpoint(r)?;
-        trainer.load_checkpoint(&ckpt)?;
-        eprintln!("resumed from {} at step {}", ckpt.display(), trainer.step);
-    }
+    resume(&mut trainer, opts)?;
     eprintln!(
         "sft: {} examples, {} trainable parameters ({}), {} steps of {} samples ({} per micro-batch)",
         trainer.examples.len(),

@@ -367,27 +367,32 @@ impl Default for SftConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainSection {
-    /// Rendered photos (each gives its questions and a description).
+    /// The mix's counts, as [`crate::data::pretrain::PretrainMix`] documents them.
     pub photos: u64,
-    /// Two-photo items (questions about one photo of two, a description of
-    /// both; never how the camera moved).
     pub pairs: u64,
-    /// Text-only items (multiple choice and copy exercises).
     pub text_items: u64,
-    /// Text-only perspective items (a camera's move told in words, asked from the
-    /// camera's or the object's perspective).
     pub perspective_items: u64,
-    /// Photos asked from the camera's and the object's perspective which colour is
-    /// furthest to one side (the two answers mirror each other).
     pub perspective_photos: u64,
-    /// Every N-th multiple-choice item (0: none) asks for reasoning and answers
-    /// `<think>…</think><answer>X</answer>` (the format a real base follows).
     pub reasoning_every: u64,
     /// Evaluate a held-out sample every N steps (0: only at the end).
     pub eval_every: usize,
     /// Start from this tiny model directory (an earlier stage's model/ or a
     /// checkpoint) instead of random init.
     pub init: Option<String>,
+}
+
+impl PretrainSection {
+    /// The pretraining set's counts.
+    pub fn mix(&self) -> crate::data::pretrain::PretrainMix {
+        crate::data::pretrain::PretrainMix {
+            photos: self.photos,
+            pairs: self.pairs,
+            text_items: self.text_items,
+            perspective_items: self.perspective_items,
+            perspective_photos: self.perspective_photos,
+            reasoning_every: self.reasoning_every,
+        }
+    }
 }
 
 impl Default for PretrainSection {
