@@ -204,6 +204,14 @@ fn a_set_key_the_recipe_never_reads_is_an_error() {
         let e = load_config(recipe, &src(&[key])).unwrap_err().to_string();
         assert!(e.contains(key) && e.contains("never reads"), "{recipe:?} {key}: {e}");
     }
+    // A key that moved names its new place, in a file or a --set.
+    let e = load_config(Recipe::Sft, &src(&["data.synth_scene=\"cube\""])).unwrap_err().to_string();
+    assert!(e.contains("data.synth_scene is now synth.scene"), "{e}");
+    let e =
+        actial::train::config::SftConfig::from_toml("[data]\nsynth_pairs = 3\n", &Default::default(), &[], "old.toml")
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("old.toml") && e.contains("synth.pairs"), "{e}");
     // Rendered-data keys on a run from files.
     let files = ConfigSource { data: vec!["x.jsonl".into()], ..src(&["synth.pairs=4"]) };
     let e = load_config(Recipe::Sft, &files).unwrap_err().to_string();

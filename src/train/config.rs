@@ -487,6 +487,17 @@ impl Default for RunSection {
     }
 }
 
+/// Keys that moved, and where to: a config written for an earlier version gets
+/// the new name rather than "unknown field".
+const MOVED: [(&str, &str); 6] = [
+    ("data.synth_pairs", "synth.pairs"),
+    ("data.synth_heldout_pairs", "synth.heldout_pairs"),
+    ("data.option_order", "synth.option_order"),
+    ("data.synth_scene", "synth.scene"),
+    ("data.synth_max_yaw_deg", "synth.max_yaw_deg"),
+    ("run.log_every", "gone: every step is logged (metrics.jsonl, tb/)"),
+];
+
 /// The committed presets, by name (`--preset NAME`).
 pub const PRESETS: [(&str, &str); 6] = [
     ("paper", include_str!("../../assets/presets/paper.toml")),
@@ -562,6 +573,15 @@ impl SftConfig {
         let err = |msg: String| Error::Config { file: file.to_string(), msg };
         let mut doc: toml::Table = toml::Table::try_from(base).map_err(|e| err(e.to_string()))?;
         let given: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        let set_keys = overrides.iter().filter_map(|o| o.split_once('=')).map(|(k, _)| k.trim().to_string());
+        let file_keys = given.iter().flat_map(|(section, t)| {
+            t.as_table().into_iter().flat_map(move |t| t.keys().map(move |k| format!("{section}.{k}")))
+        });
+        for key in file_keys.chain(set_keys) {
+            if let Some((_, now)) = MOVED.iter().find(|(old, _)| *old == key) {
+                return Err(err(format!("{key} is now {now}")));
+            }
+        }
         merge(&mut doc, given, "").map_err(err)?;
         for o in overrides {
             let (key, value) =
