@@ -26,6 +26,7 @@ use actial::{DType, Device, Result, Tensor};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
+    actial::util::keep_freed_memory();
     let mut args = std::env::args().skip(1);
     let out = PathBuf::from(args.next().expect("usage: bench_rollout OUT_DIR [PROMPTS] [GROUP] [NEW_TOKENS]"));
     let mut num = |d: usize| args.next().map(|s| s.parse().expect("a number")).unwrap_or(d);

@@ -34,6 +34,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 16;
 
 fn main() -> Result<()> {
+    actial::util::keep_freed_memory();
     let mut args = std::env::args().skip(1);
     let out = PathBuf::from(args.next().expect("usage: bench_train_step OUT_DIR [STEPS]"));
     let steps: usize = args.next().map(|s| s.parse().expect("STEPS is a number")).unwrap_or(10);
