@@ -149,9 +149,14 @@ impl FullReport {
         if let [.., (_, sft), (_, grpo)] = &self.rows[..] {
             md += "\n| out-of-domain kind | items | SFT | SFT + GRPO | change |\n|---|---|---|---|---|\n";
             let after = grpo.out_of_domain.per_kind();
+            // Each with its interval: a kind of a few dozen items moves by chance alone.
+            let with_ci = |p: f64, n: usize| {
+                let (lo, hi) = wilson95((p * n as f64).round() as usize, n);
+                format!("{:.1}% [{:.1}, {:.1}]", 100.0 * p, 100.0 * lo, 100.0 * hi)
+            };
             for (kind, (a, _, n)) in sft.out_of_domain.per_kind() {
                 let b = after.get(&kind).map_or(0.0, |x| x.0);
-                md += &format!("| {kind} | {n} | {:.1}% | {:.1}% | {:+.1} |\n", 100.0 * a, 100.0 * b, 100.0 * (b - a));
+                md += &format!("| {kind} | {n} | {} | {} | {:+.1} |\n", with_ci(a, n), with_ci(b, n), 100.0 * (b - a));
             }
         }
         md
